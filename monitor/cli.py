@@ -1,0 +1,239 @@
+"""The `monitor` command. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+import spacy
+
+from monitor import config as config_mod
+from monitor import logs, parse, poll, scheduler
+from monitor.config import Config
+from monitor.errors import ConfigError, MonitorError, ParseError
+from monitor.match import Matcher, Verdict
+from monitor.models import Fetched, Item, utcnow
+from monitor.pipeline import deliver_pending, run_feeds
+from monitor.service import build, http_client, load_ner
+
+log = logging.getLogger("monitor.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="monitor", description=__doc__)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("MONITOR_CONFIG", "config")),
+        help="config directory (env MONITOR_CONFIG, default ./config)",
+    )
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    sub.add_parser("poll", help="fetch every feed once, match, store, deliver, exit")
+    sub.add_parser("check", help="validate the config directory")
+    m = sub.add_parser("matches", help="list stored matches")
+    m.add_argument("--watchlist")
+    m.add_argument("--since", help="only matches newer than this, e.g. 2d")
+    m.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub.add_parser("feeds", help="feed health table")
+    e = sub.add_parser("explain", help="show why an article matches a watchlist or not")
+    e.add_argument("source", help="a feed URL, a feed file, or a plain-text article file")
+    e.add_argument("--watchlist", help="only this watchlist")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stdout if args.command == "check" else sys.stderr)
+        return 2
+    logs.setup(args.log_level.upper() if args.log_level else cfg.settings.log_level)
+    try:
+        return _COMMANDS[args.command](cfg, args)
+    except MonitorError as exc:
+        log.error("%s failed: %s", args.command, exc)
+        return 1
+
+
+def _check(cfg: Config, args: argparse.Namespace) -> int:
+    print(f"ok: {cfg.root}: {len(cfg.feeds)} feeds, {len(cfg.watchlists)} watchlists")
+    return 0
+
+
+def _poll(cfg: Config, args: argparse.Namespace) -> int:
+    service = build(cfg)
+    try:
+        outcomes = run_feeds(service.feeds, service.deps)
+        report = deliver_pending(service.deps)
+    finally:
+        service.close()
+    failed = [o for o in outcomes if not o.ok]
+    log.info(
+        "poll done feeds=%d failed=%d new_items=%d queued=%d sent=%d retry_later=%d dead=%d",
+        len(outcomes),
+        len(failed),
+        sum(o.new_items for o in outcomes),
+        sum(o.queued for o in outcomes),
+        report.sent,
+        report.failed,
+        report.dead,
+    )
+    return 0
+
+
+def _run(cfg: Config, args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service = build(cfg)
+    idle = scheduler.run(service, stop)
+    if not idle:
+        # A fetch is still waiting on the network. Every write is a committed or
+        # rolled-back transaction, so leaving now cannot half-write anything.
+        log.warning("jobs still running after the grace period; exiting anyway")
+        logging.shutdown()
+        os._exit(0)
+    service.close()
+    log.info("stopped")
+    return 0
+
+
+def _matches(cfg: Config, args: argparse.Namespace) -> int:
+    since = utcnow() - config_mod.parse_duration(args.since) if args.since else None
+    service = build(cfg)
+    try:
+        rows = service.deps.store.matches(args.watchlist, since)
+    finally:
+        service.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    for row in rows:
+        print(
+            f"{row['created_at']}  {row['watchlist']:<14} {row['delivery'] or '-':<8} "
+            f"{row['title'][:70]:<70}  [{', '.join(row['matched'])}]  {row['feed']}"
+        )
+    return 0
+
+
+def _feeds(cfg: Config, args: argparse.Namespace) -> int:
+    service = build(cfg)
+    try:
+        rows = service.deps.store.feeds()
+    finally:
+        service.close()
+    configured = {f.name for f in cfg.feeds}
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+    header = (
+        f"{'feed':<22} {'last fetch (UTC)':<19}  {'HTTP':>4} {'items':>6} {'errors':>6}  "
+        f"{'next due (UTC)':<19}  last error"
+    )
+    print(header)
+    for r in rows:
+        if r.name not in configured:
+            continue
+        print(
+            f"{r.name[:22]:<22} {when(r.last_fetch_at):<19}  {r.last_status or '-':>4} "
+            f"{r.items_seen:>6} {r.errors_in_row:>6}  {when(r.next_due_at):<19}  "
+            f"{(r.last_error or '')[:80]}"
+        )
+    return 0
+
+
+def _load_items(source: str, cfg: Config) -> list[Item]:
+    if source.startswith(("http://", "https://")):
+        http = cfg.settings.http
+        with http_client(cfg.settings) as client:
+            fetched = poll.fetch(
+                client,
+                source,
+                max_bytes=http.max_body_bytes,
+                deadline=(http.connect_timeout + http.read_timeout).total_seconds(),
+            )
+        return parse.parse(fetched).items
+    path = Path(source)
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise MonitorError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        items = parse.parse(Fetched(str(path), 200, body, {})).items
+    except ParseError:
+        items = []
+    if items:
+        return items
+    text = body.decode("utf-8", errors="replace")
+    return [
+        Item(
+            title=path.name,
+            link=None,
+            guid=None,
+            summary="",
+            content=parse.tidy(text),
+            published=None,
+        )
+    ]
+
+
+def _explain(cfg: Config, args: argparse.Namespace) -> int:
+    watchlists = [w for w in cfg.watchlists if not args.watchlist or w.name == args.watchlist]
+    if not watchlists:
+        known = ", ".join(w.name for w in cfg.watchlists)
+        print(f"no watchlist named {args.watchlist!r} (known: {known})", file=sys.stderr)
+        return 2
+    matcher = Matcher(watchlists, spacy.blank("en"), load_ner)
+    for item in _load_items(args.source, cfg):
+        print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
+        for verdict in matcher.explain(item):
+            print(_describe(verdict, item))
+    return 0
+
+
+def _describe(verdict: Verdict, item: Item) -> str:
+    text = f"{item.title}\n\n{item.body}"
+    name = verdict.watchlist.name
+    lines = [
+        f"  {name}: {'MATCH' if verdict.hits else 'no match'}"
+        + (f" -> {verdict.watchlist.channel}" if verdict.hits else "")
+    ]
+    for hit in verdict.hits:
+        before = " ".join(text[max(0, hit.start - 40) : hit.start].split())
+        after = " ".join(text[hit.end : hit.end + 40].split())
+        lines.append(
+            f"    [{hit.kind} {hit.term!r} by {hit.rule}] {hit.field} @{hit.start}: "
+            f"…{before} »{hit.text}« {after}…"
+        )
+    lines += [f"    evidence: {note}" for note in verdict.notes]
+    return "\n".join(lines)
+
+
+_COMMANDS = {
+    "run": _run,
+    "poll": _poll,
+    "check": _check,
+    "matches": _matches,
+    "feeds": _feeds,
+    "explain": _explain,
+}

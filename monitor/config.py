@@ -1,0 +1,441 @@
+"""Reads the config directory into frozen, validated objects.
+
+Every problem is reported with the file, line and column it comes from, so
+`monitor check` can list them all at once instead of failing on the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.errors import ConfigError, Problem
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+NER_LABELS = frozenset(
+    [
+        "PERSON",
+        "NORP",
+        "FAC",
+        "ORG",
+        "GPE",
+        "LOC",
+        "PRODUCT",
+        "EVENT",
+        "WORK_OF_ART",
+        "LAW",
+        "LANGUAGE",
+    ]
+)
+_CHANNEL = re.compile(r"^(#?[a-z0-9][a-z0-9._-]{0,79}|[CDG][A-Z0-9]{8,})$")
+_SIZE = re.compile(r"^(\d+)\s*(b|kb|mb|gb|kib|mib|gib)?$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Accepts `30s`, `5m`, `1h`, `2d`, `1w` and sums like `1h30m`."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("duration must be written like 30s, 5m, 1h or 2d")
+    text = value.strip().lower()
+    pos, total = 0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos and text[pos : m.start()].strip():
+            break
+        total += int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if pos == 0 or text[pos:].strip():
+        raise ValueError(f"bad duration {value!r}: write it like 30s, 5m, 1h or 2d")
+    return timedelta(seconds=total)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("duration must be greater than zero")
+    return value
+
+
+def _parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value).strip())
+    if not m:
+        raise ValueError(f"bad size {value!r}: write it like 10MB or 512KiB")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"bad URL {value!r}: must be an http:// or https:// URL with a host")
+    return value.strip()
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+ByteCount = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Text = Annotated[str, AfterValidator(_non_blank)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class HttpSettings(_Model):
+    connect_timeout: Duration = timedelta(seconds=10)
+    read_timeout: Duration = timedelta(seconds=30)
+    max_body_bytes: ByteCount = 20 * 1024 * 1024
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    user_agent: str = "monitor/0.1 (RSS alert service)"
+
+
+class SlackSettings(_Model):
+    token: str | None = None
+    api_url: HttpUrl | None = None
+    webhook_url: HttpUrl | None = None
+
+
+class DeliverySettings(_Model):
+    max_attempts: int = Field(default=8, ge=1)
+    retry_base: Duration = timedelta(seconds=30)
+    retry_max: Duration = timedelta(hours=1)
+
+
+class Settings(_Model):
+    """monitor.yaml: every key optional."""
+
+    database_url: str | None = None
+    data_dir: Path = Path("data")
+    default_interval: Duration = timedelta(minutes=10)
+    default_backfill: Duration = timedelta(hours=24)
+    max_interval: Duration = timedelta(hours=6)
+    tick: Duration = timedelta(seconds=5)
+    log_level: str = "INFO"
+    http: HttpSettings = HttpSettings()
+    slack: SlackSettings = SlackSettings()
+    delivery: DeliverySettings = DeliverySettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'monitor.db'}"
+
+
+class FeedConfig(_Model):
+    name: Text
+    url: HttpUrl
+    interval: Duration | None = None
+    backfill: Duration | None = None
+
+
+class FeedsFile(_Model):
+    feeds: list[FeedConfig] = []
+
+
+class Entity(_Model):
+    name: Text
+    aliases: list[Text] = []
+    type: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in NER_LABELS:
+            raise ValueError(f"unknown type {value!r}; one of {', '.join(sorted(NER_LABELS))}")
+        return value.upper() if value else None
+
+
+class Topic(_Model):
+    name: Text
+    phrases: list[Text] = []
+
+    @model_validator(mode="after")
+    def _default_phrases(self) -> Topic:
+        if not self.phrases:
+            object.__setattr__(self, "phrases", [self.name])
+        return self
+
+
+class Watchlist(_Model):
+    name: Text
+    channel: str
+    entities: list[Entity] = []
+    topics: list[Topic] = []
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not _CHANNEL.match(value):
+            raise ValueError(
+                f"bad channel {value!r}: use a Slack channel name like '#china-desk' "
+                "or a channel ID like C0123456789"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> Watchlist:
+        if not self.entities and not self.topics:
+            raise ValueError("a watchlist needs at least one entity or topic")
+        return self
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    settings: Settings
+    feeds: tuple[FeedConfig, ...]
+    watchlists: tuple[Watchlist, ...]
+    watchlist_files: Mapping[str, Path] = field(default_factory=dict)
+
+    def interval(self, feed: FeedConfig) -> timedelta:
+        return feed.interval or self.settings.default_interval
+
+    def backfill(self, feed: FeedConfig) -> timedelta:
+        return feed.backfill or self.settings.default_backfill
+
+
+Marks = dict[tuple[Any, ...], tuple[int, int]]
+
+
+@dataclass
+class _Doc:
+    """A YAML file turned into plain data, remembering where every key and value stood."""
+
+    path: Path
+    data: Any = None
+    values: Marks = field(default_factory=dict)
+    keys: Marks = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def at(self, loc: tuple[Any, ...], *, key: bool = False) -> tuple[int, int]:
+        loc = tuple(loc)
+        while loc:
+            found = (self.keys if key else self.values).get(loc) or self.values.get(loc)
+            if found:
+                return found
+            loc = loc[:-1]
+        return self.values.get((), (1, 1))
+
+    def problem(self, loc: tuple[Any, ...], message: str, *, key: bool = False) -> None:
+        line, col = self.at(loc, key=key)
+        self.problems.append(Problem(self.path, line, col, message))
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _read_yaml(path: Path) -> _Doc:
+    doc = _Doc(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        doc.problems.append(Problem(path, line, col, f"YAML syntax: {exc.problem or exc}"))
+        return doc
+    except (OSError, UnicodeDecodeError) as exc:
+        doc.problems.append(Problem(path, 1, 1, f"cannot read: {exc}"))
+        return doc
+    if root is None:
+        doc.data = {}
+        return doc
+    constructor = yaml.SafeLoader("")
+
+    def convert(node: yaml.Node, loc: tuple[Any, ...]) -> Any:
+        doc.values[loc] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int):
+                    doc.problems.append(Problem(path, *_mark(key_node), "keys must be text"))
+                    continue
+                if key in out:
+                    doc.problems.append(Problem(path, *_mark(key_node), f"duplicate key {key!r}"))
+                doc.keys[loc + (key,)] = _mark(key_node)
+                out[key] = convert(value_node, loc + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [convert(item, loc + (i,)) for i, item in enumerate(node.value)]
+        return constructor.construct_object(node, deep=True)
+
+    doc.data = convert(root, ())
+    return doc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], doc: _Doc, data: Any = None) -> M | None:
+    payload = doc.data if data is None else data
+    if not isinstance(payload, dict):
+        doc.problem((), "expected a mapping of keys to values at the top of the file")
+        return None
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                doc.problem(loc, f"unknown key {loc[-1]!r}", key=True)
+            elif err["type"] == "missing":
+                doc.problem(loc[:-1], f"missing required key {loc[-1]!r}")
+            else:
+                where = ".".join(str(p) for p in loc if not isinstance(p, int))
+                msg = err["msg"].removeprefix("Value error, ")
+                doc.problem(loc, f"{where}: {msg}" if where else msg)
+        return None
+
+
+def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    data = dict(data)
+    slack = dict(data.get("slack") or {})
+    if env.get("MONITOR_DATABASE_URL"):
+        data["database_url"] = env["MONITOR_DATABASE_URL"]
+    for var, key in (
+        ("SLACK_BOT_TOKEN", "token"),
+        ("SLACK_API_URL", "api_url"),
+        ("SLACK_WEBHOOK_URL", "webhook_url"),
+    ):
+        if env.get(var):
+            slack[key] = env[var]
+    if slack:
+        data["slack"] = slack
+    return data
+
+
+def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Loads and validates the whole config directory; raises ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise ConfigError([Problem(root, 1, 1, "config directory does not exist")])
+
+    settings: Settings | None = Settings()
+    settings_path = root / "monitor.yaml"
+    if settings_path.exists():
+        doc = _read_yaml(settings_path)
+        if not doc.problems:
+            data = doc.data if not isinstance(doc.data, dict) else _env_overrides(doc.data, env)
+            settings = _validate(Settings, doc, data)
+        problems += doc.problems
+    else:
+        settings = _validate_env_only(env, root, problems)
+
+    feeds: list[FeedConfig] = []
+    feeds_path = root / "feeds.yaml"
+    if not feeds_path.exists():
+        problems.append(Problem(feeds_path, 1, 1, "feeds.yaml is missing"))
+    else:
+        doc = _read_yaml(feeds_path)
+        parsed = _validate(FeedsFile, doc) if not doc.problems else None
+        if parsed:
+            feeds = list(parsed.feeds)
+            _check_unique(
+                doc,
+                [("feeds", i, "name") for i in range(len(feeds))],
+                [f.name for f in feeds],
+                "feed name",
+            )
+            _check_unique(
+                doc,
+                [("feeds", i, "url") for i in range(len(feeds))],
+                [f.url for f in feeds],
+                "feed URL",
+            )
+        problems += doc.problems
+
+    watchlists: list[Watchlist] = []
+    files: dict[str, Path] = {}
+    wl_dir = root / "watchlists"
+    for path in sorted(wl_dir.glob("*.y*ml")) if wl_dir.is_dir() else []:
+        doc = _read_yaml(path)
+        data = doc.data
+        if not doc.problems and isinstance(data, dict):
+            data = {"name": path.stem, **data}
+        wl = _validate(Watchlist, doc, data) if not doc.problems else None
+        if wl:
+            _check_unique(
+                doc,
+                [("entities", i, "name") for i in range(len(wl.entities))],
+                [e.name.lower() for e in wl.entities],
+                "entity name",
+            )
+            _check_unique(
+                doc,
+                [("topics", i, "name") for i in range(len(wl.topics))],
+                [t.name.lower() for t in wl.topics],
+                "topic name",
+            )
+            if wl.name in files:
+                doc.problem(
+                    ("name",), f"duplicate watchlist name {wl.name!r} (also in {files[wl.name]})"
+                )
+            else:
+                files[wl.name] = path
+                watchlists.append(wl)
+        problems += doc.problems
+
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return Config(root, settings, tuple(feeds), tuple(watchlists), files)
+
+
+def _validate_env_only(
+    env: Mapping[str, str], root: Path, problems: list[Problem]
+) -> Settings | None:
+    doc = _Doc(root / "monitor.yaml", data=_env_overrides({}, env))
+    settings = _validate(Settings, doc)
+    problems += [Problem(p.path, 0, 0, f"(from environment) {p.message}") for p in doc.problems]
+    return settings
+
+
+def _check_unique(doc: _Doc, locs: list[tuple[Any, ...]], values: list[str], what: str) -> None:
+    first: dict[str, tuple[Any, ...]] = {}
+    for loc, value in zip(locs, values, strict=True):
+        if value in first:
+            line, _ = doc.at(first[value])
+            doc.problem(loc, f"duplicate {what} {value!r} (first at line {line})")
+        else:
+            first[value] = loc

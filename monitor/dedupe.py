@@ -1,0 +1,113 @@
+"""Dedupe stage: gives each item its identities and drops what was seen before.
+
+An item's `key` (unique within its feed) is its guid, else its canonical link, else a
+hash of its text; its `story_key` (shared across feeds) is its canonical link, else
+that hash. The database's unique constraints on both are the last guard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from monitor.models import Entry, Item
+
+_TRACKING_PREFIXES = ("utm_", "ga_", "mc_", "pk_", "mtm_", "hsa_", "ns_", "at_", "oly_")
+_TRACKING_PARAMS = frozenset(
+    [
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gclsrc",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "twclid",
+        "ttclid",
+        "li_fat_id",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "cmpid",
+        "ocid",
+        "smid",
+        "smtyp",
+        "sr_share",
+        "s_cid",
+        "icid",
+        "ito",
+        "cmp",
+        "ref_src",
+        "ref_url",
+        "rss",
+        "feed_id",
+        "rssfeed",
+        "__twitter_impression",
+        "wt_mc",
+        "wt.mc_id",
+    ]
+)
+_MAX_KEY = 500
+_WORDS = re.compile(r"\w+")
+
+
+def canonical_url(url: str) -> str | None:
+    """The link with tracking parameters, fragment, default port and `www.` removed; None
+    when it is not an http(s) URL. Used as an identity only, never fetched."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
+    host = host.removeprefix("www.")
+    if port and port not in (80, 443):
+        host = f"{host}:{port}"
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not k.lower().startswith(_TRACKING_PREFIXES) and k.lower() not in _TRACKING_PARAMS
+    ]
+    return urlunsplit(("https", host, parts.path or "/", urlencode(query), ""))
+
+
+def content_hash(item: Item) -> str:
+    words = _WORDS.findall(f"{item.title}\n{item.body[:4000]}".lower())
+    return hashlib.sha256(" ".join(words).encode()).hexdigest()
+
+
+def _bounded(key: str) -> str:
+    if len(key) <= _MAX_KEY:
+        return key
+    return key.split(":", 1)[0] + ":sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def identify(item: Item) -> Entry:
+    link = canonical_url(item.link) if item.link else None
+    digest = content_hash(item)
+    if item.guid:
+        key = f"guid:{item.guid}"
+    elif link:
+        key = f"url:{link}"
+    else:
+        key = f"hash:{digest}"
+    story_key = f"url:{link}" if link else f"hash:{digest}"
+    usable_link = item.link if link else None
+    return Entry(item=item, key=_bounded(key), story_key=_bounded(story_key), link=usable_link)
+
+
+def fresh(entries: Iterable[Entry], seen: set[str]) -> list[Entry]:
+    """Entries not in `seen`, first copy only when a feed lists the same item or story twice."""
+    keys, stories = set(seen), set()
+    out = []
+    for entry in entries:
+        if entry.key in keys or entry.story_key in stories:
+            continue
+        keys.add(entry.key)
+        stories.add(entry.story_key)
+        out.append(entry)
+    return out

