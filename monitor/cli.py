@@ -76,7 +76,7 @@ def _check(cfg: Config, args: argparse.Namespace) -> int:
 def _poll(cfg: Config, args: argparse.Namespace) -> int:
     service = build(cfg)
     try:
-        outcomes = run_feeds(service.feeds, service.deps)
+        outcomes = run_feeds(service.deps.store.states(service.feeds), service.deps)
         report = deliver_pending(service.deps)
     finally:
         service.close()

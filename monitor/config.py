@@ -352,16 +352,15 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     if not root.is_dir():
         raise ConfigError([Problem(root, 1, 1, "config directory does not exist")])
 
-    settings: Settings | None = Settings()
+    settings: Settings | None = None
     settings_path = root / "monitor.yaml"
-    if settings_path.exists():
-        doc = _read_yaml(settings_path)
-        if not doc.problems:
-            data = doc.data if not isinstance(doc.data, dict) else _env_overrides(doc.data, env)
-            settings = _validate(Settings, doc, data)
-        problems += doc.problems
-    else:
-        settings = _validate_env_only(env, root, problems)
+    doc = _read_yaml(settings_path) if settings_path.exists() else _Doc(settings_path, data={})
+    if not doc.problems and _validate(Settings, doc) is not None:
+        # The file is fine on its own; what still fails comes from the environment.
+        env_doc = _Doc(Path("<environment>"), data=_env_overrides(doc.data, env))
+        settings = _validate(Settings, env_doc)
+        problems += env_doc.problems
+    problems += doc.problems
 
     feeds: list[FeedConfig] = []
     feeds_path = root / "feeds.yaml"
@@ -420,15 +419,6 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     if problems or settings is None:
         raise ConfigError(problems)
     return Config(root, settings, tuple(feeds), tuple(watchlists), files)
-
-
-def _validate_env_only(
-    env: Mapping[str, str], root: Path, problems: list[Problem]
-) -> Settings | None:
-    doc = _Doc(root / "monitor.yaml", data=_env_overrides({}, env))
-    settings = _validate(Settings, doc)
-    problems += [Problem(p.path, 0, 0, f"(from environment) {p.message}") for p in doc.problems]
-    return settings
 
 
 def _check_unique(doc: _Doc, locs: list[tuple[Any, ...]], values: list[str], what: str) -> None:

@@ -48,6 +48,7 @@ class FeedOutcome:
     new_items: int = 0
     queued: int = 0
     error: str | None = None
+    crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
 
 
 def _fetch(feed: FeedState, deps: Deps) -> Fetched:
@@ -63,11 +64,12 @@ def _fetch(feed: FeedState, deps: Deps) -> Fetched:
 
 
 def next_due(feed: FeedState, now: datetime, errors: int, max_interval: timedelta) -> datetime:
-    """The feed's own interval after a success; doubling per error in a row after a
-    failure, up to max_interval (or the interval itself when that is longer)."""
+    """The feed's own interval after a success or a first failure (a blip must not cost
+    a story); then doubling per error in a row, up to max_interval (or the interval
+    itself when that is longer). A failing feed is never given up on."""
     if errors == 0:
         return now + feed.interval
-    backoff = min(feed.interval * (1 << min(errors, 16)), max(max_interval, feed.interval))
+    backoff = min(feed.interval * (1 << min(errors - 1, 16)), max(max_interval, feed.interval))
     return now + backoff
 
 
@@ -131,7 +133,9 @@ def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
         deps.store.record_fetch(feed.id, status=status, error=reason or repr(exc), next_due=due)
     except StoreError as store_exc:
         log.error("cannot record failure feed_id=%d error=%s", feed.id, store_exc)
-    return FeedOutcome(feed.name, False, status, error=reason)
+    return FeedOutcome(
+        feed.name, False, status, error=reason, crashed=not isinstance(exc, MonitorError)
+    )
 
 
 def run_feeds(

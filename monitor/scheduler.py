@@ -48,7 +48,7 @@ class _Activity:
             return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
 
 
-def run(service: Service, stop: threading.Event, grace: float = 8.0) -> bool:
+def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
     """Runs until `stop` is set; returns False if jobs were still busy after `grace` seconds."""
     deps = service.deps
     activity = _Activity()
@@ -58,7 +58,7 @@ def run(service: Service, stop: threading.Event, grace: float = 8.0) -> bool:
     )
 
     def poll_due() -> None:
-        due = deps.store.due(service.feeds, utcnow())
+        due = deps.store.states(service.feeds, due_by=utcnow())
         if not due or stop.is_set():
             return
         outcomes = run_feeds(due, deps, stop)

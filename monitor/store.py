@@ -115,37 +115,17 @@ class Store:
                 out.append(_state(row, interval(cfg), backfill(cfg)))
         return out
 
-    def due(self, feeds: Sequence[FeedState], now: datetime) -> list[FeedState]:
+    def states(self, feeds: Sequence[FeedState], due_by: datetime | None = None) -> list[FeedState]:
+        """The feeds' current fetch state, read afresh; only those due by `due_by` if given."""
         ids = {f.id: f for f in feeds}
         if not ids:
             return []
+        stmt = select(FeedRow).where(col(FeedRow.id).in_(ids))
+        if due_by is not None:
+            stmt = stmt.where(col(FeedRow.next_due_at) <= due_by)
         with self._session() as s:
-            stmt = (
-                select(
-                    col(FeedRow.id),
-                    col(FeedRow.etag),
-                    col(FeedRow.last_modified),
-                    col(FeedRow.last_success_at),
-                    col(FeedRow.errors_in_row),
-                )
-                .where(
-                    col(FeedRow.id).in_(ids),
-                    col(FeedRow.next_due_at) <= now,
-                )
-                .order_by(col(FeedRow.next_due_at))
-            )
-            return [
-                FeedState(
-                    **{
-                        **asdict(ids[r.id]),
-                        "etag": r.etag,
-                        "last_modified": r.last_modified,
-                        "last_success_at": r.last_success_at,
-                        "errors_in_row": r.errors_in_row,
-                    }
-                )
-                for r in s.execute(stmt)
-            ]
+            rows = s.execute(stmt.order_by(col(FeedRow.next_due_at))).scalars()
+            return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
 
     def seen_keys(self, feed_id: int, keys: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(keys))

@@ -26,16 +26,21 @@ US_CHINA: dict[str, Any] = {
         {"name": "Antony Blinken", "aliases": ["Tony Blinken"]},
     ],
     "topics": [
-        {"name": "military dialogue",
-         "phrases": ["military dialogue", "military-to-military communication"]},
+        {
+            "name": "military dialogue",
+            "phrases": ["military dialogue", "military-to-military communication"],
+        },
         {"name": "fentanyl"},
     ],
 }
 
 
-def write_config(root: Path, feeds: list[dict[str, Any]],
-                 watchlists: list[dict[str, Any]] | None = None,
-                 settings: dict[str, Any] | None = None) -> Path:
+def write_config(
+    root: Path,
+    feeds: list[dict[str, Any]],
+    watchlists: list[dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "watchlists").mkdir(exist_ok=True)
     (root / "feeds.yaml").write_text(yaml.safe_dump({"feeds": feeds}, sort_keys=False))

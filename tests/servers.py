@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,6 +31,7 @@ class Route:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the default 5 drops concurrent SYNs, costing a 1s retransmit
 
 
 class FeedServer:
@@ -157,8 +158,14 @@ class FakeSlack:
                 if webhook:
                     self._text(b"ok")
                 else:
-                    self._json({"ok": True, "channel": payload.get("channel"), "ts": ts,
-                                "message": {"text": payload.get("text"), "ts": ts}})
+                    self._json(
+                        {
+                            "ok": True,
+                            "channel": payload.get("channel"),
+                            "ts": ts,
+                            "message": {"text": payload.get("text"), "ts": ts},
+                        }
+                    )
 
             def _json(self, obj: dict[str, Any]) -> None:
                 body = json.dumps(obj).encode()
@@ -207,9 +214,11 @@ def running(server: Any) -> Iterator[Any]:
 
 def rss(items: list[dict[str, Any]], title: str = "Test feed") -> bytes:
     """An RSS 2.0 document; each item may carry title, link, guid, description, published."""
-    parts = [f'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-             f"<title>{escape(title)}</title><link>http://example.com/</link>"
-             "<description>test</description>"]
+    parts = [
+        f'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+        f"<title>{escape(title)}</title><link>http://example.com/</link>"
+        "<description>test</description>"
+    ]
     for item in items:
         parts.append("<item>")
         for tag in ("title", "link", "guid", "description"):
