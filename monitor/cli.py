@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,14 +19,18 @@ import spacy
 
 from monitor import config as config_mod
 from monitor import logs, parse, poll, scheduler
-from monitor.config import Config
+from monitor.config import Config, Watchlist
 from monitor.errors import ConfigError, MonitorError, ParseError
 from monitor.match import Matcher, Verdict
-from monitor.models import Fetched, Item, utcnow
+from monitor.models import Entry, Fetched, Item, utcnow
 from monitor.pipeline import deliver_pending, run_feeds
 from monitor.service import build, http_client, load_ner
 
 log = logging.getLogger("monitor.cli")
+
+
+class UsageError(MonitorError):
+    """A command line that names something the config does not have."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="show why an article matches a watchlist or not")
     e.add_argument("source", help="a feed URL, a feed file, or a plain-text article file")
     e.add_argument("--watchlist", help="only this watchlist")
+    b = sub.add_parser("backtest", help="run a watchlist over stored articles, without alerting")
+    b.add_argument("--watchlist", required=True)
+    b.add_argument("--since", default="30d", help="how far back, e.g. 30d (default)")
     return p
 
 
@@ -63,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level.upper() if args.log_level else cfg.settings.log_level)
     try:
         return _COMMANDS[args.command](cfg, args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except MonitorError as exc:
         log.error("%s failed: %s", args.command, exc)
         return 1
@@ -197,27 +208,30 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
     ]
 
 
-def _explain(cfg: Config, args: argparse.Namespace) -> int:
-    watchlists = [w for w in cfg.watchlists if not args.watchlist or w.name == args.watchlist]
-    if not watchlists:
+def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
+    picked = [w for w in cfg.watchlists if not name or w.name == name]
+    if not picked:
         known = ", ".join(w.name for w in cfg.watchlists)
-        print(f"no watchlist named {args.watchlist!r} (known: {known})", file=sys.stderr)
-        return 2
-    matcher = Matcher(watchlists, spacy.blank("en"), load_ner)
+        raise UsageError(f"no watchlist named {name!r} (known: {known})")
+    return picked
+
+
+def _explain(cfg: Config, args: argparse.Namespace) -> int:
+    matcher = Matcher(_pick(cfg, args.watchlist), spacy.blank("en"), load_ner)
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
         for verdict in matcher.explain(item):
-            print(_describe(verdict, item))
+            print(_describe(verdict))
     return 0
 
 
-def _describe(verdict: Verdict, item: Item) -> str:
-    text = f"{item.title}\n\n{item.body}"
-    name = verdict.watchlist.name
-    lines = [
-        f"  {name}: {'MATCH' if verdict.hits else 'no match'}"
-        + (f" -> {verdict.watchlist.channel}" if verdict.hits else "")
-    ]
+def _describe(verdict: Verdict) -> str:
+    text = verdict.text
+    wl = verdict.watchlist
+    head = f"  {wl.name}: " + (
+        f"MATCH ({verdict.strength}) -> {wl.channel}" if verdict.matched else "no match"
+    )
+    lines = [head]
     for hit in verdict.hits:
         before = " ".join(text[max(0, hit.start - 40) : hit.start].split())
         after = " ".join(text[hit.end : hit.end + 40].split())
@@ -229,6 +243,78 @@ def _describe(verdict: Verdict, item: Item) -> str:
     return "\n".join(lines)
 
 
+def _backtest(cfg: Config, args: argparse.Namespace) -> int:
+    [watchlist] = _pick(cfg, args.watchlist)
+    since = utcnow() - config_mod.parse_duration(args.since)
+    matcher = Matcher([watchlist], spacy.blank("en"), load_ner)
+    service = build(cfg)
+    store = service.deps.store
+    total = store.count_articles(since)
+    progress = _Progress(total, "backtest")
+    per_day: Counter[str] = Counter()
+    stories: set[str] = set()
+    try:
+        for batch in store.iter_articles(since):
+            by_feed: dict[str, list[Entry]] = defaultdict(list)
+            for feed, entry in batch:
+                by_feed[feed].append(entry)
+            for feed, entries in by_feed.items():
+                for entry, [result] in matcher.match(entries, feed=feed):
+                    if entry.story_key in stories:
+                        continue
+                    stories.add(entry.story_key)
+                    when = entry.item.published or utcnow()
+                    day = when.strftime("%Y-%m-%d")
+                    per_day[day] += 1
+                    print(
+                        f"{day}  {result.strength:<7}  {feed[:18]:<18}  "
+                        f"{entry.item.title[:70]}  [{', '.join(result.matched)}]"
+                    )
+            progress.advance(len(batch))
+    finally:
+        progress.done()
+        service.close()
+    print(
+        f"\n{len(stories)} stories would have alerted {watchlist.name} in {watchlist.channel}, "
+        f"out of {total} articles since {since:%Y-%m-%d}:"
+    )
+    peak = max(per_day.values(), default=0)
+    for day in sorted(per_day):
+        bar = "█" * max(1, round(40 * per_day[day] / peak))
+        print(f"  {day}  {per_day[day]:>5}  {bar}")
+    return 0
+
+
+class _Progress:
+    """A progress bar on stderr for long runs: redrawn on a terminal, every quarter elsewhere."""
+
+    def __init__(self, total: int, label: str, minimum: int = 500) -> None:
+        self.total, self.label, self.done_count = total, label, 0
+        self.enabled = total >= minimum
+        self.tty = sys.stderr.isatty()
+        self._quarter = 0
+
+    def advance(self, n: int) -> None:
+        self.done_count += n
+        if not self.enabled:
+            return
+        share = self.done_count / self.total
+        if self.tty:
+            filled = int(30 * share)
+            sys.stderr.write(
+                f"\r{self.label} [{'#' * filled}{'-' * (30 - filled)}] "
+                f"{self.done_count}/{self.total}"
+            )
+            sys.stderr.flush()
+        elif int(share * 4) > self._quarter:
+            self._quarter = int(share * 4)
+            sys.stderr.write(f"{self.label}: {self.done_count}/{self.total} articles\n")
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
 _COMMANDS = {
     "run": _run,
     "poll": _poll,
@@ -236,4 +322,5 @@ _COMMANDS = {
     "matches": _matches,
     "feeds": _feeds,
     "explain": _explain,
+    "backtest": _backtest,
 }

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -172,9 +172,15 @@ class FeedsFile(_Model):
 
 
 class Entity(_Model):
+    """A person, organisation or place. Aliases that are part of the name or a single word
+    (a surname, an acronym) are short forms and need evidence; other aliases are full
+    alternatives and count like the name."""
+
     name: Text
     aliases: list[Text] = []
     type: str | None = None
+    context: list[Text] = []
+    exclude: list[Text] = []
 
     @field_validator("type")
     @classmethod
@@ -184,15 +190,35 @@ class Entity(_Model):
         return value.upper() if value else None
 
 
+class Near(_Model):
+    """A phrase of `a` within `within` words of a phrase of `b`."""
+
+    a: list[Text] = Field(min_length=1)
+    b: list[Text] = Field(min_length=1)
+    within: int = Field(default=10, ge=0, le=200)
+
+
 class Topic(_Model):
+    """Matches when any of `phrases` hits (if given), every `all_of` group has a hit,
+    `near` holds (if given) and none of `none_of` appears."""
+
     name: Text
     phrases: list[Text] = []
+    all_of: list[list[Text]] = []
+    none_of: list[Text] = []
+    near: Near | None = None
 
     @model_validator(mode="after")
     def _default_phrases(self) -> Topic:
-        if not self.phrases:
+        if not self.phrases and not self.all_of and self.near is None:
             object.__setattr__(self, "phrases", [self.name])
+        if any(not group for group in self.all_of):
+            raise ValueError("every all_of group needs at least one phrase")
         return self
+
+
+Strength = Literal["mention", "about"]
+Kind = Literal["entity", "topic"]
 
 
 class Watchlist(_Model):
@@ -200,6 +226,9 @@ class Watchlist(_Model):
     channel: str
     entities: list[Entity] = []
     topics: list[Topic] = []
+    feeds: list[Text] | None = None
+    min_strength: Strength = "mention"
+    require: list[Kind] = []
 
     @field_validator("channel")
     @classmethod
@@ -416,6 +445,13 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
                 watchlists.append(wl)
         problems += doc.problems
 
+    known = {f.name for f in feeds}
+    for wl in watchlists:
+        for i, name in enumerate(wl.feeds or []):
+            if feeds and name not in known:
+                doc = _read_yaml(files[wl.name])
+                doc.problem(("feeds", i), f"feeds: no feed named {name!r} in feeds.yaml")
+                problems += doc.problems
     if problems or settings is None:
         raise ConfigError(problems)
     return Config(root, settings, tuple(feeds), tuple(watchlists), files)

@@ -24,11 +24,11 @@ def config(level: str = "INFO") -> dict[str, Any]:
             },
         },
         "loggers": {
-            "monitor": {"level": level, "handlers": ["stderr"], "propagate": False},
+            "monitor": {"level": level},
             # slack-sdk logs request bodies at DEBUG; keep it quiet so tokens never leak.
-            "slack_sdk": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
-            "httpx": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
-            "apscheduler": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+            "slack_sdk": {"level": "WARNING"},
+            "httpx": {"level": "WARNING"},
+            "apscheduler": {"level": "WARNING"},
         },
         "root": {"level": "WARNING", "handlers": ["stderr"]},
     }

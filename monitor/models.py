@@ -91,6 +91,7 @@ class MatchResult:
     hits: tuple[Hit, ...]
     snippet: str
     highlights: tuple[tuple[int, int], ...] = ()  # character ranges of hits in `snippet`
+    strength: str = "mention"  # "about": in the headline or lead, or repeated
     evidence: tuple[str, ...] = field(default=())
 
     @property
@@ -113,6 +114,7 @@ class Alert:
     snippet: str
     highlights: list[tuple[int, int]]
     attempts: int
+    strength: str = "mention"
 
 
 # Tables.
@@ -163,6 +165,7 @@ class MatchRow(SQLModel, table=True):
     matched: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     hits: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     snippet: str = Field(default="", sa_column=Column(Text, nullable=False))
+    strength: str = Field(default="mention", max_length=10)
     highlights: list[list[int]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )

@@ -99,7 +99,7 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
         alertable = [e for e in new if e.item.published and e.item.published >= cutoff]
     else:
         alertable = new
-    matches = deps.matcher.match(alertable)
+    matches = deps.matcher.match(alertable, feed=feed.name)
     queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches)
     deps.store.record_fetch(
         feed.id,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +29,7 @@ from monitor.models import (
     DeliveryRow,
     Entry,
     FeedRow,
+    Item,
     MatchResult,
     MatchRow,
     utcnow,
@@ -187,6 +188,7 @@ class Store:
                             matched=m.matched,
                             hits=[asdict(h) for h in m.hits],
                             snippet=m.snippet,
+                            strength=m.strength,
                             highlights=[list(h) for h in m.highlights],
                             created_at=now,
                         )
@@ -268,6 +270,7 @@ class Store:
                     snippet=m.snippet,
                     highlights=[(h[0], h[1]) for h in m.highlights],
                     attempts=d.attempts,
+                    strength=m.strength,
                 )
                 for d, m, a, f in s.execute(stmt)
             ]
@@ -314,6 +317,7 @@ class Store:
                     "feed": f.name,
                     "matched": list(m.matched),
                     "snippet": m.snippet,
+                    "strength": m.strength,
                     "published_at": _iso(a.published_at),
                     "created_at": _iso(m.created_at),
                     "delivery": d.status if d else None,
@@ -321,6 +325,31 @@ class Store:
                 }
                 for m, a, f, d in s.execute(stmt)
             ]
+
+    def count_articles(self, since: datetime) -> int:
+        with self._session() as s:
+            stmt = (
+                select(func.count()).select_from(ArticleRow).where(col(ArticleRow.seen_at) >= since)
+            )
+            return int(s.execute(stmt).scalar_one())
+
+    def iter_articles(self, since: datetime, batch: int = 500) -> Iterator[list[tuple[str, Entry]]]:
+        """Stored articles as (feed name, entry), oldest first, a batch at a time."""
+        last_id = 0
+        while True:
+            with self._session() as s:
+                stmt = (
+                    select(ArticleRow, col(FeedRow.name))
+                    .join(FeedRow, col(FeedRow.id) == ArticleRow.feed_id)
+                    .where(col(ArticleRow.seen_at) >= since, col(ArticleRow.id) > last_id)
+                    .order_by(col(ArticleRow.id))
+                    .limit(batch)
+                )
+                rows = list(s.execute(stmt))
+            if not rows:
+                return
+            last_id = rows[-1][0].id or last_id
+            yield [(name, _entry(a)) for a, name in rows]
 
     def feeds(self) -> list[FeedRow]:
         with self._session() as s:
@@ -339,6 +368,13 @@ def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:
         last_success_at=row.last_success_at,
         errors_in_row=row.errors_in_row,
     )
+
+
+def _entry(a: ArticleRow) -> Entry:
+    item = Item(
+        title=a.title, link=a.url, guid=None, summary=a.body, content="", published=a.published_at
+    )
+    return Entry(item=item, key=a.key, story_key=a.story_key, link=a.url)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -26,6 +26,7 @@ ALERT = Alert(
     snippet="Questions grew over Qin Gang <@U1>.",
     highlights=[(20, 28)],
     attempts=0,
+    strength="about",
 )
 
 
@@ -55,8 +56,13 @@ def test_render_layout() -> None:
         "&lt;b&gt;missing&lt;/b&gt; &amp; &lt;!channel&gt;>*"
     )
     context = [e["text"] for e in blocks[1]["elements"]]
-    assert context == ["world · 2023-07-24 09:30 UTC", "Matched: *Qin Gang*, *military dialogue*"]
+    assert context == ["world · 2023-07-24 09:30 UTC", "About: *Qin Gang*, *military dialogue*"]
     assert blocks[2]["text"]["text"] == "> Questions grew over *Qin Gang* &lt;@U1&gt;."
+
+
+def test_render_says_when_it_is_only_a_mention() -> None:
+    _, blocks = render(Alert(**{**ALERT.__dict__, "strength": "mention"}))
+    assert blocks[1]["elements"][1]["text"] == "Mentions: *Qin Gang*, *military dialogue*"
 
 
 def test_render_refuses_non_http_links_and_clips_long_text() -> None:

@@ -86,7 +86,9 @@ def render(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
                 {
                     "type": "mrkdwn",
                     "text": _clip(
-                        "Matched: " + ", ".join(f"*{escape(m)}*" for m in alert.matched), 300
+                        ("About: " if alert.strength == "about" else "Mentions: ")
+                        + ", ".join(f"*{escape(m)}*" for m in alert.matched),
+                        300,
                     ),
                 },
             ],
