@@ -23,7 +23,7 @@ from monitor.config import Config, Watchlist
 from monitor.errors import ConfigError, MonitorError, ParseError
 from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
-from monitor.pipeline import deliver_pending, run_feeds
+from monitor.pipeline import Deliverer, run_feeds
 from monitor.service import build, http_client, load_ner
 
 log = logging.getLogger("monitor.cli")
@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--since", help="only matches newer than this, e.g. 2d")
     m.add_argument("--json", action="store_true", help="one JSON object per line")
     sub.add_parser("feeds", help="feed health table")
+    a = sub.add_parser("alerts", help="list deliveries; retry dead ones")
+    a.add_argument("--failed", action="store_true", help="only dead deliveries")
+    a.add_argument("--pending", action="store_true", help="only deliveries not yet sent")
+    a.add_argument("--retry", action="store_true", help="queue every dead delivery again")
+    a.add_argument("--watchlist")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
     e = sub.add_parser("explain", help="show why an article matches a watchlist or not")
     e.add_argument("source", help="a feed URL, a feed file, or a plain-text article file")
     e.add_argument("--watchlist", help="only this watchlist")
@@ -88,7 +94,7 @@ def _poll(cfg: Config, args: argparse.Namespace) -> int:
     service = build(cfg)
     try:
         outcomes = run_feeds(service.deps.store.states(service.feeds), service.deps)
-        report = deliver_pending(service.deps)
+        report = service.deliver(Deliverer(service.deps))
     finally:
         service.close()
     failed = [o for o in outcomes if not o.ok]
@@ -143,6 +149,32 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
             f"{row['created_at']}  {row['watchlist']:<14} {row['delivery'] or '-':<8} "
             f"{row['title'][:70]:<70}  [{', '.join(row['matched'])}]  {row['feed']}"
         )
+    return 0
+
+
+def _alerts(cfg: Config, args: argparse.Namespace) -> int:
+    service = build(cfg)
+    outbox = service.deps.outbox
+    try:
+        if args.retry:
+            count = outbox.retry_dead(args.watchlist)
+            print(f"{count} dead deliveries queued again")
+            return 0
+        statuses = ["dead"] if args.failed else None
+        if args.pending:
+            statuses = ["pending", "sending", "held"]
+        rows = outbox.listing(statuses, args.watchlist)
+    finally:
+        service.close()
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(
+                f"{row['created_at']}  {row['id']:>6} {row['kind']:<8} {row['status']:<9} "
+                f"{row['attempts']:>3}  {row['watchlist']:<14} {row['channel']:<16} "
+                f"{row['last_error'] or ''}"
+            )
     return 0
 
 
@@ -321,6 +353,7 @@ _COMMANDS = {
     "check": _check,
     "matches": _matches,
     "feeds": _feeds,
+    "alerts": _alerts,
     "explain": _explain,
     "backtest": _backtest,
 }

@@ -27,10 +27,11 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.alert.timing import DigestSchedule, QuietHours
 from monitor.errors import ConfigError, Problem
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+)\s*(ms|[smhdw])")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 NER_LABELS = frozenset(
     [
         "PERSON",
@@ -60,13 +61,13 @@ _SIZE_UNITS = {
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Accepts `30s`, `5m`, `1h`, `2d`, `1w` and sums like `1h30m`."""
+    """Accepts `30s`, `5m`, `1h`, `2d`, `1w`, `500ms` and sums like `1h30m`."""
     if isinstance(value, timedelta):
         return value
     if not isinstance(value, str):
         raise ValueError("duration must be written like 30s, 5m, 1h or 2d")
     text = value.strip().lower()
-    pos, total = 0, 0
+    pos, total = 0, 0.0
     for m in _DURATION.finditer(text):
         if m.start() != pos and text[pos : m.start()].strip():
             break
@@ -133,6 +134,9 @@ class DeliverySettings(_Model):
     max_attempts: int = Field(default=8, ge=1)
     retry_base: Duration = timedelta(seconds=30)
     retry_max: Duration = timedelta(hours=1)
+    channel_interval: Duration = timedelta(seconds=1)  # Slack allows ~1 message/s a channel
+    max_per_second: float = Field(default=10.0, gt=0)  # across all channels
+    lease: Duration = timedelta(minutes=2)  # a send unconfirmed for this long is checked
 
 
 class Settings(_Model):
@@ -218,6 +222,38 @@ class Topic(_Model):
 
 
 Strength = Literal["mention", "about"]
+_MENTION = re.compile(r"^([UWS][A-Z0-9]{6,}|here|channel)$")
+
+
+def _mention(value: str) -> str:
+    if not _MENTION.match(value):
+        raise ValueError(
+            f"bad notify entry {value!r}: a user ID (U0123ABCD), a user group "
+            "ID (S0123ABCD), 'here' or 'channel'"
+        )
+    return value
+
+
+Mention = Annotated[str, AfterValidator(_mention)]
+
+
+class Quiet(_Model):
+    """Quiet hours: matches are held and sent as one digest when they end."""
+
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    tz: str = "UTC"
+
+    @model_validator(mode="after")
+    def _valid(self) -> Quiet:
+        QuietHours.parse(self.start, self.end, self.tz)
+        return self
+
+    @property
+    def hours(self) -> QuietHours:
+        return QuietHours.parse(self.start, self.end, self.tz)
+
+
 Kind = Literal["entity", "topic"]
 
 
@@ -229,6 +265,21 @@ class Watchlist(_Model):
     feeds: list[Text] | None = None
     min_strength: Strength = "mention"
     require: list[Kind] = []
+    delivery: Literal["immediate", "digest"] = "immediate"
+    digest: str = "hourly"
+    quiet: Quiet | None = None
+    notify: list[Mention] = []
+    followups: Literal["thread", "ignore", "separate"] = "thread"
+
+    @field_validator("digest")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        DigestSchedule.parse(value)
+        return value
+
+    @property
+    def schedule(self) -> DigestSchedule:
+        return DigestSchedule.parse(self.digest)
 
     @field_validator("channel")
     @classmethod

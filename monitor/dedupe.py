@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
 
 from monitor.models import Entry, Item
 
@@ -97,7 +100,13 @@ def identify(item: Item) -> Entry:
         key = f"hash:{digest}"
     story_key = f"url:{link}" if link else f"hash:{digest}"
     usable_link = item.link if link else None
-    return Entry(item=item, key=_bounded(key), story_key=_bounded(story_key), link=usable_link)
+    return Entry(
+        item=item,
+        key=_bounded(key),
+        story_key=_bounded(story_key),
+        link=usable_link,
+        minhash=minhash(f"{item.title}\n{item.body}"),
+    )
 
 
 def fresh(entries: Iterable[Entry], seen: set[str]) -> list[Entry]:
@@ -111,3 +120,45 @@ def fresh(entries: Iterable[Entry], seen: set[str]) -> list[Entry]:
         stories.add(entry.story_key)
         out.append(entry)
     return out
+
+
+NEAR_DUPLICATE = 0.6  # estimated Jaccard similarity of word 3-shingles
+NEAR_DUPLICATE_WINDOW = timedelta(days=3)
+BANDS = 8  # LSH bands of ROWS signature values: J=0.6 is a candidate 93% of the time
+ROWS = 4
+_MIN_WORDS = 15  # shorter texts share too many shingles by chance
+_SIM_WORDS = 400
+_PRIME = 4_294_967_311  # > 2**32, so (a*h + b) stays inside uint64
+_seeds = np.random.default_rng(20230724)
+_A = _seeds.integers(1, _PRIME, size=BANDS * ROWS, dtype=np.uint64)
+_B = _seeds.integers(0, _PRIME, size=BANDS * ROWS, dtype=np.uint64)
+
+
+def minhash(text: str) -> tuple[int, ...] | None:
+    """MinHash signature of the text's word 3-shingles; None for texts too short to judge."""
+    words = _WORDS.findall(text.lower())[:_SIM_WORDS]
+    if len(words) < _MIN_WORDS:
+        return None
+    digests = b"".join(
+        hashlib.blake2b(f"{a} {b} {c}".encode(), digest_size=4).digest()
+        for a, b, c in zip(words, words[1:], words[2:], strict=False)
+    )
+    shingles = np.frombuffer(digests, dtype=">u4").astype(np.uint64)
+    signature = ((_A[:, None] * shingles[None, :] + _B[:, None]) % _PRIME).min(axis=1)
+    return tuple(int(v) for v in signature)
+
+
+def lsh_bands(signature: Sequence[int]) -> tuple[int, ...]:
+    """One 31-bit key per band: texts that agree on a whole band become candidates."""
+    return tuple(
+        int.from_bytes(
+            hashlib.blake2b(repr(signature[i : i + ROWS]).encode(), digest_size=4).digest(), "big"
+        )
+        & 0x7FFFFFFF
+        for i in range(0, BANDS * ROWS, ROWS)
+    )
+
+
+def similarity(a: Sequence[int], b: Sequence[int]) -> float:
+    """Estimated Jaccard similarity: the share of signature values the texts agree on."""
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)

@@ -57,6 +57,15 @@ class StoreError(MonitorError):
 
 
 class AlertError(MonitorError):
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        unknown_outcome: bool = False,
+    ) -> None:
         self.permanent = permanent
+        self.retry_after = retry_after  # seconds the sink asked us to wait (HTTP 429)
+        self.unknown_outcome = unknown_outcome  # the request went out; the answer did not come
         super().__init__(message)

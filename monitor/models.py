@@ -6,6 +6,7 @@ SQLite and PostgreSQL and hands them back aware.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,7 @@ class Entry:
     key: str
     story_key: str
     link: str | None
+    minhash: tuple[int, ...] | None = None  # of the text, for near-duplicate stories
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,9 @@ class MatchResult:
 
 
 @dataclass(frozen=True)
-class Alert:
-    """A pending delivery with everything a sink needs to render it."""
+class Story:
+    """One article as an alert shows it."""
 
-    delivery_id: int
-    watchlist: str
-    channel: str
     title: str
     url: str | None
     feed: str
@@ -113,8 +112,43 @@ class Alert:
     matched: list[str]
     snippet: str
     highlights: list[tuple[int, int]]
-    attempts: int
     strength: str = "mention"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A due delivery with everything a sink needs to render it.
+
+    `kind` is "alert" (one story), "followup" (another outlet's copy of a story already
+    alerted, posted in its thread when `thread_ts` is set) or "digest" (many stories).
+    `key` is the delivery's unique key; sinks that can carry it with the message do, so
+    a send whose outcome was lost can be found again instead of posted twice.
+    """
+
+    delivery_id: int
+    key: str
+    kind: str
+    watchlist: str
+    channel: str
+    stories: list[Story]
+    attempts: int = 0
+    thread_ts: str | None = None
+    mentions: list[str] = field(default_factory=list)
+    label: str = ""  # a digest's period, e.g. "since 08:00"
+    channel_id: str | None = None  # when known from an earlier answer
+
+    @property
+    def tag(self) -> str:
+        """A short, stable stand-in for the key, small enough for Slack message metadata."""
+        return hashlib.sha256(self.key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a sink reports back: Slack's message ts and the channel's ID, if known."""
+
+    ts: str | None = None
+    channel_id: str | None = None
 
 
 # Tables.
@@ -152,15 +186,25 @@ class ArticleRow(SQLModel, table=True):
     published_at: datetime | None = None
     seen_at: datetime = Field(default_factory=utcnow, index=True)
     alertable: bool = True
+    # MinHash signature of the text and its LSH band keys (see dedupe.minhash).
+    signature: list[int] | None = Field(default=None, sa_column=Column(JSON))
+    band0: int | None = Field(default=None, index=True)
+    band1: int | None = Field(default=None, index=True)
+    band2: int | None = Field(default=None, index=True)
+    band3: int | None = Field(default=None, index=True)
+    band4: int | None = Field(default=None, index=True)
+    band5: int | None = Field(default=None, index=True)
+    band6: int | None = Field(default=None, index=True)
+    band7: int | None = Field(default=None, index=True)
 
 
 class MatchRow(SQLModel, table=True):
     __tablename__ = "match"
-    __table_args__ = (UniqueConstraint("watchlist", "story_key", name="uq_match_story"),)
+    __table_args__ = (UniqueConstraint("watchlist", "article_id", name="uq_match_article"),)
 
     id: int | None = Field(default=None, primary_key=True)
     watchlist: str = Field(index=True, max_length=200)
-    story_key: str = Field(max_length=600)
+    story_key: str = Field(max_length=600, index=True)
     article_id: int = Field(foreign_key="article.id", index=True)
     matched: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     hits: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -173,22 +217,41 @@ class MatchRow(SQLModel, table=True):
 
 
 class DeliveryRow(SQLModel, table=True):
-    """The outbox: written with its match, sent later, never deleted."""
+    """The outbox: written with its match, sent later, never deleted.
+
+    `key` is unique: "<watchlist>|<story>|<channel>" for a story's alert, with
+    "|also|<article>" for a follow-up and "|digest|<period>|<part>" for a digest.
+    status: held (waiting for a digest) -> digested, or pending -> sending -> sent | dead.
+    """
 
     __tablename__ = "delivery"
-    __table_args__ = (
-        UniqueConstraint("watchlist", "story_key", "channel", name="uq_delivery_story_channel"),
-    )
 
     id: int | None = Field(default=None, primary_key=True)
-    match_id: int = Field(foreign_key="match.id", unique=True)
-    watchlist: str = Field(max_length=200)
-    story_key: str = Field(max_length=600)
+    key: str = Field(unique=True, max_length=900)
+    kind: str = Field(default="alert", max_length=10)
+    match_id: int | None = Field(default=None, foreign_key="match.id", index=True)
+    watchlist: str = Field(index=True, max_length=200)
+    story_key: str = Field(default="", max_length=600)
     channel: str = Field(max_length=200)
-    status: str = Field(default="pending", index=True, max_length=20)  # pending|sent|dead
+    thread_of: str | None = Field(default=None, max_length=900)  # the parent's key
+    digest_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    mentions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    label: str = Field(default="", max_length=200)
+    status: str = Field(default="pending", index=True, max_length=20)
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    attempt_started_at: datetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    channel_id: str | None = Field(default=None, max_length=64)
     slack_ts: str | None = Field(default=None, max_length=64)
     sent_at: datetime | None = None
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ChannelRow(SQLModel, table=True):
+    """Channel names resolved to IDs, learnt from Slack's answers."""
+
+    __tablename__ = "channel"
+
+    name: str = Field(primary_key=True, max_length=200)
+    channel_id: str = Field(max_length=64)

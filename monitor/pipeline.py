@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ from monitor.alert import Alerter
 from monitor.config import Settings
 from monitor.errors import AlertError, FetchError, MonitorError, StoreError
 from monitor.match import Matcher
-from monitor.models import Fetched, utcnow
+from monitor.models import Fetched, Outgoing, Sent, utcnow
+from monitor.outbox import Outbox, policies
 from monitor.store import FeedState, Store
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class Deps:
     settings: Settings
     client: httpx.Client
     store: Store
+    outbox: Outbox
     matcher: Matcher
     alerter: Alerter
     fetch_workers: int = 8
@@ -100,7 +104,8 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
     else:
         alertable = new
     matches = deps.matcher.match(alertable, feed=feed.name)
-    queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches)
+    wanted = policies(deps.matcher.watchlists, now)
+    queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted)
     deps.store.record_fetch(
         feed.id,
         status=fetched.status,
@@ -179,6 +184,7 @@ class DeliveryReport:
     sent: int = 0
     failed: int = 0
     dead: int = 0
+    recovered: int = 0  # lost sends found in Slack instead of posted again
 
 
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
@@ -187,55 +193,130 @@ def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
     return base + (ceiling - base) * random.random()
 
 
-def deliver_pending(deps: Deps, stop: threading.Event | None = None) -> DeliveryReport:
-    """Sends every due delivery; a failure is recorded for a later pass, never dropped."""
-    report = DeliveryReport()
-    policy = deps.settings.delivery
-    while stop is None or not stop.is_set():
-        batch = deps.store.pending(utcnow())
-        if not batch:
-            break
-        for alert in batch:
-            if stop is not None and stop.is_set():
+class Deliverer:
+    """Sends due deliveries at Slack's pace: one message per `channel_interval` in each
+    channel, `max_per_second` overall, channels taking turns so one busy channel does not
+    hold up the others. Keeps its pacing between passes."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._policy = deps.settings.delivery
+        self._next_in_channel: dict[str, float] = {}
+        self._next_any = 0.0
+
+    def run(self, stop: threading.Event | None = None) -> DeliveryReport:
+        """One pass: settles sends a crash left unconfirmed, then sends all that is due."""
+        stop = stop or threading.Event()
+        report = DeliveryReport()
+        self._recover(report)
+        while not stop.is_set():
+            batch = self._deps.outbox.due(utcnow())
+            if not batch:
                 break
-            try:
-                ts = deps.alerter.send(alert)
-            except AlertError as exc:
-                attempts = alert.attempts + 1
-                dead = exc.permanent or attempts >= policy.max_attempts
-                retry_at = utcnow() + retry_delay(attempts, policy.retry_base, policy.retry_max)
-                deps.store.mark_failed(alert.delivery_id, str(exc), dead=dead, retry_at=retry_at)
-                if dead:
-                    report.dead += 1
-                    log.error(
-                        "alert dead delivery_id=%d watchlist=%s channel=%s attempts=%d error=%s",
-                        alert.delivery_id,
-                        alert.watchlist,
-                        alert.channel,
-                        attempts,
-                        exc,
-                    )
-                else:
-                    report.failed += 1
-                    log.warning(
-                        "alert failed delivery_id=%d watchlist=%s channel=%s "
-                        "attempts=%d retry_at=%s error=%s",
-                        alert.delivery_id,
-                        alert.watchlist,
-                        alert.channel,
-                        attempts,
-                        retry_at.isoformat(timespec="seconds"),
-                        exc,
-                    )
-                continue
-            deps.store.mark_sent(alert.delivery_id, ts)
-            report.sent += 1
-            log.info(
-                "alert sent delivery_id=%d watchlist=%s channel=%s sink=%s ts=%s",
-                alert.delivery_id,
-                alert.watchlist,
-                alert.channel,
-                deps.alerter.name,
-                ts,
+            queues: dict[str, deque[Outgoing]] = {}
+            for out in batch:
+                queues.setdefault(out.channel, deque()).append(out)
+            while queues and not stop.is_set():
+                channel = min(queues, key=lambda c: self._next_in_channel.get(c, 0.0))
+                ready_at = max(self._next_in_channel.get(channel, 0.0), self._next_any)
+                if stop.wait(max(0.0, ready_at - time.monotonic())):
+                    break
+                out = queues[channel].popleft()
+                if not queues[channel]:
+                    del queues[channel]
+                self._deliver(out, report)
+        return report
+
+    def _look_for(self, out: Outgoing, since: datetime) -> Sent | None:
+        try:
+            return self._deps.alerter.find(out, since)
+        except AlertError as exc:
+            log.warning(
+                "cannot check a lost send, posting again delivery_id=%d channel=%s error=%s",
+                out.delivery_id,
+                out.channel,
+                exc,
             )
-    return report
+            return None
+
+    def _recover(self, report: DeliveryReport) -> None:
+        outbox = self._deps.outbox
+        for out, started in outbox.unconfirmed(utcnow() - self._policy.lease):
+            found = self._look_for(out, started)
+            if found is not None:
+                outbox.sent(out.delivery_id, out.channel, found)
+                report.recovered += 1
+                log.info(
+                    "lost send found in slack delivery_id=%d channel=%s ts=%s",
+                    out.delivery_id,
+                    out.channel,
+                    found.ts,
+                )
+            else:
+                outbox.release(out.delivery_id)
+                log.info(
+                    "unconfirmed send will be posted again delivery_id=%d channel=%s",
+                    out.delivery_id,
+                    out.channel,
+                )
+
+    def _deliver(self, out: Outgoing, report: DeliveryReport) -> None:
+        outbox = self._deps.outbox
+        if not outbox.claim(out.delivery_id):
+            return  # another deliverer took it
+        now = time.monotonic()
+        self._next_in_channel[out.channel] = now + self._policy.channel_interval.total_seconds()
+        self._next_any = now + 1.0 / self._policy.max_per_second
+        started = utcnow()
+        try:
+            sent = self._deps.alerter.send(out)
+        except AlertError as exc:
+            found = self._look_for(out, started) if exc.unknown_outcome else None
+            if found is None:
+                self._failed(out, exc, report)
+                return
+            sent = found
+            report.recovered += 1
+        outbox.sent(out.delivery_id, out.channel, sent)
+        report.sent += 1
+        log.info(
+            "alert sent delivery_id=%d kind=%s watchlist=%s channel=%s sink=%s ts=%s",
+            out.delivery_id,
+            out.kind,
+            out.watchlist,
+            out.channel,
+            self._deps.alerter.name,
+            sent.ts,
+        )
+
+    def _failed(self, out: Outgoing, exc: AlertError, report: DeliveryReport) -> None:
+        attempts = out.attempts + 1
+        dead = exc.permanent or attempts >= self._policy.max_attempts
+        delay = retry_delay(attempts, self._policy.retry_base, self._policy.retry_max)
+        if exc.retry_after:
+            delay = max(delay, timedelta(seconds=exc.retry_after))
+            self._next_in_channel[out.channel] = time.monotonic() + exc.retry_after
+        retry_at = utcnow() + delay
+        self._deps.outbox.failed(out.delivery_id, str(exc), dead=dead, retry_at=retry_at)
+        if dead:
+            report.dead += 1
+            log.error(
+                "alert dead delivery_id=%d watchlist=%s channel=%s attempts=%d error=%s",
+                out.delivery_id,
+                out.watchlist,
+                out.channel,
+                attempts,
+                exc,
+            )
+        else:
+            report.failed += 1
+            log.warning(
+                "alert failed delivery_id=%d watchlist=%s channel=%s attempts=%d "
+                "retry_at=%s error=%s",
+                out.delivery_id,
+                out.watchlist,
+                out.channel,
+                attempts,
+                retry_at.isoformat(timespec="seconds"),
+                exc,
+            )

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from monitor.models import utcnow
-from monitor.pipeline import deliver_pending, run_feeds
+from monitor.pipeline import Deliverer, run_feeds
 from monitor.service import Service
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,10 @@ def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
         if any(o.queued for o in outcomes) and not stop.is_set():
             scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
 
+    deliverer = Deliverer(deps)
+
     def deliver() -> None:
-        deliver_pending(deps, stop)
+        service.deliver(deliverer, stop)
 
     tick = service.config.settings.tick.total_seconds()
     now = datetime.now(UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
 from dataclasses import dataclass
 
 import httpx
@@ -17,9 +18,12 @@ from monitor.alert import Alerter
 from monitor.alert.console import ConsoleAlerter
 from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.config import Config, Settings
+from monitor.db import make_engine
 from monitor.match import Matcher
-from monitor.pipeline import Deps
-from monitor.store import FeedState, Store, make_engine
+from monitor.models import utcnow
+from monitor.outbox import Outbox
+from monitor.pipeline import Deliverer, DeliveryReport, Deps
+from monitor.store import FeedState, Store
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,15 @@ class Service:
     deps: Deps
     feeds: list[FeedState]
 
+    def deliver(
+        self,
+        deliverer: Deliverer,
+        stop: threading.Event | None = None,
+    ) -> DeliveryReport:
+        """Gathers due digests, then sends everything due."""
+        self.deps.outbox.make_digests(self.config.watchlists, utcnow())
+        return deliverer.run(stop)
+
     def close(self) -> None:
         self.deps.client.close()
         self.deps.store.engine.dispose()
@@ -98,12 +111,14 @@ class Service:
 
 def build(config: Config, *, sink: Alerter | None = None) -> Service:
     settings = config.settings
-    store = Store(make_engine(settings.effective_database_url()))
+    engine = make_engine(settings.effective_database_url())
+    store = Store(engine)
     matcher = Matcher(config.watchlists, spacy.blank("en"), load_ner)
     deps = Deps(
         settings=settings,
         client=http_client(settings),
         store=store,
+        outbox=Outbox(engine),
         matcher=matcher,
         alerter=sink or alerter(settings),
     )

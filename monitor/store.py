@@ -1,30 +1,25 @@
-"""Store stage: the only module that speaks SQL.
+"""Store stage: feeds, articles and matches.
 
-Articles, matches and their pending deliveries are written in one transaction, so a
-match can never exist without its outbox row. Inserts skip rows that unique
-constraints already hold, which makes every write safe to repeat.
+Articles, matches and their deliveries (see outbox.py) are written in one
+transaction, so a match can never exist without its outbox row. Inserts skip rows
+that unique constraints already hold, which makes every write safe to repeat.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, col
+from sqlalchemy import func, or_, select
+from sqlmodel import Session, col
 
 from monitor.config import FeedConfig
-from monitor.errors import StoreError
+from monitor.db import Database
+from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
 from monitor.models import (
-    Alert,
     ArticleRow,
     DeliveryRow,
     Entry,
@@ -34,30 +29,11 @@ from monitor.models import (
     MatchRow,
     utcnow,
 )
+from monitor.outbox import Policy, queue
 
 log = logging.getLogger(__name__)
 _CHUNK = 400
-
-
-def make_engine(url: str) -> Engine:
-    """SQLite gets WAL and a busy timeout so the scheduler's jobs and CLI readers coexist."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    return engine
+_BANDS = tuple(f"band{i}" for i in range(BANDS))
 
 
 @dataclass(frozen=True)
@@ -75,26 +51,7 @@ class FeedState:
     errors_in_row: int
 
 
-class Store:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        try:
-            SQLModel.metadata.create_all(engine)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open database {engine.url!r}: {exc}") from exc
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                yield session
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc}") from exc
-
-    def _insert(self, model: type[SQLModel]) -> Any:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(model)
-
+class Store(Database):
     def sync_feeds(
         self,
         feeds: Sequence[FeedConfig],
@@ -146,28 +103,31 @@ class Store:
         entries: Sequence[Entry],
         alertable: set[str],
         matches: Sequence[tuple[Entry, list[MatchResult]]],
+        policies: Mapping[str, Policy],
     ) -> int:
-        """Stores new entries, their matches and pending deliveries atomically.
+        """Stores new entries, their matches and their deliveries in one transaction.
 
-        Returns how many new deliveries were queued; a story another feed already
-        delivered to a watchlist queues nothing.
+        An entry whose text nearly equals a recent article's joins that article's story.
+        Returns how many deliveries were queued.
         """
         now = utcnow()
         queued = 0
         with self._session() as s:
+            stories = self._near_duplicates(s, entries, now)
             ids: dict[str, int] = {}
             rows = [
-                dict(
-                    feed_id=feed_id,
-                    key=e.key,
-                    story_key=e.story_key,
-                    title=e.item.title[:2000],
-                    url=e.link,
-                    body=e.item.body,
-                    published_at=e.item.published,
-                    seen_at=now,
-                    alertable=e.key in alertable,
-                )
+                {
+                    "feed_id": feed_id,
+                    "key": e.key,
+                    "story_key": stories.get(e.key, e.story_key),
+                    "title": e.item.title[:2000],
+                    "url": e.link,
+                    "body": e.item.body,
+                    "published_at": e.item.published,
+                    "seen_at": now,
+                    "alertable": e.key in alertable,
+                    **_band_columns(e.minhash),
+                }
                 for e in entries
             ]
             for i in range(0, len(rows), _CHUNK):
@@ -178,12 +138,13 @@ class Store:
                 article_id = ids.get(entry.key)
                 if article_id is None:
                     continue  # another worker stored it first and owns its matches
+                story_key = stories.get(entry.key, entry.story_key)
                 for m in results:
                     stmt = (
                         self._insert(MatchRow)
                         .values(
                             watchlist=m.watchlist,
-                            story_key=entry.story_key,
+                            story_key=story_key,
                             article_id=article_id,
                             matched=m.matched,
                             hits=[asdict(h) for h in m.hits],
@@ -198,21 +159,45 @@ class Store:
                     match_id = s.execute(stmt).scalar()
                     if match_id is None:
                         continue
-                    stmt = (
-                        self._insert(DeliveryRow)
-                        .values(
-                            match_id=match_id,
-                            watchlist=m.watchlist,
-                            story_key=entry.story_key,
-                            channel=m.channel,
-                            status="pending",
-                            next_attempt_at=now,
-                            created_at=now,
-                        )
-                        .on_conflict_do_nothing()
+                    queued += queue(
+                        s,
+                        self._insert,
+                        match_id=match_id,
+                        watchlist=m.watchlist,
+                        channel=m.channel,
+                        story_key=story_key,
+                        article_id=article_id,
+                        strength=m.strength,
+                        policy=policies[m.watchlist],
+                        now=now,
                     )
-                    queued += len(s.execute(stmt.returning(DeliveryRow.id)).all())
         return queued
+
+    def _near_duplicates(
+        self, s: Session, entries: Sequence[Entry], now: datetime
+    ) -> dict[str, str]:
+        """Entry key -> story key of a recent article with nearly the same text."""
+        out: dict[str, str] = {}
+        since = now - NEAR_DUPLICATE_WINDOW
+        columns = [col(getattr(ArticleRow, b)) for b in _BANDS]
+        for e in entries:
+            if e.minhash is None:
+                continue
+            keys = lsh_bands(e.minhash)
+            stmt = (
+                select(col(ArticleRow.story_key), col(ArticleRow.signature))
+                .where(
+                    col(ArticleRow.seen_at) >= since,
+                    col(ArticleRow.story_key) != e.story_key,
+                    or_(*(c == k for c, k in zip(columns, keys, strict=True))),
+                )
+                .limit(50)
+            )
+            for story_key, signature in s.execute(stmt):
+                if signature and similarity(e.minhash, signature) >= NEAR_DUPLICATE:
+                    out[e.key] = story_key
+                    break
+        return out
 
     def record_fetch(
         self,
@@ -243,54 +228,6 @@ class Store:
             else:
                 row.last_error = error[:2000]
                 row.errors_in_row += 1
-
-    def pending(self, now: datetime, limit: int = 100) -> list[Alert]:
-        with self._session() as s:
-            stmt = (
-                select(DeliveryRow, MatchRow, ArticleRow, FeedRow)
-                .join(MatchRow, col(MatchRow.id) == DeliveryRow.match_id)
-                .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
-                .join(FeedRow, col(FeedRow.id) == ArticleRow.feed_id)
-                .where(
-                    col(DeliveryRow.status) == "pending", col(DeliveryRow.next_attempt_at) <= now
-                )
-                .order_by(col(DeliveryRow.id))
-                .limit(limit)
-            )
-            return [
-                Alert(
-                    delivery_id=d.id or 0,
-                    watchlist=d.watchlist,
-                    channel=d.channel,
-                    title=a.title,
-                    url=a.url,
-                    feed=f.name,
-                    published=a.published_at,
-                    matched=list(m.matched),
-                    snippet=m.snippet,
-                    highlights=[(h[0], h[1]) for h in m.highlights],
-                    attempts=d.attempts,
-                    strength=m.strength,
-                )
-                for d, m, a, f in s.execute(stmt)
-            ]
-
-    def mark_sent(self, delivery_id: int, ts: str | None) -> None:
-        with self._session() as s:
-            row = s.get(DeliveryRow, delivery_id)
-            if row is not None:
-                row.status, row.slack_ts, row.sent_at = "sent", ts, utcnow()
-                row.attempts += 1
-                row.last_error = None
-
-    def mark_failed(self, delivery_id: int, error: str, *, dead: bool, retry_at: datetime) -> None:
-        with self._session() as s:
-            row = s.get(DeliveryRow, delivery_id)
-            if row is not None:
-                row.attempts += 1
-                row.last_error = error[:2000]
-                row.status = "dead" if dead else "pending"
-                row.next_attempt_at = retry_at
 
     def matches(
         self,
@@ -354,6 +291,12 @@ class Store:
     def feeds(self) -> list[FeedRow]:
         with self._session() as s:
             return list(s.execute(select(FeedRow).order_by(FeedRow.name)).scalars())
+
+
+def _band_columns(signature: tuple[int, ...] | None) -> dict[str, object]:
+    if signature is None:
+        return {"signature": None, **dict.fromkeys(_BANDS)}
+    return {"signature": list(signature), **dict(zip(_BANDS, lsh_bands(signature), strict=True))}
 
 
 def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:

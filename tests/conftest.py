@@ -44,7 +44,16 @@ def write_config(
     root.mkdir(parents=True, exist_ok=True)
     (root / "watchlists").mkdir(exist_ok=True)
     (root / "feeds.yaml").write_text(yaml.safe_dump({"feeds": feeds}, sort_keys=False))
-    base = {"tick": "1s", "http": {"connect_timeout": "2s", "read_timeout": "2s"}}
+    base = {
+        "tick": "1s",
+        "http": {"connect_timeout": "2s", "read_timeout": "2s"},
+        "delivery": {
+            "channel_interval": "10ms",
+            "max_per_second": 200,
+            "lease": "1s",
+            "retry_base": "1s",
+        },
+    }
     (root / "monitor.yaml").write_text(yaml.safe_dump({**base, **(settings or {})}))
     for wl in watchlists if watchlists is not None else [US_CHINA]:
         (root / "watchlists" / f"{wl['name']}.yaml").write_text(yaml.safe_dump(wl, sort_keys=False))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -96,27 +98,49 @@ class FeedServer:
 
 @dataclass
 class Reply:
-    """One scripted answer: an HTTP status, or a Slack error code in a 200."""
+    """One scripted answer: an HTTP status, or a Slack error code in a 200.
+
+    `lose` posts the message and then drops the connection before answering, the way a
+    crash or a network cut loses the outcome of a send.
+    """
 
     status: int = 200
     error: str | None = None
     retry_after: int | None = None
     hang: float = 0.0
+    lose: bool = False
+
+
+def channel_id(name: str) -> str:
+    """A stable fake channel ID for a channel name."""
+    if name.startswith(("C", "G", "D")) and name[1:].isalnum() and name.isupper():
+        return name
+    return "C" + hashlib.sha1(name.lstrip("#").encode()).hexdigest()[:10].upper()
 
 
 class FakeSlack:
-    """Speaks enough of Slack's Web API (chat.postMessage) and incoming webhooks.
+    """Speaks enough of Slack's Web API for monitor: chat.postMessage (threads,
+    metadata), conversations.history, conversations.replies, conversations.list, and
+    incoming webhooks.
 
-    `script` is consumed one reply per request; when empty, requests succeed.
-    Only successful posts land in `messages`, as Slack would show them in a channel.
+    `script` is consumed one reply per chat.postMessage; when empty, `every` patterns
+    ({3: Reply(status=429, retry_after=1)} answers every third call so) apply, and then
+    success. `min_interval` answers 429 to a second post in a channel within that many
+    seconds, as Slack's per-channel limit does. `messages` holds what landed.
     """
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.calls = 0
         self.script: list[Reply] = []
+        self.every: dict[int, Reply] = {}
+        self.min_interval = 0.0
+        self.rate_limited = 0
         self.auth: list[str] = []
         self.lock = threading.Lock()
+        self._last_post: dict[str, float] = {}
+        self._clock = 0.0
+        self.channels = {"china-desk", "climate", "w"}  # channels the bot can see
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -130,12 +154,26 @@ class FakeSlack:
                     payload = json.loads(raw or b"{}")
                 else:
                     payload = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-                    if isinstance(payload.get("blocks"), str):
-                        payload["blocks"] = json.loads(payload["blocks"])
+                    for key in ("blocks", "metadata"):
+                        if isinstance(payload.get(key), str):
+                            payload[key] = json.loads(payload[key])
+                method = self.path.rsplit("/", 1)[-1]
+                if self.path.startswith("/api/conversations."):
+                    self._json(owner._conversations(method, payload))
+                    return
                 with owner.lock:
                     owner.calls += 1
                     owner.auth.append(self.headers.get("Authorization") or "")
-                    reply = owner.script.pop(0) if owner.script else Reply()
+                    reply = owner._next_reply()
+                    channel = channel_id(str(payload.get("channel", "webhook")))
+                    now = time.monotonic()
+                    if (
+                        reply.status == 200
+                        and owner.min_interval
+                        and now - owner._last_post.get(channel, -1e9) < owner.min_interval
+                    ):
+                        owner.rate_limited += 1
+                        reply = Reply(status=429, retry_after=1)
                 if reply.hang:
                     time.sleep(reply.hang)
                 webhook = self.path.startswith("/services/")
@@ -153,15 +191,23 @@ class FakeSlack:
                     self._json({"ok": False, "error": reply.error})
                     return
                 with owner.lock:
-                    ts = f"{1700000000 + len(owner.messages)}.{len(owner.messages):06d}"
-                    owner.messages.append({**payload, "ts": ts, "path": self.path})
+                    owner._last_post[channel] = time.monotonic()
+                    owner._clock = max(time.time(), owner._clock + 0.000001)
+                    ts = f"{owner._clock:.6f}"
+                    owner.messages.append(
+                        {**payload, "ts": ts, "path": self.path, "channel_id": channel}
+                    )
+                if reply.lose:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if webhook:
                     self._text(b"ok")
                 else:
                     self._json(
                         {
                             "ok": True,
-                            "channel": payload.get("channel"),
+                            "channel": channel,
                             "ts": ts,
                             "message": {"text": payload.get("text"), "ts": ts},
                         }
@@ -185,6 +231,47 @@ class FakeSlack:
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _next_reply(self) -> Reply:
+        if self.script:
+            return self.script.pop(0)
+        for n, reply in sorted(self.every.items(), reverse=True):
+            if self.calls % n == 0:
+                return reply
+        return Reply()
+
+    def _conversations(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            if method == "conversations.list":
+                names = self.channels | {
+                    str(m.get("channel", "")).lstrip("#") for m in self.messages
+                }
+                return {
+                    "ok": True,
+                    "channels": [{"id": channel_id(n), "name": n} for n in sorted(names)],
+                    "response_metadata": {"next_cursor": ""},
+                }
+            oldest = float(payload.get("oldest") or 0)
+            wanted = payload.get("channel")
+            found = [
+                m for m in self.messages if m["channel_id"] == wanted and float(m["ts"]) >= oldest
+            ]
+            if method == "conversations.replies":
+                found = [m for m in found if m.get("thread_ts") == payload.get("ts")]
+            else:
+                found = [m for m in found if not m.get("thread_ts")]
+            return {
+                "ok": True,
+                "messages": [
+                    {"ts": m["ts"], "text": m.get("text"), "metadata": m.get("metadata")}
+                    for m in reversed(found)
+                ],
+                "has_more": False,
+                "response_metadata": {"next_cursor": ""},
+            }
+
+    def in_channel(self, name: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["channel_id"] == channel_id(name)]
 
     @property
     def api_url(self) -> str:

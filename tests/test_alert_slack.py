@@ -1,23 +1,30 @@
-"""The Slack sink through slack-sdk's real WebClient against a fake Slack Web API."""
+"""The Slack sinks through slack-sdk's real clients against a fake Slack."""
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.webhook import WebhookClient
 
-from monitor.alert.slack import SlackAlerter, escape, render, retry_handlers
+from monitor.alert.slack import (
+    BLOCKS_MAX,
+    HEADER_MAX,
+    SECTION_MAX,
+    SlackAlerter,
+    WebhookAlerter,
+    escape,
+    render,
+    retry_handlers,
+)
 from monitor.errors import AlertError
-from monitor.models import Alert
-from tests.servers import FakeSlack, Reply
+from monitor.models import Outgoing, Story
+from tests.servers import FakeSlack, Reply, channel_id
 
-ALERT = Alert(
-    delivery_id=1,
-    watchlist="us-china",
-    channel="#china-desk",
+STORY = Story(
     title="Qin Gang <b>missing</b> & <!channel>",
     url="https://news.example/qin?a=1&b=2",
     feed="world",
@@ -25,8 +32,15 @@ ALERT = Alert(
     matched=["Qin Gang", "military dialogue"],
     snippet="Questions grew over Qin Gang <@U1>.",
     highlights=[(20, 28)],
-    attempts=0,
     strength="about",
+)
+ALERT = Outgoing(
+    delivery_id=1,
+    key="us-china|url:https://news.example/qin|#china-desk",
+    kind="alert",
+    watchlist="us-china",
+    channel="#china-desk",
+    stories=[STORY],
 )
 
 
@@ -45,7 +59,7 @@ def test_escape() -> None:
     assert escape("a & <b> <!here>") == "a &amp; &lt;b&gt; &lt;!here&gt;"
 
 
-def test_render_layout() -> None:
+def test_render_alert() -> None:
     text, blocks = render(ALERT)
     assert text == (
         "Qin Gang &lt;b&gt;missing&lt;/b&gt; &amp; &lt;!channel&gt; "
@@ -60,34 +74,119 @@ def test_render_layout() -> None:
     assert blocks[2]["text"]["text"] == "> Questions grew over *Qin Gang* &lt;@U1&gt;."
 
 
-def test_render_says_when_it_is_only_a_mention() -> None:
-    _, blocks = render(Alert(**{**ALERT.__dict__, "strength": "mention"}))
-    assert blocks[1]["elements"][1]["text"] == "Mentions: *Qin Gang*, *military dialogue*"
+def test_render_mention_and_notify() -> None:
+    mention = Outgoing(
+        **{**ALERT.__dict__, "stories": [Story(**{**STORY.__dict__, "strength": "mention"})]}
+    )
+    assert render(mention)[1][1]["elements"][1]["text"].startswith("Mentions: ")
+    notified = Outgoing(**{**ALERT.__dict__, "mentions": ["U0123ABCD", "S0123ABCD", "here"]})
+    text, blocks = render(notified)
+    assert text.startswith("<@U0123ABCD> <!subteam^S0123ABCD> <!here> Qin Gang")
+    assert blocks[0]["text"]["text"].startswith("<@U0123ABCD> <!subteam^S0123ABCD> <!here> *<")
+
+
+def test_render_followup() -> None:
+    followup = Outgoing(
+        **{
+            **ALERT.__dict__,
+            "kind": "followup",
+            "thread_ts": "1.2",
+            "stories": [Story(**{**STORY.__dict__, "feed": "asia"})],
+        }
+    )
+    text, blocks = render(followup)
+    assert text.startswith("Also reported by asia: Qin Gang &lt;b&gt;")
+    assert blocks[0]["type"] == "context"
+    assert "Also reported by *asia*" in blocks[0]["elements"][0]["text"]
+
+
+def test_render_digest_groups_and_fits_slack_limits() -> None:
+    stories = [
+        Story(
+            **{
+                **STORY.__dict__,
+                "title": f"Story {i} " + "x" * 200,
+                "matched": ["Qin Gang" if i % 3 else "fentanyl"],
+            }
+        )
+        for i in range(120)
+    ]
+    digest = Outgoing(
+        delivery_id=9,
+        key="d",
+        kind="digest",
+        watchlist="us-china",
+        channel="#china-desk",
+        stories=stories,
+        label="until Mon 08:00 BST",
+    )
+    text, blocks = render(digest)
+    assert blocks[0]["type"] == "header"
+    assert blocks[0]["text"]["text"] == "us-china: 120 stories until Mon 08:00 BST"
+    assert len(blocks[0]["text"]["text"]) <= HEADER_MAX
+    assert len(blocks) <= BLOCKS_MAX
+    assert all(len(b["text"]["text"]) <= SECTION_MAX for b in blocks if b["type"] == "section")
+    assert blocks[1]["text"]["text"].startswith("*Qin Gang* (80)")
+    assert any(b["text"]["text"].startswith("*fentanyl* (40)") for b in blocks[1:])
+    assert len(text) <= 3000 and text.startswith("us-china: 120 stories")
 
 
 def test_render_refuses_non_http_links_and_clips_long_text() -> None:
-    alert = Alert(
+    story = Story(
         **{
-            **ALERT.__dict__,
+            **STORY.__dict__,
             "url": "javascript:alert(1)",
             "title": "x" * 5000,
             "snippet": "y" * 5000,
             "highlights": [],
         }
     )
-    text, blocks = render(alert)
+    text, blocks = render(Outgoing(**{**ALERT.__dict__, "stories": [story]}))
     assert "javascript" not in text + json.dumps(blocks)
     assert len(text) <= 3000
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
 
 
-def test_posts_through_the_web_api(slack: FakeSlack) -> None:
-    ts = alerter(slack).send(ALERT)
+def test_posts_through_the_web_api_with_its_tag(slack: FakeSlack) -> None:
+    sent = alerter(slack).send(ALERT)
     [message] = slack.messages
-    assert ts == message["ts"]
+    assert sent.ts == message["ts"] and sent.channel_id == channel_id("#china-desk")
     assert message["channel"] == "#china-desk"
     assert message["unfurl_links"] is False and message["unfurl_media"] is False
     assert message["blocks"] == render(ALERT)[1]
+    assert message["metadata"] == {
+        "event_type": "monitor_alert",
+        "event_payload": {"tag": ALERT.tag},
+    }
+
+
+def test_followup_goes_into_the_thread(slack: FakeSlack) -> None:
+    parent = alerter(slack).send(ALERT)
+    followup = Outgoing(
+        **{
+            **ALERT.__dict__,
+            "delivery_id": 2,
+            "key": ALERT.key + "|also|7",
+            "kind": "followup",
+            "thread_ts": parent.ts,
+        }
+    )
+    alerter(slack).send(followup)
+    assert slack.messages[1]["thread_ts"] == parent.ts
+
+
+def test_find_a_lost_send_by_its_tag(slack: FakeSlack) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    sink = alerter(slack)
+    assert sink.find(ALERT, since) is None
+    slack.script = [Reply(lose=True)]
+    with pytest.raises(AlertError):
+        sink.send(ALERT)  # posted, but the answer never came
+    assert len(slack.messages) == 1
+    found = alerter(slack).find(ALERT, since)  # a fresh process knows no channel IDs
+    assert found is not None and found.ts == slack.messages[0]["ts"]
+    other = Outgoing(**{**ALERT.__dict__, "key": "another"})
+    assert alerter(slack).find(other, since) is None
 
 
 def test_rate_limited_then_success_honours_retry_after(slack: FakeSlack) -> None:
@@ -96,6 +195,16 @@ def test_rate_limited_then_success_honours_retry_after(slack: FakeSlack) -> None
     alerter(slack).send(ALERT)
     assert time.monotonic() - started >= 1.0  # waited as Slack asked
     assert slack.calls == 2 and len(slack.messages) == 1
+
+
+def test_rate_limit_outlasting_the_retries_reports_retry_after(slack: FakeSlack) -> None:
+    client = WebClient(
+        token="xoxb-test-token", base_url=slack.api_url, timeout=5, retry_handlers=[]
+    )
+    slack.script = [Reply(status=429, retry_after=7)]
+    with pytest.raises(AlertError) as info:
+        SlackAlerter(client).send(ALERT)
+    assert info.value.retry_after == 7 and not info.value.permanent
 
 
 def test_server_error_then_success(slack: FakeSlack) -> None:
@@ -131,3 +240,10 @@ def test_unreachable_slack_is_a_retryable_failure() -> None:
     with pytest.raises(AlertError) as info:
         SlackAlerter(client).send(ALERT)
     assert not info.value.permanent
+
+
+def test_webhook(slack: FakeSlack) -> None:
+    sink = WebhookAlerter(WebhookClient(slack.webhook_url, retry_handlers=retry_handlers()))
+    sink.send(ALERT)
+    assert slack.messages[0]["blocks"] == render(ALERT)[1]
+    assert sink.find(ALERT, datetime.now(UTC)) is None

@@ -10,7 +10,7 @@ import pytest
 
 from monitor import config as config_mod
 from monitor.cli import main
-from monitor.pipeline import deliver_pending, next_due, run_feeds
+from monitor.pipeline import Deliverer, next_due, run_feeds
 from monitor.service import build
 from monitor.store import FeedState
 from tests.conftest import write_config
@@ -74,8 +74,12 @@ def two_feeds(feed_server: FeedServer, tmp_path: Path) -> Path:
     )
 
 
+def top_level(slack: FakeSlack) -> list[dict[str, object]]:
+    return [m for m in slack.messages if not m.get("thread_ts")]
+
+
 def posted_titles(slack: FakeSlack) -> list[str]:
-    return sorted(m["text"].split(" http")[0] for m in slack.messages)
+    return sorted(str(m["text"]).split(" http")[0] for m in top_level(slack))
 
 
 def test_poll_alerts_each_matching_story_once(
@@ -93,10 +97,13 @@ def test_poll_alerts_each_matching_story_once(
     assert "news.example/qin" in message["text"]
     rendered = json.dumps(message["blocks"])
     assert "*Qin Gang*" in rendered  # the hit is bold in the snippet
+    # the other outlet's copy went into the story's thread
+    [reply] = [m for m in slack_env.messages if m.get("thread_ts")]
+    assert reply["thread_ts"] == message["ts"] and reply["text"].startswith("Also reported by")
     assert slack_env.auth[0] == "Bearer xoxb-test-token"
 
     assert main(["--config", str(two_feeds), "poll"]) == 0
-    assert len(slack_env.messages) == 3, "a second poll must not alert again"
+    assert len(slack_env.messages) == 4, "a second poll must not alert again"
     # the second poll was conditional: the server answered 304
     assert feed_server.requests[-1][1].get("if-none-match") in ('"w-1"', '"a-1"')
 
@@ -149,12 +156,12 @@ def test_stored_but_unsent_alert_is_sent_once_after_restart(
     service = build(config_mod.load(two_feeds))
     outcomes = run_feeds(service.feeds, service.deps)
     service.close()
-    assert sum(o.queued for o in outcomes) == 3 and slack_env.messages == []
+    assert sum(o.queued for o in outcomes) == 4 and slack_env.messages == []
     # A new process finds the pending outbox rows and sends each exactly once.
     assert main(["--config", str(two_feeds), "poll"]) == 0
-    assert len(slack_env.messages) == 3
+    assert len(slack_env.messages) == 4
     assert main(["--config", str(two_feeds), "poll"]) == 0
-    assert len(slack_env.messages) == 3
+    assert len(slack_env.messages) == 4
 
 
 def test_failed_send_is_kept_and_retried_on_a_later_pass(
@@ -164,16 +171,16 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     service = build(cfg)
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="fatal_error")] * 3
-    report = deliver_pending(service.deps)
-    assert report.failed == 3 and slack_env.messages == []
+    report = service.deliver(Deliverer(service.deps))
+    assert report.failed == 3 and slack_env.messages == []  # the follow-up waits for its parent
     # Retries wait for their backoff: an immediate pass sends nothing...
-    assert deliver_pending(service.deps).sent == 0
+    assert service.deliver(Deliverer(service.deps)).sent == 0
     # ...and once the backoff has passed, each alert goes out exactly once.
     with service.deps.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert deliver_pending(service.deps).sent == 3
+    assert service.deliver(Deliverer(service.deps)).sent == 4
     service.close()
-    assert len(slack_env.messages) == 3
+    assert len(slack_env.messages) == 4
 
 
 def test_headline_cannot_ping_the_channel(
@@ -272,9 +279,10 @@ def test_no_slack_configured_prints_one_line_per_alert(
     monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{tmp_path / 'out.db'}")
     assert main(["--config", str(two_feeds), "poll"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert sum("also reported by" in line for line in lines) == 1
     assert all(line.startswith("[us-china -> #china-desk] ") for line in lines)
-    assert sum("Qin Gang" in line for line in lines) == 1
+    assert sum("Qin Gang" in line for line in lines) == 2
 
 
 def test_webhook_transport(
@@ -284,7 +292,7 @@ def test_webhook_transport(
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
     monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{tmp_path / 'wh.db'}")
     assert main(["--config", str(two_feeds), "poll"]) == 0
-    assert len(slack.messages) == 3
+    assert len(slack.messages) == 4  # a webhook cannot thread: the follow-up stands alone
     assert all(m["path"].startswith("/services/") for m in slack.messages)
 
 
@@ -293,12 +301,13 @@ def test_permanent_slack_error_makes_a_dead_delivery_that_is_not_retried(
 ) -> None:
     service = build(config_mod.load(two_feeds))
     run_feeds(service.feeds, service.deps)
-    slack_env.script = [Reply(error="not_in_channel")] * 3
-    report = deliver_pending(service.deps)
-    assert report.dead == 3 and slack_env.messages == []
+    slack_env.script = [Reply(error="not_in_channel")] * 4
+    report = service.deliver(Deliverer(service.deps))
+    # the follow-up, its parent dead, is tried on its own and fails the same way
+    assert report.dead == 4 and slack_env.messages == []
     with service.deps.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert deliver_pending(service.deps).sent == 0
+    assert service.deliver(Deliverer(service.deps)).sent == 0
     rows = service.deps.store.matches(None, None)
     service.close()
     assert {r["delivery"] for r in rows} == {"dead"}

@@ -1,41 +1,57 @@
-"""The store on a real SQLite file and, where one runs, a real PostgreSQL."""
+"""The store and the outbox on a real SQLite file and, where one runs, a real PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from monitor.config import FeedConfig
+from monitor.config import FeedConfig, Watchlist
+from monitor.db import make_engine
 from monitor.dedupe import identify
-from monitor.models import Hit, Item, MatchResult, utcnow
-from monitor.store import Store, make_engine
+from monitor.models import Entry, Hit, Item, MatchResult, Sent, utcnow
+from monitor.outbox import Outbox, Policy
+from monitor.store import Store
+
+NOW_POLICY = {
+    "us-china": Policy(hold=False, followups="thread"),
+    "other": Policy(hold=False, followups="thread"),
+}
+BODY = (
+    "Foreign Minister Qin Gang has not been seen in public for three weeks, and the "
+    "ministry in Beijing declined on Tuesday to say where he was or when he would "
+    "return, fuelling speculation about his health and his standing with the leadership."
+)
 
 
-def entry(guid: str, link: str, title: str = "Qin Gang missing") -> object:
+def entry(guid: str, link: str | None, title: str = "Qin Gang missing", body: str = "s") -> Entry:
     return identify(
         Item(
             title=title,
             link=link,
             guid=guid,
-            summary="s",
+            summary=body,
             content="",
             published=datetime(2023, 7, 24, tzinfo=UTC),
         )
     )
 
 
-def result(watchlist: str = "us-china", channel: str = "#china-desk") -> MatchResult:
+def result(
+    watchlist: str = "us-china", channel: str = "#china-desk", strength: str = "about"
+) -> MatchResult:
     hit = Hit("Qin Gang", "entity", "name", "Qin Gang", "title", 0, 8)
-    return MatchResult(watchlist, channel, (hit,), "Qin Gang missing", ((0, 8),))
+    return MatchResult(watchlist, channel, (hit,), "Qin Gang missing", ((0, 8),), strength)
 
 
 @pytest.fixture
-def store(any_db_url: str) -> Store:
-    s = Store(make_engine(any_db_url))
-    yield s
-    s.engine.dispose()
+def db(any_db_url: str) -> Iterator[tuple[Store, Outbox]]:
+    engine = make_engine(any_db_url)
+    yield Store(engine), Outbox(engine)
+    engine.dispose()
 
 
 def feeds(store: Store, *names: str) -> list[int]:
@@ -44,45 +60,162 @@ def feeds(store: Store, *names: str) -> list[int]:
     return [s.id for s in states]
 
 
-def test_save_is_idempotent_and_queues_once(store: Store) -> None:
+def save(
+    store: Store,
+    feed: int,
+    e: Entry,
+    *results: MatchResult,
+    policies: dict[str, Policy] | None = None,
+) -> int:
+    return store.save(
+        feed, [e], {e.key}, [(e, list(results or [result()]))], policies or NOW_POLICY
+    )
+
+
+def test_save_is_idempotent_and_queues_once(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
     [feed] = feeds(store, "world")
     e = entry("1", "https://n.example/qin")
-    assert store.save(feed, [e], {e.key}, [(e, [result()])]) == 1
-    assert store.save(feed, [e], {e.key}, [(e, [result()])]) == 0
+    assert save(store, feed, e) == 1
+    assert save(store, feed, e) == 0
     assert store.seen_keys(feed, [e.key, "guid:other"]) == {e.key}
-    [alert] = store.pending(utcnow())
-    assert alert.title == "Qin Gang missing" and alert.feed == "world"
-    assert alert.highlights == [(0, 8)] and alert.matched == ["Qin Gang"]
-    assert alert.published == datetime(2023, 7, 24, tzinfo=UTC)
+    [out] = outbox.due(utcnow())
+    [story] = out.stories
+    assert out.kind == "alert" and out.channel == "#china-desk" and out.attempts == 0
+    assert story.title == "Qin Gang missing" and story.feed == "world"
+    assert story.highlights == [(0, 8)] and story.matched == ["Qin Gang"]
+    assert story.published == datetime(2023, 7, 24, tzinfo=UTC) and story.strength == "about"
 
 
-def test_same_story_from_two_feeds_alerts_once_per_watchlist(store: Store) -> None:
+def test_a_copy_from_another_feed_becomes_a_followup(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
     world, asia = feeds(store, "world", "asia")
     a = entry("w1", "https://n.example/qin?utm_source=rss")
     b = entry("a1", "https://www.n.example/qin#top", title="Where is Qin Gang?")
-    assert store.save(world, [a], {a.key}, [(a, [result()])]) == 1
-    assert store.save(asia, [b], {b.key}, [(b, [result(), result("other", "#other")])]) == 1
-    assert sorted(x.watchlist for x in store.pending(utcnow())) == ["other", "us-china"]
+    assert save(store, world, a) == 1
+    assert save(store, asia, b, result(), result("other", "#other")) == 2
+    due = outbox.due(utcnow())
+    assert [(o.watchlist, o.kind) for o in due] == [("us-china", "alert"), ("other", "alert")]
+    parent = due[0]
+    assert outbox.claim(parent.delivery_id)
+    outbox.sent(parent.delivery_id, parent.channel, Sent("111.1", "C1"))
+    [followup] = [o for o in outbox.due(utcnow()) if o.kind == "followup"]
+    assert followup.thread_ts == "111.1" and followup.stories[0].feed == "asia"
+    assert outbox.channel_id("#china-desk") == "C1"
 
 
-def test_delivery_outcomes(store: Store) -> None:
-    [feed] = feeds(store, "world")
-    e = entry("1", "https://n.example/qin")
-    store.save(feed, [e], {e.key}, [(e, [result()])])
-    [alert] = store.pending(utcnow())
-    store.mark_failed(
-        alert.delivery_id, "slack: boom", dead=False, retry_at=utcnow() + timedelta(minutes=1)
+@pytest.mark.parametrize(("mode", "queued"), [("ignore", 0), ("separate", 1)])
+def test_followup_modes(db: tuple[Store, Outbox], mode: str, queued: int) -> None:
+    store, outbox = db
+    world, asia = feeds(store, "world", "asia")
+    policy = {"us-china": Policy(hold=False, followups=mode)}
+    save(store, world, entry("w1", "https://n.example/qin"), policies=policy)
+    assert save(store, asia, entry("a1", "https://n.example/qin"), policies=policy) == queued
+    kinds = [o.kind for o in outbox.due(utcnow())]
+    assert kinds == ["alert"] * (1 + queued)
+
+
+def test_near_identical_text_joins_the_story(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
+    world, asia = feeds(store, "world", "asia")
+    a = entry("w1", "https://one.example/qin", body=BODY)
+    b = entry(
+        "a1",
+        "https://two.example/2023/07/qin-gang",
+        title="Qin Gang missing (update)",
+        body=BODY.replace("Tuesday", "Wednesday"),
     )
-    assert store.pending(utcnow()) == []
-    [again] = store.pending(utcnow() + timedelta(minutes=2))
+    c = entry("c1", "https://three.example/x", title="Weather", body=BODY[::-1])
+    assert a.story_key != b.story_key and a.minhash is not None
+    save(store, world, a)
+    save(store, asia, b)
+    save(store, asia, c)
+    kinds = sorted((o.kind, o.stories[0].feed) for o in outbox.due(utcnow()))
+    assert kinds == [("alert", "asia"), ("alert", "world")]  # b waits for a as a follow-up
+    with store._session() as s:
+        rows = dict(s.execute(text("SELECT key, story_key FROM article")).all())
+    assert rows[b.key] == rows[a.key] != rows[c.key]
+
+
+def test_delivery_outcomes(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
+    [feed] = feeds(store, "world")
+    save(store, feed, entry("1", "https://n.example/qin"))
+    [out] = outbox.due(utcnow())
+    assert outbox.claim(out.delivery_id) and not outbox.claim(out.delivery_id)
+    assert outbox.due(utcnow()) == []  # being sent
+    outbox.failed(
+        out.delivery_id, "slack: boom", dead=False, retry_at=utcnow() + timedelta(minutes=1)
+    )
+    assert outbox.due(utcnow()) == []
+    [again] = outbox.due(utcnow() + timedelta(minutes=2))
     assert again.attempts == 1
-    store.mark_sent(again.delivery_id, "1700000000.000001")
-    assert store.pending(utcnow() + timedelta(days=1)) == []
+    assert outbox.claim(again.delivery_id)
+    outbox.failed(again.delivery_id, "slack: not_in_channel", dead=True, retry_at=utcnow())
+    assert [r["status"] for r in outbox.listing(["dead"], None)] == ["dead"]
+    assert outbox.retry_dead("us-china") == 1
+    [third] = outbox.due(utcnow())
+    assert outbox.claim(third.delivery_id)
+    outbox.sent(third.delivery_id, third.channel, Sent("1700000000.000001", "C1"))
+    assert outbox.due(utcnow() + timedelta(days=1)) == []
     [row] = store.matches("us-china", None)
     assert row["delivery"] == "sent" and row["slack_ts"] == "1700000000.000001"
 
 
-def test_feed_state_and_due_times(store: Store) -> None:
+def test_unconfirmed_sends_are_listed_after_their_lease(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
+    [feed] = feeds(store, "world")
+    save(store, feed, entry("1", "https://n.example/qin"))
+    [out] = outbox.due(utcnow())
+    outbox.claim(out.delivery_id)
+    assert outbox.unconfirmed(utcnow() - timedelta(minutes=1)) == []
+    [(lost, started)] = outbox.unconfirmed(utcnow() + timedelta(seconds=1))
+    assert lost.delivery_id == out.delivery_id and started <= utcnow()
+    outbox.release(out.delivery_id)
+    assert [o.delivery_id for o in outbox.due(utcnow())] == [out.delivery_id]
+
+
+def test_digests_gather_held_deliveries(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
+    [feed] = feeds(store, "world")
+    held = {"us-china": Policy(hold=True, followups="thread")}
+    for i in range(25):
+        save(
+            store,
+            feed,
+            entry(str(i), f"https://n.example/{i}", title=f"Qin Gang {i}"),
+            policies=held,
+        )
+    assert outbox.due(utcnow()) == []
+    wl = Watchlist.model_validate(
+        {
+            "name": "us-china",
+            "channel": "#china-desk",
+            "topics": [{"name": "t"}],
+            "delivery": "digest",
+            "digest": "hourly",
+        }
+    )
+    assert outbox.make_digests([wl], utcnow()) == 0  # held after the last boundary
+    later = utcnow() + timedelta(hours=1)
+    assert outbox.make_digests([wl], later) == 2  # 25 stories: 20 + 5
+    assert outbox.make_digests([wl], later) == 0
+    parts = outbox.due(later)
+    assert [len(p.stories) for p in parts] == [20, 5]
+    assert all(p.kind == "digest" and p.label.endswith(("(1/2)", "(2/2)")) for p in parts)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/wal.db")
+    Store(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+    engine.dispose()
+
+
+def test_feed_state_and_due_times(db: tuple[Store, Outbox]) -> None:
+    store, _ = db
     a, b = feeds(store, "a", "b")
     now = utcnow()
     store.record_fetch(
@@ -111,7 +244,8 @@ def test_feed_state_and_due_times(store: Store) -> None:
     assert rows["b"].last_error == "HTTP 500"
 
 
-def test_changed_url_forgets_validators(store: Store) -> None:
+def test_changed_url_forgets_validators(db: tuple[Store, Outbox]) -> None:
+    store, _ = db
     [a] = feeds(store, "a")
     store.record_fetch(a, status=200, error=None, etag='"e"', next_due=utcnow())
     store.sync_feeds(
@@ -121,12 +255,3 @@ def test_changed_url_forgets_validators(store: Store) -> None:
     )
     [row] = store.feeds()
     assert row.url == "https://moved.example/rss" and row.etag is None
-
-
-def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path}/wal.db")  # type: ignore[str-bytes-safe]
-    Store(engine)
-    with engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
-    engine.dispose()

@@ -1,19 +1,29 @@
-"""Deliver stage: sinks that turn a stored Alert into a message.
+"""Deliver stage: sinks that turn an Outgoing into a message.
 
-A sink raises AlertError on failure (with `permanent` when retrying cannot help) and
-never touches the database: the pipeline records outcomes in the outbox.
+A sink raises AlertError on failure (`permanent` when retrying cannot help,
+`retry_after` when the service asked for a pause) and never touches the database: the
+deliverer in pipeline.py records outcomes in the outbox.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
-from monitor.models import Alert
+from monitor.models import Outgoing, Sent
 
 
 class Alerter(Protocol):
     name: str
 
-    def send(self, alert: Alert) -> str | None:
-        """Posts the alert and returns the sink's message id (Slack's `ts`), if any."""
+    def send(self, out: Outgoing) -> Sent:
+        """Posts the message and says where it landed."""
+        ...
+
+    def find(self, out: Outgoing, since: datetime) -> Sent | None:
+        """Looks for a message this sink may have posted for `out` since `since`.
+
+        Used after a crash left the outcome of a send unknown. Sinks that cannot look
+        return None, and the message is posted again (at least once, not exactly once).
+        """
         ...

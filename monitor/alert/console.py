@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import TextIO
 
-from monitor.models import Alert
+from monitor.models import Outgoing, Sent
 
 
 class ConsoleAlerter:
@@ -14,12 +15,20 @@ class ConsoleAlerter:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    def send(self, alert: Alert) -> str | None:
+    def send(self, out: Outgoing) -> Sent:
         stream = self._stream or sys.stdout
-        line = " ".join(f"{alert.title} {alert.url or ''}".split())
-        stream.write(
-            f"[{alert.watchlist} -> {alert.channel}] {line} "
-            f"(matched: {', '.join(alert.matched)}; feed: {alert.feed})\n"
-        )
+        prefix = f"[{out.watchlist} -> {out.channel}]"
+        if out.kind == "digest":
+            stream.write(f"{prefix} digest {out.label}: {len(out.stories)} stories\n")
+        for story in out.stories:
+            line = " ".join(f"{story.title} {story.url or ''}".split())
+            lead = "  also reported by " + story.feed + ":" if out.kind == "followup" else ""
+            stream.write(
+                f"{prefix}{lead} {line} (matched: {', '.join(story.matched)}; "
+                f"{story.strength}; feed: {story.feed})\n"
+            )
         stream.flush()
+        return Sent()
+
+    def find(self, out: Outgoing, since: datetime) -> Sent | None:
         return None
