@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spacy.attrs import ORTH
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -187,11 +188,11 @@ class Matcher:
     def _normalise(self, doc: Doc) -> Doc:
         """Sets each new word's NORM to its stem, once per vocabulary entry."""
         seen = self._normalised
-        for token in doc:
-            orth = token.orth
-            if orth not in seen:
-                seen.add(orth)
-                token.lex.norm_ = stem(token.lower_)
+        vocab = self._nlp.vocab
+        for orth in set(doc.to_array(ORTH).tolist()) - seen:
+            seen.add(orth)
+            lexeme = vocab[orth]
+            lexeme.norm_ = stem(lexeme.lower_)
         return doc
 
     def match(

@@ -130,10 +130,10 @@ class Store(Database):
                 }
                 for e in entries
             ]
-            for i in range(0, len(rows), _CHUNK):
-                stmt = self._insert(ArticleRow).values(rows[i : i + _CHUNK])
-                stmt = stmt.on_conflict_do_nothing().returning(ArticleRow.id, ArticleRow.key)
-                ids.update({r.key: r.id for r in s.execute(stmt)})
+            if rows:  # one cached statement, executed for many rows
+                stmt = self._insert(ArticleRow).on_conflict_do_nothing()
+                stmt = stmt.returning(ArticleRow.id, ArticleRow.key)
+                ids.update({r.key: r.id for r in s.execute(stmt, rows)})
             for entry, results in matches:
                 article_id = ids.get(entry.key)
                 if article_id is None:
@@ -176,26 +176,41 @@ class Store(Database):
     def _near_duplicates(
         self, s: Session, entries: Sequence[Entry], now: datetime
     ) -> dict[str, str]:
-        """Entry key -> story key of a recent article with nearly the same text."""
-        out: dict[str, str] = {}
-        since = now - NEAR_DUPLICATE_WINDOW
-        columns = [col(getattr(ArticleRow, b)) for b in _BANDS]
+        """Entry key -> story key of a recent article with nearly the same text.
+
+        One query for the whole batch: candidates share an LSH band with some entry."""
+        keyed = []
         for e in entries:
-            if e.minhash is None:
-                continue
-            keys = lsh_bands(e.minhash)
-            stmt = (
-                select(col(ArticleRow.story_key), col(ArticleRow.signature))
-                .where(
-                    col(ArticleRow.seen_at) >= since,
-                    col(ArticleRow.story_key) != e.story_key,
-                    or_(*(c == k for c, k in zip(columns, keys, strict=True))),
+            if e.minhash is not None:
+                keyed.append((e, e.minhash, lsh_bands(e.minhash)))
+        if not keyed:
+            return {}
+        columns = [col(getattr(ArticleRow, b)) for b in _BANDS]
+        wanted = [sorted({keys[i] for _, _, keys in keyed}) for i in range(BANDS)]
+        stmt = select(col(ArticleRow.story_key), col(ArticleRow.signature), *columns).where(
+            col(ArticleRow.seen_at) >= now - NEAR_DUPLICATE_WINDOW,
+            or_(*(c.in_(values) for c, values in zip(columns, wanted, strict=True))),
+        )
+        by_band: dict[tuple[int, int], list[tuple[str, list[int]]]] = {}
+        for row in s.execute(stmt):
+            story_key, signature = row[0], row[1]
+            for i, key in enumerate(row[2:]):
+                by_band.setdefault((i, key), []).append((story_key, signature))
+        out: dict[str, str] = {}
+        for e, signature, keys in keyed:
+            for i, key in enumerate(keys):
+                match = next(
+                    (
+                        story
+                        for story, sig in by_band.get((i, key), [])
+                        if story != e.story_key
+                        and sig
+                        and similarity(signature, sig) >= NEAR_DUPLICATE
+                    ),
+                    None,
                 )
-                .limit(50)
-            )
-            for story_key, signature in s.execute(stmt):
-                if signature and similarity(e.minhash, signature) >= NEAR_DUPLICATE:
-                    out[e.key] = story_key
+                if match:
+                    out[e.key] = match
                     break
         return out
 
