@@ -339,3 +339,15 @@ def test_backoff_schedule(interval: str, errors: int, expected: str) -> None:
     )
     got = next_due(feed, NOW, errors, timedelta(hours=6)) - NOW
     assert got == config_mod.parse_duration(expected)
+
+
+def test_a_retitled_article_is_not_a_new_story(
+    feed_server: FeedServer, slack_env: FakeSlack, tmp_path: Path
+) -> None:
+    item = {"title": "Qin Gang missing", "guid": "q1", "link": "https://n.example/q1"}
+    feed_server.routes["/f.xml"] = Route(rss([item]))
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
+    main(["--config", str(cfg), "poll"])
+    feed_server.routes["/f.xml"] = Route(rss([{**item, "title": "Qin Gang removed from office"}]))
+    main(["--config", str(cfg), "poll"])
+    assert posted_titles(slack_env) == ["Qin Gang missing"]
