@@ -21,9 +21,10 @@ from monitor import config as config_mod
 from monitor import logs, parse, poll, scheduler
 from monitor.config import Config, Watchlist
 from monitor.errors import ConfigError, MonitorError, ParseError
+from monitor.health import assess
 from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
-from monitor.pipeline import Deliverer, run_feeds
+from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.service import build, http_client, load_ner
 
 log = logging.getLogger("monitor.cli")
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--watchlist")
     m.add_argument("--since", help="only matches newer than this, e.g. 2d")
     m.add_argument("--json", action="store_true", help="one JSON object per line")
-    sub.add_parser("feeds", help="feed health table")
+    f = sub.add_parser("feeds", help="feed health table")
+    f.add_argument("--json", action="store_true", help="one JSON object per line")
     a = sub.add_parser("alerts", help="list deliveries; retry dead ones")
     a.add_argument("--failed", action="store_true", help="only dead deliveries")
     a.add_argument("--pending", action="store_true", help="only deliveries not yet sent")
@@ -94,6 +96,7 @@ def _poll(cfg: Config, args: argparse.Namespace) -> int:
     service = build(cfg)
     try:
         outcomes = run_feeds(service.deps.store.states(service.feeds), service.deps)
+        check_health(service.deps, service.feeds)
         report = service.deliver(Deliverer(service.deps))
     finally:
         service.close()
@@ -185,24 +188,47 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
     finally:
         service.close()
     configured = {f.name for f in cfg.feeds}
+    now = utcnow()
+    feeds = [assess(r, now, cfg.settings) for r in rows if r.name in configured]
 
     def when(value: datetime | None) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
 
-    header = (
-        f"{'feed':<22} {'last fetch (UTC)':<19}  {'HTTP':>4} {'items':>6} {'errors':>6}  "
-        f"{'next due (UTC)':<19}  last error"
+    if args.json:
+        for f in feeds:
+            print(
+                json.dumps(
+                    {
+                        "name": f.name,
+                        "state": f.state,
+                        "url": f.url,
+                        "last_fetch_at": _iso(f.last_fetch_at),
+                        "last_success_at": _iso(f.last_success_at),
+                        "last_status": f.last_status,
+                        "errors_in_row": f.errors_in_row,
+                        "items_seen": f.items_seen,
+                        "items_per_day": round(f.items_per_day, 1),
+                        "next_due_at": _iso(f.next_due_at),
+                        "last_error": f.last_error,
+                    }
+                )
+            )
+        return 0
+    print(
+        f"{'feed':<22} {'state':<10} {'last fetch (UTC)':<19}  {'HTTP':>4} {'items':>6} "
+        f"{'/day':>6} {'errors':>6}  {'next due (UTC)':<19}  last error"
     )
-    print(header)
-    for r in rows:
-        if r.name not in configured:
-            continue
+    for f in feeds:
         print(
-            f"{r.name[:22]:<22} {when(r.last_fetch_at):<19}  {r.last_status or '-':>4} "
-            f"{r.items_seen:>6} {r.errors_in_row:>6}  {when(r.next_due_at):<19}  "
-            f"{(r.last_error or '')[:80]}"
+            f"{f.name[:22]:<22} {f.state:<10} {when(f.last_fetch_at):<19}  "
+            f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>6.1f} "
+            f"{f.errors_in_row:>6}  {when(f.next_due_at):<19}  {(f.last_error or '')[:80]}"
         )
     return 0
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def _load_items(source: str, cfg: Config) -> list[Item]:

@@ -6,6 +6,7 @@ Every problem is reported with the file, line and column it comes from, so
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -121,7 +122,19 @@ class HttpSettings(_Model):
     read_timeout: Duration = timedelta(seconds=30)
     max_body_bytes: ByteCount = 20 * 1024 * 1024
     max_redirects: int = Field(default=5, ge=0, le=20)
-    user_agent: str = "monitor/0.1 (RSS alert service)"
+    concurrency: int = Field(default=16, ge=1, le=256)  # fetches at once, all hosts
+    per_host: int = Field(default=2, ge=1, le=32)  # fetches at once to one host
+    contact_url: HttpUrl | None = None  # named in the User-Agent, for publishers
+    user_agent: str = "monitor/0.1"
+
+    @property
+    def agent(self) -> str:
+        return f"{self.user_agent} (+{self.contact_url})" if self.contact_url else self.user_agent
+
+
+class HealthSettings(_Model):
+    failing_after: Duration = timedelta(hours=6)  # failing this long posts to ops_channel
+    stale_after: Duration = timedelta(days=2)  # silent at least this long (and 10x its cadence)
 
 
 class SlackSettings(_Model):
@@ -152,6 +165,28 @@ class Settings(_Model):
     http: HttpSettings = HttpSettings()
     slack: SlackSettings = SlackSettings()
     delivery: DeliverySettings = DeliverySettings()
+    health: HealthSettings = HealthSettings()
+    ops_channel: str | None = None  # feed-health messages go here
+    allow_private_networks: bool = False  # fetch feeds on private/loopback addresses
+    allowed_hosts: list[Text] = []  # host names or networks (10.0.0.0/8) allowed anyway
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if "/" in value or value.replace(".", "").isdigit() or ":" in value:
+                try:
+                    ipaddress.ip_network(value, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"bad network {value!r}: {exc}") from exc
+        return values
+
+    @field_validator("ops_channel")
+    @classmethod
+    def _ops(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL.match(value):
+            raise ValueError(f"bad channel {value!r}")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -413,6 +448,8 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, An
     slack = dict(data.get("slack") or {})
     if env.get("MONITOR_DATABASE_URL"):
         data["database_url"] = env["MONITOR_DATABASE_URL"]
+    if env.get("MONITOR_ALLOW_PRIVATE_NETWORKS", "").lower() in ("1", "true", "yes"):
+        data["allow_private_networks"] = True
     for var, key in (
         ("SLACK_BOT_TOKEN", "token"),
         ("SLACK_API_URL", "api_url"),

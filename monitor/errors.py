@@ -11,6 +11,7 @@ MonitorError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -38,10 +39,17 @@ class ConfigError(MonitorError):
 
 
 class FetchError(MonitorError):
-    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        reason: str,
+        status: int | None = None,
+        retry_after: timedelta | None = None,
+    ) -> None:
         self.url = url
         self.reason = reason
         self.status = status
+        self.retry_after = retry_after
         super().__init__(f"{url}: {reason}")
 
 

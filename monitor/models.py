@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
@@ -32,6 +32,9 @@ class Fetched:
     headers: dict[str, str]
     etag: str | None = None
     last_modified: str | None = None
+    hint: timedelta | None = None  # the publisher's freshness lifetime (max-age, Expires)
+    moved_to: str | None = None  # the new URL after permanent redirects
+    elapsed: float = 0.0  # seconds the fetch took
 
     @property
     def not_modified(self) -> bool:
@@ -159,7 +162,8 @@ class FeedRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True, max_length=200)
-    url: str = Field(max_length=2000)
+    url: str = Field(max_length=2000)  # where it is fetched: moves with permanent redirects
+    config_url: str | None = Field(default=None, max_length=2000)  # as feeds.yaml says
     etag: str | None = Field(default=None, max_length=1000)
     last_modified: str | None = Field(default=None, max_length=200)
     last_fetch_at: datetime | None = None
@@ -168,6 +172,10 @@ class FeedRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     errors_in_row: int = 0
     items_seen: int = 0
+    last_new_at: datetime | None = None  # when the feed last had a new item
+    last_duration_ms: int | None = None
+    failing_since: datetime | None = None
+    health_alerted: str | None = Field(default=None, max_length=20)  # failing | stale
     next_due_at: datetime = Field(default_factory=utcnow, index=True)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -236,7 +244,7 @@ class DeliveryRow(SQLModel, table=True):
     thread_of: str | None = Field(default=None, max_length=900)  # the parent's key
     digest_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
     mentions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    label: str = Field(default="", max_length=200)
+    label: str = Field(default="", max_length=400)  # a digest's period; a notice's text
     status: str = Field(default="pending", index=True, max_length=20)
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)

@@ -19,6 +19,7 @@ from sqlmodel import Session, col
 
 from monitor.config import Watchlist
 from monitor.db import Database
+from monitor.health import Notice
 from monitor.models import (
     ArticleRow,
     ChannelRow,
@@ -152,7 +153,9 @@ class Outbox(Database):
         return out
 
     def _outgoing(self, s: Session, row: DeliveryRow, thread_ts: str | None) -> Outgoing:
-        if row.kind == "digest":
+        if row.kind == "notice":
+            stories: list[Story] = []
+        elif row.kind == "digest":
             children = select(col(DeliveryRow.match_id)).where(col(DeliveryRow.digest_id) == row.id)
             stories = self._stories(s, children)
         else:
@@ -321,6 +324,37 @@ class Outbox(Database):
                         )
                         made += 1
         return made
+
+    def record_notices(self, notices: Sequence[Notice], channel: str | None) -> int:
+        """Marks each feed's new health state and, with an ops channel, queues its message,
+        in one transaction: a notice is never lost and never queued twice."""
+        queued = 0
+        with self._session() as s:
+            for notice in notices:
+                s.execute(
+                    update(FeedRow)
+                    .where(col(FeedRow.name) == notice.feed)
+                    .values(health_alerted=notice.alerted)
+                )
+                if channel:
+                    stmt = (
+                        self._insert(DeliveryRow)
+                        .values(
+                            key=notice.key,
+                            kind="notice",
+                            watchlist="",
+                            channel=channel,
+                            mentions=[],
+                            label=notice.text[:400],
+                            status="pending",
+                            next_attempt_at=utcnow(),
+                            created_at=utcnow(),
+                        )
+                        .on_conflict_do_nothing()
+                        .returning(DeliveryRow.id)
+                    )
+                    queued += len(s.execute(stmt).all())
+        return queued
 
     def listing(
         self,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import calendar
 import io
+import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 
@@ -52,6 +55,7 @@ class ParsedFeed:
     title: str
     items: list[Item]
     warning: str | None  # set when feedparser flagged the document but still found entries
+    ttl: timedelta | None = None  # RSS <ttl>: the publisher's hint at how often to look
 
 
 class _TextExtractor(HTMLParser):
@@ -128,12 +132,11 @@ def _item(entry: Any) -> Item:
 
 def parse(fetched: Fetched) -> ParsedFeed:
     """Raises ParseError when the body holds no feed at all; a flawed feed with entries is used."""
-    result = feedparser.parse(
-        io.BytesIO(fetched.body),
-        response_headers=fetched.headers,
-        resolve_relative_uris=True,
-        sanitize_html=True,
-    )
+    if _looks_like_json(fetched):
+        return parse_json_feed(fetched)
+    result = _feedparser(fetched.body, fetched)
+    if not result.entries and _PREFIXED.search(fetched.body[:4096]):
+        result = _feedparser(_unprefix(fetched.body), fetched)
     if not result.entries and not result.get("version"):
         reason = result.get("bozo_exception") or "no feed found in the response"
         raise ParseError(fetched.url, f"not an RSS/Atom feed: {reason}")
@@ -149,5 +152,119 @@ def parse(fetched: Fetched) -> ParsedFeed:
         if item.title or item.body or item.link:
             items.append(item)
     warning = str(result.get("bozo_exception")) if result.get("bozo") else None
-    title = tidy(result.feed.get("title", "")) if result.get("feed") else ""
-    return ParsedFeed(title=title, items=items, warning=warning)
+    feed = result.get("feed") or {}
+    title = tidy(feed.get("title", ""))
+    ttl = str(feed.get("ttl", "")).strip()
+    return ParsedFeed(
+        title=title,
+        items=items,
+        warning=warning,
+        ttl=timedelta(minutes=int(ttl)) if ttl.isdigit() else None,
+    )
+
+
+_PREFIXED = re.compile(rb"<rss:(?:channel|item)\b")
+_BROKEN_DECLARATION = re.compile(rb"<\?xml\?xml[^>]*\?\?>")
+
+
+def _feedparser(body: bytes, fetched: Fetched) -> Any:
+    return feedparser.parse(
+        io.BytesIO(body),
+        response_headers=fetched.headers,
+        resolve_relative_uris=True,
+        sanitize_html=True,
+    )
+
+
+def _unprefix(body: bytes) -> bytes:
+    """Some generators write RSS with an undeclared `rss:` prefix on every element (and a
+    mangled XML declaration); without the prefix it is plain RSS 2.0."""
+    body = _BROKEN_DECLARATION.sub(b"", body)
+    return re.sub(rb"(</?|\s)rss:", rb"\1", body)
+
+
+def _looks_like_json(fetched: Fetched) -> bool:
+    kind = fetched.headers.get("content-type", "").lower()
+    start = fetched.body[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return "json" in kind or start.startswith(b"{")
+
+
+def parse_json_feed(fetched: Fetched) -> ParsedFeed:
+    """JSON Feed 1.0 and 1.1 (https://jsonfeed.org/version/1.1), which feedparser does not
+    read, into the same Items as RSS and Atom."""
+    try:
+        doc = json.loads(fetched.body.decode("utf-8-sig"), strict=False)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ParseError(fetched.url, f"not a JSON Feed: {exc}") from exc
+    if isinstance(doc, dict) and isinstance((doc.get("rss") or {}).get("channel"), dict):
+        return _rss_in_json(doc["rss"]["channel"], fetched)
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise ParseError(fetched.url, "not a JSON Feed: no items list")
+    base = str(doc.get("home_page_url") or doc.get("feed_url") or fetched.url)
+    items = []
+    for index, raw in enumerate(doc["items"]):
+        if not isinstance(raw, dict):
+            log.warning("skipping unreadable entry url=%s index=%d", fetched.url, index)
+            continue
+        link = raw.get("url") or raw.get("external_url")
+        authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])
+        content = (
+            html_to_text(str(raw["content_html"]))
+            if raw.get("content_html")
+            else tidy(str(raw.get("content_text") or ""))
+        )
+        item = Item(
+            title=tidy(str(raw.get("title") or "")),
+            link=urljoin(base, str(link)) if link else None,
+            guid=str(raw["id"]).strip() if raw.get("id") not in (None, "") else None,
+            summary=tidy(str(raw.get("summary") or "")),
+            content=content,
+            published=_iso_date(raw.get("date_published") or raw.get("date_modified")),
+            author=next(
+                (str(a.get("name")) for a in authors if isinstance(a, dict) and a.get("name")), None
+            ),
+        )
+        if item.title or item.body or item.link:
+            items.append(item)
+    return ParsedFeed(title=tidy(str(doc.get("title") or "")), items=items, warning=None)
+
+
+def _rss_in_json(channel: dict[str, Any], fetched: Fetched) -> ParsedFeed:
+    """Scripting News' RSS-in-JSON: an RSS 2.0 channel written as JSON."""
+    raw_items = channel.get("item") or []
+    items = []
+    for raw in raw_items if isinstance(raw_items, list) else [raw_items]:
+        if not isinstance(raw, dict):
+            continue
+        link = raw.get("link")
+        items.append(
+            Item(
+                title=tidy(str(raw.get("title") or "")),
+                link=urljoin(fetched.url, str(link)) if link else None,
+                guid=str(raw["guid"]) if raw.get("guid") else None,
+                summary=html_to_text(str(raw.get("description") or "")),
+                content="",
+                published=_http_date(raw.get("pubDate")),
+            )
+        )
+    return ParsedFeed(title=tidy(str(channel.get("title") or "")), items=items, warning=None)
+
+
+def _http_date(value: Any) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(str(value)) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _iso_date(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 
-from monitor import dedupe, parse, poll
+from monitor import dedupe, health, parse, poll
 from monitor.alert import Alerter
 from monitor.config import Settings
 from monitor.errors import AlertError, FetchError, MonitorError, StoreError
@@ -41,7 +42,6 @@ class Deps:
     outbox: Outbox
     matcher: Matcher
     alerter: Alerter
-    fetch_workers: int = 8
 
 
 @dataclass
@@ -55,26 +55,58 @@ class FeedOutcome:
     crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
 
 
-def _fetch(feed: FeedState, deps: Deps) -> Fetched:
+class HostLimits:
+    """At most `per_host` fetches at once to any one host, however many feeds it serves."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    def slot(self, url: str) -> threading.BoundedSemaphore:
+        host = (urlsplit(url).hostname or "").lower()
+        with self._lock:
+            if host not in self._slots:
+                self._slots[host] = threading.BoundedSemaphore(self._per_host)
+            return self._slots[host]
+
+
+def _fetch(feed: FeedState, deps: Deps, hosts: HostLimits) -> Fetched:
     http = deps.settings.http
-    return poll.fetch(
-        deps.client,
-        feed.url,
-        etag=feed.etag,
-        last_modified=feed.last_modified,
-        max_bytes=http.max_body_bytes,
-        deadline=(http.connect_timeout + http.read_timeout).total_seconds(),
-    )
+    with hosts.slot(feed.url):
+        return poll.fetch(
+            deps.client,
+            feed.url,
+            etag=feed.etag,
+            last_modified=feed.last_modified,
+            max_bytes=http.max_body_bytes,
+            deadline=(http.connect_timeout + http.read_timeout).total_seconds(),
+        )
 
 
-def next_due(feed: FeedState, now: datetime, errors: int, max_interval: timedelta) -> datetime:
+def next_due(
+    feed: FeedState,
+    now: datetime,
+    errors: int,
+    max_interval: timedelta,
+    hint: timedelta | None = None,
+) -> datetime:
     """The feed's own interval after a success or a first failure (a blip must not cost
     a story); then doubling per error in a row, up to max_interval (or the interval
-    itself when that is longer). A failing feed is never given up on."""
-    if errors == 0:
-        return now + feed.interval
-    backoff = min(feed.interval * (1 << min(errors - 1, 16)), max(max_interval, feed.interval))
-    return now + backoff
+    itself when that is longer). A failing feed is never given up on. The publisher's
+    hint (ttl, max-age, Expires, Retry-After) can only lengthen the wait, and never
+    beyond max_interval."""
+    wait = feed.interval
+    if errors:
+        wait = min(feed.interval * (1 << min(errors - 1, 16)), max(max_interval, feed.interval))
+    if hint is not None:
+        wait = max(wait, min(hint, max_interval))
+    return now + wait
+
+
+def _hint(*hints: timedelta | None) -> timedelta | None:
+    given = [h for h in hints if h is not None]
+    return max(given) if given else None
 
 
 def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
@@ -85,7 +117,9 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
             feed.id,
             status=304,
             error=None,
-            next_due=next_due(feed, now, 0, deps.settings.max_interval),
+            next_due=next_due(feed, now, 0, deps.settings.max_interval, fetched.hint),
+            moved_to=fetched.moved_to,
+            elapsed=fetched.elapsed,
         )
         return FeedOutcome(feed.name, True, 304)
     parsed = parse.parse(fetched)
@@ -113,7 +147,11 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
         etag=fetched.etag,
         last_modified=fetched.last_modified,
         new_items=len(new),
-        next_due=next_due(feed, now, 0, deps.settings.max_interval),
+        next_due=next_due(
+            feed, now, 0, deps.settings.max_interval, _hint(fetched.hint, parsed.ttl)
+        ),
+        moved_to=fetched.moved_to,
+        elapsed=fetched.elapsed,
     )
     return FeedOutcome(feed.name, True, fetched.status, len(new), queued)
 
@@ -122,7 +160,8 @@ def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
     errors = feed.errors_in_row + 1
     status = exc.status if isinstance(exc, FetchError) else None
     reason = str(exc)
-    due = next_due(feed, utcnow(), errors, deps.settings.max_interval)
+    retry = exc.retry_after if isinstance(exc, FetchError) else None
+    due = next_due(feed, utcnow(), errors, deps.settings.max_interval, retry)
     if isinstance(exc, MonitorError):
         log.warning(
             "feed failed feed=%s feed_id=%d errors_in_row=%d retry_at=%s error=%s",
@@ -150,11 +189,11 @@ def run_feeds(
     outcomes: list[FeedOutcome] = []
     if not feeds:
         return outcomes
-    with ThreadPoolExecutor(
-        max_workers=min(deps.fetch_workers, len(feeds)), thread_name_prefix="fetch"
-    ) as pool:
+    hosts = HostLimits(deps.settings.http.per_host)
+    workers = min(deps.settings.http.concurrency, len(feeds))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
         futures: dict[Future[Fetched], FeedState] = {
-            pool.submit(_fetch, feed, deps): feed for feed in feeds
+            pool.submit(_fetch, feed, deps, hosts): feed for feed in feeds
         }
         for future in as_completed(futures):
             feed = futures[future]
@@ -177,6 +216,18 @@ def run_feeds(
                 outcome = _failed(feed, exc, deps)
             outcomes.append(outcome)
     return outcomes
+
+
+def check_health(deps: Deps, feeds: Sequence[FeedState]) -> int:
+    """Logs each feed's change of health and queues one ops message for it."""
+    names = {f.name for f in feeds}
+    rows = [r for r in deps.store.feeds() if r.name in names]
+    found = health.notices(rows, utcnow(), deps.settings)
+    for notice in found:
+        log.warning(
+            "feed health feed=%s state=%s %s", notice.feed, notice.alerted or "ok", notice.text
+        )
+    return deps.outbox.record_notices(found, deps.settings.ops_channel)
 
 
 @dataclass

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
 
+import httpcore
 import httpx
 
 from monitor.errors import FetchError
@@ -38,13 +45,24 @@ def fetch(
     started = time.monotonic()
     try:
         with client.stream("GET", url, headers=headers) as resp:
+            moved = _permanent_redirect(url, resp)
             if resp.status_code == 304:
-                return Fetched(str(resp.url), 304, b"", {}, etag, last_modified)
+                return Fetched(
+                    str(resp.url),
+                    304,
+                    b"",
+                    {},
+                    etag,
+                    last_modified,
+                    hint=freshness(resp.headers),
+                    moved_to=moved,
+                )
             if resp.status_code >= 400:
                 raise FetchError(
                     url,
                     f"HTTP {resp.status_code} {resp.reason_phrase}".strip(),
                     status=resp.status_code,
+                    retry_after=retry_after(resp.headers),
                 )
             declared = resp.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes:
@@ -65,10 +83,13 @@ def fetch(
             return Fetched(
                 url=str(resp.url),
                 status=resp.status_code,
-                body=_gunzip_stray(b"".join(chunks), max_bytes, url),
+                body=unwrap_gzip(b"".join(chunks), max_bytes, url),
                 headers=doc_headers,
                 etag=resp.headers.get("etag"),
                 last_modified=resp.headers.get("last-modified"),
+                hint=freshness(resp.headers),
+                moved_to=moved,
+                elapsed=time.monotonic() - started,
             )
     except httpx.TimeoutException as exc:
         raise FetchError(url, f"timed out ({type(exc).__name__})") from exc
@@ -78,7 +99,108 @@ def fetch(
         raise FetchError(url, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _gunzip_stray(body: bytes, max_bytes: int, url: str) -> bytes:
+def _permanent_redirect(url: str, resp: httpx.Response) -> str | None:
+    """Where the feed now lives if every redirect from `url` on was permanent (301/308)."""
+    if not resp.history:
+        return None
+    moved = None
+    targets = [hop.url for hop in resp.history[1:]] + [resp.url]
+    for hop, target in zip(resp.history, targets, strict=True):
+        if hop.status_code not in (301, 308):
+            break
+        moved = str(target)
+    return moved if moved != url else None
+
+
+def freshness(headers: httpx.Headers) -> timedelta | None:
+    """How long the publisher says the document stays fresh: max-age, else Expires."""
+    for directive in headers.get("cache-control", "").split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.lower() in ("max-age", "s-maxage") and value.strip('"').isdigit():
+            return timedelta(seconds=int(value.strip('"')))
+    expires = _http_date(headers.get("expires"))
+    if expires is not None:
+        now = _http_date(headers.get("date")) or datetime.now(UTC)
+        return max(timedelta(0), expires - now)
+    return None
+
+
+def retry_after(headers: httpx.Headers) -> timedelta | None:
+    value = headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    when = _http_date(value)
+    return max(timedelta(0), when - datetime.now(UTC)) if when else None
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """Refuses to connect to private, loopback, link-local and other non-public addresses.
+
+    The check runs at connect time on the address actually dialled, so it holds on every
+    redirect hop and against DNS answers that change between a check and the connect.
+    """
+
+    def __init__(self, allowed_hosts: Iterable[str] = (), allowed_networks: Iterable[Network] = ()):
+        self._hosts = {h.lower() for h in allowed_hosts}
+        self._networks = list(allowed_networks)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        if host.lower() in self._hosts:
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        refused = []
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if address.is_global or any(address in net for net in self._networks):
+                return super().connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+            refused.append(str(address))
+        raise httpcore.ConnectError(
+            f"refused: {host} resolves to non-public address {', '.join(refused)} "
+            "(set allow_private_networks or allowed_hosts to fetch internal feeds)"
+        )
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport with the connection pool dialling through GuardedBackend."""
+
+    def __init__(self, backend: GuardedBackend, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        limits = kwargs.get("limits", httpx.Limits())
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
+
+
+def unwrap_gzip(body: bytes, max_bytes: int, url: str) -> bytes:
     """Some servers send a .gz file without Content-Encoding; unwrap it, within the size cap."""
     if not body.startswith(_GZIP_MAGIC):
         return body

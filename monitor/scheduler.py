@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from monitor.models import utcnow
-from monitor.pipeline import Deliverer, run_feeds
+from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.service import Service
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
         if not due or stop.is_set():
             return
         outcomes = run_feeds(due, deps, stop)
-        if any(o.queued for o in outcomes) and not stop.is_set():
+        notices = check_health(deps, service.feeds)
+        if (notices or any(o.queued for o in outcomes)) and not stop.is_set():
             scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
 
     deliverer = Deliverer(deps)

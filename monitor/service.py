@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import ipaddress
 import logging
 import threading
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from monitor.match import Matcher
 from monitor.models import utcnow
 from monitor.outbox import Outbox
 from monitor.pipeline import Deliverer, DeliveryReport, Deps
+from monitor.poll import GuardedBackend, GuardedTransport
 from monitor.store import FeedState, Store
 
 log = logging.getLogger(__name__)
@@ -51,19 +53,40 @@ def load_ner() -> Language | None:
 
 
 def http_client(settings: Settings) -> httpx.Client:
+    """The feed fetcher's client; it refuses non-public addresses unless told otherwise."""
     http = settings.http
+    limits = httpx.Limits(
+        max_connections=http.concurrency, max_keepalive_connections=http.concurrency
+    )
+    transport = None
+    if not settings.allow_private_networks:
+        hosts = [h for h in settings.allowed_hosts if "/" not in h and not _is_ip(h)]
+        networks = [
+            ipaddress.ip_network(h, strict=False) for h in settings.allowed_hosts if h not in hosts
+        ]
+        transport = GuardedTransport(GuardedBackend(hosts, networks), limits=limits)
     return httpx.Client(
         timeout=httpx.Timeout(
             http.read_timeout.total_seconds(), connect=http.connect_timeout.total_seconds()
         ),
         follow_redirects=True,
         max_redirects=http.max_redirects,
+        limits=limits,
+        transport=transport,
         headers={
-            "User-Agent": http.user_agent,
-            "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, "
-            "text/xml;q=0.8, */*;q=0.5",
+            "User-Agent": http.agent,
+            "Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
+            "application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5",
         },
     )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def alerter(settings: Settings) -> Alerter:

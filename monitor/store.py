@@ -65,10 +65,11 @@ class Store(Database):
             for cfg in feeds:
                 row = rows.get(cfg.name)
                 if row is None:
-                    row = FeedRow(name=cfg.name, url=cfg.url)
+                    row = FeedRow(name=cfg.name, url=cfg.url, config_url=cfg.url)
                     s.add(row)
-                elif row.url != cfg.url:
-                    row.url, row.etag, row.last_modified = cfg.url, None, None
+                elif (row.config_url or row.url) != cfg.url:
+                    row.url, row.config_url = cfg.url, cfg.url
+                    row.etag, row.last_modified = None, None
                 s.flush()
                 out.append(_state(row, interval(cfg), backfill(cfg)))
         return out
@@ -224,6 +225,8 @@ class Store(Database):
         etag: str | None = None,
         last_modified: str | None = None,
         new_items: int = 0,
+        moved_to: str | None = None,
+        elapsed: float | None = None,
     ) -> None:
         now = utcnow()
         with self._session() as s:
@@ -233,16 +236,31 @@ class Store(Database):
             row.last_fetch_at = now
             row.last_status = status
             row.next_due_at = next_due
+            if elapsed is not None:
+                row.last_duration_ms = int(elapsed * 1000)
             if error is None:
                 row.last_success_at = now
                 row.last_error = None
                 row.errors_in_row = 0
+                row.failing_since = None
                 row.items_seen += new_items
+                if new_items:
+                    row.last_new_at = now
                 if status != 304:
                     row.etag, row.last_modified = etag, last_modified
+                if moved_to and moved_to != row.url:
+                    log.info(
+                        "feed moved permanently feed=%s feed_id=%d from=%s to=%s",
+                        row.name,
+                        feed_id,
+                        row.url,
+                        moved_to,
+                    )
+                    row.url = moved_to
             else:
                 row.last_error = error[:2000]
                 row.errors_in_row += 1
+                row.failing_since = row.failing_since or now
 
     def matches(
         self,

@@ -45,6 +45,7 @@ def write_config(
     (root / "watchlists").mkdir(exist_ok=True)
     (root / "feeds.yaml").write_text(yaml.safe_dump({"feeds": feeds}, sort_keys=False))
     base = {
+        "allow_private_networks": True,  # the feed server is on 127.0.0.1
         "tick": "1s",
         "http": {"connect_timeout": "2s", "read_timeout": "2s"},
         "delivery": {

@@ -43,6 +43,9 @@ class FeedServer:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.in_flight: dict[str, int] = {}  # by Host header
+        self.most_in_flight: dict[str, int] = {}
+        self.lock = threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +53,19 @@ class FeedServer:
                 pass
 
             def do_GET(self) -> None:
+                host = self.headers.get("Host", "")
+                with owner.lock:
+                    owner.in_flight[host] = owner.in_flight.get(host, 0) + 1
+                    owner.most_in_flight[host] = max(
+                        owner.most_in_flight.get(host, 0), owner.in_flight[host]
+                    )
+                try:
+                    self._get()
+                finally:
+                    with owner.lock:
+                        owner.in_flight[host] -= 1
+
+            def _get(self) -> None:
                 path = self.path
                 owner.hits[path] = owner.hits.get(path, 0) + 1
                 owner.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))

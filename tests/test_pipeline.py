@@ -143,10 +143,14 @@ def test_feeds_table_shows_health(
     main(["--config", str(two_feeds), "poll"])
     capsys.readouterr()
     assert main(["--config", str(two_feeds), "feeds"]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert " 200 " in lines["world"] and lines["world"].split()[4] == "4"  # items seen
-    assert " 404 " in lines["asia"] and "HTTP 404" in lines["asia"]
-    assert lines["asia"].split()[5] == "1"  # errors in a row
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["world"][1] == "ok" and lines["asia"][1] == "failing"
+    assert main(["--config", str(two_feeds), "feeds", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["world"]["last_status"] == 200 and rows["world"]["items_seen"] == 4
+    assert rows["world"]["items_per_day"] == 4.0 and rows["world"]["errors_in_row"] == 0
+    assert rows["asia"]["last_status"] == 404 and rows["asia"]["errors_in_row"] == 1
+    assert "HTTP 404" in rows["asia"]["last_error"]
 
 
 def test_stored_but_unsent_alert_is_sent_once_after_restart(

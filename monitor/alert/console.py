@@ -18,6 +18,8 @@ class ConsoleAlerter:
     def send(self, out: Outgoing) -> Sent:
         stream = self._stream or sys.stdout
         prefix = f"[{out.watchlist} -> {out.channel}]"
+        if out.kind == "notice":
+            stream.write(f"{prefix} {out.label}\n")
         if out.kind == "digest":
             stream.write(f"{prefix} digest {out.label}: {len(out.stories)} stories\n")
         for story in out.stories:

@@ -116,6 +116,8 @@ def render(out: Outgoing) -> tuple[str, list[dict[str, Any]]]:
     """The notification fallback `text` (always title and URL) and the Block Kit `blocks`."""
     if out.kind == "digest":
         return _render_digest(out)
+    if out.kind == "notice":
+        return escape(out.label), [_section(f":warning: {escape(out.label)}")]
     [story] = out.stories[:1] or [Story("(story unavailable)", None, "", None, [], "", [])]
     url = _safe_url(story.url)
     if out.kind == "followup":
