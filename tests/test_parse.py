@@ -120,7 +120,7 @@ def test_real_world_feeds_yield_the_items_the_manifest_counts() -> None:
         "realworld/pcmag-dvorak-2018-illegally-nested.xml": 10,
     }  # items inside items
     got = {}
-    for path, items in _manifest().items():
+    for path in _manifest():
         body = unwrap_gzip((CORPUS / path).read_bytes(), 10**8, path)
         try:
             got[path] = len(parse(Fetched(path, 200, body, {})).items)
