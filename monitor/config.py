@@ -162,6 +162,7 @@ class Settings(_Model):
     max_interval: Duration = timedelta(hours=6)
     tick: Duration = timedelta(seconds=5)
     log_level: str = "INFO"
+    parse_processes: int | None = Field(default=None, ge=1)  # default: one per core
     http: HttpSettings = HttpSettings()
     slack: SlackSettings = SlackSettings()
     delivery: DeliverySettings = DeliverySettings()

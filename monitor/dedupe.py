@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -100,12 +101,14 @@ def identify(item: Item) -> Entry:
         key = f"hash:{digest}"
     story_key = f"url:{link}" if link else f"hash:{digest}"
     usable_link = item.link if link else None
+    signature = minhash(f"{item.title}\n{item.body}")
     return Entry(
         item=item,
         key=_bounded(key),
         story_key=_bounded(story_key),
         link=usable_link,
-        minhash=minhash(f"{item.title}\n{item.body}"),
+        minhash=signature,
+        bands=lsh_bands(signature) if signature is not None else None,
     )
 
 
@@ -139,11 +142,13 @@ def minhash(text: str) -> tuple[int, ...] | None:
     words = _WORDS.findall(text.lower())[:_SIM_WORDS]
     if len(words) < _MIN_WORDS:
         return None
-    digests = b"".join(
-        hashlib.blake2b(f"{a} {b} {c}".encode(), digest_size=4).digest()
-        for a, b, c in zip(words, words[1:], words[2:], strict=False)
+    shingles = np.fromiter(
+        (
+            zlib.crc32(f"{a} {b} {c}".encode())
+            for a, b, c in zip(words, words[1:], words[2:], strict=False)
+        ),
+        dtype=np.uint64,
     )
-    shingles = np.frombuffer(digests, dtype=">u4").astype(np.uint64)
     signature = ((_A[:, None] * shingles[None, :] + _B[:, None]) % _PRIME).min(axis=1)
     return tuple(int(v) for v in signature)
 

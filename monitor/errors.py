@@ -52,12 +52,18 @@ class FetchError(MonitorError):
         self.retry_after = retry_after
         super().__init__(f"{url}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.url, self.reason, self.status, self.retry_after)
+
 
 class ParseError(MonitorError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         self.reason = reason
         super().__init__(f"{url}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.url, self.reason)
 
 
 class StoreError(MonitorError):

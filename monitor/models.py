@@ -42,6 +42,21 @@ class Fetched:
 
 
 @dataclass(frozen=True)
+class FetchResult:
+    """How one poll of one feed went, for the feed's row."""
+
+    feed_id: int
+    status: int | None
+    error: str | None
+    next_due: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    new_items: int = 0
+    moved_to: str | None = None
+    elapsed: float | None = None
+
+
+@dataclass(frozen=True)
 class Item:
     """One parsed feed entry, text already stripped of markup."""
 
@@ -72,6 +87,7 @@ class Entry:
     story_key: str
     link: str | None
     minhash: tuple[int, ...] | None = None  # of the text, for near-duplicate stories
+    bands: tuple[int, ...] | None = None  # the minhash's LSH band keys
 
 
 @dataclass(frozen=True)

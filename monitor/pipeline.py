@@ -20,16 +20,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from monitor import dedupe, health, parse, poll
+from monitor import dedupe, health, poll
 from monitor.alert import Alerter
 from monitor.config import Settings
 from monitor.errors import AlertError, FetchError, MonitorError, StoreError
 from monitor.match import Matcher
-from monitor.models import Fetched, Outgoing, Sent, utcnow
+from monitor.models import Entry, Fetched, FetchResult, Outgoing, Sent, utcnow
 from monitor.outbox import Outbox, policies
+from monitor.parse import ParsedFeed
 from monitor.store import FeedState, Store
+from monitor.workers import POOL_FROM, ParsePool, parse_entries
 
 log = logging.getLogger(__name__)
+_RECORD_BATCH = 200  # poll results written per transaction
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Deps:
     outbox: Outbox
     matcher: Matcher
     alerter: Alerter
+    parser: ParsePool
 
 
 @dataclass
@@ -53,6 +57,7 @@ class FeedOutcome:
     queued: int = 0
     error: str | None = None
     crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
+    record: FetchResult | None = None  # still to be written (304s and failures are batched)
 
 
 class HostLimits:
@@ -71,10 +76,16 @@ class HostLimits:
             return self._slots[host]
 
 
-def _fetch(feed: FeedState, deps: Deps, hosts: HostLimits) -> Fetched:
+Parsed = tuple[ParsedFeed, list[Entry]]
+
+
+def _fetch(
+    feed: FeedState, deps: Deps, hosts: HostLimits, pool: bool
+) -> tuple[Fetched, Parsed | None]:
+    """Runs in a fetch thread; with `pool`, the body is also parsed in a worker process."""
     http = deps.settings.http
     with hosts.slot(feed.url):
-        return poll.fetch(
+        fetched = poll.fetch(
             deps.client,
             feed.url,
             etag=feed.etag,
@@ -82,6 +93,9 @@ def _fetch(feed: FeedState, deps: Deps, hosts: HostLimits) -> Fetched:
             max_bytes=http.max_body_bytes,
             deadline=(http.connect_timeout + http.read_timeout).total_seconds(),
         )
+    if pool and not fetched.not_modified:
+        return fetched, deps.parser.run(fetched)
+    return fetched, None
 
 
 def next_due(
@@ -109,11 +123,13 @@ def _hint(*hints: timedelta | None) -> timedelta | None:
     return max(given) if given else None
 
 
-def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
+def process(
+    feed: FeedState, fetched: Fetched, deps: Deps, parsed_entries: Parsed | None = None
+) -> FeedOutcome:
     """Everything after the fetch for one feed; raises MonitorError on a bad feed."""
     now = utcnow()
     if fetched.not_modified:
-        deps.store.record_fetch(
+        record = FetchResult(
             feed.id,
             status=304,
             error=None,
@@ -121,8 +137,8 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
             moved_to=fetched.moved_to,
             elapsed=fetched.elapsed,
         )
-        return FeedOutcome(feed.name, True, 304)
-    parsed = parse.parse(fetched)
+        return FeedOutcome(feed.name, True, 304, record=record)
+    parsed, entries = parsed_entries or parse_entries(fetched)
     if parsed.warning:
         log.info(
             "feed flawed but usable feed=%s feed_id=%d warning=%s",
@@ -130,7 +146,6 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
             feed.id,
             parsed.warning[:200],
         )
-    entries = [dedupe.identify(item) for item in parsed.items]
     new = dedupe.fresh(entries, deps.store.seen_keys(feed.id, (e.key for e in entries)))
     if feed.last_success_at is None:
         cutoff = now - feed.backfill
@@ -139,8 +154,7 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
         alertable = new
     matches = deps.matcher.match(alertable, feed=feed.name)
     wanted = policies(deps.matcher.watchlists, now)
-    queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted)
-    deps.store.record_fetch(
+    record = FetchResult(
         feed.id,
         status=fetched.status,
         error=None,
@@ -153,6 +167,7 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
         moved_to=fetched.moved_to,
         elapsed=fetched.elapsed,
     )
+    queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted, record)
     return FeedOutcome(feed.name, True, fetched.status, len(new), queued)
 
 
@@ -173,12 +188,14 @@ def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
         )
     else:
         log.error("feed crashed feed=%s feed_id=%d error=%r", feed.name, feed.id, exc, exc_info=exc)
-    try:
-        deps.store.record_fetch(feed.id, status=status, error=reason or repr(exc), next_due=due)
-    except StoreError as store_exc:
-        log.error("cannot record failure feed_id=%d error=%s", feed.id, store_exc)
+    record = FetchResult(feed.id, status=status, error=reason or repr(exc), next_due=due)
     return FeedOutcome(
-        feed.name, False, status, error=reason, crashed=not isinstance(exc, MonitorError)
+        feed.name,
+        False,
+        status,
+        error=reason,
+        crashed=not isinstance(exc, MonitorError),
+        record=record,
     )
 
 
@@ -191,31 +208,49 @@ def run_feeds(
         return outcomes
     hosts = HostLimits(deps.settings.http.per_host)
     workers = min(deps.settings.http.concurrency, len(feeds))
+    unrecorded: list[FetchResult] = []
+    use_pool = deps.parser.enabled and len(feeds) >= POOL_FROM
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-        futures: dict[Future[Fetched], FeedState] = {
-            pool.submit(_fetch, feed, deps, hosts): feed for feed in feeds
+        futures: dict[Future[tuple[Fetched, Parsed | None]], FeedState] = {
+            pool.submit(_fetch, feed, deps, hosts, use_pool): feed for feed in feeds
         }
-        for future in as_completed(futures):
-            feed = futures[future]
-            if stop is not None and stop.is_set():
-                for pending in futures:
-                    pending.cancel()
-                break
-            try:
-                outcome = process(feed, future.result(), deps)
-                if outcome.status != 304:
-                    log.info(
-                        "feed polled feed=%s feed_id=%d status=%s new=%d alerts_queued=%d",
-                        feed.name,
-                        feed.id,
-                        outcome.status,
-                        outcome.new_items,
-                        outcome.queued,
-                    )
-            except Exception as exc:  # noqa: BLE001 - a broken feed must not stop the others
-                outcome = _failed(feed, exc, deps)
-            outcomes.append(outcome)
+        try:
+            for future in as_completed(futures):
+                feed = futures[future]
+                if stop is not None and stop.is_set():
+                    for pending in futures:
+                        pending.cancel()
+                    break
+                try:
+                    fetched, parsed = future.result()
+                    outcome = process(feed, fetched, deps, parsed)
+                    if outcome.status != 304:
+                        log.info(
+                            "feed polled feed=%s feed_id=%d status=%s new=%d alerts_queued=%d",
+                            feed.name,
+                            feed.id,
+                            outcome.status,
+                            outcome.new_items,
+                            outcome.queued,
+                        )
+                except Exception as exc:  # noqa: BLE001 - a broken feed must not stop the others
+                    outcome = _failed(feed, exc, deps)
+                outcomes.append(outcome)
+                if outcome.record is not None:
+                    unrecorded.append(outcome.record)
+                if len(unrecorded) >= _RECORD_BATCH:
+                    _record(deps, unrecorded)
+        finally:
+            _record(deps, unrecorded)
     return outcomes
+
+
+def _record(deps: Deps, results: list[FetchResult]) -> None:
+    try:
+        deps.store.record_fetches(results)
+    except StoreError as exc:
+        log.error("cannot record poll results feeds=%d error=%s", len(results), exc)
+    results.clear()
 
 
 def check_health(deps: Deps, feeds: Sequence[FeedState]) -> int:

@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from monitor.models import utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.service import Service
+from monitor.workers import POOL_FROM
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
     def deliver() -> None:
         service.deliver(deliverer, stop)
 
+    if deps.parser.enabled and len(service.feeds) >= POOL_FROM:
+        deps.parser.start()
     tick = service.config.settings.tick.total_seconds()
     now = datetime.now(UTC)
     scheduler.add_job(

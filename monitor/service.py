@@ -26,6 +26,7 @@ from monitor.outbox import Outbox
 from monitor.pipeline import Deliverer, DeliveryReport, Deps
 from monitor.poll import GuardedBackend, GuardedTransport
 from monitor.store import FeedState, Store
+from monitor.workers import ParsePool
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Service:
         return deliverer.run(stop)
 
     def close(self) -> None:
+        self.deps.parser.close()
         self.deps.client.close()
         self.deps.store.engine.dispose()
 
@@ -142,6 +144,7 @@ def build(config: Config, *, sink: Alerter | None = None) -> Service:
         client=http_client(settings),
         store=store,
         outbox=Outbox(engine),
+        parser=ParsePool(settings.parse_processes),
         matcher=matcher,
         alerter=sink or alerter(settings),
     )

@@ -18,12 +18,13 @@ from sqlmodel import Session, col
 
 from monitor.config import FeedConfig
 from monitor.db import Database
-from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
+from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, similarity
 from monitor.models import (
     ArticleRow,
     DeliveryRow,
     Entry,
     FeedRow,
+    FetchResult,
     Item,
     MatchResult,
     MatchRow,
@@ -105,8 +106,10 @@ class Store(Database):
         alertable: set[str],
         matches: Sequence[tuple[Entry, list[MatchResult]]],
         policies: Mapping[str, Policy],
+        fetch: FetchResult | None = None,
     ) -> int:
-        """Stores new entries, their matches and their deliveries in one transaction.
+        """Stores new entries, their matches, their deliveries and the poll's result in one
+        transaction.
 
         An entry whose text nearly equals a recent article's joins that article's story.
         Returns how many deliveries were queued.
@@ -127,7 +130,7 @@ class Store(Database):
                     "published_at": e.item.published,
                     "seen_at": now,
                     "alertable": e.key in alertable,
-                    **_band_columns(e.minhash),
+                    **_band_columns(e),
                 }
                 for e in entries
             ]
@@ -172,6 +175,9 @@ class Store(Database):
                         policy=policies[m.watchlist],
                         now=now,
                     )
+            row = s.get(FeedRow, fetch.feed_id) if fetch is not None else None
+            if fetch is not None and row is not None:
+                _record(row, fetch)
         return queued
 
     def _near_duplicates(
@@ -182,8 +188,8 @@ class Store(Database):
         One query for the whole batch: candidates share an LSH band with some entry."""
         keyed = []
         for e in entries:
-            if e.minhash is not None:
-                keyed.append((e, e.minhash, lsh_bands(e.minhash)))
+            if e.minhash is not None and e.bands is not None:
+                keyed.append((e, e.minhash, e.bands))
         if not keyed:
             return {}
         columns = [col(getattr(ArticleRow, b)) for b in _BANDS]
@@ -215,52 +221,18 @@ class Store(Database):
                     break
         return out
 
-    def record_fetch(
-        self,
-        feed_id: int,
-        *,
-        status: int | None,
-        error: str | None,
-        next_due: datetime,
-        etag: str | None = None,
-        last_modified: str | None = None,
-        new_items: int = 0,
-        moved_to: str | None = None,
-        elapsed: float | None = None,
-    ) -> None:
-        now = utcnow()
-        with self._session() as s:
-            row = s.get(FeedRow, feed_id)
-            if row is None:
-                return
-            row.last_fetch_at = now
-            row.last_status = status
-            row.next_due_at = next_due
-            if elapsed is not None:
-                row.last_duration_ms = int(elapsed * 1000)
-            if error is None:
-                row.last_success_at = now
-                row.last_error = None
-                row.errors_in_row = 0
-                row.failing_since = None
-                row.items_seen += new_items
-                if new_items:
-                    row.last_new_at = now
-                if status != 304:
-                    row.etag, row.last_modified = etag, last_modified
-                if moved_to and moved_to != row.url:
-                    log.info(
-                        "feed moved permanently feed=%s feed_id=%d from=%s to=%s",
-                        row.name,
-                        feed_id,
-                        row.url,
-                        moved_to,
-                    )
-                    row.url = moved_to
-            else:
-                row.last_error = error[:2000]
-                row.errors_in_row += 1
-                row.failing_since = row.failing_since or now
+    def record_fetches(self, results: Sequence[FetchResult]) -> None:
+        """Many feeds' poll results in one transaction: a cycle of 304s costs one commit."""
+        if results:
+            with self._session() as s:
+                ids = [r.feed_id for r in results]
+                rows = {
+                    row.id: row
+                    for row in s.execute(select(FeedRow).where(col(FeedRow.id).in_(ids))).scalars()
+                }
+                for result in results:
+                    if result.feed_id in rows:
+                        _record(rows[result.feed_id], result)
 
     def matches(
         self,
@@ -326,10 +298,42 @@ class Store(Database):
             return list(s.execute(select(FeedRow).order_by(FeedRow.name)).scalars())
 
 
-def _band_columns(signature: tuple[int, ...] | None) -> dict[str, object]:
-    if signature is None:
+def _record(row: FeedRow, result: FetchResult) -> None:
+    now = utcnow()
+    row.last_fetch_at = now
+    row.last_status = result.status
+    row.next_due_at = result.next_due
+    if result.elapsed is not None:
+        row.last_duration_ms = int(result.elapsed * 1000)
+    if result.error is not None:
+        row.last_error = result.error[:2000]
+        row.errors_in_row += 1
+        row.failing_since = row.failing_since or now
+        return
+    row.last_success_at = now
+    row.last_error = None
+    row.errors_in_row = 0
+    row.failing_since = None
+    row.items_seen += result.new_items
+    if result.new_items:
+        row.last_new_at = now
+    if result.status != 304:
+        row.etag, row.last_modified = result.etag, result.last_modified
+    if result.moved_to and result.moved_to != row.url:
+        log.info(
+            "feed moved permanently feed=%s feed_id=%d from=%s to=%s",
+            row.name,
+            row.id,
+            row.url,
+            result.moved_to,
+        )
+        row.url = result.moved_to
+
+
+def _band_columns(e: Entry) -> dict[str, object]:
+    if e.minhash is None or e.bands is None:
         return {"signature": None, **dict.fromkeys(_BANDS)}
-    return {"signature": list(signature), **dict(zip(_BANDS, lsh_bands(signature), strict=True))}
+    return {"signature": list(e.minhash), **dict(zip(_BANDS, e.bands, strict=True))}
 
 
 def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:

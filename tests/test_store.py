@@ -12,7 +12,7 @@ from sqlalchemy import text
 from monitor.config import FeedConfig, Watchlist
 from monitor.db import make_engine
 from monitor.dedupe import identify
-from monitor.models import Entry, Hit, Item, MatchResult, Sent, utcnow
+from monitor.models import Entry, FetchResult, Hit, Item, MatchResult, Sent, utcnow
 from monitor.outbox import Outbox, Policy
 from monitor.store import Store
 
@@ -218,16 +218,20 @@ def test_feed_state_and_due_times(db: tuple[Store, Outbox]) -> None:
     store, _ = db
     a, b = feeds(store, "a", "b")
     now = utcnow()
-    store.record_fetch(
-        a,
-        status=200,
-        error=None,
-        etag='"e"',
-        last_modified="lm",
-        next_due=now + timedelta(minutes=10),
-        new_items=5,
+    store.record_fetches(
+        [
+            FetchResult(
+                a,
+                status=200,
+                error=None,
+                etag='"e"',
+                last_modified="lm",
+                next_due=now + timedelta(minutes=10),
+                new_items=5,
+            ),
+            FetchResult(b, status=500, error="HTTP 500", next_due=now - timedelta(seconds=1)),
+        ]
     )
-    store.record_fetch(b, status=500, error="HTTP 500", next_due=now - timedelta(seconds=1))
     states = store.sync_feeds(
         [
             FeedConfig(name="a", url="https://a.example/rss"),
@@ -247,7 +251,7 @@ def test_feed_state_and_due_times(db: tuple[Store, Outbox]) -> None:
 def test_changed_url_forgets_validators(db: tuple[Store, Outbox]) -> None:
     store, _ = db
     [a] = feeds(store, "a")
-    store.record_fetch(a, status=200, error=None, etag='"e"', next_due=utcnow())
+    store.record_fetches([FetchResult(a, status=200, error=None, etag='"e"', next_due=utcnow())])
     store.sync_feeds(
         [FeedConfig(name="a", url="https://moved.example/rss")],
         lambda f: timedelta(minutes=10),
