@@ -40,7 +40,9 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(VENV)/.test-installed
+	$(PY) bench/match.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/poll.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

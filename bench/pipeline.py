@@ -1,4 +1,5 @@
-"""Times one `monitor poll` cycle over generated feeds served on 127.0.0.1.
+"""Times one `monitor poll` end to end over generated feeds served on 127.0.0.1, in one
+process with its feed server and fake Slack (bench/poll.py runs the server apart).
 
 Prints the cold cycle (every item new), the warm cycle (every feed answers 304),
 and delivery to a fake Slack through slack-sdk, so regressions in any stage show.
@@ -66,6 +67,8 @@ def main() -> None:
             MONITOR_DATABASE_URL=f"sqlite:///{tmp}/bench.db",
         )
         service = build(config_mod.load(cfg_dir))
+        for ready in service.deps.parser.start():  # as `monitor run` does at start-up
+            ready.result()
         items = args.feeds * args.items
 
         started = time.perf_counter()
