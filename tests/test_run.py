@@ -27,6 +27,24 @@ def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyp
     return False
 
 
+def start_service(
+    cfg: Path, slack: FakeSlack, db: Path, token: str = "xoxb-test-token"
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": token,
+        "SLACK_API_URL": slack.api_url,
+        "MONITOR_DATABASE_URL": f"sqlite:///{db}",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "--config", str(cfg), "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -34,19 +52,7 @@ def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
     cfg = write_config(
         tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml"), "interval": "1s"}]
     )
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": "xoxb-secret-token",
-        "SLACK_API_URL": slack.api_url,
-        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--config", str(cfg), "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_service(cfg, slack, tmp_path / "run.db", token="xoxb-secret-token")
     try:
         assert wait_for(lambda: len(slack.messages) == 3), "alerts never arrived"
         # the feed is polled again on its 1s interval, conditionally
@@ -81,19 +87,7 @@ def test_run_exits_quickly_even_while_a_fetch_hangs(
         [{"name": "hang", "url": feed_server.url("/hang.xml")}],
         settings={"http": {"connect_timeout": "30s", "read_timeout": "60s"}},
     )
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
-        "SLACK_API_URL": slack.api_url,
-        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'hang.db'}",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--config", str(cfg), "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_service(cfg, slack, tmp_path / "hang.db")
     try:
         assert wait_for(lambda: feed_server.hits.get("/hang.xml", 0) >= 1)
         started = time.monotonic()
