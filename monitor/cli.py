@@ -121,10 +121,17 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
         log.info("signal received signal=%s", signal.Signals(signum).name)
         stop.set()
 
+    reload = threading.Event()
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received signal=SIGHUP: reloading the config")
+        reload.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     service = build(cfg)
-    idle = scheduler.run(service, stop)
+    idle = scheduler.run(service, stop, reload=reload)
     if not idle:
         # A fetch is still waiting on the network. Every write is a committed or
         # rolled-back transaction, so leaving now cannot half-write anything.

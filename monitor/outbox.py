@@ -337,24 +337,32 @@ class Outbox(Database):
                     .values(health_alerted=notice.alerted)
                 )
                 if channel:
-                    stmt = (
-                        self._insert(DeliveryRow)
-                        .values(
-                            key=notice.key,
-                            kind="notice",
-                            watchlist="",
-                            channel=channel,
-                            mentions=[],
-                            label=notice.text[:400],
-                            status="pending",
-                            next_attempt_at=utcnow(),
-                            created_at=utcnow(),
-                        )
-                        .on_conflict_do_nothing()
-                        .returning(DeliveryRow.id)
-                    )
-                    queued += len(s.execute(stmt).all())
+                    queued += self._notice(s, notice.key, channel, notice.text)
         return queued
+
+    def queue_notice(self, key: str, channel: str, text: str) -> int:
+        """One message for operators (a rejected config edit, say), once per key."""
+        with self._session() as s:
+            return self._notice(s, key, channel, text)
+
+    def _notice(self, s: Session, key: str, channel: str, text: str) -> int:
+        stmt = (
+            self._insert(DeliveryRow)
+            .values(
+                key=key,
+                kind="notice",
+                watchlist="",
+                channel=channel,
+                mentions=[],
+                label=text[:400],
+                status="pending",
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+            .returning(DeliveryRow.id)
+        )
+        return len(s.execute(stmt).all())
 
     def listing(
         self,

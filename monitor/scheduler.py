@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from monitor.models import utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
-from monitor.service import Service
+from monitor.service import Service, config_stamp
 from monitor.workers import POOL_FROM
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,17 @@ class _Activity:
             return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
 
 
-def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
-    """Runs until `stop` is set; returns False if jobs were still busy after `grace` seconds."""
-    deps = service.deps
+def run(
+    service: Service,
+    stop: threading.Event,
+    grace: float = 5.0,
+    reload: threading.Event | None = None,
+) -> bool:
+    """Runs until `stop` is set; returns False if jobs were still busy after `grace` seconds.
+
+    Every tick it also looks at the config files, and reloads them when they changed or
+    `reload` is set (SIGHUP)."""
+    reload = reload or threading.Event()
     activity = _Activity()
     scheduler = BackgroundScheduler(
         timezone=UTC,
@@ -59,6 +67,10 @@ def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
     )
 
     def poll_due() -> None:
+        if reload.is_set() or config_stamp(service.config.root) != service.stamp:
+            reload.clear()
+            service.reload()
+        deps = service.deps
         due = deps.store.states(service.feeds, due_by=utcnow())
         if not due or stop.is_set():
             return
@@ -67,13 +79,13 @@ def run(service: Service, stop: threading.Event, grace: float = 5.0) -> bool:
         if (notices or any(o.queued for o in outcomes)) and not stop.is_set():
             scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
 
-    deliverer = Deliverer(deps)
+    deliverer = Deliverer(service.deps)
 
     def deliver() -> None:
         service.deliver(deliverer, stop)
 
-    if deps.parser.enabled and len(service.feeds) >= POOL_FROM:
-        deps.parser.start()
+    if service.deps.parser.enabled and len(service.feeds) >= POOL_FROM:
+        service.deps.parser.start()
     tick = service.config.settings.tick.total_seconds()
     now = datetime.now(UTC)
     scheduler.add_job(

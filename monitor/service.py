@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import ipaddress
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import httpx
 import spacy
@@ -15,11 +17,13 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 from spacy.language import Language
 
+from monitor import config as config_mod
 from monitor.alert import Alerter
 from monitor.alert.console import ConsoleAlerter
 from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.config import Config, Settings
 from monitor.db import make_engine
+from monitor.errors import ConfigError
 from monitor.match import Matcher
 from monitor.models import utcnow
 from monitor.outbox import Outbox
@@ -113,11 +117,56 @@ def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def config_stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """What the config files look like on disk: a change in any means a reload."""
+    paths = [root / "monitor.yaml", root / "feeds.yaml", *sorted(root.glob("watchlists/*.y*ml"))]
+    out = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
+
+
 @dataclass
 class Service:
     config: Config
     deps: Deps
     feeds: list[FeedState]
+    stamp: tuple[tuple[str, int, int], ...] = ()
+
+    def reload(self) -> bool:
+        """Applies an edited config directory: watchlists and feeds take effect at once.
+        An invalid edit is reported (log and ops channel) and the last good config stays."""
+        self.stamp = config_stamp(self.config.root)
+        try:
+            new = config_mod.load(self.config.root)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config edit rejected, keeping the last good config: %s", problem)
+            ops = self.config.settings.ops_channel
+            if ops:
+                text = "Config edit rejected, the last good config stays in force:\n" + "\n".join(
+                    str(p) for p in exc.problems[:10]
+                )
+                key = "config|" + hashlib.sha256(text.encode()).hexdigest()[:16]
+                self.deps.outbox.queue_notice(key, ops, text)
+            return False
+        if new.settings != self.config.settings:
+            changed = [
+                name
+                for name in type(new.settings).model_fields
+                if getattr(new.settings, name) != getattr(self.config.settings, name)
+            ]
+            log.warning("monitor.yaml changes take effect on restart: %s", ", ".join(changed))
+        matcher = Matcher(new.watchlists, spacy.blank("en"), load_ner)
+        self.feeds = self.deps.store.sync_feeds(new.feeds, new.interval, new.backfill)
+        self.deps = replace(self.deps, matcher=matcher)
+        self.config = replace(new, settings=self.config.settings)
+        log.info("config reloaded feeds=%d watchlists=%d", len(self.feeds), len(new.watchlists))
+        return True
 
     def deliver(
         self,
@@ -156,4 +205,4 @@ def build(config: Config, *, sink: Alerter | None = None) -> Service:
         deps.alerter.name,
         store.engine.url.render_as_string(hide_password=True),
     )
-    return Service(config, deps, feeds)
+    return Service(config, deps, feeds, config_stamp(config.root))

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
 
@@ -99,3 +101,53 @@ def test_run_exits_quickly_even_while_a_fetch_hangs(
             proc.kill()
     assert proc.returncode == 0, err
     assert elapsed < 10, err
+
+
+def test_edited_watchlists_apply_without_a_restart(
+    feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
+) -> None:
+    qin_only = {"name": "desk", "channel": "#china-desk", "entities": [{"name": "Qin Gang"}]}
+    items = [{"title": "Li Shangfu sacked", "link": "https://n.example/1", "guid": "1"}]
+    feed_server.routes["/f.xml"] = Route(rss(items))
+    cfg = write_config(
+        tmp_path / "c",
+        [{"name": "f", "url": feed_server.url("/f.xml"), "interval": "1s"}],
+        [qin_only],
+        settings={"ops_channel": "#ops"},
+    )
+    watchlist = cfg / "watchlists" / "desk.yaml"
+    proc = start_service(cfg, slack, tmp_path / "reload.db")
+    try:
+        assert wait_for(lambda: feed_server.hits.get("/f.xml", 0) >= 2)
+        assert slack.messages == []
+        # she adds Li Shangfu; the next article about him alerts, with no restart
+        watchlist.write_text(
+            yaml.safe_dump({**qin_only, "entities": [{"name": "Qin Gang"}, {"name": "Li Shangfu"}]})
+        )
+        time.sleep(1.5)
+        items.append({"title": "Li Shangfu in Moscow", "link": "https://n.example/2", "guid": "2"})
+        feed_server.routes["/f.xml"] = Route(rss(items))
+        assert wait_for(lambda: len(slack.in_channel("#china-desk")) == 1)
+        # a broken edit is rejected where it stands and the last good config stays
+        watchlist.write_text("name: desk\nchannel: '#china-desk'\nentities: [\n")
+        assert wait_for(lambda: len(slack.in_channel("#ops")) == 1)
+        items.append({"title": "Qin Gang returns", "link": "https://n.example/3", "guid": "3"})
+        feed_server.routes["/f.xml"] = Route(rss(items))
+        assert wait_for(lambda: len(slack.in_channel("#china-desk")) == 2)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [ops] = slack.in_channel("#ops")
+    assert ops["text"].startswith("Config edit rejected, the last good config stays in force:")
+    assert f"{watchlist}:4:1: YAML syntax:" in ops["text"]
+    assert "config reloaded feeds=1 watchlists=1" in err
+    assert f"config edit rejected, keeping the last good config: {watchlist}:4:1" in err
+    assert "signal received signal=SIGHUP" in err
+    assert [m["text"].split(" https")[0] for m in slack.in_channel("#china-desk")] == [
+        "Li Shangfu in Moscow",
+        "Qin Gang returns",
+    ]
