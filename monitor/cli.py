@@ -12,6 +12,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         help="config directory (env MONITOR_CONFIG, default ./config)",
     )
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text (default) or JSON objects",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the service until SIGTERM/SIGINT")
     sub.add_parser("poll", help="fetch every feed once, match, store, deliver, exit")
@@ -62,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="show why an article matches a watchlist or not")
     e.add_argument("source", help="a feed URL, a feed file, or a plain-text article file")
     e.add_argument("--watchlist", help="only this watchlist")
+    i = sub.add_parser("init", help="write the example config to a new directory")
+    i.add_argument("directory", type=Path, nargs="?", default=Path("config"))
+    s = sub.add_parser("schema", help="write JSON Schemas of the config files")
+    s.add_argument("--out", type=Path, help="directory (default: the config's schema/)")
     b = sub.add_parser("backtest", help="run a watchlist over stored articles, without alerting")
     b.add_argument("--watchlist", required=True)
     b.add_argument("--since", default="30d", help="how far back, e.g. 30d (default)")
@@ -70,13 +81,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in _WITHOUT_CONFIG:
+        logs.setup((args.log_level or "INFO").upper(), args.log_format)
+        return _WITHOUT_CONFIG[args.command](args)
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stdout if args.command == "check" else sys.stderr)
         return 2
-    logs.setup(args.log_level.upper() if args.log_level else cfg.settings.log_level)
+    logs.setup(
+        args.log_level.upper() if args.log_level else cfg.settings.log_level, args.log_format
+    )
     try:
         return _COMMANDS[args.command](cfg, args)
     except UsageError as exc:
@@ -85,6 +101,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonitorError as exc:
         log.error("%s failed: %s", args.command, exc)
         return 1
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Copies the bundled example configuration, refusing to overwrite anything."""
+    target: Path = args.directory
+    if target.exists() and any(target.iterdir()):
+        print(f"{target}: not empty; choose a new directory", file=sys.stderr)
+        return 2
+    example = resources.files("monitor") / "example"
+    for folder in ("", "watchlists", "schema"):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        for item in (example / folder).iterdir() if folder else example.iterdir():
+            if item.is_file() and item.name.endswith((".yaml", ".yml", ".json")):
+                (target / folder / item.name).write_text(item.read_text())
+    print(f"{target}: example config written; edit it, then `monitor --config {target} check`")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    out: Path = args.out or args.config / "schema"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in config_mod.json_schemas().items():
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        print(path)
+    return 0
 
 
 def _check(cfg: Config, args: argparse.Namespace) -> int:
@@ -390,3 +432,4 @@ _COMMANDS = {
     "explain": _explain,
     "backtest": _backtest,
 }
+_WITHOUT_CONFIG = {"schema": _schema, "init": _init}

@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -107,8 +108,30 @@ def _non_blank(value: str) -> str:
     return value.strip()
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
-ByteCount = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+_DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*(\d+\s*(ms|[smhdwSMHDW])\s*)+$",
+    "examples": ["30s", "5m", "1h", "2d"],
+}
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+ByteCount = Annotated[
+    int,
+    BeforeValidator(_parse_size),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "examples": ["20MiB", "512KB"]},
+            ]
+        }
+    ),
+]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Text = Annotated[str, AfterValidator(_non_blank)]
 
@@ -418,6 +441,21 @@ def _read_yaml(path: Path) -> _Doc:
 
     doc.data = convert(root, ())
     return doc
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas for the three kinds of config file, for editors to complete and check."""
+    watchlist = Watchlist.model_json_schema()
+    watchlist["required"] = [k for k in watchlist.get("required", []) if k != "name"]
+    schemas = {
+        "monitor": Settings.model_json_schema(),
+        "feeds": FeedsFile.model_json_schema(),
+        "watchlist": watchlist,
+    }
+    for name, schema in schemas.items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = f"monitor {name} file"
+    return schemas
 
 
 M = TypeVar("M", bound=BaseModel)
