@@ -21,12 +21,14 @@ import spacy
 from monitor import config as config_mod
 from monitor import logs, parse, poll, scheduler
 from monitor.config import Config, Watchlist
+from monitor.db import make_engine, migrate, revision_of
 from monitor.errors import ConfigError, MonitorError, ParseError
 from monitor.health import assess
 from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.service import build, http_client, load_ner
+from monitor.store import Store
 
 log = logging.getLogger("monitor.cli")
 
@@ -71,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--watchlist", help="only this watchlist")
     i = sub.add_parser("init", help="write the example config to a new directory")
     i.add_argument("directory", type=Path, nargs="?", default=Path("config"))
+    d = sub.add_parser("db", help="database upkeep")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dsub.add_parser("upgrade", help="migrate the schema to the newest revision")
+    pr = dsub.add_parser("prune", help="delete matches and articles past retention")
+    pr.add_argument("--older-than", help="override `retention`, e.g. 90d")
+    pr.add_argument("--dry-run", action="store_true", help="only count what would go")
     s = sub.add_parser("schema", help="write JSON Schemas of the config files")
     s.add_argument("--out", type=Path, help="directory (default: the config's schema/)")
     b = sub.add_parser("backtest", help="run a watchlist over stored articles, without alerting")
@@ -126,6 +134,30 @@ def _schema(args: argparse.Namespace) -> int:
         path = out / f"{name}.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         print(path)
+    return 0
+
+
+def _db(cfg: Config, args: argparse.Namespace) -> int:
+    engine = make_engine(cfg.settings.effective_database_url())
+    try:
+        migrate(engine)
+        if args.action == "upgrade":
+            print(f"database at revision {revision_of(engine)}")
+            return 0
+        age = args.older_than or cfg.settings.retention
+        if age is None:
+            raise UsageError(
+                "no retention configured: set `retention` in monitor.yaml or pass --older-than"
+            )
+        cutoff = utcnow() - config_mod.parse_duration(age)
+        counts = Store(engine).prune(cutoff, dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {counts['matches']} matches and {counts['articles']} articles "
+        f"older than {cutoff:%Y-%m-%d %H:%M} UTC"
+    )
     return 0
 
 
@@ -431,5 +463,6 @@ _COMMANDS = {
     "alerts": _alerts,
     "explain": _explain,
     "backtest": _backtest,
+    "db": _db,
 }
 _WITHOUT_CONFIG = {"schema": _schema, "init": _init}

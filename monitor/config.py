@@ -186,6 +186,7 @@ class Settings(_Model):
     tick: Duration = timedelta(seconds=5)
     log_level: str = "INFO"
     parse_processes: int | None = Field(default=None, ge=1)  # default: one per core
+    retention: Duration | None = None  # prune matches and articles older than this
     http: HttpSettings = HttpSettings()
     slack: SlackSettings = SlackSettings()
     delivery: DeliverySettings = DeliverySettings()

@@ -7,7 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,15 +40,43 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _alembic(connection: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Brings the schema to `revision` with Alembic; safe to run at every start."""
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic(connection), revision)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
+
+
+def revision_of(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def new_revision(engine: Engine, message: str) -> None:
+    """For developers: writes a migration for the difference between models and schema."""
+    with engine.begin() as connection:
+        command.revision(_alembic(connection), message=message, autogenerate=True)
+
+
 class Database:
-    """An engine with the schema in place, and transactions that raise StoreError."""
+    """An engine with the schema migrated to the newest revision, and transactions that
+    raise StoreError."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        try:
-            SQLModel.metadata.create_all(engine)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open database {engine.url!r}: {exc}") from exc
+        migrate(engine)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

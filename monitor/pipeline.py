@@ -150,6 +150,10 @@ def process(
     if feed.last_success_at is None:
         cutoff = now - feed.backfill
         alertable = [e for e in new if e.item.published and e.item.published >= cutoff]
+    elif deps.settings.retention is not None:
+        # an item older than retention may be one whose record was pruned: never re-alert it
+        cutoff = now - deps.settings.retention
+        alertable = [e for e in new if not e.item.published or e.item.published >= cutoff]
     else:
         alertable = new
     matches = deps.matcher.match(alertable, feed=feed.name)

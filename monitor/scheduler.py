@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -86,6 +86,13 @@ def run(
 
     if service.deps.parser.enabled and len(service.feeds) >= POOL_FROM:
         service.deps.parser.start()
+
+    def prune() -> None:
+        retention = service.config.settings.retention
+        if retention is not None:
+            counts = service.deps.store.prune(utcnow() - retention)
+            log.info("pruned matches=%d articles=%d", counts["matches"], counts["articles"])
+
     tick = service.config.settings.tick.total_seconds()
     now = datetime.now(UTC)
     scheduler.add_job(
@@ -97,6 +104,13 @@ def run(
         seconds=tick,
         id="deliver",
         next_run_time=now,
+    )
+    scheduler.add_job(
+        activity.guard("prune", prune),
+        "interval",
+        hours=6,
+        id="prune",
+        next_run_time=now + timedelta(minutes=1),
     )
     scheduler.start()
     log.info("scheduler started tick=%ss feeds=%d", tick, len(service.feeds))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlmodel import Session, col
 
 from monitor.config import FeedConfig
@@ -267,6 +267,56 @@ class Store(Database):
                 }
                 for m, a, f, d in s.execute(stmt)
             ]
+
+    def prune(self, older_than: datetime, *, dry_run: bool = False) -> dict[str, int]:
+        """Deletes what retention no longer needs: matches and their sent or dead
+        deliveries older than the cut-off, then articles nothing refers to. Each feed's
+        newest articles are kept, whatever their age, so items still in a feed are never
+        taken for new; pending deliveries and what they refer to are never touched."""
+        with self._session() as s:
+            old_matches = select(col(MatchRow.id)).where(col(MatchRow.created_at) < older_than)
+            live = select(col(DeliveryRow.match_id)).where(
+                col(DeliveryRow.status).notin_(["sent", "dead", "digested"]),
+                col(DeliveryRow.match_id).is_not(None),
+            )
+            matches = [
+                m for m in s.execute(old_matches.where(col(MatchRow.id).notin_(live))).scalars()
+            ]
+            keep = select(col(ArticleRow.id)).where(col(ArticleRow.seen_at) >= older_than)
+            newest = select(func.max(ArticleRow.id)).group_by(col(ArticleRow.feed_id))
+            referenced = select(col(MatchRow.article_id)).where(col(MatchRow.id).notin_(matches))
+            articles = [
+                a
+                for a in s.execute(
+                    select(col(ArticleRow.id)).where(
+                        col(ArticleRow.id).notin_(keep),
+                        col(ArticleRow.id).notin_(newest),
+                        col(ArticleRow.id).notin_(referenced),
+                    )
+                ).scalars()
+            ]
+            counts = {"matches": len(matches), "articles": len(articles)}
+            if dry_run:
+                return counts
+            for i in range(0, len(matches), _CHUNK):
+                chunk = matches[i : i + _CHUNK]
+                s.execute(delete(DeliveryRow).where(col(DeliveryRow.match_id).in_(chunk)))
+                s.execute(delete(MatchRow).where(col(MatchRow.id).in_(chunk)))
+            still_listed = select(col(DeliveryRow.digest_id)).where(
+                col(DeliveryRow.digest_id).is_not(None)
+            )
+            s.execute(
+                delete(DeliveryRow).where(
+                    col(DeliveryRow.kind) == "digest",
+                    col(DeliveryRow.status) == "sent",
+                    col(DeliveryRow.id).notin_(still_listed),
+                )
+            )
+            for i in range(0, len(articles), _CHUNK):
+                s.execute(
+                    delete(ArticleRow).where(col(ArticleRow.id).in_(articles[i : i + _CHUNK]))
+                )
+            return counts
 
     def count_articles(self, since: datetime) -> int:
         with self._session() as s:

@@ -1,0 +1,137 @@
+"""Schema migrations and retention, on SQLite and (where it runs) PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from monitor.cli import main
+from monitor.db import make_engine, migrate, revision_of
+from monitor.models import Sent, utcnow
+from monitor.outbox import Outbox
+from monitor.store import Store
+from tests.conftest import write_config
+from tests.servers import FakeSlack, FeedServer, Route, rss
+from tests.test_store import entry, feeds, save
+
+FIRST_RELEASE = "0001"
+
+
+def test_the_models_and_the_migrations_agree(any_db_url: str) -> None:
+    engine = make_engine(any_db_url)
+    migrate(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    engine.dispose()
+    assert diff == [], "models changed without a migration: monitor.db.new_revision"
+
+
+def test_upgrade_keeps_a_database_of_the_first_schema(any_db_url: str) -> None:
+    engine = make_engine(any_db_url)
+    migrate(engine, FIRST_RELEASE)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO feed (name, url, errors_in_row, items_seen, next_due_at, created_at) "
+                "VALUES ('old', 'https://old.example/rss', 0, 7, '2023-07-24 00:00:00', "
+                "'2023-07-24 00:00:00')"
+            )
+        )
+    migrate(engine)
+    assert revision_of(engine) == _head()
+    [row] = Store(engine).feeds()
+    assert (row.name, row.items_seen) == ("old", 7)
+    engine.dispose()
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from monitor.db import _alembic
+
+    engine = make_engine("sqlite://")
+    with engine.connect() as conn:
+        head = ScriptDirectory.from_config(_alembic(conn)).get_current_head()
+    return str(head)
+
+
+def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
+    engine = make_engine(any_db_url)
+    store, outbox = Store(engine), Outbox(engine)
+    [feed] = feeds(store, "world")
+    for i in range(4):
+        save(store, feed, entry(str(i), f"https://n.example/{i}", title=f"Qin Gang {i}"))
+    due = outbox.due(utcnow())
+    for out in due[:2]:  # two sent, two still pending
+        outbox.claim(out.delivery_id)
+        outbox.sent(out.delivery_id, out.channel, Sent("1.1", "C1"))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE match SET created_at = '2020-01-01 00:00:00'"))
+        conn.execute(text("UPDATE article SET seen_at = '2020-01-01 00:00:00'"))
+    cutoff = utcnow() - timedelta(days=30)
+    assert store.prune(cutoff, dry_run=True) == {"matches": 2, "articles": 2}
+    assert store.prune(cutoff) == {"matches": 2, "articles": 2}
+    assert store.prune(cutoff) == {"matches": 0, "articles": 0}
+    # pending deliveries, their matches and articles are untouched
+    rest = outbox.due(utcnow())
+    assert [o.delivery_id for o in rest] == [o.delivery_id for o in due[2:]]
+    for out in rest:
+        outbox.claim(out.delivery_id)
+        outbox.sent(out.delivery_id, out.channel, Sent("1.2", "C1"))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE match SET created_at = '2020-01-01 00:00:00'"))
+    assert store.prune(cutoff) == {"matches": 2, "articles": 1}
+    # the feed's newest article stays, so the item still in the feed is not taken for new
+    newest = entry("3", "https://n.example/3", title="Qin Gang 3")
+    assert store.seen_keys(feed, [newest.key]) == {newest.key}
+    engine.dispose()
+
+
+def test_db_commands(
+    feed_server: FeedServer,
+    slack_env: FakeSlack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    feed_server.routes["/f.xml"] = Route(
+        rss([{"title": "Qin Gang", "guid": "1", "link": "https://n.example/1"}])
+    )
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
+    assert main(["--config", str(cfg), "db", "upgrade"]) == 0
+    assert f"database at revision {_head()}" in capsys.readouterr().out
+    assert main(["--config", str(cfg), "db", "prune", "--dry-run"]) == 2
+    assert "no retention configured" in capsys.readouterr().err
+    main(["--config", str(cfg), "poll"])
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "db", "prune", "--older-than", "1d", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would delete 0 matches and 0 articles older than")
+
+
+def test_an_item_older_than_retention_never_alerts_again(
+    feed_server: FeedServer, slack_env: FakeSlack, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    old = {
+        "title": "Qin Gang profile",
+        "guid": "old",
+        "link": "https://n.example/old",
+        "published": datetime(2020, 1, 1, tzinfo=UTC),
+    }
+    fresh = {"title": "Qin Gang today", "guid": "new", "link": "https://n.example/new"}
+    feed_server.routes["/f.xml"] = Route(rss([fresh]))
+    cfg = write_config(
+        tmp_path / "c",
+        [{"name": "f", "url": feed_server.url("/f.xml")}],
+        settings={"retention": "30d"},
+    )
+    main(["--config", str(cfg), "poll"])
+    feed_server.routes["/f.xml"] = Route(rss([fresh, old]))  # e.g. its record was pruned
+    main(["--config", str(cfg), "poll"])
+    assert [m["text"].split(" https")[0] for m in slack_env.messages] == ["Qin Gang today"]
