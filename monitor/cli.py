@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         help="log lines as text (default) or JSON objects",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    r = sub.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    r.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve /healthz and /metrics here, e.g. 127.0.0.1:9310 (off by default)",
+    )
     sub.add_parser("poll", help="fetch every feed once, match, store, deliver, exit")
     sub.add_parser("check", help="validate the config directory")
     m = sub.add_parser("matches", help="list stored matches")
@@ -205,7 +210,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
     service = build(cfg)
-    idle = scheduler.run(service, stop, reload=reload)
+    idle = scheduler.run(service, stop, reload=reload, http=args.http)
     if not idle:
         # A fetch is still waiting on the network. Every write is a committed or
         # rolled-back transaction, so leaving now cannot half-write anything.

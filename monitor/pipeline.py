@@ -58,6 +58,7 @@ class FeedOutcome:
     error: str | None = None
     crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
     record: FetchResult | None = None  # still to be written (304s and failures are batched)
+    elapsed: float | None = None  # seconds the fetch took
 
 
 class HostLimits:
@@ -137,7 +138,7 @@ def process(
             moved_to=fetched.moved_to,
             elapsed=fetched.elapsed,
         )
-        return FeedOutcome(feed.name, True, 304, record=record)
+        return FeedOutcome(feed.name, True, 304, record=record, elapsed=fetched.elapsed)
     parsed, entries = parsed_entries or parse_entries(fetched)
     if parsed.warning:
         log.info(
@@ -172,7 +173,7 @@ def process(
         elapsed=fetched.elapsed,
     )
     queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted, record)
-    return FeedOutcome(feed.name, True, fetched.status, len(new), queued)
+    return FeedOutcome(feed.name, True, fetched.status, len(new), queued, elapsed=fetched.elapsed)
 
 
 def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:

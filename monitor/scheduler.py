@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from monitor import metrics as metrics_mod
+from monitor.metrics import Metrics
 from monitor.models import utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.service import Service, config_stamp
@@ -54,6 +57,7 @@ def run(
     stop: threading.Event,
     grace: float = 5.0,
     reload: threading.Event | None = None,
+    http: str | None = None,
 ) -> bool:
     """Runs until `stop` is set; returns False if jobs were still busy after `grace` seconds.
 
@@ -61,20 +65,27 @@ def run(
     `reload` is set (SIGHUP)."""
     reload = reload or threading.Event()
     activity = _Activity()
+    metrics = Metrics()
     scheduler = BackgroundScheduler(
         timezone=UTC,
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
     )
 
     def poll_due() -> None:
+        started = time.monotonic()
         if reload.is_set() or config_stamp(service.config.root) != service.stamp:
             reload.clear()
             service.reload()
         deps = service.deps
         due = deps.store.states(service.feeds, due_by=utcnow())
         if not due or stop.is_set():
+            metrics.cycle(time.monotonic() - started)
             return
         outcomes = run_feeds(due, deps, stop)
+        for outcome in outcomes:
+            kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
+            metrics.fetched(outcome.elapsed or 0.0, kind)
+        metrics.cycle(time.monotonic() - started)
         notices = check_health(deps, service.feeds)
         if (notices or any(o.queued for o in outcomes)) and not stop.is_set():
             scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
@@ -113,8 +124,13 @@ def run(
         next_run_time=now + timedelta(minutes=1),
     )
     scheduler.start()
+    endpoint = (
+        metrics_mod.serve(http, service, metrics, lambda: scheduler.running) if http else None
+    )
     log.info("scheduler started tick=%ss feeds=%d", tick, len(service.feeds))
     stop.wait()
     log.info("stopping: waiting up to %.0fs for running jobs", grace)
     scheduler.shutdown(wait=False)
+    if endpoint is not None:
+        endpoint.shutdown()
     return activity.wait_idle(grace)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -151,3 +152,69 @@ def test_edited_watchlists_apply_without_a_restart(
         "Li Shangfu in Moscow",
         "Qin Gang returns",
     ]
+
+
+def test_http_endpoint_reports_health_and_metrics(
+    feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
+) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    feed_server.routes["/f.xml"] = Route(rss(ITEMS), etag='"1"')
+    cfg = write_config(
+        tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml"), "interval": "1s"}]
+    )
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_API_URL": slack.api_url,
+        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'http.db'}",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "--config",
+            str(cfg),
+            "run",
+            "--http",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    try:
+        assert wait_for(lambda: len(slack.messages) == 3 and get("/healthz")[0] == 200)
+        assert wait_for(lambda: feed_server.hits.get("/f.xml", 0) >= 3)
+        status, body = get("/healthz")
+        report = json.loads(body)
+        assert status == 200 and report["database"] == "ok"
+        assert report["scheduler"] == "running" and report["last_cycle_age_seconds"] < 5
+        status, page = get("/metrics")
+        assert status == 200
+        assert 'monitor_feeds{state="ok"} 1' in page
+        assert "monitor_articles 3" in page
+        assert 'monitor_matches{watchlist="us-china"} 3' in page
+        assert 'monitor_deliveries{status="sent"} 3' in page
+        assert 'monitor_fetches_total{outcome="not_modified"}' in page
+        assert "monitor_fetch_seconds_count" in page and "monitor_last_cycle_seconds" in page
+        assert get("/nothing")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
