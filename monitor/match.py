@@ -332,6 +332,10 @@ class Matcher:
         if not entity.type and not entity.context:
             notes.append(f"{where} accepted: {entity.name!r} declares no type or context to check")
             return True
+        other = _other_name_earlier(scan, f, mine)
+        if other:
+            notes.append(f"{where} rejected: it refers back to {other!r}, named earlier")
+            return False
         votes: list[tuple[int, str]] = []
         if entity.type:
             votes.append(_ner_vote(scan.ner, f, entity.type))
@@ -374,6 +378,27 @@ def _name_earlier(f: _Found, mine: Iterable[_Found], title_len: int) -> bool:
     if f.start < title_len:
         return bool(names)
     return any(o.end <= f.start for o in names)
+
+
+def _other_name_earlier(scan: _Scan, f: _Found, mine: Iterable[_Found]) -> str | None:
+    """News style names a person in full, then by surname: a bare short form after
+    another full name with the same word ("Robin Li ... Li said") means that person."""
+    for earlier in mine:
+        if earlier.rule.role == "short" and earlier.end <= f.start:
+            vote, _ = _shape_vote(scan, earlier)
+            if vote < 0:
+                return _glued_name(scan, earlier)
+    return None
+
+
+def _glued_name(scan: _Scan, f: _Found) -> str:
+    doc = scan.doc
+    start, end = f.tok_start, f.tok_end
+    if start > 0 and doc[start - 1].is_title:
+        start -= 1
+    if end < len(doc) and doc[end].is_title:
+        end += 1
+    return doc[start:end].text
 
 
 def _ner_vote(ner_doc: Any, f: _Found, label: str) -> tuple[int, str]:

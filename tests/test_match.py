@@ -172,6 +172,30 @@ def test_untyped_uncontexted_short_form_counts_like_a_name() -> None:
     assert matched("Blinken spoke.", watchlists=[wl]) == ["Antony Blinken"]
 
 
+def test_a_surname_after_another_full_name_refers_to_that_person() -> None:
+    wl = watch(
+        entities=[
+            {
+                "name": "Li Shangfu",
+                "aliases": ["Li"],
+                "type": "PERSON",
+                "context": ["PLA", "Pentagon", "chips"],
+            }
+        ]
+    )
+    text = (
+        "Baidu founder Robin Li spoke about chips. The Pentagon and the PLA watched. "
+        "Li said China was catching up."
+    )
+    matcher = Matcher([wl], spacy.blank("en"), no_model)
+    [verdict] = matcher.explain(item(text))
+    assert not verdict.matched
+    assert any("refers back to 'Robin Li'" in note for note in verdict.notes)
+    assert matched(
+        "Defence minister Li Shangfu spoke. Li said the PLA was ready.", watchlists=[wl]
+    ) == ["Li Shangfu"]
+
+
 def test_exclude_vetoes_the_short_form_and_the_name() -> None:
     wl = watch(entities=[{"name": "Qin Gang", "aliases": ["Qin"], "exclude": ["Qin dynasty"]}])
     assert matched("Relics of the Qin dynasty. Qin ruled harshly.", watchlists=[wl]) == ["Qin Gang"]
