@@ -31,7 +31,11 @@ def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyp
 
 
 def start_service(
-    cfg: Path, slack: FakeSlack, db: Path, token: str = "xoxb-test-token"
+    cfg: Path,
+    slack: FakeSlack,
+    db: Path,
+    token: str = "xoxb-test-token",
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -40,7 +44,7 @@ def start_service(
         "MONITOR_DATABASE_URL": f"sqlite:///{db}",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--config", str(cfg), "run"],
+        [sys.executable, "-m", "monitor", "--config", str(cfg), "run", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -168,27 +172,7 @@ def test_http_endpoint_reports_health_and_metrics(
     cfg = write_config(
         tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml"), "interval": "1s"}]
     )
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
-        "SLACK_API_URL": slack.api_url,
-        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'http.db'}",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "monitor",
-            "--config",
-            str(cfg),
-            "run",
-            "--http",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_service(cfg, slack, tmp_path / "http.db", extra=("--http", f"127.0.0.1:{port}"))
 
     def get(path: str) -> tuple[int, str]:
         try:
@@ -217,4 +201,4 @@ def test_http_endpoint_reports_health_and_metrics(
         assert get("/nothing")[0] == 404
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.communicate(timeout=15)
