@@ -41,10 +41,19 @@ from monitor.service import build  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
 from tests.servers import rss  # noqa: E402
 
-WORDS = (
-    "the minister said talks would resume after a long pause in relations between both "
-    "capitals officials trade security summit economy climate envoy visit markets rose"
+COMMON = (
+    "the a of to and in said on for with was that by he it as at from his her an were are "
+    "which this be has have had not but after"
 ).split()
+
+
+def _vocabulary(size: int, rng: random.Random) -> list[str]:
+    """Made-up words, so unrelated articles share few phrases, as real ones do."""
+    return ["".join(rng.choice("bcdfghjklmnprstvz") + rng.choice("aeiou")
+                    for _ in range(rng.randint(2, 4))) for _ in range(size)]
+
+
+WORDS = _vocabulary(3000, random.Random(1))
 TERMS = ["Qin Gang", "Wang Yi", "military dialogue", "fentanyl", "export controls"]
 
 
@@ -93,7 +102,8 @@ def items(rng: random.Random, feed: int, start: int, count: int) -> list[dict[st
     now = datetime.now(UTC)
     out = []
     for i in range(start, start + count):
-        words = [rng.choice(WORDS) for _ in range(60)]
+        words = [rng.choice(COMMON) if rng.random() < 0.4 else rng.choice(WORDS)
+                 for _ in range(60)]
         if rng.random() < 0.05:
             words.insert(rng.randrange(len(words)), rng.choice(TERMS))
         out.append(

@@ -137,9 +137,17 @@ _A = _seeds.integers(1, _PRIME, size=BANDS * ROWS, dtype=np.uint64)
 _B = _seeds.integers(0, _PRIME, size=BANDS * ROWS, dtype=np.uint64)
 
 
+_STOPWORDS = frozenset(
+    """a an and are as at be but by for from had has have he her his i in is it its of on
+    or our said she that the their they this to was we were which who will with would you
+    """.split()
+)
+
+
 def minhash(text: str) -> tuple[int, ...] | None:
-    """MinHash signature of the text's word 3-shingles; None for texts too short to judge."""
-    words = _WORDS.findall(text.lower())[:_SIM_WORDS]
+    """MinHash signature of the text's word 3-shingles, stop words left out (else "one of
+    the" makes unrelated articles look alike); None for texts too short to judge."""
+    words = [w for w in _WORDS.findall(text.lower()) if w not in _STOPWORDS][:_SIM_WORDS]
     if len(words) < _MIN_WORDS:
         return None
     shingles = np.fromiter(
