@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
-from sqlmodel import Session, col
+from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlmodel import Session, SQLModel, col
 
 from monitor.config import FeedConfig
 from monitor.db import Database
@@ -222,15 +222,45 @@ class Store(Database):
         return out
 
     def record_fetches(self, results: Sequence[FetchResult]) -> None:
-        """Many feeds' poll results in one transaction: a cycle of 304s costs one commit."""
-        if results:
-            with self._session() as s:
-                ids = [r.feed_id for r in results]
+        """Many feeds' poll results in one transaction: a cycle of 304s costs one commit,
+        and unchanged feeds one prepared UPDATE executed for all of them."""
+        if not results:
+            return
+        unchanged = [r for r in results if r.status == 304 and r.error is None and not r.moved_to]
+        others = [r for r in results if r not in unchanged]
+        now = utcnow()
+        with self._session() as s:
+            if unchanged:
+                feed = SQLModel.metadata.tables["feed"]
+                s.connection().execute(
+                    update(feed)
+                    .where(feed.c.id == bindparam("fid"))
+                    .values(
+                        last_fetch_at=now,
+                        last_success_at=now,
+                        last_status=304,
+                        next_due_at=bindparam("due"),
+                        last_duration_ms=bindparam("ms"),
+                        last_error=None,
+                        errors_in_row=0,
+                        failing_since=None,
+                    ),
+                    [
+                        {
+                            "fid": r.feed_id,
+                            "due": r.next_due,
+                            "ms": None if r.elapsed is None else int(r.elapsed * 1000),
+                        }
+                        for r in unchanged
+                    ],
+                )
+            if others:
+                ids = [r.feed_id for r in others]
                 rows = {
                     row.id: row
                     for row in s.execute(select(FeedRow).where(col(FeedRow.id).in_(ids))).scalars()
                 }
-                for result in results:
+                for result in others:
                     if result.feed_id in rows:
                         _record(rows[result.feed_id], result)
 

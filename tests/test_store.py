@@ -259,3 +259,21 @@ def test_changed_url_forgets_validators(db: tuple[Store, Outbox]) -> None:
     )
     [row] = store.feeds()
     assert row.url == "https://moved.example/rss" and row.etag is None
+
+
+def test_unchanged_feeds_are_recorded_in_bulk(db: tuple[Store, Outbox]) -> None:
+    store, _ = db
+    a, b = feeds(store, "a", "b")
+    later = utcnow() + timedelta(minutes=10)
+    store.record_fetches([FetchResult(a, status=500, error="HTTP 500", next_due=utcnow())])
+    store.record_fetches(
+        [
+            FetchResult(a, status=304, error=None, next_due=later, elapsed=0.25),
+            FetchResult(b, status=304, error=None, next_due=later),
+        ]
+    )
+    rows = {r.name: r for r in store.feeds()}
+    assert rows["a"].errors_in_row == 0 and rows["a"].last_error is None
+    assert rows["a"].last_status == 304 and rows["a"].last_duration_ms == 250
+    assert rows["a"].next_due_at == later and rows["a"].last_success_at is not None
+    assert rows["b"].last_status == 304 and rows["b"].last_duration_ms is None
