@@ -171,6 +171,7 @@ class Outbox(Database):
             thread_ts=thread_ts,
             mentions=list(row.mentions),
             label=row.label,
+            channel_id=known.channel_id if (known := s.get(ChannelRow, row.channel)) else None,
         )
 
     def _stories(self, s: Session, match_ids: Any) -> list[Story]:
@@ -194,12 +195,6 @@ class Outbox(Database):
             )
             for m, a, feed in s.execute(stmt)
         ]
-
-    def channel_id(self, name: str) -> str | None:
-        with self._session() as s:
-            return s.execute(
-                select(col(ChannelRow.channel_id)).where(col(ChannelRow.name) == name)
-            ).scalar()
 
     def claim(self, delivery_id: int) -> bool:
         """pending -> sending, counting the attempt; False if another deliverer has it."""
