@@ -1,8 +1,9 @@
 """The one place the stages meet: fetch -> parse -> dedupe -> match -> store -> deliver.
 
-Fetches run concurrently (they wait on the network); parsing, matching and storing
-run one feed at a time in the calling thread. A feed that fails is logged with its
-id, backed off, and never stops the others.
+Fetches run concurrently in threads (they wait on the network); in cycles of many
+feeds, parsing runs in worker processes (workers.py); matching and storing run one
+feed at a time in the calling thread. A feed that fails is logged with its id,
+backed off, and never stops the others. The Deliverer sends the outbox at Slack's pace.
 """
 
 from __future__ import annotations
