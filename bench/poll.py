@@ -49,8 +49,12 @@ COMMON = (
 
 def _vocabulary(size: int, rng: random.Random) -> list[str]:
     """Made-up words, so unrelated articles share few phrases, as real ones do."""
-    return ["".join(rng.choice("bcdfghjklmnprstvz") + rng.choice("aeiou")
-                    for _ in range(rng.randint(2, 4))) for _ in range(size)]
+    return [
+        "".join(
+            rng.choice("bcdfghjklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4))
+        )
+        for _ in range(size)
+    ]
 
 
 WORDS = _vocabulary(3000, random.Random(1))
@@ -102,8 +106,7 @@ def items(rng: random.Random, feed: int, start: int, count: int) -> list[dict[st
     now = datetime.now(UTC)
     out = []
     for i in range(start, start + count):
-        words = [rng.choice(COMMON) if rng.random() < 0.4 else rng.choice(WORDS)
-                 for _ in range(60)]
+        words = [rng.choice(COMMON) if rng.random() < 0.4 else rng.choice(WORDS) for _ in range(60)]
         if rng.random() < 0.05:
             words.insert(rng.randrange(len(words)), rng.choice(TERMS))
         out.append(
