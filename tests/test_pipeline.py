@@ -355,3 +355,20 @@ def test_a_retitled_article_is_not_a_new_story(
     feed_server.routes["/f.xml"] = Route(rss([{**item, "title": "Qin Gang removed from office"}]))
     main(["--config", str(cfg), "poll"])
     assert posted_titles(slack_env) == ["Qin Gang missing"]
+
+
+def test_poll_end_to_end_on_postgresql(
+    two_feeds: Path,
+    slack_env: FakeSlack,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", pg_url)
+    assert main(["--config", str(two_feeds), "poll"]) == 0
+    assert main(["--config", str(two_feeds), "poll"]) == 0
+    assert len(top_level(slack_env)) == 3 and len(slack_env.messages) == 4
+    capsys.readouterr()
+    assert main(["--config", str(two_feeds), "feeds", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["last_status"] for r in rows} == {304} and {r["state"] for r in rows} == {"ok"}
