@@ -125,7 +125,7 @@ def _init(args: argparse.Namespace) -> int:
     example = resources.files("monitor") / "example"
     for folder in ("", "watchlists", "schema"):
         (target / folder).mkdir(parents=True, exist_ok=True)
-        for item in (example / folder).iterdir() if folder else example.iterdir():
+        for item in (example / folder if folder else example).iterdir():
             if item.is_file() and item.name.endswith((".yaml", ".yml", ".json")):
                 (target / folder / item.name).write_text(item.read_text())
     print(f"{target}: example config written; edit it, then `monitor --config {target} check`")
