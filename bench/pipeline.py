@@ -67,7 +67,8 @@ def main() -> None:
             MONITOR_DATABASE_URL=f"sqlite:///{tmp}/bench.db",
         )
         service = build(config_mod.load(cfg_dir))
-        for ready in service.deps.parser.start():  # as `monitor run` does at start-up
+        for ready in service.deps.pool.start():  # type: ignore[union-attr]
+            # as `monitor run` does at start-up
             ready.result()
         items = args.feeds * args.items
 

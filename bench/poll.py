@@ -157,7 +157,8 @@ def main() -> None:
         os.environ.pop("SLACK_BOT_TOKEN", None)
         service = build(config_mod.load(cfg))
         started = time.perf_counter()
-        for ready in service.deps.parser.start():  # as `monitor run` does at start-up
+        for ready in service.deps.pool.start():  # type: ignore[union-attr]
+            # as `monitor run` does at start-up
             ready.result()
         startup = time.perf_counter() - started
 

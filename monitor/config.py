@@ -185,7 +185,7 @@ class Settings(_Model):
     max_interval: Duration = timedelta(hours=6)
     tick: Duration = timedelta(seconds=5)
     log_level: str = "INFO"
-    parse_processes: int | None = Field(default=None, ge=1)  # default: one per core
+    poll_processes: int | None = Field(default=None, ge=1)  # for cycles of many feeds; 1 per core
     retention: Duration | None = None  # prune matches and articles older than this
     http: HttpSettings = HttpSettings()
     slack: SlackSettings = SlackSettings()

@@ -1,9 +1,10 @@
 """The one place the stages meet: fetch -> parse -> dedupe -> match -> store -> deliver.
 
-Fetches run concurrently in threads (they wait on the network); in cycles of many
-feeds, parsing runs in worker processes (workers.py); matching and storing run one
-feed at a time in the calling thread. A feed that fails is logged with its id,
-backed off, and never stops the others. The Deliverer sends the outbox at Slack's pace.
+Fetches run concurrently in threads (they wait on the network); parsing, matching and
+storing run one feed at a time in the calling thread, and cycles of many feeds are
+dealt out to worker processes that each do all of it (workers.py). A feed that fails
+is logged with its id, backed off, and never stops the others. The Deliverer sends the
+outbox at Slack's pace.
 """
 
 from __future__ import annotations
@@ -17,23 +18,30 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from monitor import dedupe, health, poll
+from monitor import dedupe, health, parse, poll
 from monitor.alert import Alerter
 from monitor.config import Settings
 from monitor.errors import AlertError, FetchError, MonitorError, StoreError
 from monitor.match import Matcher
-from monitor.models import Entry, Fetched, FetchResult, Outgoing, Sent, utcnow
+from monitor.models import Fetched, FetchResult, Outgoing, Sent, utcnow
 from monitor.outbox import Outbox, policies
-from monitor.parse import ParsedFeed
 from monitor.store import FeedState, Store
-from monitor.workers import POOL_FROM, ParsePool, parse_entries
 
 log = logging.getLogger(__name__)
 _RECORD_BATCH = 200  # poll results written per transaction
+
+
+class FeedPool(Protocol):
+    """Runs a cycle's feed passes elsewhere (see workers.PassPool)."""
+
+    def wants(self, feeds: int) -> bool: ...
+
+    def run(self, feeds: Sequence[FeedState]) -> list[FeedOutcome]: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class Deps:
     outbox: Outbox
     matcher: Matcher
     alerter: Alerter
-    parser: ParsePool
+    pool: FeedPool | None = None  # worker processes for cycles of many feeds
 
 
 @dataclass
@@ -78,16 +86,10 @@ class HostLimits:
             return self._slots[host]
 
 
-Parsed = tuple[ParsedFeed, list[Entry]]
-
-
-def _fetch(
-    feed: FeedState, deps: Deps, hosts: HostLimits, pool: bool
-) -> tuple[Fetched, Parsed | None]:
-    """Runs in a fetch thread; with `pool`, the body is also parsed in a worker process."""
+def _fetch(feed: FeedState, deps: Deps, hosts: HostLimits) -> Fetched:
     http = deps.settings.http
     with hosts.slot(feed.url):
-        fetched = poll.fetch(
+        return poll.fetch(
             deps.client,
             feed.url,
             etag=feed.etag,
@@ -95,9 +97,6 @@ def _fetch(
             max_bytes=http.max_body_bytes,
             deadline=(http.connect_timeout + http.read_timeout).total_seconds(),
         )
-    if pool and not fetched.not_modified:
-        return fetched, deps.parser.run(fetched)
-    return fetched, None
 
 
 def next_due(
@@ -125,9 +124,7 @@ def _hint(*hints: timedelta | None) -> timedelta | None:
     return max(given) if given else None
 
 
-def process(
-    feed: FeedState, fetched: Fetched, deps: Deps, parsed_entries: Parsed | None = None
-) -> FeedOutcome:
+def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
     """Everything after the fetch for one feed; raises MonitorError on a bad feed."""
     now = utcnow()
     if fetched.not_modified:
@@ -140,7 +137,8 @@ def process(
             elapsed=fetched.elapsed,
         )
         return FeedOutcome(feed.name, True, 304, record=record, elapsed=fetched.elapsed)
-    parsed, entries = parsed_entries or parse_entries(fetched)
+    parsed = parse.parse(fetched)
+    entries = [dedupe.identify(item) for item in parsed.items]
     if parsed.warning:
         log.info(
             "feed flawed but usable feed=%s feed_id=%d warning=%s",
@@ -208,17 +206,20 @@ def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
 def run_feeds(
     feeds: Sequence[FeedState], deps: Deps, stop: threading.Event | None = None
 ) -> list[FeedOutcome]:
-    """Fetches the feeds concurrently and processes each as its body arrives."""
+    """Fetches the feeds concurrently and processes each as its body arrives; a cycle of
+    many feeds is dealt out to worker processes instead (they finish their share even when
+    `stop` is set: every write is a transaction)."""
     outcomes: list[FeedOutcome] = []
     if not feeds:
         return outcomes
+    if deps.pool is not None and deps.pool.wants(len(feeds)):
+        return deps.pool.run(feeds)
     hosts = HostLimits(deps.settings.http.per_host)
     workers = min(deps.settings.http.concurrency, len(feeds))
     unrecorded: list[FetchResult] = []
-    use_pool = deps.parser.enabled and len(feeds) >= POOL_FROM
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-        futures: dict[Future[tuple[Fetched, Parsed | None]], FeedState] = {
-            pool.submit(_fetch, feed, deps, hosts, use_pool): feed for feed in feeds
+        futures: dict[Future[Fetched], FeedState] = {
+            pool.submit(_fetch, feed, deps, hosts): feed for feed in feeds
         }
         try:
             for future in as_completed(futures):
@@ -228,8 +229,7 @@ def run_feeds(
                         pending.cancel()
                     break
                 try:
-                    fetched, parsed = future.result()
-                    outcome = process(feed, fetched, deps, parsed)
+                    outcome = process(feed, future.result(), deps)
                     if outcome.status != 304:
                         log.info(
                             "feed polled feed=%s feed_id=%d status=%s new=%d alerts_queued=%d",

@@ -20,7 +20,7 @@ from monitor.metrics import Metrics
 from monitor.models import utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.service import Service, config_stamp
-from monitor.workers import POOL_FROM
+from monitor.workers import PassPool
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,9 @@ def run(
     def deliver() -> None:
         service.deliver(deliverer, stop)
 
-    if service.deps.parser.enabled and len(service.feeds) >= POOL_FROM:
-        service.deps.parser.start()
+    pool = service.deps.pool
+    if isinstance(pool, PassPool) and pool.wants(len(service.feeds)):
+        pool.start()
 
     def prune() -> None:
         retention = service.config.settings.retention

@@ -27,10 +27,10 @@ from monitor.errors import ConfigError
 from monitor.match import Matcher
 from monitor.models import utcnow
 from monitor.outbox import Outbox
-from monitor.pipeline import Deliverer, DeliveryReport, Deps
+from monitor.pipeline import Deliverer, DeliveryReport, Deps, FeedPool
 from monitor.poll import GuardedBackend, GuardedTransport
 from monitor.store import FeedState, Store
-from monitor.workers import ParsePool
+from monitor.workers import PassPool
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,8 @@ class Service:
         self.feeds = self.deps.store.sync_feeds(new.feeds, new.interval, new.backfill)
         self.deps = replace(self.deps, matcher=matcher)
         self.config = replace(new, settings=self.config.settings)
+        if isinstance(self.deps.pool, PassPool):
+            self.deps.pool.configure(self.config)
         log.info("config reloaded feeds=%d watchlists=%d", len(self.feeds), len(new.watchlists))
         return True
 
@@ -178,25 +180,31 @@ class Service:
         return deliverer.run(stop)
 
     def close(self) -> None:
-        self.deps.parser.close()
+        if isinstance(self.deps.pool, PassPool):
+            self.deps.pool.close()
         self.deps.client.close()
         self.deps.store.engine.dispose()
 
 
-def build(config: Config, *, sink: Alerter | None = None) -> Service:
+def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:
+    """Clients, database and matcher for one process (the service or a pass worker)."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
-    store = Store(engine)
-    matcher = Matcher(config.watchlists, spacy.blank("en"), load_ner)
-    deps = Deps(
+    return Deps(
         settings=settings,
         client=http_client(settings),
-        store=store,
+        store=Store(engine),
         outbox=Outbox(engine),
-        parser=ParsePool(settings.parse_processes),
-        matcher=matcher,
+        matcher=Matcher(config.watchlists, spacy.blank("en"), load_ner),
         alerter=sink or alerter(settings),
+        pool=pool,
     )
+
+
+def build(config: Config, *, sink: Alerter | None = None) -> Service:
+    settings = config.settings
+    deps = deps_for(config, sink=sink, pool=PassPool(settings.poll_processes, config))
+    store = deps.store
     feeds = store.sync_feeds(config.feeds, config.interval, config.backfill)
     log.info(
         "service ready feeds=%d watchlists=%d sink=%s database=%s",

@@ -1,5 +1,6 @@
-"""The CPU-heavy part of a feed's pass (parse, then identify each entry), runnable in
-worker processes so a cycle of many feeds uses every core despite the GIL.
+"""Whole feed passes (fetch -> parse -> dedupe -> match -> store) in worker processes, each
+taking a share of a cycle's feeds, so a cycle of many feeds uses every core: one
+process's GIL cannot fetch, parse, match and write fast enough for thousands of feeds.
 
 Kept apart from pipeline.py so a worker process imports only what it needs.
 """
@@ -8,50 +9,76 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from monitor import dedupe, parse
-from monitor.models import Entry, Fetched
-from monitor.parse import ParsedFeed
+from monitor.config import Config
+from monitor.pipeline import Deps, FeedOutcome, run_feeds
+from monitor.store import FeedState
 
 POOL_FROM = 20  # feeds in a cycle before worker processes are worth their start-up
+_deps: Deps | None = None  # each worker process's own clients, database engine and matcher
 
 
-def parse_entries(fetched: Fetched) -> tuple[ParsedFeed, list[Entry]]:
-    parsed = parse.parse(fetched)
-    return parsed, [dedupe.identify(item) for item in parsed.items]
+def _start_worker(config: Config) -> None:
+    from monitor.service import deps_for
+
+    global _deps
+    _deps = deps_for(config)
+
+
+def _run_share(feeds: Sequence[FeedState]) -> list[FeedOutcome]:
+    assert _deps is not None, "worker started without its dependencies"
+    return run_feeds(feeds, _deps)
 
 
 def _ready() -> None:
-    """Nothing: submitting it makes a worker start and import this module."""
+    """Nothing: submitting it makes a worker start."""
 
 
-class ParsePool:
-    """Worker processes, started on first use and kept for the service's life."""
+class PassPool:
+    """Worker processes, started on first use and kept until the config changes."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None, config: Config) -> None:
         self._workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._config = config
         self._pool: ProcessPoolExecutor | None = None
 
     @property
     def enabled(self) -> bool:
         return self._workers > 1
 
+    def wants(self, feeds: int) -> bool:
+        return self.enabled and feeds >= POOL_FROM
+
     def start(self) -> list[Future[None]]:
-        """Starts the workers now (they take a second to import) and returns futures that
-        finish when each is ready; callers need not wait."""
+        """Starts the workers now (they take a moment to import and build their matcher)
+        and returns futures that finish when each is ready; callers need not wait."""
         if self._pool is None:
             # spawn, not fork: the parent has threads (scheduler, fetchers) whose locks a
             # forked child could inherit held.
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(self._config,),
+            )
         return [self._pool.submit(_ready) for _ in range(self._workers)]
 
-    def run(self, fetched: Fetched) -> tuple[ParsedFeed, list[Entry]]:
+    def run(self, feeds: Sequence[FeedState]) -> list[FeedOutcome]:
+        """Every feed's pass, the feeds dealt out to the workers in turn."""
         if self._pool is None:
             self.start()
         assert self._pool is not None
-        return self._pool.submit(parse_entries, fetched).result()
+        shares = [list(feeds[i :: self._workers]) for i in range(self._workers)]
+        futures = [self._pool.submit(_run_share, share) for share in shares if share]
+        return [outcome for future in futures for outcome in future.result()]
+
+    def configure(self, config: Config) -> None:
+        """A reloaded config: workers restart with it on next use."""
+        self._config = config
+        self.close()
 
     def close(self) -> None:
         if self._pool is not None:
