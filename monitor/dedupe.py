@@ -11,6 +11,7 @@ import hashlib
 import re
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -101,15 +102,16 @@ def identify(item: Item) -> Entry:
         key = f"hash:{digest}"
     story_key = f"url:{link}" if link else f"hash:{digest}"
     usable_link = item.link if link else None
-    signature = minhash(f"{item.title}\n{item.body}")
-    return Entry(
-        item=item,
-        key=_bounded(key),
-        story_key=_bounded(story_key),
-        link=usable_link,
-        minhash=signature,
-        bands=lsh_bands(signature) if signature is not None else None,
-    )
+    return Entry(item=item, key=_bounded(key), story_key=_bounded(story_key), link=usable_link)
+
+
+def fingerprint(entry: Entry) -> Entry:
+    """The entry with its MinHash signature and LSH bands, for near-duplicate stories.
+    Only matched entries need one: only they can start or join a story."""
+    signature = minhash(f"{entry.item.title}\n{entry.item.body}")
+    if signature is None:
+        return entry
+    return replace(entry, minhash=signature, bands=lsh_bands(signature))
 
 
 def fresh(entries: Iterable[Entry], seen: set[str]) -> list[Entry]:

@@ -156,7 +156,12 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
         alertable = [e for e in new if not e.item.published or e.item.published >= cutoff]
     else:
         alertable = new
-    matches = deps.matcher.match(alertable, feed=feed.name)
+    matches = [
+        (dedupe.fingerprint(e), results)
+        for e, results in deps.matcher.match(alertable, feed=feed.name)
+    ]
+    printed = {e.key: e for e, _ in matches}
+    new = [printed.get(e.key, e) for e in new]
     wanted = policies(deps.matcher.watchlists, now)
     record = FetchResult(
         feed.id,

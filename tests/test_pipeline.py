@@ -372,3 +372,50 @@ def test_poll_end_to_end_on_postgresql(
     assert main(["--config", str(two_feeds), "feeds", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["last_status"] for r in rows} == {304} and {r["state"] for r in rows} == {"ok"}
+
+
+def test_near_identical_copies_under_other_links_join_the_story(
+    feed_server: FeedServer, slack_env: FakeSlack, tmp_path: Path
+) -> None:
+    body = (
+        "Foreign Minister Qin Gang has not been seen in public for three weeks, and the "
+        "ministry in Beijing declined on Tuesday to say where he was or when he would "
+        "return, fuelling speculation about his health and his standing with the leadership."
+    )
+    feed_server.routes["/a.xml"] = Route(
+        rss(
+            [
+                {
+                    "title": "Qin Gang missing",
+                    "guid": "a",
+                    "link": "https://one.example/qin",
+                    "description": body,
+                }
+            ]
+        )
+    )
+    feed_server.routes["/b.xml"] = Route(
+        rss(
+            [
+                {
+                    "title": "Qin Gang still missing",
+                    "guid": "b",
+                    "link": "https://two.example/2023/qin-gang",
+                    "description": body.replace("Tuesday", "Monday"),
+                }
+            ]
+        )
+    )
+    cfg = write_config(tmp_path / "c", [{"name": "a", "url": feed_server.url("/a.xml")}])
+    main(["--config", str(cfg), "poll"])
+    write_config(
+        cfg,
+        [
+            {"name": "a", "url": feed_server.url("/a.xml")},
+            {"name": "b", "url": feed_server.url("/b.xml")},
+        ],
+    )
+    main(["--config", str(cfg), "poll"])
+    parent, reply = slack_env.messages
+    assert parent["text"].startswith("Qin Gang missing")
+    assert reply["thread_ts"] == parent["ts"] and reply["text"].startswith("Also reported by b")

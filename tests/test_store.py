@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from monitor.config import FeedConfig, Watchlist
 from monitor.db import make_engine
-from monitor.dedupe import identify
+from monitor.dedupe import fingerprint, identify
 from monitor.models import Entry, FetchResult, Hit, Item, MatchResult, Sent, utcnow
 from monitor.outbox import Outbox, Policy
 from monitor.store import Store
@@ -28,16 +28,16 @@ BODY = (
 
 
 def entry(guid: str, link: str | None, title: str = "Qin Gang missing", body: str = "s") -> Entry:
-    return identify(
-        Item(
-            title=title,
-            link=link,
-            guid=guid,
-            summary=body,
-            content="",
-            published=datetime(2023, 7, 24, tzinfo=UTC),
-        )
+    """A matched entry, fingerprinted as the pipeline does for matches."""
+    item = Item(
+        title=title,
+        link=link,
+        guid=guid,
+        summary=body,
+        content="",
+        published=datetime(2023, 7, 24, tzinfo=UTC),
     )
+    return fingerprint(identify(item))
 
 
 def result(
