@@ -50,13 +50,16 @@ def _alembic(connection: Connection) -> AlembicConfig:
     return cfg
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
+def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) -> None:
     """Brings the schema to `revision` with Alembic; safe to run at every start."""
     try:
         with engine.begin() as connection:
             command.upgrade(_alembic(connection), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
+    finally:
+        if dispose:
+            engine.dispose()
 
 
 def revision_of(engine: Engine) -> str | None:
@@ -71,12 +74,11 @@ def new_revision(engine: Engine, message: str) -> None:
 
 
 class Database:
-    """An engine with the schema migrated to the newest revision, and transactions that
-    raise StoreError."""
+    """An engine whose schema is in place (see migrate), and transactions that raise
+    StoreError."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        migrate(engine)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

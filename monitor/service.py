@@ -22,7 +22,7 @@ from monitor.alert import Alerter
 from monitor.alert.console import ConsoleAlerter
 from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.config import Config, Settings
-from monitor.db import make_engine
+from monitor.db import make_engine, migrate
 from monitor.errors import ConfigError
 from monitor.match import Matcher
 from monitor.models import utcnow
@@ -202,7 +202,10 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
 
 
 def build(config: Config, *, sink: Alerter | None = None) -> Service:
+    """The service's dependencies, with the schema migrated first: once, here, not again
+    in every pass worker."""
     settings = config.settings
+    migrate(make_engine(settings.effective_database_url()), dispose=True)
     deps = deps_for(config, sink=sink, pool=PassPool(settings.poll_processes, config))
     store = deps.store
     feeds = store.sync_feeds(config.feeds, config.interval, config.backfill)

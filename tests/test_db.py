@@ -63,6 +63,7 @@ def _head() -> str:
 
 def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
     engine = make_engine(any_db_url)
+    migrate(engine)
     store, outbox = Store(engine), Outbox(engine)
     [feed] = feeds(store, "world")
     for i in range(4):

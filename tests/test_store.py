@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from monitor.config import FeedConfig, Watchlist
-from monitor.db import make_engine
+from monitor.db import make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.models import Entry, FetchResult, Hit, Item, MatchResult, Sent, utcnow
 from monitor.outbox import Outbox, Policy
@@ -50,6 +50,7 @@ def result(
 @pytest.fixture
 def db(any_db_url: str) -> Iterator[tuple[Store, Outbox]]:
     engine = make_engine(any_db_url)
+    migrate(engine)
     yield Store(engine), Outbox(engine)
     engine.dispose()
 
@@ -207,7 +208,7 @@ def test_digests_gather_held_deliveries(db: tuple[Store, Outbox]) -> None:
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/wal.db")
-    Store(engine)
+    migrate(engine)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
