@@ -106,12 +106,12 @@ def identify(item: Item) -> Entry:
 
 
 def fingerprint(entry: Entry) -> Entry:
-    """The entry with its MinHash signature and LSH bands, for near-duplicate stories.
+    """The entry with its MinHash signature, for near-duplicate stories.
     Only matched entries need one: only they can start or join a story."""
     signature = minhash(f"{entry.item.title}\n{entry.item.body}")
     if signature is None:
         return entry
-    return replace(entry, minhash=signature, bands=lsh_bands(signature))
+    return replace(entry, minhash=signature)
 
 
 def fresh(entries: Iterable[Entry], seen: set[str]) -> list[Entry]:

@@ -87,7 +87,6 @@ class Entry:
     story_key: str
     link: str | None
     minhash: tuple[int, ...] | None = None  # of the text, for near-duplicate stories
-    bands: tuple[int, ...] | None = None  # the minhash's LSH band keys
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sqlmodel import Session, SQLModel, col
 
 from monitor.config import FeedConfig
 from monitor.db import Database
-from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, similarity
+from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
 from monitor.models import (
     ArticleRow,
     DeliveryRow,
@@ -117,7 +117,8 @@ class Store(Database):
         now = utcnow()
         queued = 0
         with self._session() as s:
-            stories = self._near_duplicates(s, entries, now)
+            bands = {e.key: lsh_bands(e.minhash) for e in entries if e.minhash is not None}
+            stories = self._near_duplicates(s, entries, bands, now)
             ids: dict[str, int] = {}
             rows = [
                 {
@@ -130,7 +131,7 @@ class Store(Database):
                     "published_at": e.item.published,
                     "seen_at": now,
                     "alertable": e.key in alertable,
-                    **_band_columns(e),
+                    **_band_columns(e, bands.get(e.key)),
                 }
                 for e in entries
             ]
@@ -181,15 +182,19 @@ class Store(Database):
         return queued
 
     def _near_duplicates(
-        self, s: Session, entries: Sequence[Entry], now: datetime
+        self,
+        s: Session,
+        entries: Sequence[Entry],
+        bands: Mapping[str, tuple[int, ...]],
+        now: datetime,
     ) -> dict[str, str]:
         """Entry key -> story key of a recent article with nearly the same text.
 
         One query for the whole batch: candidates share an LSH band with some entry."""
         keyed = []
         for e in entries:
-            if e.minhash is not None and e.bands is not None:
-                keyed.append((e, e.minhash, e.bands))
+            if e.minhash is not None and e.key in bands:
+                keyed.append((e, e.minhash, bands[e.key]))
         if not keyed:
             return {}
         columns = [col(getattr(ArticleRow, b)) for b in _BANDS]
@@ -410,10 +415,10 @@ def _record(row: FeedRow, result: FetchResult) -> None:
         row.url = result.moved_to
 
 
-def _band_columns(e: Entry) -> dict[str, object]:
-    if e.minhash is None or e.bands is None:
+def _band_columns(e: Entry, bands: tuple[int, ...] | None) -> dict[str, object]:
+    if e.minhash is None or bands is None:
         return {"signature": None, **dict.fromkeys(_BANDS)}
-    return {"signature": list(e.minhash), **dict(zip(_BANDS, e.bands, strict=True))}
+    return {"signature": list(e.minhash), **dict(zip(_BANDS, bands, strict=True))}
 
 
 def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:
