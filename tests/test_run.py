@@ -52,6 +52,14 @@ def start_service(
     )
 
 
+def stop_service(proc: subprocess.Popen[str]) -> tuple[str, float]:
+    """SIGTERM, as systemd stops it; returns stderr and how long the exit took."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    return err, time.monotonic() - started
+
+
 def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -69,10 +77,7 @@ def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
             etag='"2"',
         )
         assert wait_for(lambda: len(slack.messages) == 4), "new item never alerted"
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - started
+        err, elapsed = stop_service(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -97,10 +102,7 @@ def test_run_exits_quickly_even_while_a_fetch_hangs(
     proc = start_service(cfg, slack, tmp_path / "hang.db")
     try:
         assert wait_for(lambda: feed_server.hits.get("/hang.xml", 0) >= 1)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - started
+        err, elapsed = stop_service(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
