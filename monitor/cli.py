@@ -19,10 +19,10 @@ from types import FrameType
 import spacy
 
 from monitor import config as config_mod
-from monitor import logs, parse, poll, scheduler
+from monitor import logs, parse, poll, queue_mode, scheduler
 from monitor.config import Config, Watchlist
 from monitor.db import make_engine, migrate, revision_of
-from monitor.errors import ConfigError, MonitorError, ParseError
+from monitor.errors import ConfigError, MonitorError, ParseError, UsageError
 from monitor.health import assess
 from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
@@ -31,10 +31,6 @@ from monitor.service import build, http_client, load_ner
 from monitor.store import Store
 
 log = logging.getLogger("monitor.cli")
-
-
-class UsageError(MonitorError):
-    """A command line that names something the config does not have."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "--http",
         metavar="HOST:PORT",
         help="serve /healthz and /metrics here, e.g. 127.0.0.1:9310 (off by default)",
+    )
+    r.add_argument(
+        "--workers-mode",
+        choices=("single", "queue"),
+        help="single: this process does everything (default); queue: one of several workers "
+        "sharing a PostgreSQL job queue (overrides workers_mode in monitor.yaml)",
     )
     sub.add_parser("poll", help="fetch every feed once, match, store, deliver, exit")
     sub.add_parser("check", help="validate the config directory")
@@ -209,8 +211,12 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    queued = (args.workers_mode or cfg.settings.workers_mode) == "queue"
+    if queued:
+        queue_mode.conninfo(cfg.settings.effective_database_url())  # PostgreSQL, or say so now
     service = build(cfg)
-    idle = scheduler.run(service, stop, reload=reload, http=args.http)
+    runner = queue_mode.run if queued else scheduler.run
+    idle = runner(service, stop, reload=reload, http=args.http)
     if not idle:
         # A fetch is still waiting on the network. Every write is a committed or
         # rolled-back transaction, so leaving now cannot half-write anything.

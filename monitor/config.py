@@ -175,6 +175,22 @@ class DeliverySettings(_Model):
     lease: Duration = timedelta(minutes=2)  # a send unconfirmed for this long is checked
 
 
+class QueueSettings(_Model):
+    """Queue mode (several workers on one PostgreSQL, see queue_mode.py)."""
+
+    concurrency: int = Field(default=16, ge=1, le=256)  # jobs at once in one worker process
+    heartbeat: Duration = timedelta(seconds=10)
+    stalled_after: Duration = timedelta(seconds=30)  # no heartbeat this long: the worker is dead
+    feed_lease: Duration = timedelta(minutes=15)  # a queued feed not polled by then is queued again
+    delivery_budget: Duration = timedelta(seconds=60)  # a delivery job's turn in one channel
+
+    @model_validator(mode="after")
+    def _beats(self) -> QueueSettings:
+        if self.stalled_after <= self.heartbeat:
+            raise ValueError("stalled_after must be longer than heartbeat")
+        return self
+
+
 class Settings(_Model):
     """monitor.yaml: every key optional."""
 
@@ -186,6 +202,8 @@ class Settings(_Model):
     tick: Duration = timedelta(seconds=5)
     log_level: str = "INFO"
     poll_processes: int | None = Field(default=None, ge=1)  # for cycles of many feeds; 1 per core
+    workers_mode: Literal["single", "queue"] = "single"  # queue: many workers on one PostgreSQL
+    queue: QueueSettings = QueueSettings()
     retention: Duration | None = None  # prune matches and articles older than this
     http: HttpSettings = HttpSettings()
     slack: SlackSettings = SlackSettings()
@@ -488,6 +506,8 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, An
     slack = dict(data.get("slack") or {})
     if env.get("MONITOR_DATABASE_URL"):
         data["database_url"] = env["MONITOR_DATABASE_URL"]
+    if env.get("MONITOR_WORKERS_MODE"):
+        data["workers_mode"] = env["MONITOR_WORKERS_MODE"]
     if env.get("MONITOR_ALLOW_PRIVATE_NETWORKS", "").lower() in ("1", "true", "yes"):
         data["allow_private_networks"] = True
     for var, key in (

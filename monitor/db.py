@@ -10,7 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,12 +20,15 @@ from monitor.errors import StoreError
 
 
 def make_engine(url: str) -> Engine:
-    """SQLite gets WAL and a busy timeout so the scheduler's jobs and CLI readers coexist."""
+    """SQLite gets WAL and a busy timeout so the scheduler's jobs and CLI readers coexist;
+    a plain postgresql:// URL means psycopg 3, the driver we ship."""
     parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:
@@ -36,11 +39,12 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True)
     return engine
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATE_LOCK = 0x6D6F6E69  # "moni": PostgreSQL advisory lock held while migrating
 
 
 def _alembic(connection: Connection) -> AlembicConfig:
@@ -51,9 +55,14 @@ def _alembic(connection: Connection) -> AlembicConfig:
 
 
 def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) -> None:
-    """Brings the schema to `revision` with Alembic; safe to run at every start."""
+    """Brings the schema to `revision` with Alembic; safe to run at every start, also by
+    several workers starting at once on PostgreSQL (they take turns)."""
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK}
+                )
             command.upgrade(_alembic(connection), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc

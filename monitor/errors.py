@@ -70,6 +70,10 @@ class StoreError(MonitorError):
     pass
 
 
+class UsageError(MonitorError):
+    """A command line or setting that asks for what cannot be: the operator must change it."""
+
+
 class AlertError(MonitorError):
     def __init__(
         self,

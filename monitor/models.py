@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -248,6 +248,8 @@ class DeliveryRow(SQLModel, table=True):
     """
 
     __tablename__ = "delivery"
+    # a channel's last send paces the next, whichever worker makes it (queue mode)
+    __table_args__ = (Index("ix_delivery_channel_sent_at", "channel", "sent_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=900)

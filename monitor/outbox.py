@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
 from monitor.config import Watchlist
@@ -122,23 +122,17 @@ def queue(
 
 
 class Outbox(Database):
-    def due(self, now: datetime, limit: int = 100) -> list[Outgoing]:
-        """Pending rows whose time has come; a follow-up waits until its parent is sent."""
+    def due(self, now: datetime, limit: int = 100, channel: str | None = None) -> list[Outgoing]:
+        """Pending rows whose time has come (in one channel, if given); a follow-up waits
+        until its parent is sent."""
         out: list[Outgoing] = []
+        stmt = select(DeliveryRow).where(
+            col(DeliveryRow.status) == "pending", col(DeliveryRow.next_attempt_at) <= now
+        )
+        if channel is not None:
+            stmt = stmt.where(col(DeliveryRow.channel) == channel)
         with self._session() as s:
-            rows = (
-                s.execute(
-                    select(DeliveryRow)
-                    .where(
-                        col(DeliveryRow.status) == "pending",
-                        col(DeliveryRow.next_attempt_at) <= now,
-                    )
-                    .order_by(col(DeliveryRow.id))
-                    .limit(limit)
-                )
-                .scalars()
-                .all()
-            )
+            rows = s.execute(stmt.order_by(col(DeliveryRow.id)).limit(limit)).scalars().all()
             for row in rows:
                 thread_ts = None
                 if row.thread_of:
@@ -249,12 +243,17 @@ class Outbox(Database):
                 .values(status="pending", attempt_started_at=None, next_attempt_at=utcnow())
             )
 
-    def unconfirmed(self, started_before: datetime | None) -> list[tuple[Outgoing, datetime]]:
-        """Rows left in "sending" (all of them, or those older than a lease)."""
+    def unconfirmed(
+        self, started_before: datetime | None, channel: str | None = None
+    ) -> list[tuple[Outgoing, datetime]]:
+        """Rows left in "sending" (all of them, or those older than a lease; in one channel,
+        if given)."""
         with self._session() as s:
             stmt = select(DeliveryRow).where(col(DeliveryRow.status) == "sending")
             if started_before is not None:
                 stmt = stmt.where(col(DeliveryRow.attempt_started_at) < started_before)
+            if channel is not None:
+                stmt = stmt.where(col(DeliveryRow.channel) == channel)
             out = []
             for row in s.execute(stmt.order_by(col(DeliveryRow.id))).scalars().all():
                 thread_ts = None
@@ -266,6 +265,26 @@ class Outbox(Database):
                     ).scalar()
                 out.append((self._outgoing(s, row, thread_ts), row.attempt_started_at or utcnow()))
             return out
+
+    def channels_due(self, now: datetime, started_before: datetime) -> list[str]:
+        """Channels with a row to send now, or one left unconfirmed longer than a lease."""
+        status, started = col(DeliveryRow.status), col(DeliveryRow.attempt_started_at)
+        stmt = (
+            select(col(DeliveryRow.channel))
+            .where(
+                ((status == "pending") & (col(DeliveryRow.next_attempt_at) <= now))
+                | ((status == "sending") & (started < started_before))
+            )
+            .distinct()
+        )
+        with self._session() as s:
+            return sorted(s.execute(stmt).scalars())
+
+    def last_sent_at(self, channel: str) -> datetime | None:
+        """When the channel last got a message, from any worker: pacing carries across them."""
+        stmt = select(func.max(col(DeliveryRow.sent_at))).where(col(DeliveryRow.channel) == channel)
+        with self._session() as s:
+            return s.execute(stmt).scalar()
 
     def make_digests(self, watchlists: Sequence[Watchlist], now: datetime) -> int:
         """Gathers held rows into digest deliveries: at each schedule boundary for digest

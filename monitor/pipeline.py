@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -284,6 +284,11 @@ class DeliveryReport:
     recovered: int = 0  # lost sends found in Slack instead of posted again
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; ours are all UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
     """Exponential backoff with full jitter, so many failed alerts do not retry in step."""
     ceiling = min(cap, base * (1 << min(attempts, 20)))
@@ -293,21 +298,32 @@ def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
 class Deliverer:
     """Sends due deliveries at Slack's pace: one message per `channel_interval` in each
     channel, `max_per_second` overall, channels taking turns so one busy channel does not
-    hold up the others. Keeps its pacing between passes."""
+    hold up the others. Keeps its pacing between passes.
 
-    def __init__(self, deps: Deps) -> None:
+    Given a `channel`, it sends to that channel only and starts its pacing from the
+    channel's last send in the database: in queue mode the channel's previous message
+    may have come from another worker."""
+
+    def __init__(self, deps: Deps, channel: str | None = None) -> None:
         self._deps = deps
         self._policy = deps.settings.delivery
+        self._channel = channel
         self._next_in_channel: dict[str, float] = {}
         self._next_any = 0.0
+        if channel is not None and (last := deps.outbox.last_sent_at(channel)) is not None:
+            wait = self._policy.channel_interval - (utcnow() - _aware(last))
+            self._next_in_channel[channel] = time.monotonic() + wait.total_seconds()
 
-    def run(self, stop: threading.Event | None = None) -> DeliveryReport:
-        """One pass: settles sends a crash left unconfirmed, then sends all that is due."""
+    def run(
+        self, stop: threading.Event | None = None, until: float | None = None
+    ) -> DeliveryReport:
+        """One pass: settles sends a crash left unconfirmed, then sends all that is due
+        (or what it can before the monotonic time `until`)."""
         stop = stop or threading.Event()
         report = DeliveryReport()
         self._recover(report)
-        while not stop.is_set():
-            batch = self._deps.outbox.due(utcnow())
+        while not stop.is_set() and (until is None or time.monotonic() < until):
+            batch = self._deps.outbox.due(utcnow(), channel=self._channel)
             if not batch:
                 break
             queues: dict[str, deque[Outgoing]] = {}
@@ -316,6 +332,8 @@ class Deliverer:
             while queues and not stop.is_set():
                 channel = min(queues, key=lambda c: self._next_in_channel.get(c, 0.0))
                 ready_at = max(self._next_in_channel.get(channel, 0.0), self._next_any)
+                if until is not None and ready_at >= until:
+                    return report
                 if stop.wait(max(0.0, ready_at - time.monotonic())):
                     break
                 out = queues[channel].popleft()
@@ -338,7 +356,8 @@ class Deliverer:
 
     def _recover(self, report: DeliveryReport) -> None:
         outbox = self._deps.outbox
-        for out, started in outbox.unconfirmed(utcnow() - self._policy.lease):
+        stale = utcnow() - self._policy.lease
+        for out, started in outbox.unconfirmed(stale, channel=self._channel):
             found = self._look_for(out, started)
             if found is not None:
                 outbox.sent(out.delivery_id, out.channel, found)

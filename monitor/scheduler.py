@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -25,25 +26,31 @@ from monitor.workers import PassPool
 log = logging.getLogger(__name__)
 
 
-class _Activity:
+class Activity:
     """Counts running jobs so shutdown can wait for them, and no longer than it must."""
 
     def __init__(self) -> None:
         self._count = 0
         self._cond = threading.Condition()
 
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._cond:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify_all()
+
     def guard(self, name: str, job: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
-            with self._cond:
-                self._count += 1
-            try:
-                job()
-            except Exception:
-                log.exception("job failed job=%s", name)
-            finally:
-                with self._cond:
-                    self._count -= 1
-                    self._cond.notify_all()
+            with self.running():
+                try:
+                    job()
+                except Exception:
+                    log.exception("job failed job=%s", name)
 
         return run
 
@@ -64,7 +71,7 @@ def run(
     Every tick it also looks at the config files, and reloads them when they changed or
     `reload` is set (SIGHUP)."""
     reload = reload or threading.Event()
-    activity = _Activity()
+    activity = Activity()
     metrics = Metrics()
     scheduler = BackgroundScheduler(
         timezone=UTC,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlmodel import Session, SQLModel, col
 
 from monitor.config import FeedConfig
@@ -34,6 +34,7 @@ from monitor.outbox import Policy, queue
 
 log = logging.getLogger(__name__)
 _CHUNK = 400
+_SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
 _BANDS = tuple(f"band{i}" for i in range(BANDS))
 
 
@@ -59,9 +60,12 @@ class Store(Database):
         interval: Any,
         backfill: Any,
     ) -> list[FeedState]:
-        """Makes the table agree with feeds.yaml (by name) and returns the configured feeds."""
+        """Makes the table agree with feeds.yaml (by name) and returns the configured feeds.
+        Workers starting together on PostgreSQL take turns (an advisory lock)."""
         out = []
         with self._session() as s:
+            if self.engine.dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SYNC_LOCK})
             rows = {r.name: r for r in s.execute(select(FeedRow)).scalars()}
             for cfg in feeds:
                 row = rows.get(cfg.name)
@@ -75,16 +79,43 @@ class Store(Database):
                 out.append(_state(row, interval(cfg), backfill(cfg)))
         return out
 
-    def states(self, feeds: Sequence[FeedState], due_by: datetime | None = None) -> list[FeedState]:
-        """The feeds' current fetch state, read afresh; only those due by `due_by` if given."""
+    def states(
+        self,
+        feeds: Sequence[FeedState],
+        due_by: datetime | None = None,
+        unpolled_since: datetime | None = None,
+    ) -> list[FeedState]:
+        """The feeds' current fetch state, read afresh; only those due by `due_by`, or not
+        polled since `unpolled_since`, if given."""
         ids = {f.id: f for f in feeds}
         if not ids:
             return []
         stmt = select(FeedRow).where(col(FeedRow.id).in_(ids))
         if due_by is not None:
             stmt = stmt.where(col(FeedRow.next_due_at) <= due_by)
+        if unpolled_since is not None:
+            polled = col(FeedRow.last_fetch_at)
+            stmt = stmt.where(polled.is_(None) | (polled < unpolled_since))
         with self._session() as s:
             rows = s.execute(stmt.order_by(col(FeedRow.next_due_at))).scalars()
+            return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
+
+    def claim_due(
+        self, feeds: Sequence[FeedState], now: datetime, lease: timedelta
+    ) -> list[FeedState]:
+        """The feeds due by `now`, each moved `lease` ahead in the same statement, so two
+        schedulers never both queue a feed; its poll then sets the real next due time, and
+        a feed whose poll was lost comes due again when the lease runs out."""
+        ids = {f.id: f for f in feeds}
+        if not ids:
+            return []
+        with self._session() as s:
+            rows = s.execute(
+                update(FeedRow)
+                .where(col(FeedRow.id).in_(ids), col(FeedRow.next_due_at) <= now)
+                .values(next_due_at=now + lease)
+                .returning(FeedRow)
+            ).scalars()
             return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
 
     def seen_keys(self, feed_id: int, keys: Iterable[str]) -> set[str]:

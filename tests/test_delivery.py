@@ -271,3 +271,32 @@ def test_run_feeds_then_deliver_keeps_parent_before_thread(
     service.close()
     parent, reply = slack_env.messages
     assert "thread_ts" not in parent and reply["thread_ts"] == parent["ts"]
+
+
+def test_a_channel_is_paced_from_its_last_send_whoever_made_it(
+    feed_server: FeedServer, slack_env: FakeSlack, tmp_path: Path
+) -> None:
+    """Queue mode hands a channel to one worker after another; each new deliverer waits
+    out the channel's interval from the last send in the database."""
+    feed_server.routes["/f.xml"] = Route(rss(qin_items(4)))
+    cfg = write_config(
+        tmp_path / "c",
+        [{"name": "f", "url": feed_server.url("/f.xml")}],
+        settings={"delivery": {"channel_interval": "300ms", "max_per_second": 100, "lease": "1s"}},
+    )
+    slack_env.min_interval = 0.25
+    service = build(config_mod.load(cfg))
+    deliverers = 0
+    try:
+        run_feeds(service.deps.store.states(service.feeds), service.deps)
+        deadline = time.monotonic() + 20
+        while len(slack_env.messages) < 4 and time.monotonic() < deadline:
+            # a fresh deliverer each time, with a turn too short to wait out the interval
+            Deliverer(service.deps, channel="#china-desk").run(until=time.monotonic() + 0.05)
+            deliverers += 1
+            time.sleep(0.01)
+    finally:
+        service.close()
+    assert len(slack_env.in_channel("#china-desk")) == 4
+    assert slack_env.rate_limited == 0
+    assert deliverers > 4  # some turns ended waiting, rather than posting too soon

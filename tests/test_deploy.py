@@ -57,6 +57,8 @@ def test_compose_file_is_well_formed() -> None:
     assert monitor["build"]["dockerfile"] == "deploy/Dockerfile"
     assert (DEPLOY.parent / monitor["build"]["context"].replace("..", ".")).exists()
     assert monitor["environment"]["MONITOR_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert monitor["environment"]["MONITOR_WORKERS_MODE"] == "queue"  # so `--scale` works
+    assert "container_name" not in monitor  # a fixed name would forbid replicas
     assert set(monitor["depends_on"]) <= set(services)
     for volume in (v.split(":")[0] for s in services.values() for v in s.get("volumes", [])):
         assert volume.startswith(".") or volume in compose["volumes"], volume
@@ -69,3 +71,20 @@ def test_dockerfile_runs_unprivileged() -> None:
     assert users and users[-1] != "USER root"
     assert lines.index(users[-1]) < lines.index('CMD ["monitor", "run"]')
     assert "STOPSIGNAL SIGTERM" in lines
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+def test_worker_template_unit_verifies(tmp_path: Path) -> None:
+    unit = (DEPLOY / "monitor@.service").read_text()
+    assert "ExecStart=/opt/monitor/bin/monitor run --workers-mode queue" in unit
+    assert "User=monitor" in unit and "Restart=on-failure" in unit
+    local = Path(sys.executable).with_name("monitor")
+    copy = tmp_path / "monitor@.service"
+    copy.write_text(unit.replace("/opt/monitor/bin/monitor", str(local)))
+    instance = tmp_path / "monitor@1.service"
+    instance.symlink_to(copy)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "monitor@" not in result.stderr, result.stderr

@@ -278,3 +278,44 @@ def test_unchanged_feeds_are_recorded_in_bulk(db: tuple[Store, Outbox]) -> None:
     assert rows["a"].last_status == 304 and rows["a"].last_duration_ms == 250
     assert rows["a"].next_due_at == later and rows["a"].last_success_at is not None
     assert rows["b"].last_status == 304 and rows["b"].last_duration_ms is None
+
+
+def test_a_due_feed_is_claimed_once_until_its_lease_runs_out(db: tuple[Store, Outbox]) -> None:
+    store, _ = db
+    feeds(store, "a", "b")
+    states = store.sync_feeds(
+        [FeedConfig(name=n, url=f"https://{n}.example/rss") for n in ("a", "b")],
+        lambda f: timedelta(minutes=10),
+        lambda f: timedelta(days=1),
+    )
+    now = utcnow()
+    lease = timedelta(minutes=15)
+    assert sorted(s.name for s in store.claim_due(states, now, lease)) == ["a", "b"]
+    assert store.claim_due(states, now + timedelta(minutes=1), lease) == []  # a 2nd scheduler
+    queued_at = now
+    a = next(s for s in states if s.name == "a")
+    store.record_fetches([FetchResult(a.id, status=304, error=None, next_due=now + lease * 2)])
+    # a poll job for `a` queued before that poll finds it done; `b` still waits for its poll
+    assert [s.name for s in store.states(states, unpolled_since=queued_at)] == ["b"]
+    # a lost poll: `b` comes due again when its lease runs out, `a` keeps its own time
+    assert [s.name for s in store.claim_due(states, now + lease, lease)] == ["b"]
+
+
+def test_channels_with_work_and_their_last_send(db: tuple[Store, Outbox]) -> None:
+    store, outbox = db
+    [feed] = feeds(store, "world")
+    save(store, feed, entry("1", "https://n.example/1"), result(channel="#a"))
+    save(store, feed, entry("2", "https://n.example/2"), result(channel="#b"))
+    now = utcnow()
+    assert outbox.channels_due(now, now - timedelta(minutes=2)) == ["#a", "#b"]
+    assert outbox.last_sent_at("#a") is None
+    [out] = outbox.due(now, channel="#a")
+    assert out.channel == "#a" and outbox.claim(out.delivery_id)
+    assert outbox.channels_due(now, now - timedelta(minutes=2)) == ["#b"]  # #a is being sent
+    assert outbox.channels_due(now, now + timedelta(seconds=1)) == ["#a", "#b"]  # lease over
+    outbox.sent(out.delivery_id, "#a", Sent("1700000000.000001", "CA"))
+    sent_at = outbox.last_sent_at("#a")
+    assert sent_at is not None
+    sent_at = sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)  # SQLite is naive
+    assert abs((utcnow() - sent_at).total_seconds()) < 5
+    assert outbox.unconfirmed(None, channel="#b") == []

@@ -1,0 +1,348 @@
+"""Queue mode: several `monitor run` processes, on one host or many, share one PostgreSQL
+through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE SKIP LOCKED).
+
+- Every tick one periodic job (procrastinate defers it once across all workers) claims
+  the due feeds, moving each one's due time a lease ahead in the same UPDATE, and queues
+  one poll job per feed, locked by the feed: no feed is polled by two workers at once.
+- Another gathers digests and queues one delivery job per channel with something due,
+  locked by the channel: one worker at a time posts to a channel, and it paces itself
+  from the channel's last send, whoever made it.
+- A worker that dies stops its heartbeat; after `queue.stalled_after` the recovery job
+  puts its jobs back in the queue for the others. Taking over is safe: a poll job whose
+  feed was polled since it was queued does nothing, and the outbox keeps alerts
+  exactly-once (claim before send, look for a lost send before posting again).
+
+The database stays the source of truth (feed due times, the outbox); the queue only says
+who does what now, so jobs carry ids, never data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import procrastinate
+from procrastinate import exceptions as queue_errors
+from procrastinate.job_context import JobContext
+from procrastinate.jobs import Status
+from procrastinate.schema import SchemaManager
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from monitor import metrics as metrics_mod
+from monitor.config import Settings
+from monitor.errors import UsageError
+from monitor.metrics import Metrics
+from monitor.models import utcnow
+from monitor.pipeline import Deliverer, check_health, run_feeds
+from monitor.scheduler import Activity
+from monitor.service import Service, config_stamp
+from monitor.store import FeedState
+
+log = logging.getLogger(__name__)
+
+POLL = "monitor:poll_feed"
+DELIVER = "monitor:deliver_channel"
+SCHEDULE = "monitor:schedule_feeds"
+DISPATCH = "monitor:dispatch_deliveries"
+RECOVER = "monitor:recover_stalled"
+PRUNE = "monitor:prune"
+_SCHEMA_LOCK = 0x6D6F6E71  # PostgreSQL advisory lock held while creating the queue's tables
+_VERSION_TABLE = "monitor_queue_schema"  # the procrastinate version its tables are at
+
+
+def conninfo(database_url: str) -> str:
+    """libpq's form of our SQLAlchemy URL: procrastinate talks to psycopg directly."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise UsageError(
+            f"queue mode needs PostgreSQL, not {url.get_backend_name()}: set "
+            "MONITOR_DATABASE_URL=postgresql://user@host/db (or database_url in monitor.yaml)"
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def prepare(engine: Engine) -> None:
+    """Creates procrastinate's tables and functions beside ours, or brings them up to the
+    installed procrastinate with its own migration files, once, even when several workers
+    start together (they take turns on an advisory lock). Upgrade all workers together:
+    a migration may drop what an older worker still calls."""
+    installed = _version(procrastinate.__version__)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        conn.execute(text(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version text NOT NULL)"))
+        recorded = conn.execute(text(f"SELECT version FROM {_VERSION_TABLE}")).scalar()
+        fresh = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None
+        if fresh:
+            steps = [SchemaManager.get_schema()]
+        elif recorded is not None and _version(recorded) < installed:
+            steps = [
+                path.read_text()
+                for path in sorted(Path(SchemaManager.get_migrations_path()).glob("*.sql"))
+                if _version(recorded) < _version(path.name.split("_")[0]) <= installed
+            ]
+        else:
+            steps = []
+        cursor = conn.connection.cursor()
+        for sql in steps:
+            cursor.execute(sql)  # no parameters: a file of many statements
+        cursor.close()
+        conn.execute(text(f"DELETE FROM {_VERSION_TABLE}"))
+        conn.execute(
+            text(f"INSERT INTO {_VERSION_TABLE} VALUES (:v)"), {"v": procrastinate.__version__}
+        )
+    if fresh:
+        log.info("job queue tables created procrastinate=%s", procrastinate.__version__)
+    elif steps:
+        log.info(
+            "job queue tables migrated from=%s to=%s files=%d",
+            recorded,
+            procrastinate.__version__,
+            len(steps),
+        )
+
+
+def _version(value: str) -> tuple[int, ...]:
+    """'3.10.0' and a migration file's '03.10.00' alike."""
+    return tuple(int(part) for part in value.split(".")[:3] if part.isdigit())
+
+
+def every(tick: timedelta) -> str:
+    """A cron line (with procrastinate's sixth column, seconds) firing every tick."""
+    seconds = max(1, round(tick.total_seconds()))
+    if seconds < 60:
+        return f"* * * * * */{seconds}"
+    return f"*/{max(1, seconds // 60)} * * * *"
+
+
+def make_app(settings: Settings) -> procrastinate.App:
+    """The job queue with our tasks: the same in every worker, so any worker runs any job."""
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=conninfo(settings.effective_database_url()), min_size=1, max_size=4
+        )
+    )
+    app.task(name=POLL, pass_context=True)(_poll_feed)
+    app.task(name=DELIVER, pass_context=True)(_deliver_channel)
+    tick = every(settings.tick)
+    for name, func in ((SCHEDULE, _schedule_feeds), (DISPATCH, _dispatch_deliveries)):
+        app.periodic(cron=tick)(
+            app.task(name=name, pass_context=True, lock=name, queueing_lock=name)(func)
+        )
+    # no lock: a recovery job left by a dead worker must not block the one that frees it
+    app.periodic(cron=tick)(
+        app.task(name=RECOVER, pass_context=True, queueing_lock=RECOVER)(_recover_stalled)
+    )
+    app.periodic(cron="17 */6 * * *")(
+        app.task(name=PRUNE, pass_context=True, lock=PRUNE, queueing_lock=PRUNE)(_prune)
+    )
+    return app
+
+
+def _job(context: JobContext, work: Callable[[QueueWorker], None]) -> None:
+    """Runs a job with this process's worker, counted so shutdown knows when it is idle."""
+    worker: QueueWorker = context.additional_context["monitor"]
+    with worker.activity.running():
+        work(worker)
+
+
+def _poll_feed(context: JobContext, feed_id: int, queued_at: str) -> None:
+    _job(context, lambda w: w.poll(feed_id, datetime.fromisoformat(queued_at)))
+
+
+def _deliver_channel(context: JobContext, channel: str) -> None:
+    _job(context, lambda w: w.deliver(channel))
+
+
+def _schedule_feeds(context: JobContext, timestamp: int) -> None:
+    _job(context, lambda w: w.schedule())
+
+
+def _dispatch_deliveries(context: JobContext, timestamp: int) -> None:
+    _job(context, lambda w: w.dispatch())
+
+
+def _prune(context: JobContext, timestamp: int) -> None:
+    _job(context, lambda w: w.prune())
+
+
+async def _recover_stalled(context: JobContext, timestamp: int) -> None:
+    """Jobs of workers silent for `stalled_after` go back to the queue. One that cannot
+    (a newer job for the same feed or channel is already waiting) is dropped: the newer
+    one does its work."""
+    manager = context.app.job_manager
+    worker: QueueWorker = context.additional_context["monitor"]
+    wait = worker.service.config.settings.queue.stalled_after.total_seconds()
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=wait):
+        try:
+            await manager.retry_job(job)
+            action = "requeued"
+        except queue_errors.ConnectorException:
+            await manager.finish_job(job, status=Status.FAILED, delete_job=True)
+            action = "dropped for the newer job queued"
+        log.warning(
+            "stalled job %s job_id=%s task=%s lock=%s dead_worker_id=%s",
+            action,
+            job.id,
+            job.task_name,
+            job.lock,
+            job.worker_id,
+        )
+
+
+class QueueWorker:
+    """One worker process in queue mode: the service its jobs run with."""
+
+    def __init__(self, service: Service, stop: threading.Event) -> None:
+        self.service = service
+        self.stop = stop
+        self.metrics = Metrics()
+        self.activity = Activity()
+        self.app = make_app(service.config.settings)
+        self._by_id: tuple[list[FeedState], dict[int, FeedState]] = ([], {})
+
+    def _feed(self, feed_id: int) -> FeedState | None:
+        feeds = self.service.feeds
+        if self._by_id[0] is not feeds:
+            self._by_id = (feeds, {f.id: f for f in feeds})
+        return self._by_id[1].get(feed_id)
+
+    def _queue(self, task: str, lock: str, **kwargs: Any) -> bool:
+        """Defers a job unless one with the same lock is already waiting."""
+        try:
+            self.app.tasks[task].configure(lock=lock, queueing_lock=lock).defer(**kwargs)
+        except queue_errors.AlreadyEnqueued:
+            return False
+        return True
+
+    def schedule(self) -> None:
+        service = self.service
+        deps, settings = service.deps, service.config.settings
+        now = utcnow()
+        claimed = deps.store.claim_due(service.feeds, now, settings.queue.feed_lease)
+        queued = sum(
+            self._queue(POLL, f"feed:{f.id}", feed_id=f.id, queued_at=now.isoformat())
+            for f in claimed
+        )
+        if claimed:
+            log.info("feeds queued due=%d queued=%d", len(claimed), queued)
+        check_health(deps, service.feeds)
+
+    def poll(self, feed_id: int, queued_at: datetime) -> None:
+        deps = self.service.deps
+        feed = self._feed(feed_id)
+        if feed is None:
+            log.info("queued feed no longer configured feed_id=%d", feed_id)
+            return
+        state = deps.store.states([feed], unpolled_since=queued_at)
+        if not state:
+            log.debug("feed already polled since queued feed=%s feed_id=%d", feed.name, feed_id)
+            return
+        for outcome in run_feeds(state, deps, self.stop):
+            kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
+            self.metrics.fetched(outcome.elapsed or 0.0, kind)
+
+    def dispatch(self) -> None:
+        service = self.service
+        outbox, settings = service.deps.outbox, service.config.settings
+        now = utcnow()
+        outbox.make_digests(service.config.watchlists, now)
+        for channel in outbox.channels_due(now, now - settings.delivery.lease):
+            self._queue(DELIVER, f"channel:{channel}", channel=channel)
+
+    def deliver(self, channel: str) -> None:
+        deps = self.service.deps
+        budget = self.service.config.settings.queue.delivery_budget.total_seconds()
+        report = Deliverer(deps, channel=channel).run(self.stop, time.monotonic() + budget)
+        if report.sent or report.failed or report.dead or report.recovered:
+            log.info(
+                "channel delivered channel=%s sent=%d retry_later=%d dead=%d recovered=%d",
+                channel,
+                report.sent,
+                report.failed,
+                report.dead,
+                report.recovered,
+            )
+
+    def prune(self) -> None:
+        retention = self.service.config.settings.retention
+        if retention is not None:
+            counts = self.service.deps.store.prune(utcnow() - retention)
+            log.info("pruned matches=%d articles=%d", counts["matches"], counts["articles"])
+
+    async def serve(self, reload: threading.Event, grace: float, http: str | None) -> bool:
+        """Works jobs until `stop`; True if every job had finished within `grace` seconds."""
+        settings = self.service.config.settings
+        name = f"{socket.gethostname()}-{os.getpid()}"
+        async with self.app.open_async():
+            worker = asyncio.create_task(
+                self.app.run_worker_async(
+                    name=name,
+                    concurrency=settings.queue.concurrency,
+                    additional_context={"monitor": self},
+                    delete_jobs="successful",
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=settings.queue.heartbeat.total_seconds(),
+                    stalled_worker_timeout=settings.queue.stalled_after.total_seconds(),
+                    shutdown_graceful_timeout=grace,
+                )
+            )
+            endpoint = (
+                metrics_mod.serve(http, self.service, self.metrics, lambda: not worker.done())
+                if http
+                else None
+            )
+            log.info("queue worker started worker=%s feeds=%d", name, len(self.service.feeds))
+            tick = settings.tick.total_seconds()
+            next_look = 0.0
+            while not self.stop.is_set() and not worker.done():
+                if time.monotonic() >= next_look:
+                    self.metrics.cycle(0.0)
+                    if (
+                        reload.is_set()
+                        or config_stamp(self.service.config.root) != self.service.stamp
+                    ):
+                        reload.clear()
+                        await asyncio.to_thread(self.service.reload)
+                    next_look = time.monotonic() + tick
+                await asyncio.sleep(0.2)
+            log.info("stopping: waiting up to %.0fs for running jobs", grace)
+            started = time.monotonic()
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            if endpoint is not None:
+                endpoint.shutdown()
+            return self.activity.wait_idle(max(0.0, grace - (time.monotonic() - started)))
+
+
+def run(
+    service: Service,
+    stop: threading.Event,
+    grace: float = 5.0,
+    reload: threading.Event | None = None,
+    http: str | None = None,
+) -> bool:
+    """Runs this process as one queue worker until `stop` is set; returns False if jobs
+    were still busy after `grace` seconds (the caller then leaves without waiting)."""
+    settings = service.config.settings
+    prepare(service.deps.store.engine)
+    worker = QueueWorker(service, stop)
+    loop = asyncio.new_event_loop()
+    # sync jobs run on the loop's default executor: one thread per concurrent job
+    loop.set_default_executor(ThreadPoolExecutor(settings.queue.concurrency + 2, "job"))
+    try:
+        idle = loop.run_until_complete(worker.serve(reload or threading.Event(), grace, http))
+        if idle:
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+    return idle

@@ -1,0 +1,252 @@
+"""Queue mode: several `monitor run --workers-mode queue` processes on one real PostgreSQL,
+a feed server and a fake Slack, as an operator would run them on several hosts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from monitor.config import QueueSettings
+from monitor.errors import UsageError
+from monitor.queue_mode import conninfo, every
+from tests.conftest import write_config
+from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
+from tests.test_run import wait_for
+
+PEOPLE = ["Qin Gang", "Wang Yi", "Li Shangfu", "Antony Blinken"]
+FEEDS = 200
+
+
+def desk_config(root: Path, server: FeedServer, delay: float = 0.0, count: int = FEEDS) -> Path:
+    """`count` feeds, each with one article about one of four people; one watchlist (and
+    one channel) per person, so each channel gets a quarter of the alerts."""
+    feeds = []
+    for i in range(count):
+        person = PEOPLE[i % len(PEOPLE)]
+        item = {"title": f"{person} story {i}", "link": f"https://n.example/{i}", "guid": f"g{i}"}
+        server.routes[f"/f{i}.xml"] = Route(rss([item]), etag=f'"{i}"', delay=delay)
+        feeds.append({"name": f"feed-{i:03}", "url": server.url(f"/f{i}.xml"), "interval": "1h"})
+    watchlists = [
+        {"name": f"desk-{k}", "channel": f"#desk-{k}", "entities": [{"name": person}]}
+        for k, person in enumerate(PEOPLE)
+    ]
+    return write_config(
+        root,
+        feeds,
+        watchlists,
+        settings={
+            "delivery": {
+                "channel_interval": "100ms",
+                "max_per_second": 200,
+                "lease": "2s",
+                "retry_base": "1s",
+            },
+            "queue": {"heartbeat": "1s", "stalled_after": "3s", "feed_lease": "30s"},
+        },
+    )
+
+
+def start_worker(cfg: Path, slack: FakeSlack, db: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_API_URL": slack.api_url,
+        "MONITOR_DATABASE_URL": db,
+    }
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would stall the worker
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "--config",
+                str(cfg),
+                "run",
+                "--workers-mode",
+                "queue",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def polled_feeds(log: Path) -> set[str]:
+    return set(re.findall(r"feed polled feed=(feed-\d+)", log.read_text(errors="replace")))
+
+
+def alerts(slack: FakeSlack) -> Counter[tuple[str, str]]:
+    with slack.lock:
+        return Counter((m["channel"], m["text"].split(" https")[0]) for m in slack.messages)
+
+
+def expected_alerts(count: int = FEEDS) -> Counter[tuple[str, str]]:
+    return Counter(
+        (f"#desk-{i % len(PEOPLE)}", f"{PEOPLE[i % len(PEOPLE)]} story {i}") for i in range(count)
+    )
+
+
+def scalar(db: str, sql: str) -> Any:
+    engine = create_engine(db)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_three_workers_share_200_feeds_and_alert_each_story_once(
+    feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
+) -> None:
+    cfg = desk_config(tmp_path / "c", feed_server)
+    slack.min_interval = 0.08  # a second post in a channel within 80 ms is answered 429
+    logs = [tmp_path / f"worker{n}.log" for n in range(3)]
+    procs = [start_worker(cfg, slack, pg_url, log) for log in logs]
+    try:
+        assert wait_for(lambda: sum(alerts(slack).values()) >= FEEDS, timeout=90), (
+            f"{sum(alerts(slack).values())} alerts of {FEEDS}"
+        )
+        time.sleep(2)  # room for a duplicate to show up, if there were one
+    finally:
+        stop_all(procs)
+    assert alerts(slack) == expected_alerts()
+    assert slack.rate_limited == 0, "two workers posted to one channel at once"
+    shares = [polled_feeds(log) for log in logs]
+    assert set().union(*shares) == {f"feed-{i:03}" for i in range(FEEDS)}
+    assert sum(len(s) for s in shares) == FEEDS, "a feed was polled twice"
+    assert all(len(s) >= 10 for s in shares), [len(s) for s in shares]
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        assert "xoxb-test-token" not in log.read_text()
+    assert scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
+
+
+def test_a_killed_worker_leaves_its_feeds_to_the_others(
+    feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
+) -> None:
+    cfg = desk_config(tmp_path / "c", feed_server, delay=0.5)
+    logs = [tmp_path / f"worker{n}.log" for n in range(3)]
+    procs = [start_worker(cfg, slack, pg_url, log) for log in logs]
+    try:
+        # kill one worker while it has polls in flight (each fetch takes 0.5 s)
+        assert wait_for(lambda: len(polled_feeds(logs[0])) >= 5, timeout=60)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        killed_share = polled_feeds(logs[0])
+        assert wait_for(lambda: sum(alerts(slack).values()) >= FEEDS, timeout=90), (
+            f"{sum(alerts(slack).values())} alerts of {FEEDS}"
+        )
+        time.sleep(2)
+    finally:
+        stop_all(procs)
+    assert alerts(slack) == expected_alerts()
+    assert len(killed_share) < FEEDS
+    survivors = polled_feeds(logs[1]) | polled_feeds(logs[2])
+    assert survivors | killed_share == {f"feed-{i:03}" for i in range(FEEDS)}
+    took_over = "".join(log.read_text() for log in logs[1:])
+    assert "stalled job requeued" in took_over
+    assert scalar(pg_url, "SELECT count(*) FROM feed WHERE last_fetch_at IS NULL") == 0
+    assert scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
+
+
+def test_a_worker_killed_while_posting_never_doubles_an_alert(
+    feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
+) -> None:
+    cfg = desk_config(tmp_path / "c", feed_server, count=40)
+    slack.every = {1: Reply(hang=0.4)}  # every post takes 0.4 s to answer
+    logs = [tmp_path / f"worker{n}.log" for n in range(3)]
+    first = start_worker(cfg, slack, pg_url, logs[0])
+    procs = [first]
+    try:
+        # the only worker is killed with a post in flight: Slack will have it, the
+        # worker never learns its ts
+        assert wait_for(lambda: len(slack.messages) >= 3 and slack.calls > len(slack.messages))
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        procs += [start_worker(cfg, slack, pg_url, log) for log in logs[1:]]
+        assert wait_for(lambda: sum(alerts(slack).values()) >= 40, timeout=90), (
+            f"{sum(alerts(slack).values())} alerts of 40"
+        )
+        time.sleep(3)
+    finally:
+        stop_all(procs)
+    assert alerts(slack) == expected_alerts(40)
+    took_over = "".join(log.read_text() for log in logs[1:])
+    assert "stalled job" in took_over  # requeued, or dropped for a newer job of its channel
+    assert "lost send found in slack" in took_over
+    assert scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
+
+
+def test_queue_mode_refuses_sqlite_with_a_clear_message(
+    feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match="queue mode needs PostgreSQL, not sqlite"):
+        conninfo(f"sqlite:///{tmp_path / 'x.db'}")
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
+    log = tmp_path / "w.log"
+    proc = start_worker(cfg, slack, f"sqlite:///{tmp_path / 'x.db'}", log)
+    assert proc.wait(timeout=30) == 2
+    assert "queue mode needs PostgreSQL, not sqlite" in log.read_text()
+
+
+def test_conninfo_and_tick_cron() -> None:
+    assert conninfo("postgresql+psycopg://u:p@h:5433/db?options=-csearch_path%3Ds") == (
+        "postgresql://u:p@h:5433/db?options=-csearch_path%3Ds"
+    )
+    assert every(QueueSettings().heartbeat) == "* * * * * */10"
+    from datetime import timedelta
+
+    assert every(timedelta(minutes=5)) == "*/5 * * * *"
+
+
+def test_workers_starting_together_create_the_queue_tables_once(pg_url: str) -> None:
+    import threading
+
+    import procrastinate
+
+    from monitor.db import make_engine, migrate
+    from monitor.queue_mode import prepare
+
+    engines = [make_engine(pg_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def start(engine: Any) -> None:
+        try:
+            migrate(engine)
+            prepare(engine)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    prepare(engines[0])  # and again at a restart: nothing to do
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    assert scalar(pg_url, "SELECT version FROM monitor_queue_schema") == procrastinate.__version__
+    assert scalar(pg_url, "SELECT count(*) FROM procrastinate_jobs") == 0
