@@ -43,6 +43,7 @@ bench: $(VENV)/.test-installed
 	$(PY) bench/match.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/poll.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

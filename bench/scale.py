@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,16 +58,44 @@ def wait(engine: Engine, sql: str, want: int, timeout: float, **params: object) 
         time.sleep(0.05)
 
 
-def polled_in(engine: Engine, feeds: int) -> float:
-    """Makes every feed due now; seconds until every one has been polled."""
+def cpu_seconds(pids: set[int]) -> tuple[float, float]:
+    """CPU time used so far by these processes, and by every PostgreSQL process (Linux)."""
+    ours = postgres = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+        except OSError:
+            continue
+        fields = rest.split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if int(stat.parent.name) in pids:
+            ours += used
+        elif head.split("(", 1)[1].startswith("postgres"):
+            postgres += used
+    return ours, postgres
+
+
+@dataclass
+class Phase:
+    seconds: float
+    worker_cpu: float
+    postgres_cpu: float
+
+
+def polled_in(engine: Engine, feeds: int, pids: set[int]) -> Phase:
+    """Makes every feed due now; times until every one has been polled."""
     started = scalar(engine, "SELECT now()")
+    ours, postgres = cpu_seconds(pids)
     t0 = time.perf_counter()
     execute(engine, "UPDATE feed SET next_due_at = now()")
     wait(engine, "SELECT count(*) FROM feed WHERE last_fetch_at >= :t", feeds, 600, t=started)
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    ours_after, postgres_after = cpu_seconds(pids)
+    return Phase(took, ours_after - ours, postgres_after - postgres)
 
 
-def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[float, float]:
+def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, Phase]:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_URL)
     execute(admin, f"CREATE SCHEMA {schema}")
@@ -82,7 +111,9 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[float, f
         Store(engine).sync_feeds(config.feeds, config.interval, config.backfill)
         execute(engine, "UPDATE feed SET next_due_at = now() + interval '1 day'")
         for n in range(workers):
-            with (tmp / f"w{workers}-{n}.log").open("wb") as log:
+            with (Path(os.environ.get("BENCH_LOGS") or tmp) / f"w{workers}-{n}.log").open(
+                "wb"
+            ) as log:
                 procs.append(
                     subprocess.Popen(
                         [
@@ -92,7 +123,7 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[float, f
                             "--config",
                             str(cfg),
                             "--log-level",
-                            "WARNING",
+                            os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
                             "run",
                             "--workers-mode",
                             "queue",
@@ -104,9 +135,8 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[float, f
                 )
         wait(engine, "SELECT count(*) FROM procrastinate_workers", workers, 120)
         time.sleep(1.0)  # each worker's periodic deferrer is up
-        cold = polled_in(engine, feeds)
-        warm = polled_in(engine, feeds)
-        return cold, warm
+        pids = {p.pid for p in procs}
+        return polled_in(engine, feeds, pids), polled_in(engine, feeds, pids)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -122,6 +152,7 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, default=1000)
     ap.add_argument("--items", type=int, default=20)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--concurrency", type=int, default=16, help="jobs at once in each worker")
     args = ap.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     rng = random.Random(7)
@@ -142,29 +173,35 @@ def main() -> None:
                 {"name": f"feed{f}", "url": f"http://127.0.0.1:{port.value}/feed{f}.xml"}
                 for f in range(args.feeds)
             ],
-            [US_CHINA],
-            {"http": {"per_host": 16}, "queue": {"concurrency": 16}},
+            # matches are stored but held for a daily digest: the figures are polling's, not
+            # Slack pacing's
+            [{**US_CHINA, "delivery": "digest", "digest": "daily 23:59"}],
+            {"http": {"per_host": 16}, "queue": {"concurrency": args.concurrency}},
         )
         print(
             f"{args.feeds} feeds x {args.items} items, {os.cpu_count()} cores, one PostgreSQL, "
-            "one feed server; each worker runs 16 jobs at once",
+            f"one feed server; each worker runs {args.concurrency} jobs at once",
             flush=True,
         )
-        results: dict[int, tuple[float, float]] = {}
+        results: dict[int, tuple[Phase, Phase]] = {}
         for n in counts:
-            cold, warm = round_with(n, cfg, args.feeds, tmp)
-            results[n] = (cold, warm)
-            print(
-                f"{n} worker{'s' if n > 1 else ' '}: cold {cold:6.2f} s = "
-                f"{args.feeds / cold:6.0f} feeds/s   warm {warm:6.2f} s = "
-                f"{args.feeds / warm:6.0f} feeds/s",
-                flush=True,
-            )
+            results[n] = round_with(n, cfg, args.feeds, tmp)
+            for label, phase in zip(("cold", "warm"), results[n], strict=True):
+                print(
+                    f"{n} worker{'s' if n > 1 else ' '} {label}: {phase.seconds:6.2f} s = "
+                    f"{args.feeds / phase.seconds:5.0f} feeds/s; CPU: workers "
+                    f"{phase.worker_cpu / phase.seconds:4.2f} cores, PostgreSQL "
+                    f"{phase.postgres_cpu / phase.seconds:4.2f} cores",
+                    flush=True,
+                )
         server.terminate()
     base_cold, base_warm = results[counts[0]]
     for n in counts[1:]:
         cold, warm = results[n]
-        ratios = f"cold {base_cold / cold:.2f}x, warm {base_warm / warm:.2f}x"
+        ratios = (
+            f"cold {base_cold.seconds / cold.seconds:.2f}x, "
+            f"warm {base_warm.seconds / warm.seconds:.2f}x"
+        )
         print(f"{n} workers vs {counts[0]}: {ratios}")
 
 

@@ -56,7 +56,10 @@ SCHEDULE = "monitor:schedule_feeds"
 DISPATCH = "monitor:dispatch_deliveries"
 RECOVER = "monitor:recover_stalled"
 PRUNE = "monitor:prune"
+FORGET = "monitor:forget_old_jobs"
+_KEEP_FINISHED_JOBS = 72  # hours a failed job stays in the queue's tables, for a look
 _SCHEMA_LOCK = 0x6D6F6E71  # PostgreSQL advisory lock held while creating the queue's tables
+_BATCH = 500  # jobs deferred in one round trip
 _VERSION_TABLE = "monitor_queue_schema"  # the procrastinate version its tables are at
 
 
@@ -145,6 +148,9 @@ def make_app(settings: Settings) -> procrastinate.App:
     app.periodic(cron="17 */6 * * *")(
         app.task(name=PRUNE, pass_context=True, lock=PRUNE, queueing_lock=PRUNE)(_prune)
     )
+    app.periodic(cron="43 3 * * *")(
+        app.task(name=FORGET, pass_context=True, queueing_lock=FORGET)(_forget_old_jobs)
+    )
     return app
 
 
@@ -173,6 +179,16 @@ def _dispatch_deliveries(context: JobContext, timestamp: int) -> None:
 
 def _prune(context: JobContext, timestamp: int) -> None:
     _job(context, lambda w: w.prune())
+
+
+async def _forget_old_jobs(context: JobContext, timestamp: int) -> None:
+    """Successful jobs are deleted as they finish; failed ones are kept a while, then go."""
+    await context.app.job_manager.delete_old_jobs(
+        nb_hours=_KEEP_FINISHED_JOBS,
+        include_failed=True,
+        include_cancelled=True,
+        include_aborted=True,
+    )
 
 
 async def _recover_stalled(context: JobContext, timestamp: int) -> None:
@@ -224,14 +240,29 @@ class QueueWorker:
             return False
         return True
 
+    def _queue_many(self, task: str, jobs: list[tuple[str, dict[str, Any]]]) -> int:
+        """Defers jobs in one round trip; when one of them is already waiting (queued
+        before, and not yet run), one by one."""
+        deferrer = self.app.tasks[task]
+        try:
+            self.app.job_manager.batch_defer_jobs(
+                [
+                    deferrer.configure(lock=lock, queueing_lock=lock).make_new_job(**kwargs)
+                    for lock, kwargs in jobs
+                ]
+            )
+        except queue_errors.AlreadyEnqueued:
+            return sum(self._queue(task, lock, **kwargs) for lock, kwargs in jobs)
+        return len(jobs)
+
     def schedule(self) -> None:
         service = self.service
         deps, settings = service.deps, service.config.settings
         now = utcnow()
         claimed = deps.store.claim_due(service.feeds, now, settings.queue.feed_lease)
+        polls = [(f"feed:{f.id}", {"feed_id": f.id, "queued_at": now.isoformat()}) for f in claimed]
         queued = sum(
-            self._queue(POLL, f"feed:{f.id}", feed_id=f.id, queued_at=now.isoformat())
-            for f in claimed
+            self._queue_many(POLL, polls[i : i + _BATCH]) for i in range(0, len(polls), _BATCH)
         )
         if claimed:
             log.info("feeds queued due=%d queued=%d", len(claimed), queued)

@@ -162,11 +162,14 @@ def test_a_killed_worker_leaves_its_feeds_to_the_others(
     finally:
         stop_all(procs)
     assert alerts(slack) == expected_alerts()
-    assert len(killed_share) < FEEDS
     survivors = polled_feeds(logs[1]) | polled_feeds(logs[2])
-    assert survivors | killed_share == {f"feed-{i:03}" for i in range(FEEDS)}
+    assert len(killed_share) < FEEDS and len(survivors) > FEEDS // 2
     took_over = "".join(log.read_text() for log in logs[1:])
-    assert "stalled job requeued" in took_over
+    requeued = re.findall(
+        r"stalled job requeued .* task=monitor:poll_feed lock=feed:(\d+)", took_over
+    )
+    assert requeued, "the killed worker's polls were never taken over"
+    # (a poll the killed worker committed just before dying is found done, not repeated)
     assert scalar(pg_url, "SELECT count(*) FROM feed WHERE last_fetch_at IS NULL") == 0
     assert scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
 
@@ -250,3 +253,72 @@ def test_workers_starting_together_create_the_queue_tables_once(pg_url: str) -> 
     assert errors == []
     assert scalar(pg_url, "SELECT version FROM monitor_queue_schema") == procrastinate.__version__
     assert scalar(pg_url, "SELECT count(*) FROM procrastinate_jobs") == 0
+
+
+def test_a_queue_worker_applies_an_edited_watchlist_without_a_restart(
+    feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
+) -> None:
+    import yaml
+
+    qin_only = {"name": "desk", "channel": "#china-desk", "entities": [{"name": "Qin Gang"}]}
+    items = [{"title": "Li Shangfu sacked", "link": "https://n.example/1", "guid": "1"}]
+    feed_server.routes["/f.xml"] = Route(rss(items))
+    cfg = write_config(
+        tmp_path / "c",
+        [{"name": "f", "url": feed_server.url("/f.xml"), "interval": "1s"}],
+        [qin_only],
+    )
+    log = tmp_path / "w.log"
+    proc = start_worker(cfg, slack, pg_url, log)
+    try:
+        assert wait_for(lambda: feed_server.hits.get("/f.xml", 0) >= 2)
+        assert slack.messages == []
+        (cfg / "watchlists" / "desk.yaml").write_text(
+            yaml.safe_dump({**qin_only, "entities": [{"name": "Qin Gang"}, {"name": "Li Shangfu"}]})
+        )
+        assert wait_for(lambda: "config reloaded" in log.read_text())
+        items.append({"title": "Li Shangfu in Moscow", "link": "https://n.example/2", "guid": "2"})
+        feed_server.routes["/f.xml"] = Route(rss(items))
+        assert wait_for(lambda: len(slack.messages) == 1)
+    finally:
+        stop_all([proc])
+    assert slack.messages[0]["text"].startswith("Li Shangfu in Moscow")
+    assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+def test_failed_jobs_are_kept_three_days_then_forgotten(pg_url: str, tmp_path: Path) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from monitor import config as config_mod
+    from monitor.db import make_engine, migrate
+    from monitor.queue_mode import _forget_old_jobs, make_app, prepare
+
+    engine = make_engine(pg_url)
+    migrate(engine)
+    prepare(engine)
+    engine.dispose()
+    cfg = write_config(tmp_path / "c", [], settings={"database_url": pg_url})
+    app = make_app(config_mod.load(cfg).settings)
+    with app.open():
+        old, recent = (
+            app.tasks["monitor:poll_feed"].defer(feed_id=n, queued_at="2026-01-01T00:00:00+00:00")
+            for n in (1, 2)
+        )
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE procrastinate_jobs SET status = 'failed'"))
+        conn.execute(
+            text(
+                "UPDATE procrastinate_events SET at = now() - interval '4 days' WHERE job_id = :j"
+            ),
+            {"j": old},
+        )
+    engine.dispose()
+
+    async def forget() -> None:
+        async with app.open_async():
+            await _forget_old_jobs(SimpleNamespace(app=app), 0)  # type: ignore[arg-type]
+
+    asyncio.run(forget())
+    assert scalar(pg_url, "SELECT array_agg(id) FROM procrastinate_jobs") == [recent]
