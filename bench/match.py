@@ -142,7 +142,10 @@ def main() -> None:
         for size in (10, 1_000, 10_000):
             wl = watchlist(size, random.Random(size), typed=ner)
             started = time.perf_counter()
-            matcher = Matcher([wl], spacy.blank("en"), load_ner if ner else (lambda: None))
+            # every article through spaCy: the scan whose cost must not grow with the terms
+            matcher = Matcher(
+                [wl], spacy.blank("en"), load_ner if ner else (lambda: None), prefilter=False
+            )
             build = time.perf_counter() - started
             if ner:
                 matcher.match(entries[:20])  # load the model outside the timing
@@ -154,6 +157,13 @@ def main() -> None:
                 f"{size:>6} {'on' if ner else 'off':>4} {build:>8.2f} "
                 f"{len(entries) / took:>11.0f} {tokens / took:>10.0f} {len(results):>7}"
             )
+    quick = Matcher([watchlist(10, random.Random(10), typed=False)], blank, lambda: None)
+    started = time.perf_counter()
+    quick.match(entries)
+    print(
+        f"    10  off, with the prefilter (skips articles holding no term): "
+        f"{len(entries) / (time.perf_counter() - started):.0f} articles/s"
+    )
     print("naive: one compiled regex per term, IGNORECASE with \\b boundaries")
     naive_rate = {}
     for size in (10, 1_000, 10_000):
@@ -166,7 +176,8 @@ def main() -> None:
         print(f"{size:>6}  naive  {naive_rate[size]:>11.0f} articles/s")
     ours_1k = args.articles / seconds[(1_000, False)]
     print(
-        f"cost of 10,000 terms vs 10 terms: {seconds[(10_000, False)] / seconds[(10, False)]:.2f}x "
+        f"cost of 10,000 terms vs 10 terms, every article scanned: "
+        f"{seconds[(10_000, False)] / seconds[(10, False)]:.2f}x "
         f"(NER off), {seconds[(10_000, True)] / seconds[(10, True)]:.2f}x (NER on); target <= 1.5x"
     )
     print(f"throughput vs naive at 1,000 terms: {ours_1k / naive_rate[1_000]:.1f}x; target >= 10x")

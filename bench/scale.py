@@ -13,7 +13,6 @@ server runs in its own process. PostgreSQL: MONITOR_BENCH_PG_URL, or the local o
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import random
 import signal
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
-from bench.poll import items, serve  # noqa: E402
+from bench.poll import items, start_server  # noqa: E402
 from monitor import config as config_mod  # noqa: E402
 from monitor.db import make_engine, migrate  # noqa: E402
 from monitor.queue_mode import prepare  # noqa: E402
@@ -162,15 +161,11 @@ def main() -> None:
         www.mkdir()
         for f in range(args.feeds):
             (www / f"feed{f}.xml").write_bytes(rss(items(rng, f, 0, args.items)))
-        port = multiprocessing.Value("i", 0)
-        server = multiprocessing.Process(target=serve, args=(str(www), port), daemon=True)
-        server.start()
-        while not port.value:
-            time.sleep(0.01)
+        server, port = start_server(www)
         cfg = write_config(
             tmp / "config",
             [
-                {"name": f"feed{f}", "url": f"http://127.0.0.1:{port.value}/feed{f}.xml"}
+                {"name": f"feed{f}", "url": f"http://127.0.0.1:{port}/feed{f}.xml"}
                 for f in range(args.feeds)
             ],
             # matches are stored but held for a daily digest: the figures are polling's, not

@@ -10,7 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -97,7 +97,7 @@ class Database:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc}") from exc
 
-    def _insert(self, model: type[SQLModel]) -> Any:
+    def _insert(self, model: type[SQLModel] | Table) -> Any:
         """INSERT that understands ON CONFLICT DO NOTHING on both databases."""
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(model)

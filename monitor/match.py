@@ -62,6 +62,40 @@ _TITLES = frozenset(
 )
 
 
+# Roles that can make a match on their own; the others only weigh or veto one.
+_PRIMARY = frozenset(("name", "alt", "short", "phrase", "all", "near_a", "near_b"))
+_PREFILTER_KEYS = 200
+
+
+class _Prefilter:
+    """Tells, without spaCy, the articles that cannot match: most of a feed, usually.
+
+    Each phrase that can make a match leaves one key: the longest of its word stems,
+    less a final "y". That key is a substring of the lower-cased text of every word the
+    matcher would take for that stem ("policy" and "policies" both hold "polic"), so an
+    article whose lower-cased text holds no key cannot match. One regular expression of
+    all keys finds them; past `_PREFILTER_KEYS` keys it would cost more than it saves,
+    and a non-ASCII key could be missed (lower-casing is not letter by letter there), so
+    then every article is scanned."""
+
+    def __init__(self, keys: set[str]) -> None:
+        usable = 0 < len(keys) <= _PREFILTER_KEYS and all(k.isascii() and k for k in keys)
+        alternatives = "|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True))
+        self._pattern = re.compile(alternatives) if usable else None
+
+    def may_match(self, text: str) -> bool:
+        return self._pattern is None or self._pattern.search(text.lower()) is not None
+
+
+def _key(norms: Sequence[str]) -> str:
+    return max((n[:-1] if n.endswith("y") and len(n) > 1 else n for n in norms), key=len)
+
+
+def scan_text(item: Item) -> str:
+    """What an article is matched on: the title, a blank line and the body, capped."""
+    return f"{item.title}\n\n{item.body}"[:MAX_TEXT]
+
+
 def stem(word: str) -> str:
     """Harman's S-stemmer on lower case: plural and singular meet, little else moves."""
     w = word.lower()
@@ -123,7 +157,14 @@ class _Scan:
 
 
 class Matcher:
-    def __init__(self, watchlists: Sequence[Watchlist], nlp: Language, ner: NerLoader) -> None:
+    def __init__(
+        self,
+        watchlists: Sequence[Watchlist],
+        nlp: Language,
+        ner: NerLoader,
+        *,
+        prefilter: bool = True,  # False: every article through spaCy (to measure the scan)
+    ) -> None:
         self.watchlists = list(watchlists)
         self._nlp = nlp
         self._ner = ner
@@ -134,6 +175,7 @@ class Matcher:
         tokenizer.max_cache_size = max(tokenizer.max_cache_size, _TOKENIZER_CACHE)
         self._phrases = PhraseMatcher(nlp.vocab, attr="NORM")
         self._rules: dict[int, list[_Rule]] = defaultdict(list)
+        self._keys: set[str] = set()
         for wi, wl in enumerate(self.watchlists):
             for ei, entity in enumerate(wl.entities):
                 self._add(entity.name, _Rule(wi, "entity", ei, "name"))
@@ -148,6 +190,7 @@ class Matcher:
                     self._add(phrase, _Rule(wi, "entity", ei, "context"))
             for ti, topic in enumerate(wl.topics):
                 self._add_topic(wi, ti, topic)
+        self._prefilter = _Prefilter(self._keys if prefilter else set())
 
     def _words(self, phrase: str) -> list[str]:
         return [t.text for t in self._nlp.make_doc(phrase) if not t.is_punct]
@@ -184,6 +227,8 @@ class Matcher:
             self._phrases.add(key, [pattern])
         if rule not in self._rules[match_id]:
             self._rules[match_id].append(rule)
+        if rule.role in _PRIMARY:
+            self._keys.add(_key([t.norm_ for t in pattern]))
 
     def _normalise(self, doc: Doc) -> Doc:
         """Sets each new word's NORM to its stem, once per vocabulary entry."""
@@ -200,6 +245,7 @@ class Matcher:
     ) -> list[tuple[Entry, list[MatchResult]]]:
         """For each entry, the watchlists it matches (entries matching none are left out)."""
         out = []
+        entries = [e for e in entries if self._prefilter.may_match(scan_text(e.item))]
         for entry, verdicts in zip(
             entries, self._judge([e.item for e in entries], feed), strict=True
         ):
@@ -231,7 +277,7 @@ class Matcher:
 
     def _scan(self, item: Item, active: Iterable[int]) -> _Scan:
         title = item.title
-        text = f"{title}\n\n{item.body}"[:MAX_TEXT]
+        text = scan_text(item)
         doc = self._normalise(self._nlp.make_doc(text))
         wanted = set(active)
         found: dict[int, list[_Found]] = defaultdict(list)

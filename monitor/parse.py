@@ -168,11 +168,14 @@ _BROKEN_DECLARATION = re.compile(rb"<\?xml\?xml[^>]*\?\?>")
 
 
 def _feedparser(body: bytes, fetched: Fetched) -> Any:
+    """Links and guids are still made absolute; HTML inside entries is neither sanitised
+    nor has its URIs resolved, since it is only ever reduced to text here (scripts and
+    styles dropped): those two passes cost feedparser about a third of its time."""
     return feedparser.parse(
         io.BytesIO(body),
         response_headers=fetched.headers,
-        resolve_relative_uris=True,
-        sanitize_html=True,
+        resolve_relative_uris=False,
+        sanitize_html=False,
     )
 
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 400
 _SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
 _BANDS = tuple(f"band{i}" for i in range(BANDS))
+_ARTICLES = ArticleRow.__table__  # type: ignore[attr-defined]  # SQLModel declares it
 
 
 @dataclass(frozen=True)
@@ -166,10 +167,11 @@ class Store(Database):
                 }
                 for e in entries
             ]
-            if rows:  # one cached statement, executed for many rows
-                stmt = self._insert(ArticleRow).on_conflict_do_nothing()
-                stmt = stmt.returning(ArticleRow.id, ArticleRow.key)
-                ids.update({r.key: r.id for r in s.execute(stmt, rows)})
+            if rows:  # one cached Core statement, executed for many rows
+                table = _ARTICLES
+                stmt = self._insert(table).on_conflict_do_nothing()
+                stmt = stmt.returning(table.c.id, table.c.key)
+                ids.update({r.key: r.id for r in s.connection().execute(stmt, rows)})
             for entry, results in matches:
                 article_id = ids.get(entry.key)
                 if article_id is None:

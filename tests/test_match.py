@@ -346,3 +346,44 @@ def test_snippet_highlights_the_hits() -> None:
     assert result.snippet == "Questions grew over Foreign Minister Qin Gang."
     assert [result.snippet[s:e] for s, e in result.highlights] == ["Qin Gang"]
     assert any("full name 'Qin Gang' appears" in note for note in result.evidence)
+
+
+def test_the_prefilter_never_drops_an_article_the_matcher_would_take() -> None:
+    """Articles the cheap filter passes over must be exactly those no watchlist matches:
+    match() (filtered) against explain() (always scanned) over the labelled set and over
+    inflected, hyphenated, glued and cased forms of every term."""
+    from tests.test_labelled import articles, watchlists
+
+    wls = [
+        *watchlists(),
+        watch(
+            entities=[{"name": "Li Shangfu", "aliases": ["Li"]}, {"name": "U.S. Navy"}],
+            topics=[
+                {"name": "policy", "phrases": ["energy policy", "mil-to-mil", "day", "subsidy"]},
+                {"name": "cyber", "phrases": ["cyber security"]},
+            ],
+        ),
+    ]
+    matcher = Matcher(wls, spacy.blank("en"), lambda: None)
+    texts = [f"{a['title']}\n\n{a['text']}" for a in articles()] + [
+        "Energy policies of the year",
+        "New farm subsidies announced",
+        "ENERGY POLICY shift",
+        "New mil-to-mil and mil to mil talks",
+        "Cybersecurity, cyber-security and cyber securities",
+        "It took 10days, say officials",
+        "The U.S. Navy's ships; US navies",
+        "Li's remarks",
+        "Lily and Lima, nothing else",
+        "Nothing to see here at all",
+    ]
+    entries = [
+        identify(item(text.split("\n\n", 1)[-1], text.split("\n\n", 1)[0])) for text in texts
+    ]
+    filtered = {
+        e.key: sorted(r.watchlist for r in results) for e, results in matcher.match(entries)
+    }
+    for e in entries:
+        scanned = sorted(v.watchlist.name for v in matcher.explain(e.item) if v.matched)
+        assert filtered.get(e.key, []) == scanned, e.item.title
+    assert len(filtered) >= 20  # the check compared real matches, not only empty lists
