@@ -64,7 +64,7 @@ _TITLES = frozenset(
 
 # Roles that can make a match on their own; the others only weigh or veto one.
 _PRIMARY = frozenset(("name", "alt", "short", "phrase", "all", "near_a", "near_b"))
-_PREFILTER_KEYS = 200
+_KEY_CHARS = 40
 
 
 class _Prefilter:
@@ -73,18 +73,39 @@ class _Prefilter:
     Each phrase that can make a match leaves one key: the longest of its word stems,
     less a final "y". That key is a substring of the lower-cased text of every word the
     matcher would take for that stem ("policy" and "policies" both hold "polic"), so an
-    article whose lower-cased text holds no key cannot match. One regular expression of
-    all keys finds them; past `_PREFILTER_KEYS` keys it would cost more than it saves,
-    and a non-ASCII key could be missed (lower-casing is not letter by letter there), so
-    then every article is scanned."""
+    article whose lower-cased text holds no key cannot match. The keys are searched with
+    one regular expression shaped as a trie, which costs about the same for ten keys as
+    for ten thousand (a flat alternation of 200 keys already costs more than spaCy's
+    scan). A non-ASCII key turns the filter off: lower-casing is not always letter by
+    letter there."""
 
-    def __init__(self, keys: set[str]) -> None:
-        usable = 0 < len(keys) <= _PREFILTER_KEYS and all(k.isascii() and k for k in keys)
-        alternatives = "|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True))
-        self._pattern = re.compile(alternatives) if usable else None
+    def __init__(self, keys: set[str] | None) -> None:
+        """`keys` None: every article is scanned."""
+        self._pattern: re.Pattern[str] | None = None
+        if keys is not None and all(k.isascii() and k for k in keys):
+            # a key's prefix is a weaker key, still sound: it keeps the trie shallow
+            self._pattern = re.compile(_trie({k[:_KEY_CHARS] for k in keys}) if keys else "(?!)")
 
     def may_match(self, text: str) -> bool:
         return self._pattern is None or self._pattern.search(text.lower()) is not None
+
+
+def _trie(keys: Iterable[str]) -> str:
+    """A regular expression matching any of the keys, branching a letter at a time."""
+    root: dict[str, Any] = {}
+    for key in keys:
+        node = root
+        for ch in key:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        if "" in node:  # a key ends here: any longer key through here holds it anyway
+            return ""
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return emit(root)
 
 
 def _key(norms: Sequence[str]) -> str:
@@ -97,7 +118,8 @@ def scan_text(item: Item) -> str:
 
 
 def stem(word: str) -> str:
-    """Harman's S-stemmer on lower case: plural and singular meet, little else moves."""
+    """Harman's S-stemmer on lower case: plural and singular meet, little else moves.
+    The stem, less a final "y", always starts the lower-cased word: the prefilter needs it."""
     w = word.lower()
     if len(w) <= 3 or w in _STEM_KEEP:
         return w
@@ -190,7 +212,7 @@ class Matcher:
                     self._add(phrase, _Rule(wi, "entity", ei, "context"))
             for ti, topic in enumerate(wl.topics):
                 self._add_topic(wi, ti, topic)
-        self._prefilter = _Prefilter(self._keys if prefilter else set())
+        self._prefilter = _Prefilter(self._keys if prefilter else None)
 
     def _words(self, phrase: str) -> list[str]:
         return [t.text for t in self._nlp.make_doc(phrase) if not t.is_punct]
