@@ -54,15 +54,21 @@ def _alembic(connection: Connection) -> AlembicConfig:
     return cfg
 
 
+def take_turns(connection: Connection | Session, key: int) -> None:
+    """On PostgreSQL, waits until no other process holds `key`, and holds it to the end of
+    the transaction: workers starting together then set things up one at a time. SQLite
+    runs one writer at a time anyway."""
+    bind = connection if isinstance(connection, Connection) else connection.get_bind()
+    if bind.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) -> None:
     """Brings the schema to `revision` with Alembic; safe to run at every start, also by
     several workers starting at once on PostgreSQL (they take turns)."""
     try:
         with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK}
-                )
+            take_turns(connection, _MIGRATE_LOCK)
             command.upgrade(_alembic(connection), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc

@@ -12,16 +12,19 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from monitor.health import assess
 from monitor.models import ArticleRow, DeliveryRow, MatchRow, utcnow
+
+if TYPE_CHECKING:
+    from monitor.pipeline import FeedOutcome
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,11 @@ class Metrics:
             self.fetch_counts[index] += 1
             self.fetch_sum += seconds
             self.outcomes[outcome] += 1
+
+    def polled(self, outcomes: Iterable[FeedOutcome]) -> None:
+        for outcome in outcomes:
+            kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
+            self.fetched(outcome.elapsed or 0.0, kind)
 
     def cycle(self, seconds: float) -> None:
         with self._lock:

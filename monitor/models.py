@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
@@ -17,6 +18,21 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """In UTC; a naive time (SQLite's, or a feed's without a zone) is taken to be UTC."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An RFC 2822 date, as HTTP headers and RSS write them; None if unreadable."""
+    if not value:
+        return None
+    try:
+        return as_utc(parsedate_to_datetime(value))
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 # Plain data handed from stage to stage.

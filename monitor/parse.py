@@ -9,7 +9,6 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin
@@ -17,7 +16,7 @@ from urllib.parse import urljoin
 import feedparser
 
 from monitor.errors import ParseError
-from monitor.models import Fetched, Item
+from monitor.models import Fetched, Item, as_utc, http_date
 
 log = logging.getLogger(__name__)
 
@@ -247,20 +246,10 @@ def _rss_in_json(channel: dict[str, Any], fetched: Fetched) -> ParsedFeed:
                 guid=str(raw["guid"]) if raw.get("guid") else None,
                 summary=html_to_text(str(raw.get("description") or "")),
                 content="",
-                published=_http_date(raw.get("pubDate")),
+                published=http_date(str(raw.get("pubDate") or "")),
             )
         )
     return ParsedFeed(title=tidy(str(channel.get("title") or "")), items=items, warning=None)
-
-
-def _http_date(value: Any) -> datetime | None:
-    try:
-        parsed = parsedate_to_datetime(str(value)) if value else None
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed is None:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _iso_date(value: Any) -> datetime | None:
@@ -270,4 +259,4 @@ def _iso_date(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    return as_utc(parsed)

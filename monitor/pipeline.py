@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -28,7 +28,7 @@ from monitor.alert import Alerter
 from monitor.config import Settings
 from monitor.errors import AlertError, FetchError, MonitorError, StoreError
 from monitor.match import Matcher
-from monitor.models import Fetched, FetchResult, Outgoing, Sent, utcnow
+from monitor.models import Fetched, FetchResult, Outgoing, Sent, as_utc, utcnow
 from monitor.outbox import Outbox, policies
 from monitor.store import FeedState, Store
 
@@ -284,11 +284,6 @@ class DeliveryReport:
     recovered: int = 0  # lost sends found in Slack instead of posted again
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; ours are all UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
     """Exponential backoff with full jitter, so many failed alerts do not retry in step."""
     ceiling = min(cap, base * (1 << min(attempts, 20)))
@@ -311,7 +306,7 @@ class Deliverer:
         self._next_in_channel: dict[str, float] = {}
         self._next_any = 0.0
         if channel is not None and (last := deps.outbox.last_sent_at(channel)) is not None:
-            wait = self._policy.channel_interval - (utcnow() - _aware(last))
+            wait = self._policy.channel_interval - (utcnow() - as_utc(last))
             self._next_in_channel[channel] = time.monotonic() + wait.total_seconds()
 
     def run(

@@ -8,14 +8,13 @@ import time
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpcore
 import httpx
 
 from monitor.errors import FetchError
-from monitor.models import Fetched
+from monitor.models import Fetched, http_date
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # Headers that describe the transfer, not the document: feedparser must not see them
@@ -118,9 +117,9 @@ def freshness(headers: httpx.Headers) -> timedelta | None:
         name, _, value = directive.strip().partition("=")
         if name.lower() in ("max-age", "s-maxage") and value.strip('"').isdigit():
             return timedelta(seconds=int(value.strip('"')))
-    expires = _http_date(headers.get("expires"))
+    expires = http_date(headers.get("expires"))
     if expires is not None:
-        now = _http_date(headers.get("date")) or datetime.now(UTC)
+        now = http_date(headers.get("date")) or datetime.now(UTC)
         return max(timedelta(0), expires - now)
     return None
 
@@ -129,18 +128,8 @@ def retry_after(headers: httpx.Headers) -> timedelta | None:
     value = headers.get("retry-after", "").strip()
     if value.isdigit():
         return timedelta(seconds=int(value))
-    when = _http_date(value)
+    when = http_date(value)
     return max(timedelta(0), when - datetime.now(UTC)) if when else None
-
-
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -40,12 +40,13 @@ from sqlalchemy.engine import make_url
 
 from monitor import metrics as metrics_mod
 from monitor.config import Settings
+from monitor.db import take_turns
 from monitor.errors import UsageError
 from monitor.metrics import Metrics
 from monitor.models import utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
 from monitor.scheduler import Activity
-from monitor.service import Service, config_stamp
+from monitor.service import Service
 from monitor.store import FeedState
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def prepare(engine: Engine) -> None:
     a migration may drop what an older worker still calls."""
     installed = _version(procrastinate.__version__)
     with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        take_turns(conn, _SCHEMA_LOCK)
         conn.execute(text(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} (version text NOT NULL)"))
         recorded = conn.execute(text(f"SELECT version FROM {_VERSION_TABLE}")).scalar()
         fresh = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None
@@ -178,7 +179,7 @@ def _dispatch_deliveries(context: JobContext, timestamp: int) -> None:
 
 
 def _prune(context: JobContext, timestamp: int) -> None:
-    _job(context, lambda w: w.prune())
+    _job(context, lambda w: w.service.prune())
 
 
 async def _forget_old_jobs(context: JobContext, timestamp: int) -> None:
@@ -278,9 +279,7 @@ class QueueWorker:
         if not state:
             log.debug("feed already polled since queued feed=%s feed_id=%d", feed.name, feed_id)
             return
-        for outcome in run_feeds(state, deps, self.stop):
-            kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
-            self.metrics.fetched(outcome.elapsed or 0.0, kind)
+        self.metrics.polled(run_feeds(state, deps, self.stop))
 
     def dispatch(self) -> None:
         service = self.service
@@ -303,12 +302,6 @@ class QueueWorker:
                 report.dead,
                 report.recovered,
             )
-
-    def prune(self) -> None:
-        retention = self.service.config.settings.retention
-        if retention is not None:
-            counts = self.service.deps.store.prune(utcnow() - retention)
-            log.info("pruned matches=%d articles=%d", counts["matches"], counts["articles"])
 
     async def serve(self, reload: threading.Event, grace: float, http: str | None) -> bool:
         """Works jobs until `stop`; True if every job had finished within `grace` seconds."""
@@ -338,12 +331,7 @@ class QueueWorker:
             while not self.stop.is_set() and not worker.done():
                 if time.monotonic() >= next_look:
                     self.metrics.cycle(0.0)
-                    if (
-                        reload.is_set()
-                        or config_stamp(self.service.config.root) != self.service.stamp
-                    ):
-                        reload.clear()
-                        await asyncio.to_thread(self.service.reload)
+                    await asyncio.to_thread(self.service.refresh, reload)
                     next_look = time.monotonic() + tick
                 await asyncio.sleep(0.2)
             log.info("stopping: waiting up to %.0fs for running jobs", grace)

@@ -20,7 +20,7 @@ from monitor import metrics as metrics_mod
 from monitor.metrics import Metrics
 from monitor.models import utcnow
 from monitor.pipeline import Deliverer, check_health, run_feeds
-from monitor.service import Service, config_stamp
+from monitor.service import Service
 from monitor.workers import PassPool
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,14 @@ def run(
 
     def poll_due() -> None:
         started = time.monotonic()
-        if reload.is_set() or config_stamp(service.config.root) != service.stamp:
-            reload.clear()
-            service.reload()
+        service.refresh(reload)
         deps = service.deps
         due = deps.store.states(service.feeds, due_by=utcnow())
         if not due or stop.is_set():
             metrics.cycle(time.monotonic() - started)
             return
         outcomes = run_feeds(due, deps, stop)
-        for outcome in outcomes:
-            kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
-            metrics.fetched(outcome.elapsed or 0.0, kind)
+        metrics.polled(outcomes)
         metrics.cycle(time.monotonic() - started)
         notices = check_health(deps, service.feeds)
         if (notices or any(o.queued for o in outcomes)) and not stop.is_set():
@@ -106,12 +102,6 @@ def run(
     if isinstance(pool, PassPool) and pool.wants(len(service.feeds)):
         pool.start()
 
-    def prune() -> None:
-        retention = service.config.settings.retention
-        if retention is not None:
-            counts = service.deps.store.prune(utcnow() - retention)
-            log.info("pruned matches=%d articles=%d", counts["matches"], counts["articles"])
-
     tick = service.config.settings.tick.total_seconds()
     now = datetime.now(UTC)
     scheduler.add_job(
@@ -125,7 +115,7 @@ def run(
         next_run_time=now,
     )
     scheduler.add_job(
-        activity.guard("prune", prune),
+        activity.guard("prune", service.prune),
         "interval",
         hours=6,
         id="prune",

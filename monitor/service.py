@@ -170,6 +170,19 @@ class Service:
         log.info("config reloaded feeds=%d watchlists=%d", len(self.feeds), len(new.watchlists))
         return True
 
+    def refresh(self, asked: threading.Event) -> None:
+        """Reloads the config when its files changed or a reload was asked for (SIGHUP)."""
+        if asked.is_set() or config_stamp(self.config.root) != self.stamp:
+            asked.clear()
+            self.reload()
+
+    def prune(self) -> None:
+        """Deletes what `retention` no longer keeps, if it is set."""
+        retention = self.config.settings.retention
+        if retention is not None:
+            counts = self.deps.store.prune(utcnow() - retention)
+            log.info("pruned matches=%d articles=%d", counts["matches"], counts["articles"])
+
     def deliver(
         self,
         deliverer: Deliverer,

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlmodel import Session, SQLModel, col
 
 from monitor.config import FeedConfig
-from monitor.db import Database
+from monitor.db import Database, take_turns
 from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
 from monitor.models import (
     ArticleRow,
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 400
 _SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
 _BANDS = tuple(f"band{i}" for i in range(BANDS))
-_ARTICLES = ArticleRow.__table__  # type: ignore[attr-defined]  # SQLModel declares it
+_ARTICLES = SQLModel.metadata.tables["article"]
+_FEEDS = SQLModel.metadata.tables["feed"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ class Store(Database):
         Workers starting together on PostgreSQL take turns (an advisory lock)."""
         out = []
         with self._session() as s:
-            if self.engine.dialect.name == "postgresql":
-                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SYNC_LOCK})
+            take_turns(s, _SYNC_LOCK)
             rows = {r.name: r for r in s.execute(select(FeedRow)).scalars()}
             for cfg in feeds:
                 row = rows.get(cfg.name)
@@ -168,9 +168,8 @@ class Store(Database):
                 for e in entries
             ]
             if rows:  # one cached Core statement, executed for many rows
-                table = _ARTICLES
-                stmt = self._insert(table).on_conflict_do_nothing()
-                stmt = stmt.returning(table.c.id, table.c.key)
+                stmt = self._insert(_ARTICLES).on_conflict_do_nothing()
+                stmt = stmt.returning(_ARTICLES.c.id, _ARTICLES.c.key)
                 ids.update({r.key: r.id for r in s.connection().execute(stmt, rows)})
             for entry, results in matches:
                 article_id = ids.get(entry.key)
@@ -264,15 +263,17 @@ class Store(Database):
         and unchanged feeds one prepared UPDATE executed for all of them."""
         if not results:
             return
-        unchanged = [r for r in results if r.status == 304 and r.error is None and not r.moved_to]
-        others = [r for r in results if r not in unchanged]
+        unchanged: list[FetchResult] = []
+        others: list[FetchResult] = []
+        for r in results:
+            plain = r.status == 304 and r.error is None and not r.moved_to
+            (unchanged if plain else others).append(r)
         now = utcnow()
         with self._session() as s:
             if unchanged:
-                feed = SQLModel.metadata.tables["feed"]
                 s.connection().execute(
-                    update(feed)
-                    .where(feed.c.id == bindparam("fid"))
+                    update(_FEEDS)
+                    .where(_FEEDS.c.id == bindparam("fid"))
                     .values(
                         last_fetch_at=now,
                         last_success_at=now,
