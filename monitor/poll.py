@@ -55,6 +55,7 @@ def fetch(
                     last_modified,
                     hint=freshness(resp.headers),
                     moved_to=moved,
+                    elapsed=time.monotonic() - started,
                 )
             if resp.status_code >= 400:
                 raise FetchError(

@@ -37,6 +37,7 @@ def test_conditional_get_returns_304(client: httpx.Client, feed_server: FeedServ
         deadline=5,
     )
     assert second.not_modified and second.body == b""
+    assert first.elapsed > 0 and second.elapsed > 0  # both timed, for /metrics and `feeds`
     sent = feed_server.requests[-1][1]
     assert sent["if-none-match"] == '"v1"'
     assert sent["if-modified-since"] == "Sun, 29 Nov 2026 00:00:00 GMT"
