@@ -190,6 +190,10 @@ class FakeSlack:
                     ):
                         owner.rate_limited += 1
                         reply = Reply(status=429, retry_after=1)
+                    elif reply.status == 200 and not reply.error:
+                        # counted on arrival, as Slack counts: two posts in flight at once
+                        # in one channel are caught however long each takes to answer
+                        owner._last_post[channel] = now
                 if reply.hang:
                     time.sleep(reply.hang)
                 webhook = self.path.startswith("/services/")
@@ -207,7 +211,6 @@ class FakeSlack:
                     self._json({"ok": False, "error": reply.error})
                     return
                 with owner.lock:
-                    owner._last_post[channel] = time.monotonic()
                     owner._clock = max(time.time(), owner._clock + 0.000001)
                     ts = f"{owner._clock:.6f}"
                     owner.messages.append(
