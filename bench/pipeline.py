@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monitor import config as config_mod  # noqa: E402
-from monitor.pipeline import Deliverer, run_feeds  # noqa: E402
+from monitor.pipeline import run_feeds  # noqa: E402
 from monitor.service import build  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
 from tests.servers import FakeSlack, FeedServer, Route, rss  # noqa: E402
@@ -76,10 +76,10 @@ def main() -> None:
         cold = run_feeds(service.feeds, service.deps)
         cold_s = time.perf_counter() - started
         started = time.perf_counter()
-        report = service.deliver(Deliverer(service.deps))
+        report = service.deliver(service.deliverer())
         deliver_s = time.perf_counter() - started
         started = time.perf_counter()
-        warm = run_feeds(service.deps.store.states(service.feeds), service.deps)
+        warm = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
         warm_s = time.perf_counter() - started
         service.close()
     feed_server.stop()

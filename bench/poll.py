@@ -169,7 +169,7 @@ def main() -> None:
         startup = time.perf_counter() - started
 
         def cycle() -> None:
-            outcomes = run_feeds(service.deps.store.states(service.feeds), service.deps)
+            outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
             assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
 
         print(

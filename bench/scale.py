@@ -31,8 +31,8 @@ from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from bench.poll import items, start_server  # noqa: E402
 from monitor import config as config_mod  # noqa: E402
 from monitor.db import make_engine, migrate  # noqa: E402
-from monitor.queue_mode import prepare  # noqa: E402
-from monitor.store import Store  # noqa: E402
+from monitor.feeds import FeedStore  # noqa: E402
+from monitor.runtime.queue import prepare  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
 from tests.servers import rss  # noqa: E402
 
@@ -107,7 +107,7 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, P
         migrate(engine)
         prepare(engine)
         config = config_mod.load(cfg)
-        Store(engine).sync_feeds(config.feeds, config.interval, config.backfill)
+        FeedStore(engine).sync(config.feeds, config.interval, config.backfill)
         execute(engine, "UPDATE feed SET next_due_at = now() + interval '1 day'")
         for n in range(workers):
             with (Path(os.environ.get("BENCH_LOGS") or tmp) / f"w{workers}-{n}.log").open(

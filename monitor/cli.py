@@ -10,27 +10,34 @@ import signal
 import sys
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import spacy
+from sqlalchemy import Engine
 
 from monitor import config as config_mod
-from monitor import logs, parse, poll, queue_mode, scheduler
+from monitor import fetch, logs, parse, runtime
+from monitor.archive import Archive
 from monitor.config import Config, Watchlist
-from monitor.db import make_engine, migrate, revision_of
+from monitor.db import conninfo, make_engine, migrate, revision_of
 from monitor.errors import ConfigError, MonitorError, ParseError, UsageError
+from monitor.feeds import FeedStore
 from monitor.health import assess
 from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
-from monitor.pipeline import Deliverer, check_health, run_feeds
-from monitor.service import build, http_client, load_ner
-from monitor.store import Store
+from monitor.outbox import Outbox
+from monitor.pipeline import check_health, run_feeds
+from monitor.runtime.passes import PassPool
+from monitor.service import build, load_ner
 
 log = logging.getLogger("monitor.cli")
+Row = dict[str, Any]  # one stored match or delivery, as listed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     except MonitorError as exc:
-        log.error("%s failed: %s", args.command, exc)
+        log.error("command failed", extra={"command": args.command, "error": str(exc)})
         return 1
 
 
@@ -144,10 +151,19 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _db(cfg: Config, args: argparse.Namespace) -> int:
+@contextmanager
+def _database(cfg: Config) -> Iterator[Engine]:
+    """The configured database, its schema brought up to date, for one command."""
     engine = make_engine(cfg.settings.effective_database_url())
     try:
         migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _db(cfg: Config, args: argparse.Namespace) -> int:
+    with _database(cfg) as engine:
         if args.action == "upgrade":
             print(f"database at revision {revision_of(engine)}")
             return 0
@@ -157,9 +173,7 @@ def _db(cfg: Config, args: argparse.Namespace) -> int:
                 "no retention configured: set `retention` in monitor.yaml or pass --older-than"
             )
         cutoff = utcnow() - config_mod.parse_duration(age)
-        counts = Store(engine).prune(cutoff, dry_run=args.dry_run)
-    finally:
-        engine.dispose()
+        counts = Archive(engine).prune(cutoff, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(
         f"{verb} {counts['matches']} matches and {counts['articles']} articles "
@@ -174,23 +188,25 @@ def _check(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _poll(cfg: Config, args: argparse.Namespace) -> int:
-    service = build(cfg)
+    service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
-        outcomes = run_feeds(service.deps.store.states(service.feeds), service.deps)
+        outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
         check_health(service.deps, service.feeds)
-        report = service.deliver(Deliverer(service.deps))
+        report = service.deliver(service.deliverer())
     finally:
         service.close()
     failed = [o for o in outcomes if not o.ok]
     log.info(
-        "poll done feeds=%d failed=%d new_items=%d queued=%d sent=%d retry_later=%d dead=%d",
-        len(outcomes),
-        len(failed),
-        sum(o.new_items for o in outcomes),
-        sum(o.queued for o in outcomes),
-        report.sent,
-        report.failed,
-        report.dead,
+        "poll done",
+        extra={
+            "feeds": len(outcomes),
+            "failed": len(failed),
+            "new_items": sum(o.new_items for o in outcomes),
+            "queued": sum(o.queued for o in outcomes),
+            "sent": report.sent,
+            "retry_later": report.failed,
+            "dead": report.dead,
+        },
     )
     return 0
 
@@ -199,24 +215,24 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal received signal=%s", signal.Signals(signum).name)
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
     reload = threading.Event()
 
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
-        log.info("signal received signal=SIGHUP: reloading the config")
+        log.info("signal received", extra={"signal": "SIGHUP", "then": "reload the config"})
         reload.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
-    queued = (args.workers_mode or cfg.settings.workers_mode) == "queue"
-    if queued:
-        queue_mode.conninfo(cfg.settings.effective_database_url())  # PostgreSQL, or say so now
-    service = build(cfg)
-    runner = queue_mode.run if queued else scheduler.run
-    idle = runner(service, stop, reload=reload, http=args.http)
+    mode = args.workers_mode or cfg.settings.workers_mode
+    if mode == "queue":
+        conninfo(cfg.settings.effective_database_url())  # PostgreSQL, or say so now
+    runner = runtime.pick(mode)
+    service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
+    idle = runner(service, runtime.Control(stop, reload, http=args.http))
     if not idle:
         # A fetch is still waiting on the network. Every write is a committed or
         # rolled-back transaction, so leaving now cannot half-write anything.
@@ -230,27 +246,21 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
 
 def _matches(cfg: Config, args: argparse.Namespace) -> int:
     since = utcnow() - config_mod.parse_duration(args.since) if args.since else None
-    service = build(cfg)
-    try:
-        rows = service.deps.store.matches(args.watchlist, since)
-    finally:
-        service.close()
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        return 0
-    for row in rows:
-        print(
+    with _database(cfg) as engine:
+        rows = Archive(engine).matches(args.watchlist, since)
+    return _listing(
+        rows,
+        args.json,
+        lambda row: (
             f"{row['created_at']}  {row['watchlist']:<14} {row['delivery'] or '-':<8} "
             f"{row['title'][:70]:<70}  [{', '.join(row['matched'])}]  {row['feed']}"
-        )
-    return 0
+        ),
+    )
 
 
 def _alerts(cfg: Config, args: argparse.Namespace) -> int:
-    service = build(cfg)
-    outbox = service.deps.outbox
-    try:
+    with _database(cfg) as engine:
+        outbox = Outbox(engine)
         if args.retry:
             count = outbox.retry_dead(args.watchlist)
             print(f"{count} dead deliveries queued again")
@@ -259,26 +269,31 @@ def _alerts(cfg: Config, args: argparse.Namespace) -> int:
         if args.pending:
             statuses = ["pending", "sending", "held"]
         rows = outbox.listing(statuses, args.watchlist)
-    finally:
-        service.close()
+    return _listing(
+        rows,
+        args.json,
+        lambda row: (
+            f"{row['created_at']}  {row['id']:>6} {row['kind']:<8} {row['status']:<9} "
+            f"{row['attempts']:>3}  {row['watchlist']:<14} {row['channel']:<16} "
+            f"{row['last_error'] or ''}"
+        ),
+    )
+
+
+def _listing(
+    rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]
+) -> int:
+    """Rows as JSON objects, one a line, or as the command's own text lines."""
     for row in rows:
-        if args.json:
-            print(json.dumps(row, ensure_ascii=False))
-        else:
-            print(
-                f"{row['created_at']}  {row['id']:>6} {row['kind']:<8} {row['status']:<9} "
-                f"{row['attempts']:>3}  {row['watchlist']:<14} {row['channel']:<16} "
-                f"{row['last_error'] or ''}"
-            )
+        print(json.dumps(row, ensure_ascii=False) if as_json else line(row))
     return 0
 
 
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
-    service = build(cfg)
-    try:
-        rows = service.deps.store.feeds()
-    finally:
-        service.close()
+    with _database(cfg) as engine:
+        feed_store = FeedStore(engine)
+        feed_store.sync(cfg.feeds, cfg.interval, cfg.backfill)
+        rows = feed_store.rows()
     configured = {f.name for f in cfg.feeds}
     now = utcnow()
     feeds = [assess(r, now, cfg.settings) for r in rows if r.name in configured]
@@ -326,8 +341,8 @@ def _iso(value: datetime | None) -> str | None:
 def _load_items(source: str, cfg: Config) -> list[Item]:
     if source.startswith(("http://", "https://")):
         http = cfg.settings.http
-        with http_client(cfg.settings) as client:
-            fetched = poll.fetch(
+        with fetch.http_client(cfg.settings) as client:
+            fetched = fetch.fetch(
                 client,
                 source,
                 max_bytes=http.max_body_bytes,
@@ -397,14 +412,13 @@ def _backtest(cfg: Config, args: argparse.Namespace) -> int:
     [watchlist] = _pick(cfg, args.watchlist)
     since = utcnow() - config_mod.parse_duration(args.since)
     matcher = Matcher([watchlist], spacy.blank("en"), load_ner)
-    service = build(cfg)
-    store = service.deps.store
-    total = store.count_articles(since)
-    progress = _Progress(total, "backtest")
     per_day: Counter[str] = Counter()
     stories: set[str] = set()
-    try:
-        for batch in store.iter_articles(since):
+    with _database(cfg) as engine:
+        archive = Archive(engine)
+        total = archive.count_articles(since)
+        progress = _Progress(total, "backtest")
+        for batch in archive.iter_articles(since):
             by_feed: dict[str, list[Entry]] = defaultdict(list)
             for feed, entry in batch:
                 by_feed[feed].append(entry)
@@ -421,9 +435,7 @@ def _backtest(cfg: Config, args: argparse.Namespace) -> int:
                         f"{entry.item.title[:70]}  [{', '.join(result.matched)}]"
                     )
             progress.advance(len(batch))
-    finally:
         progress.done()
-        service.close()
     print(
         f"\n{len(stories)} stories would have alerted {watchlist.name} in {watchlist.channel}, "
         f"out of {total} articles since {since:%Y-%m-%d}:"

@@ -176,7 +176,7 @@ class DeliverySettings(_Model):
 
 
 class QueueSettings(_Model):
-    """Queue mode (several workers on one PostgreSQL, see queue_mode.py)."""
+    """Queue mode (several workers on one PostgreSQL, see runtime/queue.py)."""
 
     concurrency: int = Field(default=16, ge=1, le=256)  # jobs at once in one worker process
     heartbeat: Duration = timedelta(seconds=10)

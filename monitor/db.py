@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
-from monitor.errors import StoreError
+from monitor.errors import StoreError, UsageError
 
 
 def make_engine(url: str) -> Engine:
@@ -41,6 +41,17 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
     return engine
+
+
+def conninfo(database_url: str) -> str:
+    """libpq's form of our SQLAlchemy URL: procrastinate talks to psycopg directly."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise UsageError(
+            f"queue mode needs PostgreSQL, not {url.get_backend_name()}: set "
+            "MONITOR_DATABASE_URL=postgresql://user@host/db (or database_url in monitor.yaml)"
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")

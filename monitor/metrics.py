@@ -1,8 +1,9 @@
 """The optional HTTP endpoint of `monitor run --http ADDR`: /healthz and /metrics.
 
-Counts that live in the database (feeds by state, articles, matches, deliveries) are read
-when scraped; what only the running process knows (fetch latencies, cycle times) is
-kept here. The text format is Prometheus' exposition format 0.0.4.
+/metrics is prometheus_client's exposition of one registry per service: what only the
+running process knows (fetch latencies and outcomes, reported back by pass workers in
+their FeedOutcomes; cycle times; the standard process_* metrics), and counts that live
+in the database (feeds by state, articles, matches, deliveries), read when scraped.
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlmodel import col
 
@@ -29,86 +40,88 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_STATES = ("ok", "slow", "failing", "stale", "redirected")
 
 
-@dataclass
 class Metrics:
-    """What the running process measures; thread-safe."""
+    """What the running process measures, in a registry of its own (two services in one
+    process, as in tests, never share counts)."""
 
-    fetch_counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    fetch_sum: float = 0.0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    last_cycle_seconds: float | None = None
-    last_cycle_at: float | None = None  # monotonic
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def fetched(self, seconds: float, outcome: str) -> None:
-        with self._lock:
-            index = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
-            self.fetch_counts[index] += 1
-            self.fetch_sum += seconds
-            self.outcomes[outcome] += 1
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._fetch_seconds = Histogram(
+            "monitor_fetch_seconds",
+            "Feed fetch latency in this process.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._fetches = Counter(
+            "monitor_fetches",
+            "Fetches in this process by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._last_cycle = Gauge(
+            "monitor_last_cycle_seconds", "Duration of the last poll cycle.", registry=self.registry
+        )
+        ProcessCollector(registry=self.registry)
+        self.last_cycle_at: float | None = None  # monotonic
 
     def polled(self, outcomes: Iterable[FeedOutcome]) -> None:
         for outcome in outcomes:
             kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
-            self.fetched(outcome.elapsed or 0.0, kind)
+            self._fetch_seconds.observe(outcome.elapsed or 0.0)
+            self._fetches.labels(outcome=kind).inc()
 
     def cycle(self, seconds: float) -> None:
-        with self._lock:
-            self.last_cycle_seconds = seconds
-            self.last_cycle_at = time.monotonic()
+        self._last_cycle.set(seconds)
+        self.last_cycle_at = time.monotonic()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
-def render(service: Any, metrics: Metrics) -> str:
-    """The /metrics page."""
-    store, settings = service.deps.store, service.config.settings
-    now = utcnow()
-    lines: list[str] = []
+class StoredCounts(Collector):
+    """Counts read from the database at each scrape, so every worker reports the same."""
 
-    def family(name: str, kind: str, doc: str) -> None:
-        lines.append(f"# HELP {name} {doc}")
-        lines.append(f"# TYPE {name} {kind}")
+    def __init__(self, service: Any) -> None:
+        self._service = service
 
-    configured = {f.name for f in service.feeds}
-    states = Counter(assess(r, now, settings).state for r in store.feeds() if r.name in configured)
-    family("monitor_feeds", "gauge", "Configured feeds by health state.")
-    for state in ("ok", "slow", "failing", "stale", "redirected"):
-        lines.append(f'monitor_feeds{{state="{state}"}} {states.get(state, 0)}')
-    with store.engine.connect() as conn:
-        articles = conn.execute(select(func.count()).select_from(ArticleRow)).scalar_one()
-        by_watchlist = conn.execute(
-            select(col(MatchRow.watchlist), func.count()).group_by(col(MatchRow.watchlist))
-        ).all()
-        by_status = conn.execute(
-            select(col(DeliveryRow.status), func.count()).group_by(col(DeliveryRow.status))
-        ).all()
-    family("monitor_articles", "gauge", "Articles stored.")
-    lines.append(f"monitor_articles {articles}")
-    family("monitor_matches", "gauge", "Matches stored, by watchlist.")
-    lines += [f'monitor_matches{{watchlist="{_label(w)}"}} {n}' for w, n in by_watchlist]
-    family("monitor_deliveries", "gauge", "Deliveries by status (pending is the queue).")
-    lines += [f'monitor_deliveries{{status="{_label(s)}"}} {n}' for s, n in by_status]
-    with metrics._lock:
-        family("monitor_fetch_seconds", "histogram", "Feed fetch latency in this process.")
-        total = 0
-        for bound, count in zip((*BUCKETS, "+Inf"), metrics.fetch_counts, strict=True):
-            total += count
-            lines.append(f'monitor_fetch_seconds_bucket{{le="{bound}"}} {total}')
-        lines.append(f"monitor_fetch_seconds_sum {metrics.fetch_sum:.6f}")
-        lines.append(f"monitor_fetch_seconds_count {total}")
-        family("monitor_fetches", "counter", "Fetches in this process by outcome.")
-        lines += [
-            f'monitor_fetches_total{{outcome="{o}"}} {n}'
-            for o, n in sorted(metrics.outcomes.items())
-        ]
-        family("monitor_last_cycle_seconds", "gauge", "Duration of the last poll cycle.")
-        lines.append(f"monitor_last_cycle_seconds {metrics.last_cycle_seconds or 0:.3f}")
-    return "\n".join(lines) + "\n"
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        service = self._service
+        deps, settings = service.deps, service.config.settings
+        now = utcnow()
+        configured = {f.name for f in service.feeds}
+        states = Tally(
+            assess(r, now, settings).state for r in deps.feeds.rows() if r.name in configured
+        )
+        feeds = GaugeMetricFamily(
+            "monitor_feeds", "Configured feeds by health state.", labels=["state"]
+        )
+        for state in _STATES:
+            feeds.add_metric([state], states.get(state, 0))
+        yield feeds
+        with deps.store.engine.connect() as conn:
+            articles = conn.execute(select(func.count()).select_from(ArticleRow)).scalar_one()
+            by_watchlist = conn.execute(
+                select(col(MatchRow.watchlist), func.count()).group_by(col(MatchRow.watchlist))
+            ).all()
+            by_status = conn.execute(
+                select(col(DeliveryRow.status), func.count()).group_by(col(DeliveryRow.status))
+            ).all()
+        yield GaugeMetricFamily("monitor_articles", "Articles stored.", value=articles)
+        matches = GaugeMetricFamily(
+            "monitor_matches", "Matches stored, by watchlist.", labels=["watchlist"]
+        )
+        for watchlist, count in by_watchlist:
+            matches.add_metric([watchlist], count)
+        yield matches
+        deliveries = GaugeMetricFamily(
+            "monitor_deliveries", "Deliveries by status (pending is the queue).", labels=["status"]
+        )
+        for status, count in by_status:
+            deliveries.add_metric([status], count)
+        yield deliveries
 
 
 def health(service: Any, metrics: Metrics, scheduler_alive: Callable[[], bool]) -> dict[str, Any]:
@@ -133,6 +146,7 @@ def serve(
 ) -> ThreadingHTTPServer:
     """Starts the endpoint on a daemon thread; the caller shuts it down."""
     host, _, port = address.rpartition(":")
+    metrics.registry.register(StoredCounts(service))
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -140,7 +154,7 @@ def serve(
 
         def do_GET(self) -> None:
             if self.path == "/metrics":
-                self._send(200, "text/plain; version=0.0.4", render(service, metrics))
+                self._send(200, CONTENT_TYPE_LATEST, metrics.render().decode())
             elif self.path == "/healthz":
                 report = health(service, metrics, scheduler_alive)
                 self._send(200 if report["ok"] else 503, "application/json", json.dumps(report))
@@ -158,5 +172,6 @@ def serve(
     server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    log.info("http endpoint listening address=%s:%d", *server.server_address[:2])
+    bound = server.server_address
+    log.info("http endpoint listening", extra={"address": f"{bound[0]!s}:{bound[1]}"})
     return server

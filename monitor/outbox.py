@@ -19,7 +19,6 @@ from sqlmodel import Session, col
 
 from monitor.config import Watchlist
 from monitor.db import Database
-from monitor.health import Notice
 from monitor.models import (
     ArticleRow,
     ChannelRow,
@@ -31,8 +30,6 @@ from monitor.models import (
     Story,
     utcnow,
 )
-
-DIGEST_PART = 20  # stories per digest message; Slack allows 50 blocks
 
 
 @dataclass(frozen=True)
@@ -285,98 +282,6 @@ class Outbox(Database):
         stmt = select(func.max(col(DeliveryRow.sent_at))).where(col(DeliveryRow.channel) == channel)
         with self._session() as s:
             return s.execute(stmt).scalar()
-
-    def make_digests(self, watchlists: Sequence[Watchlist], now: datetime) -> int:
-        """Gathers held rows into digest deliveries: at each schedule boundary for digest
-        watchlists, and when quiet hours end for the others. Returns digests made."""
-        made = 0
-        for wl in watchlists:
-            if wl.delivery == "digest":
-                until = wl.schedule.last_boundary(now)
-                label = f"until {until.astimezone(wl.schedule.zone):%a %H:%M %Z}"
-            elif wl.quiet is not None and wl.quiet.hours.active(now):
-                continue
-            else:
-                until, label = now, "held during quiet hours"
-            with self._session() as s:
-                held = (
-                    s.execute(
-                        select(DeliveryRow)
-                        .where(
-                            col(DeliveryRow.watchlist) == wl.name,
-                            col(DeliveryRow.status) == "held",
-                            col(DeliveryRow.created_at) < until,
-                        )
-                        .order_by(col(DeliveryRow.id))
-                    )
-                    .scalars()
-                    .all()
-                )
-                by_channel: dict[str, list[DeliveryRow]] = {}
-                for row in held:
-                    by_channel.setdefault(row.channel, []).append(row)
-                for channel, rows in by_channel.items():
-                    parts = [rows[i : i + DIGEST_PART] for i in range(0, len(rows), DIGEST_PART)]
-                    for part, chunk in enumerate(parts):
-                        suffix = f" ({part + 1}/{len(parts)})" if len(parts) > 1 else ""
-                        digest = DeliveryRow(
-                            key=f"{wl.name}|digest|{until.isoformat()}|{channel}|{part}",
-                            kind="digest",
-                            watchlist=wl.name,
-                            channel=channel,
-                            label=label + suffix,
-                            status="pending",
-                            next_attempt_at=utcnow(),  # due at once, whatever `now` was
-                            created_at=utcnow(),
-                        )
-                        s.add(digest)
-                        s.flush()
-                        s.execute(
-                            update(DeliveryRow)
-                            .where(col(DeliveryRow.id).in_([r.id for r in chunk]))
-                            .values(status="digested", digest_id=digest.id)
-                        )
-                        made += 1
-        return made
-
-    def record_notices(self, notices: Sequence[Notice], channel: str | None) -> int:
-        """Marks each feed's new health state and, with an ops channel, queues its message,
-        in one transaction: a notice is never lost and never queued twice."""
-        queued = 0
-        with self._session() as s:
-            for notice in notices:
-                s.execute(
-                    update(FeedRow)
-                    .where(col(FeedRow.name) == notice.feed)
-                    .values(health_alerted=notice.alerted)
-                )
-                if channel:
-                    queued += self._notice(s, notice.key, channel, notice.text)
-        return queued
-
-    def queue_notice(self, key: str, channel: str, text: str) -> int:
-        """One message for operators (a rejected config edit, say), once per key."""
-        with self._session() as s:
-            return self._notice(s, key, channel, text)
-
-    def _notice(self, s: Session, key: str, channel: str, text: str) -> int:
-        stmt = (
-            self._insert(DeliveryRow)
-            .values(
-                key=key,
-                kind="notice",
-                watchlist="",
-                channel=channel,
-                mentions=[],
-                label=text[:400],
-                status="pending",
-                next_attempt_at=utcnow(),
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing()
-            .returning(DeliveryRow.id)
-        )
-        return len(s.execute(stmt).all())
 
     def listing(
         self,

@@ -145,7 +145,8 @@ def parse(fetched: Fetched) -> ParsedFeed:
             item = _item(entry)
         except Exception as exc:  # one broken entry must not cost the feed its other items
             log.warning(
-                "skipping unreadable entry url=%s index=%d error=%r", fetched.url, index, exc
+                "skipping unreadable entry",
+                extra={"url": fetched.url, "index": index, "error": repr(exc)},
             )
             continue
         if item.title or item.body or item.link:
@@ -206,7 +207,7 @@ def parse_json_feed(fetched: Fetched) -> ParsedFeed:
     items = []
     for index, raw in enumerate(doc["items"]):
         if not isinstance(raw, dict):
-            log.warning("skipping unreadable entry url=%s index=%d", fetched.url, index)
+            log.warning("skipping unreadable entry", extra={"url": fetched.url, "index": index})
             continue
         link = raw.get("url") or raw.get("external_url")
         authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])

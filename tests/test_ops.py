@@ -12,7 +12,7 @@ import yaml
 
 from monitor import config as config_mod
 from monitor.cli import main
-from monitor.logs import JsonFormatter
+from monitor.logs import JsonFormatter, TextFormatter
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "monitor" / "example"
 
@@ -67,17 +67,22 @@ def test_init_writes_a_working_config_and_refuses_to_overwrite(
     assert "not empty" in capsys.readouterr().err
 
 
-def test_json_log_lines_keep_the_fields() -> None:
-    record = logging.LogRecord(
-        "monitor.pipeline",
-        logging.WARNING,
-        __file__,
-        1,
-        "feed failed feed=%s feed_id=%d error=%s",
-        ("bbc", 3, "https://x.example/: HTTP 503 Service Unavailable"),
-        None,
+def _record(**fields: object) -> logging.LogRecord:
+    return logging.getLogger("monitor.pipeline").makeRecord(
+        "monitor.pipeline", logging.WARNING, __file__, 1, "feed failed", (), None, extra=fields
     )
-    entry = json.loads(JsonFormatter().format(record))
+
+
+def test_json_log_lines_keep_the_fields() -> None:
+    error = "https://x.example/: HTTP 503 Service Unavailable key=not-a-field"
+    entry = json.loads(JsonFormatter().format(_record(feed="bbc", feed_id=3, error=error)))
     assert entry["event"] == "feed failed" and entry["level"] == "WARNING"
-    assert entry["feed"] == "bbc" and entry["feed_id"] == "3"
-    assert entry["error"] == "https://x.example/: HTTP 503 Service Unavailable"
+    assert entry["feed"] == "bbc" and entry["feed_id"] == 3
+    assert entry["error"] == error and "key" not in entry
+
+
+def test_text_log_lines_quote_values_that_would_split() -> None:
+    line = TextFormatter("%(message)s").format(
+        _record(feed="bbc", feed_id=3, error='HTTP 503 key="x"', retry=None)
+    )
+    assert line == 'feed failed feed=bbc feed_id=3 error="HTTP 503 key=\\"x\\"" retry=-'

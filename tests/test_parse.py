@@ -7,10 +7,10 @@ import pytest
 
 from monitor import config as config_mod
 from monitor.errors import ParseError
+from monitor.fetch import unwrap_gzip
 from monitor.models import Fetched
 from monitor.parse import html_to_text, parse
 from monitor.pipeline import run_feeds
-from monitor.poll import unwrap_gzip
 from monitor.service import build
 from tests.conftest import SHARED, write_config
 from tests.servers import FeedServer, Route

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from monitor import config as config_mod
+from monitor.archive import Archive
 from monitor.cli import main
-from monitor.pipeline import Deliverer, next_due, run_feeds
+from monitor.feeds import FeedState
+from monitor.pipeline import next_due, run_feeds
 from monitor.service import build
-from monitor.store import FeedState
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 
@@ -175,14 +176,14 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     service = build(cfg)
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="fatal_error")] * 3
-    report = service.deliver(Deliverer(service.deps))
+    report = service.deliver(service.deliverer())
     assert report.failed == 3 and slack_env.messages == []  # the follow-up waits for its parent
     # Retries wait for their backoff: an immediate pass sends nothing...
-    assert service.deliver(Deliverer(service.deps)).sent == 0
+    assert service.deliver(service.deliverer()).sent == 0
     # ...and once the backoff has passed, each alert goes out exactly once.
     with service.deps.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert service.deliver(Deliverer(service.deps)).sent == 4
+    assert service.deliver(service.deliverer()).sent == 4
     service.close()
     assert len(slack_env.messages) == 4
 
@@ -224,7 +225,7 @@ def test_slow_feed_times_out_while_others_alert(
     assert main(["--config", str(cfg), "poll"]) == 0
     assert posted_titles(slack_env) == ["FENTANYL TALKS RESUME", "Where is Qin Gang?"]
     service = build(config_mod.load(cfg))
-    slow = next(f for f in service.deps.store.feeds() if f.name == "slow")
+    slow = next(f for f in service.deps.feeds.rows() if f.name == "slow")
     service.close()
     assert slow.errors_in_row == 1 and "timed out" in (slow.last_error or "")
 
@@ -306,13 +307,13 @@ def test_permanent_slack_error_makes_a_dead_delivery_that_is_not_retried(
     service = build(config_mod.load(two_feeds))
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="not_in_channel")] * 4
-    report = service.deliver(Deliverer(service.deps))
+    report = service.deliver(service.deliverer())
     # the follow-up, its parent dead, is tried on its own and fails the same way
     assert report.dead == 4 and slack_env.messages == []
     with service.deps.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert service.deliver(Deliverer(service.deps)).sent == 0
-    rows = service.deps.store.matches(None, None)
+    assert service.deliver(service.deliverer()).sent == 0
+    rows = Archive(service.deps.store.engine).matches(None, None)
     service.close()
     assert {r["delivery"] for r in rows} == {"dead"}
 

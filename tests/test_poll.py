@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from monitor.errors import FetchError
-from monitor.poll import fetch
+from monitor.fetch import fetch
 from tests.servers import FeedServer, Route, rss
 
 BODY = rss([{"title": "One", "link": "https://e.example/1", "guid": "1"}])

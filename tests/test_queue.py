@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from monitor.config import QueueSettings
+from monitor.db import conninfo
 from monitor.errors import UsageError
-from monitor.queue_mode import conninfo, every
+from monitor.runtime.queue import every
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 from tests.test_run import wait_for
@@ -168,7 +169,7 @@ def test_a_killed_worker_leaves_its_feeds_to_the_others(
     assert len(killed_share) < FEEDS and len(survivors) > FEEDS // 2
     took_over = "".join(log.read_text() for log in logs[1:])
     requeued = re.findall(
-        r"stalled job requeued .* task=monitor:poll_feed lock=feed:(\d+)", took_over
+        r"stalled job action=requeued .* task=monitor:poll_feed lock=feed:(\d+)", took_over
     )
     assert requeued, "the killed worker's polls were never taken over"
     # (a poll the killed worker committed just before dying is found done, not repeated)
@@ -232,7 +233,7 @@ def test_workers_starting_together_create_the_queue_tables_once(pg_url: str) -> 
     import procrastinate
 
     from monitor.db import make_engine, migrate
-    from monitor.queue_mode import prepare
+    from monitor.runtime.queue import prepare
 
     engines = [make_engine(pg_url) for _ in range(3)]
     errors: list[BaseException] = []
@@ -294,7 +295,7 @@ def test_failed_jobs_are_kept_three_days_then_forgotten(pg_url: str, tmp_path: P
 
     from monitor import config as config_mod
     from monitor.db import make_engine, migrate
-    from monitor.queue_mode import _forget_old_jobs, make_app, prepare
+    from monitor.runtime.queue import _forget_old_jobs, make_app, prepare
 
     engine = make_engine(pg_url)
     migrate(engine)

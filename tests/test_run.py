@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
@@ -200,6 +201,18 @@ def test_http_endpoint_reports_health_and_metrics(
         assert 'monitor_deliveries{status="sent"} 3' in page
         assert 'monitor_fetches_total{outcome="not_modified"}' in page
         assert "monitor_fetch_seconds_count" in page and "monitor_last_cycle_seconds" in page
+        kinds = {f.name: f.type for f in text_string_to_metric_families(page)}
+        assert {
+            "monitor_feeds": "gauge",
+            "monitor_articles": "gauge",
+            "monitor_matches": "gauge",
+            "monitor_deliveries": "gauge",
+            "monitor_fetches": "counter",  # exposed as monitor_fetches_total
+            "monitor_fetch_seconds": "histogram",
+            "monitor_last_cycle_seconds": "gauge",
+            "process_cpu_seconds": "counter",
+            "process_resident_memory_bytes": "gauge",
+        }.items() <= kinds.items()
         assert get("/nothing")[0] == 404
     finally:
         proc.send_signal(signal.SIGTERM)

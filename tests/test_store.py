@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from monitor.archive import Archive
 from monitor.config import FeedConfig, Watchlist
-from monitor.db import make_engine, migrate
+from monitor.db import Database, make_engine, migrate
 from monitor.dedupe import fingerprint, identify
+from monitor.digests import Digests
+from monitor.feeds import FeedStore
 from monitor.models import Entry, FetchResult, Hit, Item, MatchResult, Sent, utcnow
 from monitor.outbox import Outbox, Policy
 from monitor.store import Store
@@ -55,9 +58,11 @@ def db(any_db_url: str) -> Iterator[tuple[Store, Outbox]]:
     engine.dispose()
 
 
-def feeds(store: Store, *names: str) -> list[int]:
+def feeds(store: Database, *names: str) -> list[int]:
     cfgs = [FeedConfig(name=n, url=f"https://{n}.example/rss") for n in names]
-    states = store.sync_feeds(cfgs, lambda f: timedelta(minutes=10), lambda f: timedelta(days=1))
+    states = FeedStore(store.engine).sync(
+        cfgs, lambda f: timedelta(minutes=10), lambda f: timedelta(days=1)
+    )
     return [s.id for s in states]
 
 
@@ -159,7 +164,7 @@ def test_delivery_outcomes(db: tuple[Store, Outbox]) -> None:
     assert outbox.claim(third.delivery_id)
     outbox.sent(third.delivery_id, third.channel, Sent("1700000000.000001", "C1"))
     assert outbox.due(utcnow() + timedelta(days=1)) == []
-    [row] = store.matches("us-china", None)
+    [row] = Archive(store.engine).matches("us-china", None)
     assert row["delivery"] == "sent" and row["slack_ts"] == "1700000000.000001"
 
 
@@ -197,10 +202,10 @@ def test_digests_gather_held_deliveries(db: tuple[Store, Outbox]) -> None:
             "digest": "hourly",
         }
     )
-    assert outbox.make_digests([wl], utcnow()) == 0  # held after the last boundary
+    assert Digests(outbox.engine).make([wl], utcnow()) == 0  # held after the last boundary
     later = utcnow() + timedelta(hours=1)
-    assert outbox.make_digests([wl], later) == 2  # 25 stories: 20 + 5
-    assert outbox.make_digests([wl], later) == 0
+    assert Digests(outbox.engine).make([wl], later) == 2  # 25 stories: 20 + 5
+    assert Digests(outbox.engine).make([wl], later) == 0
     parts = outbox.due(later)
     assert [len(p.stories) for p in parts] == [20, 5]
     assert all(p.kind == "digest" and p.label.endswith(("(1/2)", "(2/2)")) for p in parts)
@@ -216,7 +221,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
 
 
 def test_feed_state_and_due_times(db: tuple[Store, Outbox]) -> None:
-    store, _ = db
+    store = FeedStore(db[0].engine)
     a, b = feeds(store, "a", "b")
     now = utcnow()
     store.record_fetches(
@@ -233,7 +238,7 @@ def test_feed_state_and_due_times(db: tuple[Store, Outbox]) -> None:
             FetchResult(b, status=500, error="HTTP 500", next_due=now - timedelta(seconds=1)),
         ]
     )
-    states = store.sync_feeds(
+    states = FeedStore(store.engine).sync(
         [
             FeedConfig(name="a", url="https://a.example/rss"),
             FeedConfig(name="b", url="https://b.example/rss"),
@@ -244,26 +249,26 @@ def test_feed_state_and_due_times(db: tuple[Store, Outbox]) -> None:
     [due] = store.states(states, due_by=utcnow())
     assert {s.name: s.etag for s in store.states(states)} == {"a": '"e"', "b": None}
     assert due.name == "b" and due.errors_in_row == 1 and due.last_success_at is None
-    rows = {r.name: r for r in store.feeds()}
+    rows = {r.name: r for r in FeedStore(store.engine).rows()}
     assert rows["a"].etag == '"e"' and rows["a"].items_seen == 5 and rows["a"].last_status == 200
     assert rows["b"].last_error == "HTTP 500"
 
 
 def test_changed_url_forgets_validators(db: tuple[Store, Outbox]) -> None:
-    store, _ = db
+    store = FeedStore(db[0].engine)
     [a] = feeds(store, "a")
     store.record_fetches([FetchResult(a, status=200, error=None, etag='"e"', next_due=utcnow())])
-    store.sync_feeds(
+    FeedStore(store.engine).sync(
         [FeedConfig(name="a", url="https://moved.example/rss")],
         lambda f: timedelta(minutes=10),
         lambda f: timedelta(days=1),
     )
-    [row] = store.feeds()
+    [row] = FeedStore(store.engine).rows()
     assert row.url == "https://moved.example/rss" and row.etag is None
 
 
 def test_unchanged_feeds_are_recorded_in_bulk(db: tuple[Store, Outbox]) -> None:
-    store, _ = db
+    store = FeedStore(db[0].engine)
     a, b = feeds(store, "a", "b")
     later = utcnow() + timedelta(minutes=10)
     store.record_fetches([FetchResult(a, status=500, error="HTTP 500", next_due=utcnow())])
@@ -273,7 +278,7 @@ def test_unchanged_feeds_are_recorded_in_bulk(db: tuple[Store, Outbox]) -> None:
             FetchResult(b, status=304, error=None, next_due=later),
         ]
     )
-    rows = {r.name: r for r in store.feeds()}
+    rows = {r.name: r for r in FeedStore(store.engine).rows()}
     assert rows["a"].errors_in_row == 0 and rows["a"].last_error is None
     assert rows["a"].last_status == 304 and rows["a"].last_duration_ms == 250
     assert rows["a"].next_due_at == later and rows["a"].last_success_at is not None
@@ -281,9 +286,9 @@ def test_unchanged_feeds_are_recorded_in_bulk(db: tuple[Store, Outbox]) -> None:
 
 
 def test_a_due_feed_is_claimed_once_until_its_lease_runs_out(db: tuple[Store, Outbox]) -> None:
-    store, _ = db
+    store = FeedStore(db[0].engine)
     feeds(store, "a", "b")
-    states = store.sync_feeds(
+    states = FeedStore(store.engine).sync(
         [FeedConfig(name=n, url=f"https://{n}.example/rss") for n in ("a", "b")],
         lambda f: timedelta(minutes=10),
         lambda f: timedelta(days=1),

@@ -8,10 +8,7 @@ therefore loses no schedule, and a job that overruns is never run twice at once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -19,58 +16,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from monitor import metrics as metrics_mod
 from monitor.metrics import Metrics
 from monitor.models import utcnow
-from monitor.pipeline import Deliverer, check_health, run_feeds
+from monitor.pipeline import check_health, run_feeds
+from monitor.runtime import Activity, Control
 from monitor.service import Service
-from monitor.workers import PassPool
 
 log = logging.getLogger(__name__)
 
 
-class Activity:
-    """Counts running jobs so shutdown can wait for them, and no longer than it must."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        with self._cond:
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._count -= 1
-                self._cond.notify_all()
-
-    def guard(self, name: str, job: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            with self.running():
-                try:
-                    job()
-                except Exception:
-                    log.exception("job failed job=%s", name)
-
-        return run
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
-
-
-def run(
-    service: Service,
-    stop: threading.Event,
-    grace: float = 5.0,
-    reload: threading.Event | None = None,
-    http: str | None = None,
-) -> bool:
-    """Runs until `stop` is set; returns False if jobs were still busy after `grace` seconds.
-
-    Every tick it also looks at the config files, and reloads them when they changed or
-    `reload` is set (SIGHUP)."""
-    reload = reload or threading.Event()
+def run(service: Service, control: Control) -> bool:
+    """The single-host Runtime. Every tick it also looks at the config files, and reloads
+    them when they changed or `reload` is set (SIGHUP)."""
+    stop, reload, grace, http = control.stop, control.reload, control.grace, control.http
     activity = Activity()
     metrics = Metrics()
     scheduler = BackgroundScheduler(
@@ -82,7 +38,7 @@ def run(
         started = time.monotonic()
         service.refresh(reload)
         deps = service.deps
-        due = deps.store.states(service.feeds, due_by=utcnow())
+        due = deps.feeds.states(service.feeds, due_by=utcnow())
         if not due or stop.is_set():
             metrics.cycle(time.monotonic() - started)
             return
@@ -93,14 +49,14 @@ def run(
         if (notices or any(o.queued for o in outcomes)) and not stop.is_set():
             scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
 
-    deliverer = Deliverer(service.deps)
+    deliverer = service.deliverer()
 
     def deliver() -> None:
         service.deliver(deliverer, stop)
 
     pool = service.deps.pool
-    if isinstance(pool, PassPool) and pool.wants(len(service.feeds)):
-        pool.start()
+    if pool is not None and pool.wants(len(service.feeds)):
+        pool.start()  # its workers import and build their matcher while the first cycle fetches
 
     tick = service.config.settings.tick.total_seconds()
     now = datetime.now(UTC)
@@ -125,7 +81,7 @@ def run(
     endpoint = (
         metrics_mod.serve(http, service, metrics, lambda: scheduler.running) if http else None
     )
-    log.info("scheduler started tick=%ss feeds=%d", tick, len(service.feeds))
+    log.info("scheduler started", extra={"tick": f"{tick:g}s", "feeds": len(service.feeds)})
     stop.wait()
     log.info("stopping: waiting up to %.0fs for running jobs", grace)
     scheduler.shutdown(wait=False)

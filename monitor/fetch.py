@@ -1,18 +1,23 @@
-"""Fetch stage: one conditional GET per feed, bounded in time and size."""
+"""Fetch stage: one conditional GET per feed, bounded in time and size, through a client
+that refuses non-public addresses and never holds more than `per_host` connections to
+one publisher."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
+from monitor.config import Settings
 from monitor.errors import FetchError
 from monitor.models import Fetched, http_date
 
@@ -202,3 +207,56 @@ def unwrap_gzip(body: bytes, max_bytes: int, url: str) -> bytes:
     if len(out) > max_bytes:
         raise FetchError(url, f"decompressed body exceeds the {max_bytes}-byte cap")
     return out
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    """The feed fetcher's client; it refuses non-public addresses unless told otherwise."""
+    http = settings.http
+    limits = httpx.Limits(
+        max_connections=http.concurrency, max_keepalive_connections=http.concurrency
+    )
+    transport = None
+    if not settings.allow_private_networks:
+        hosts = [h for h in settings.allowed_hosts if "/" not in h and not _is_ip(h)]
+        networks = [
+            ipaddress.ip_network(h, strict=False) for h in settings.allowed_hosts if h not in hosts
+        ]
+        transport = GuardedTransport(GuardedBackend(hosts, networks), limits=limits)
+    return httpx.Client(
+        timeout=httpx.Timeout(
+            http.read_timeout.total_seconds(), connect=http.connect_timeout.total_seconds()
+        ),
+        follow_redirects=True,
+        max_redirects=http.max_redirects,
+        limits=limits,
+        transport=transport,
+        headers={
+            "User-Agent": http.agent,
+            "Accept": "application/rss+xml, application/atom+xml, application/feed+json, "
+            "application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5",
+        },
+    )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class HostLimits:
+    """At most `per_host` fetches at once to any one host, however many feeds it serves."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    def slot(self, url: str) -> threading.BoundedSemaphore:
+        host = (urlsplit(url).hostname or "").lower()
+        with self._lock:
+            if host not in self._slots:
+                self._slots[host] = threading.BoundedSemaphore(self._per_host)
+            return self._slots[host]

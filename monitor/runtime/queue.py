@@ -36,18 +36,16 @@ from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from monitor import metrics as metrics_mod
 from monitor.config import Settings
-from monitor.db import take_turns
-from monitor.errors import UsageError
+from monitor.db import conninfo, take_turns
+from monitor.feeds import FeedState
 from monitor.metrics import Metrics
 from monitor.models import utcnow
-from monitor.pipeline import Deliverer, check_health, run_feeds
-from monitor.scheduler import Activity
+from monitor.pipeline import check_health, run_feeds
+from monitor.runtime import Activity, Control
 from monitor.service import Service
-from monitor.store import FeedState
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +60,6 @@ _KEEP_FINISHED_JOBS = 72  # hours a failed job stays in the queue's tables, for 
 _SCHEMA_LOCK = 0x6D6F6E71  # PostgreSQL advisory lock held while creating the queue's tables
 _BATCH = 500  # jobs deferred in one round trip
 _VERSION_TABLE = "monitor_queue_schema"  # the procrastinate version its tables are at
-
-
-def conninfo(database_url: str) -> str:
-    """libpq's form of our SQLAlchemy URL: procrastinate talks to psycopg directly."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        raise UsageError(
-            f"queue mode needs PostgreSQL, not {url.get_backend_name()}: set "
-            "MONITOR_DATABASE_URL=postgresql://user@host/db (or database_url in monitor.yaml)"
-        )
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def prepare(engine: Engine) -> None:
@@ -105,13 +92,11 @@ def prepare(engine: Engine) -> None:
             text(f"INSERT INTO {_VERSION_TABLE} VALUES (:v)"), {"v": procrastinate.__version__}
         )
     if fresh:
-        log.info("job queue tables created procrastinate=%s", procrastinate.__version__)
+        log.info("job queue tables created", extra={"procrastinate": procrastinate.__version__})
     elif steps:
         log.info(
-            "job queue tables migrated from=%s to=%s files=%d",
-            recorded,
-            procrastinate.__version__,
-            len(steps),
+            "job queue tables migrated",
+            extra={"from": recorded, "to": procrastinate.__version__, "files": len(steps)},
         )
 
 
@@ -207,12 +192,14 @@ async def _recover_stalled(context: JobContext, timestamp: int) -> None:
             await manager.finish_job(job, status=Status.FAILED, delete_job=True)
             action = "dropped for the newer job queued"
         log.warning(
-            "stalled job %s job_id=%s task=%s lock=%s dead_worker_id=%s",
-            action,
-            job.id,
-            job.task_name,
-            job.lock,
-            job.worker_id,
+            "stalled job",
+            extra={
+                "action": action,
+                "job_id": job.id,
+                "task": job.task_name,
+                "lock": job.lock,
+                "dead_worker_id": job.worker_id,
+            },
         )
 
 
@@ -260,24 +247,26 @@ class QueueWorker:
         service = self.service
         deps, settings = service.deps, service.config.settings
         now = utcnow()
-        claimed = deps.store.claim_due(service.feeds, now, settings.queue.feed_lease)
+        claimed = deps.feeds.claim_due(service.feeds, now, settings.queue.feed_lease)
         polls = [(f"feed:{f.id}", {"feed_id": f.id, "queued_at": now.isoformat()}) for f in claimed]
         queued = sum(
             self._queue_many(POLL, polls[i : i + _BATCH]) for i in range(0, len(polls), _BATCH)
         )
         if claimed:
-            log.info("feeds queued due=%d queued=%d", len(claimed), queued)
+            log.info("feeds queued", extra={"due": len(claimed), "queued": queued})
         check_health(deps, service.feeds)
 
     def poll(self, feed_id: int, queued_at: datetime) -> None:
         deps = self.service.deps
         feed = self._feed(feed_id)
         if feed is None:
-            log.info("queued feed no longer configured feed_id=%d", feed_id)
+            log.info("queued feed no longer configured", extra={"feed_id": feed_id})
             return
-        state = deps.store.states([feed], unpolled_since=queued_at)
+        state = deps.feeds.states([feed], unpolled_since=queued_at)
         if not state:
-            log.debug("feed already polled since queued feed=%s feed_id=%d", feed.name, feed_id)
+            log.debug(
+                "feed already polled since queued", extra={"feed": feed.name, "feed_id": feed_id}
+            )
             return
         self.metrics.polled(run_feeds(state, deps, self.stop))
 
@@ -285,26 +274,29 @@ class QueueWorker:
         service = self.service
         outbox, settings = service.deps.outbox, service.config.settings
         now = utcnow()
-        outbox.make_digests(service.config.watchlists, now)
+        service.deps.digests.make(service.config.watchlists, now)
         for channel in outbox.channels_due(now, now - settings.delivery.lease):
             self._queue(DELIVER, f"channel:{channel}", channel=channel)
 
     def deliver(self, channel: str) -> None:
-        deps = self.service.deps
         budget = self.service.config.settings.queue.delivery_budget.total_seconds()
-        report = Deliverer(deps, channel=channel).run(self.stop, time.monotonic() + budget)
+        deliverer = self.service.deliverer(channel=channel)
+        report = deliverer.run(self.stop, time.monotonic() + budget)
         if report.sent or report.failed or report.dead or report.recovered:
             log.info(
-                "channel delivered channel=%s sent=%d retry_later=%d dead=%d recovered=%d",
-                channel,
-                report.sent,
-                report.failed,
-                report.dead,
-                report.recovered,
+                "channel delivered",
+                extra={
+                    "channel": channel,
+                    "sent": report.sent,
+                    "retry_later": report.failed,
+                    "dead": report.dead,
+                    "recovered": report.recovered,
+                },
             )
 
-    async def serve(self, reload: threading.Event, grace: float, http: str | None) -> bool:
-        """Works jobs until `stop`; True if every job had finished within `grace` seconds."""
+    async def serve(self, control: Control) -> bool:
+        """Works jobs until `stop`; True if every job had finished within the grace time."""
+        reload, grace, http = control.reload, control.grace, control.http
         settings = self.service.config.settings
         name = f"{socket.gethostname()}-{os.getpid()}"
         async with self.app.open_async():
@@ -325,7 +317,9 @@ class QueueWorker:
                 if http
                 else None
             )
-            log.info("queue worker started worker=%s feeds=%d", name, len(self.service.feeds))
+            log.info(
+                "queue worker started", extra={"worker": name, "feeds": len(self.service.feeds)}
+            )
             tick = settings.tick.total_seconds()
             next_look = 0.0
             while not self.stop.is_set() and not worker.done():
@@ -343,23 +337,16 @@ class QueueWorker:
             return self.activity.wait_idle(max(0.0, grace - (time.monotonic() - started)))
 
 
-def run(
-    service: Service,
-    stop: threading.Event,
-    grace: float = 5.0,
-    reload: threading.Event | None = None,
-    http: str | None = None,
-) -> bool:
-    """Runs this process as one queue worker until `stop` is set; returns False if jobs
-    were still busy after `grace` seconds (the caller then leaves without waiting)."""
+def run(service: Service, control: Control) -> bool:
+    """The queue-mode Runtime: this process as one worker of several."""
     settings = service.config.settings
     prepare(service.deps.store.engine)
-    worker = QueueWorker(service, stop)
+    worker = QueueWorker(service, control.stop)
     loop = asyncio.new_event_loop()
     # sync jobs run on the loop's default executor: one thread per concurrent job
     loop.set_default_executor(ThreadPoolExecutor(settings.queue.concurrency + 2, "job"))
     try:
-        idle = loop.run_until_complete(worker.serve(reload or threading.Event(), grace, http))
+        idle = loop.run_until_complete(worker.serve(control))
         if idle:
             loop.run_until_complete(loop.shutdown_default_executor())
     finally:

@@ -2,7 +2,8 @@
 taking a share of a cycle's feeds, so a cycle of many feeds uses every core: one
 process's GIL cannot fetch, parse, match and write fast enough for thousands of feeds.
 
-Kept apart from pipeline.py so a worker process imports only what it needs.
+A worker process builds its own clients, engine and matcher (service.deps_for); the
+service only ever sees this pool through pipeline.FeedPool.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from monitor.config import Config
+from monitor.feeds import FeedState
 from monitor.pipeline import Deps, FeedOutcome, run_feeds
-from monitor.store import FeedState
+from monitor.service import deps_for
 
 POOL_FROM = 20  # feeds in a cycle before worker processes are worth their start-up
 _deps: Deps | None = None  # each worker process's own clients, database engine and matcher
 
 
 def _start_worker(config: Config) -> None:
-    from monitor.service import deps_for
-
     global _deps
     _deps = deps_for(config)
 

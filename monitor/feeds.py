@@ -1,0 +1,193 @@
+"""The feeds' rows: feeds.yaml synced in, each feed's fetch state (validators, due time,
+errors in a row) read out for a cycle and written back after it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import SQLModel, col
+
+from monitor.config import FeedConfig
+from monitor.db import Database, take_turns
+from monitor.models import FeedRow, FetchResult, utcnow
+
+log = logging.getLogger(__name__)
+_SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
+_FEEDS = SQLModel.metadata.tables["feed"]
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """A feed as the pipeline needs it: config joined with its fetch state."""
+
+    id: int
+    name: str
+    url: str
+    interval: timedelta
+    backfill: timedelta
+    etag: str | None
+    last_modified: str | None
+    last_success_at: datetime | None
+    errors_in_row: int
+
+
+class FeedStore(Database):
+    def sync(
+        self,
+        feeds: Sequence[FeedConfig],
+        interval: Any,
+        backfill: Any,
+    ) -> list[FeedState]:
+        """Makes the table agree with feeds.yaml (by name) and returns the configured feeds.
+        Workers starting together on PostgreSQL take turns (an advisory lock)."""
+        out = []
+        with self._session() as s:
+            take_turns(s, _SYNC_LOCK)
+            rows = {r.name: r for r in s.execute(select(FeedRow)).scalars()}
+            for cfg in feeds:
+                row = rows.get(cfg.name)
+                if row is None:
+                    row = FeedRow(name=cfg.name, url=cfg.url, config_url=cfg.url)
+                    s.add(row)
+                elif (row.config_url or row.url) != cfg.url:
+                    row.url, row.config_url = cfg.url, cfg.url
+                    row.etag, row.last_modified = None, None
+                s.flush()
+                out.append(_state(row, interval(cfg), backfill(cfg)))
+        return out
+
+    def states(
+        self,
+        feeds: Sequence[FeedState],
+        due_by: datetime | None = None,
+        unpolled_since: datetime | None = None,
+    ) -> list[FeedState]:
+        """The feeds' current fetch state, read afresh; only those due by `due_by`, or not
+        polled since `unpolled_since`, if given."""
+        ids = {f.id: f for f in feeds}
+        if not ids:
+            return []
+        stmt = select(FeedRow).where(col(FeedRow.id).in_(ids))
+        if due_by is not None:
+            stmt = stmt.where(col(FeedRow.next_due_at) <= due_by)
+        if unpolled_since is not None:
+            polled = col(FeedRow.last_fetch_at)
+            stmt = stmt.where(polled.is_(None) | (polled < unpolled_since))
+        with self._session() as s:
+            rows = s.execute(stmt.order_by(col(FeedRow.next_due_at))).scalars()
+            return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
+
+    def claim_due(
+        self, feeds: Sequence[FeedState], now: datetime, lease: timedelta
+    ) -> list[FeedState]:
+        """The feeds due by `now`, each moved `lease` ahead in the same statement, so two
+        schedulers never both queue a feed; its poll then sets the real next due time, and
+        a feed whose poll was lost comes due again when the lease runs out."""
+        ids = {f.id: f for f in feeds}
+        if not ids:
+            return []
+        with self._session() as s:
+            rows = s.execute(
+                update(FeedRow)
+                .where(col(FeedRow.id).in_(ids), col(FeedRow.next_due_at) <= now)
+                .values(next_due_at=now + lease)
+                .returning(FeedRow)
+            ).scalars()
+            return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
+
+    def record_fetches(self, results: Sequence[FetchResult]) -> None:
+        """Many feeds' poll results in one transaction: a cycle of 304s costs one commit,
+        and unchanged feeds one prepared UPDATE executed for all of them."""
+        if not results:
+            return
+        unchanged: list[FetchResult] = []
+        others: list[FetchResult] = []
+        for r in results:
+            plain = r.status == 304 and r.error is None and not r.moved_to
+            (unchanged if plain else others).append(r)
+        now = utcnow()
+        with self._session() as s:
+            if unchanged:
+                s.connection().execute(
+                    update(_FEEDS)
+                    .where(_FEEDS.c.id == bindparam("fid"))
+                    .values(
+                        last_fetch_at=now,
+                        last_success_at=now,
+                        last_status=304,
+                        next_due_at=bindparam("due"),
+                        last_duration_ms=bindparam("ms"),
+                        last_error=None,
+                        errors_in_row=0,
+                        failing_since=None,
+                    ),
+                    [
+                        {
+                            "fid": r.feed_id,
+                            "due": r.next_due,
+                            "ms": None if r.elapsed is None else int(r.elapsed * 1000),
+                        }
+                        for r in unchanged
+                    ],
+                )
+            if others:
+                ids = [r.feed_id for r in others]
+                rows = {
+                    row.id: row
+                    for row in s.execute(select(FeedRow).where(col(FeedRow.id).in_(ids))).scalars()
+                }
+                for result in others:
+                    if result.feed_id in rows:
+                        record(rows[result.feed_id], result)
+
+    def rows(self) -> list[FeedRow]:
+        with self._session() as s:
+            return list(s.execute(select(FeedRow).order_by(FeedRow.name)).scalars())
+
+
+def record(row: FeedRow, result: FetchResult) -> None:
+    now = utcnow()
+    row.last_fetch_at = now
+    row.last_status = result.status
+    row.next_due_at = result.next_due
+    if result.elapsed is not None:
+        row.last_duration_ms = int(result.elapsed * 1000)
+    if result.error is not None:
+        row.last_error = result.error[:2000]
+        row.errors_in_row += 1
+        row.failing_since = row.failing_since or now
+        return
+    row.last_success_at = now
+    row.last_error = None
+    row.errors_in_row = 0
+    row.failing_since = None
+    row.items_seen += result.new_items
+    if result.new_items:
+        row.last_new_at = now
+    if result.status != 304:
+        row.etag, row.last_modified = result.etag, result.last_modified
+    if result.moved_to and result.moved_to != row.url:
+        log.info(
+            "feed moved permanently",
+            extra={"feed": row.name, "feed_id": row.id, "from": row.url, "to": result.moved_to},
+        )
+        row.url = result.moved_to
+
+
+def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:
+    return FeedState(
+        id=row.id or 0,
+        name=row.name,
+        url=row.url,
+        interval=interval,
+        backfill=backfill,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        last_success_at=row.last_success_at,
+        errors_in_row=row.errors_in_row,
+    )

@@ -1,0 +1,174 @@
+"""The Matcher: which watchlists each article is really about, and why."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spacy.language import Language
+
+from monitor.config import Watchlist
+from monitor.match.evidence import short_form_counts
+from monitor.match.names import inside, name_earlier, same_entity
+from monitor.match.normal import scan_text
+from monitor.match.phrases import Found, Phrases, Scan
+from monitor.match.prefilter import Prefilter
+from monitor.match.snippet import quote, strength
+from monitor.match.topics import topic_hits
+from monitor.models import Entry, Hit, Item, MatchResult
+
+NerLoader = Callable[[], Language | None]
+_TOKENIZER_CACHE = 200_000
+
+
+@dataclass
+class Verdict:
+    """Everything known about one watchlist for one article, matched or not."""
+
+    watchlist: Watchlist
+    text: str  # the title, a blank line and the body: what hit offsets point into
+    hits: list[Hit] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    strength: str = "mention"
+    matched: bool = False
+
+    def result(self) -> MatchResult:
+        snippet, highlights = quote(self.text, self.hits)
+        return MatchResult(
+            watchlist=self.watchlist.name,
+            channel=self.watchlist.channel,
+            hits=tuple(self.hits),
+            snippet=snippet,
+            highlights=highlights,
+            strength=self.strength,
+            evidence=tuple(self.notes),
+        )
+
+
+class Matcher:
+    def __init__(
+        self,
+        watchlists: Sequence[Watchlist],
+        nlp: Language,
+        ner: NerLoader,
+        *,
+        prefilter: bool = True,  # False: every article through spaCy (to measure the scan)
+    ) -> None:
+        self.watchlists = list(watchlists)
+        self._ner = ner
+        # spaCy caches 10,000 tokenised chunks and then stops caching; a large watchlist
+        # alone would fill that, leaving every article word uncached.
+        tokenizer: Any = nlp.tokenizer
+        tokenizer.max_cache_size = max(tokenizer.max_cache_size, _TOKENIZER_CACHE)
+        self._phrases = Phrases(self.watchlists, nlp)
+        self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
+
+    def match(
+        self, entries: Sequence[Entry], feed: str | None = None
+    ) -> list[tuple[Entry, list[MatchResult]]]:
+        """For each entry, the watchlists it matches (entries matching none are left out)."""
+        out = []
+        entries = [e for e in entries if self._prefilter.may_match(scan_text(e.item))]
+        for entry, verdicts in zip(
+            entries, self._judge([e.item for e in entries], feed), strict=True
+        ):
+            results = [v.result() for v in verdicts if v.matched]
+            if results:
+                out.append((entry, results))
+        return out
+
+    def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
+        return self._judge([item], feed)[0]
+
+    def _judge(self, items: Sequence[Item], feed: str | None) -> list[list[Verdict]]:
+        active = [
+            wi
+            for wi, wl in enumerate(self.watchlists)
+            if feed is None or wl.feeds is None or feed in wl.feeds
+        ]
+        scans = [self._phrases.scan(item, set(active)) for item in items]
+        needy = [s for s in scans if self._needs_ner(s)]
+        if needy:
+            model = self._ner()
+            if model is None:
+                for scan in needy:
+                    scan.ner = False
+            else:
+                for scan, ner_doc in zip(needy, model.pipe(s.text for s in needy), strict=True):
+                    scan.ner = ner_doc
+        return [[self._decide(scan, wi) for wi in active] for scan in scans]
+
+    def _needs_ner(self, scan: Scan) -> bool:
+        for wi, found in scan.found.items():
+            entities = self.watchlists[wi].entities
+            for f in found:
+                if f.rule.role != "short" or not entities[f.rule.index].type:
+                    continue
+                mine = same_entity(f, found)
+                if not inside(f, mine, ("name", "alt", "exclude")) and not name_earlier(
+                    f, mine, scan.title_len
+                ):
+                    return True
+        return False
+
+    def _decide(self, scan: Scan, wi: int) -> Verdict:
+        wl = self.watchlists[wi]
+        verdict = Verdict(wl, scan.text)
+        found = scan.found.get(wi, [])
+        hits: list[tuple[Found, str]] = []
+        groups: dict[tuple[str, int], list[Found]] = defaultdict(list)
+        for f in found:  # only the terms that hit: cost must not grow with the watchlist
+            groups[(f.rule.kind, f.rule.index)].append(f)
+        for (kind, index), mine in sorted(groups.items()):
+            if kind == "topic":
+                hits += [(f, "phrase") for f in topic_hits(wl.topics[index], mine, verdict.notes)]
+                continue
+            entity = wl.entities[index]
+            for f in mine:
+                if f.rule.role in ("exclude", "context"):
+                    continue
+                if inside(f, mine, ("exclude",)):
+                    verdict.notes.append(
+                        f"{f.text!r} at {f.start} ignored: inside an excluded "
+                        f"phrase of {entity.name!r}"
+                    )
+                    continue
+                if f.rule.role in ("name", "alt"):
+                    hits.append((f, "name" if f.rule.role == "name" else "alias"))
+                elif not inside(f, mine, ("name", "alt")) and short_form_counts(
+                    scan, f, entity, found, self.watchlists, verdict.notes
+                ):
+                    hits.append((f, "short form"))
+        verdict.hits = sorted(
+            (
+                Hit(
+                    term=f.rule.term(self.watchlists),
+                    kind=f.rule.kind,
+                    rule=rule,
+                    text=f.text,
+                    field="title" if f.start < scan.title_len else "body",
+                    start=f.start,
+                    end=f.end,
+                )
+                for f, rule in hits
+            ),
+            key=lambda h: h.start,
+        )
+        if not verdict.hits:
+            return verdict
+        verdict.strength = strength(verdict.hits, scan.lead_end)
+        kinds = {h.kind for h in verdict.hits}
+        missing = [k for k in wl.require if k not in kinds]
+        if missing:
+            verdict.notes.append(
+                f"no match: the watchlist requires an {' and a '.join(missing)} hit as well"
+            )
+        elif wl.min_strength == "about" and verdict.strength != "about":
+            verdict.notes.append(
+                "no match: only a passing mention, and the watchlist wants articles about its terms"
+            )
+        else:
+            verdict.matched = True
+        return verdict

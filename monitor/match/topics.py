@@ -1,0 +1,36 @@
+"""Topics: any phrase, every all_of group, near pairs, none_of vetoes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from monitor.config import Topic
+from monitor.match.phrases import Found
+
+
+def topic_hits(topic: Topic, found: list[Found], notes: list[str]) -> list[Found]:
+    by_role: dict[str, list[Found]] = defaultdict(list)
+    for f in found:
+        by_role[f.rule.role].append(f)
+    if not found:
+        return []
+    if by_role["none"]:
+        notes.append(f"topic {topic.name!r} vetoed by {by_role['none'][0].text!r}")
+        return []
+    if topic.phrases and not by_role["phrase"]:
+        return []
+    groups = {f.rule.group for f in by_role["all"]}
+    if any(gi not in groups for gi in range(len(topic.all_of))):
+        return []
+    hits = by_role["phrase"] + by_role["all"]
+    if topic.near is not None:
+        pairs = [
+            (a, b)
+            for a in by_role["near_a"]
+            for b in by_role["near_b"]
+            if max(a.tok_start - b.tok_end, b.tok_start - a.tok_end, 0) <= topic.near.within
+        ]
+        if not pairs:
+            return []
+        hits += [x for pair in pairs[:1] for x in pair]
+    return hits
