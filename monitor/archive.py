@@ -126,7 +126,13 @@ class Archive(Database):
 
 def _entry(a: ArticleRow) -> Entry:
     item = Item(
-        title=a.title, link=a.url, guid=None, summary=a.body, content="", published=a.published_at
+        title=a.title,
+        link=a.url,
+        guid=None,
+        summary=a.body,
+        content="",
+        published=a.published_at,
+        article=a.page_text or "",
     )
     return Entry(item=item, key=a.key, story_key=a.story_key, link=a.url)
 

@@ -12,7 +12,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -22,7 +22,7 @@ import spacy
 from sqlalchemy import Engine
 
 from monitor import config as config_mod
-from monitor import fetch, logs, parse, runtime
+from monitor import extract, fetch, logs, parse, runtime
 from monitor.archive import Archive
 from monitor.config import Config, Watchlist
 from monitor.db import conninfo, make_engine, migrate, revision_of
@@ -290,19 +290,21 @@ def _listing(
 
 
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
+    now = utcnow()
     with _database(cfg) as engine:
         feed_store = FeedStore(engine)
         feed_store.sync(cfg.feeds, cfg.interval, cfg.backfill)
         rows = feed_store.rows()
+        pages = feed_store.page_counts(now - timedelta(days=1))
     configured = {f.name for f in cfg.feeds}
-    now = utcnow()
-    feeds = [assess(r, now, cfg.settings) for r in rows if r.name in configured]
+    feeds = [(assess(r, now, cfg.settings), pages.get(r.id or 0, {})) for r in rows]
+    feeds = [(f, p) for f, p in feeds if f.name in configured]
 
     def when(value: datetime | None) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
 
     if args.json:
-        for f in feeds:
+        for f, outcomes in feeds:
             print(
                 json.dumps(
                     {
@@ -317,21 +319,31 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
                         "items_per_day": round(f.items_per_day, 1),
                         "next_due_at": _iso(f.next_due_at),
                         "last_error": f.last_error,
+                        "pages_fetched_1d": _fetched(outcomes),
+                        "pages_extracted_1d": outcomes.get("extracted", 0),
+                        "pages_1d": dict(sorted(outcomes.items())),
                     }
                 )
             )
         return 0
     print(
         f"{'feed':<22} {'state':<10} {'last fetch (UTC)':<19}  {'HTTP':>4} {'items':>6} "
-        f"{'/day':>6} {'errors':>6}  {'next due (UTC)':<19}  last error"
+        f"{'/day':>6} {'errors':>6}  {'next due (UTC)':<19}  {'pages 1d':>11}  last error"
     )
-    for f in feeds:
+    for f, outcomes in feeds:
+        read = f"{outcomes.get('extracted', 0)}/{_fetched(outcomes)}" if outcomes else "-"
         print(
             f"{f.name[:22]:<22} {f.state:<10} {when(f.last_fetch_at):<19}  "
             f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>6.1f} "
-            f"{f.errors_in_row:>6}  {when(f.next_due_at):<19}  {(f.last_error or '')[:80]}"
+            f"{f.errors_in_row:>6}  {when(f.next_due_at):<19}  {read:>11}  "
+            f"{(f.last_error or '')[:80]}"
         )
     return 0
+
+
+def _fetched(outcomes: dict[str, int]) -> int:
+    """Pages fetched: every outcome but those that asked no publisher (pages.Pages)."""
+    return sum(n for kind, n in outcomes.items() if kind not in ("reused", "skipped"))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -339,7 +351,10 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _load_items(source: str, cfg: Config) -> list[Item]:
-    if source.startswith(("http://", "https://")):
+    """A feed's items, an article page's text (read as full_text reads one), or a plain
+    text file as one article."""
+    url = source.startswith(("http://", "https://"))
+    if url:
         http = cfg.settings.http
         with fetch.http_client(cfg.settings) as client:
             fetched = fetch.fetch(
@@ -348,29 +363,50 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
                 max_bytes=http.max_body_bytes,
                 deadline=(http.connect_timeout + http.read_timeout).total_seconds(),
             )
-        return parse.parse(fetched).items
-    path = Path(source)
+    else:
+        path = Path(source)
+        try:
+            fetched = Fetched(str(path), 200, path.read_bytes(), {})
+        except OSError as exc:
+            raise MonitorError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
-        body = path.read_bytes()
-    except OSError as exc:
-        raise MonitorError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        items = parse.parse(Fetched(str(path), 200, body, {})).items
+        items = parse.parse(fetched).items
     except ParseError:
+        if url and not _is_page(fetched):
+            raise
         items = []
     if items:
         return items
-    text = body.decode("utf-8", errors="replace")
+    if _is_page(fetched):
+        page = extract.page(fetched)
+        if page.text is None:
+            raise MonitorError(f"{source}: an HTML page, but {page.error}")
+        content_type = fetched.headers.get("content-type")
+        return [
+            Item(
+                title=extract.title(fetched.body, extract.charset_of(content_type)) or source,
+                link=fetched.url if url else None,
+                guid=None,
+                summary="",
+                content="",
+                published=None,
+                article=page.text,
+            )
+        ]
     return [
         Item(
-            title=path.name,
+            title=Path(source).name,
             link=None,
             guid=None,
             summary="",
-            content=parse.tidy(text),
+            content=parse.tidy(fetched.body.decode("utf-8", errors="replace")),
             published=None,
         )
     ]
+
+
+def _is_page(fetched: Fetched) -> bool:
+    return extract.is_html(fetched.headers.get("content-type"), fetched.body)
 
 
 def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
@@ -385,6 +421,8 @@ def _explain(cfg: Config, args: argparse.Namespace) -> int:
     matcher = Matcher(_pick(cfg, args.watchlist), spacy.blank("en"), load_ner)
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
+        if item.article:
+            print(f"  (the page's article text: {len(item.article):,} characters)")
         for verdict in matcher.explain(item):
             print(_describe(verdict))
     return 0

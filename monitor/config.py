@@ -144,6 +144,7 @@ class HttpSettings(_Model):
     connect_timeout: Duration = timedelta(seconds=10)
     read_timeout: Duration = timedelta(seconds=30)
     max_body_bytes: ByteCount = 20 * 1024 * 1024
+    max_page_bytes: ByteCount = 5_000_000  # an article's page (full_text), not a feed
     max_redirects: int = Field(default=5, ge=0, le=20)
     concurrency: int = Field(default=16, ge=1, le=256)  # fetches at once, all hosts
     per_host: int = Field(default=2, ge=1, le=32)  # fetches at once to one host
@@ -191,6 +192,11 @@ class QueueSettings(_Model):
         return self
 
 
+# `full_text`: true fetches the linked page of every new item and matches its article text
+# too; "auto" only for items whose own text is shorter than full_text_min_words.
+FullText = bool | Literal["auto"]
+
+
 class Settings(_Model):
     """monitor.yaml: every key optional."""
 
@@ -205,6 +211,8 @@ class Settings(_Model):
     workers_mode: Literal["single", "queue"] = "single"  # queue: many workers on one PostgreSQL
     queue: QueueSettings = QueueSettings()
     retention: Duration | None = None  # prune matches and articles older than this
+    full_text: FullText = False  # the default of each feed's full_text
+    full_text_min_words: int = Field(default=80, ge=1)  # "auto": fetch below this many words
     http: HttpSettings = HttpSettings()
     slack: SlackSettings = SlackSettings()
     delivery: DeliverySettings = DeliverySettings()
@@ -247,6 +255,7 @@ class FeedConfig(_Model):
     url: HttpUrl
     interval: Duration | None = None
     backfill: Duration | None = None
+    full_text: FullText | None = None  # None: monitor.yaml's full_text
 
 
 class FeedsFile(_Model):

@@ -106,9 +106,10 @@ def identify(item: Item) -> Entry:
 
 
 def fingerprint(entry: Entry) -> Entry:
-    """The entry with its MinHash signature, for near-duplicate stories.
-    Only matched entries need one: only they can start or join a story."""
-    signature = minhash(f"{entry.item.title}\n{entry.item.body}")
+    """The entry with its MinHash signature, for near-duplicate stories (of the linked
+    page's text too, when it was read). Only matched entries need one: only they can
+    start or join a story."""
+    signature = minhash(f"{entry.item.title}\n{entry.item.text}")
     if signature is None:
         return entry
     return replace(entry, minhash=signature)

@@ -9,21 +9,20 @@ the text; this module bounds what it is given and tidies what it returns.
 from __future__ import annotations
 
 import codecs
+import html as entities
 import logging
 import re
 import unicodedata
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
+from monitor.models import Fetched, Page
 from monitor.parse import tidy
 
 if TYPE_CHECKING:
     from lxml.etree import _Element
 
 log = logging.getLogger(__name__)
-# trafilatura logs an ERROR for each page without an article in it; here that is an
-# answer (None), not a fault for an operator to look into.
-logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 
 # A page is read up to its 5,000,000th byte, its 30,000th start tag or its first tag
 # with 1,000 attributes, whichever comes first. The caller caps bodies at 5 MB already.
@@ -100,6 +99,86 @@ _BOMS: Final = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+
+
+# What an article page is asked for with, and what answers count as one.
+ACCEPT: Final = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+_HTML_TYPES = frozenset(("text/html", "application/xhtml+xml"))
+# Types servers send when they do not know: the body itself must then look like HTML.
+_UNSURE_TYPES = frozenset(
+    ("", "text/plain", "application/octet-stream", "binary/octet-stream", "application/unknown")
+)
+# First bytes that make a body something other than a page, whatever its Content-Type
+# says (WHATWG MIME sniffing's signatures): PDF, PostScript, ZIP, PNG, GIF, JPEG, RIFF
+# (WebP, WAV, AVI), Ogg, MP3, Matroska/WebM, fonts, gzip, RAR, 7z.
+_NOT_PAGES = (
+    b"%PDF-",
+    b"%!PS-Adobe-",
+    b"PK\x03\x04",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"\xff\xd8\xff",
+    b"RIFF",
+    b"OggS",
+    b"ID3",
+    b"\x1aE\xdf\xa3",
+    b"wOFF",
+    b"wOF2",
+    b"\x1f\x8b",
+    b"Rar!\x1a\x07",
+    b"7z\xbc\xaf\x27\x1c",
+)
+# How an HTML document starts (WHATWG's HTML signature, with a byte-order mark, an XML
+# declaration and comments allowed before it): an untyped body is a page only so.
+_HTML_START = re.compile(
+    rb"(?:\xef\xbb\xbf)?(?:\s|<\?xml[^>]{0,200}>|<!--.{0,4000}?-->)*"
+    rb"<(?:!doctype\s+html|html|head|body|script|iframe|h1|div|font|table|a|style|title|b|br|p|meta)"
+    rb"[\s>]",
+    re.IGNORECASE | re.DOTALL,
+)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def page(fetched: Fetched, *, max_chars: int = 100_000) -> Page:
+    """What a fetched page gives to match on: its article's text, or why it gives none."""
+    content_type = fetched.headers.get("content-type")
+    if not is_html(content_type, fetched.body):
+        kind = (content_type or "no Content-Type").split(";")[0].strip()
+        return Page("not_html", error=f"{kind}, {fetched.body[:8]!r}...")
+    text = extract(fetched.body, fetched.url, max_chars=max_chars, charset=charset_of(content_type))
+    if text is None:
+        return Page("empty", error="no article text found on the page")
+    return Page("extracted", text)
+
+
+def is_html(content_type: str | None, body: bytes) -> bool:
+    """Whether a body is an HTML page: by a Content-Type naming HTML, unless the body
+    starts like a PDF, an image or an archive; by the body's start when the type is
+    missing or says nothing (text/plain, octet-stream); never for any other type."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    head = body[:4096]
+    if head.startswith(_NOT_PAGES):
+        return False
+    if kind in _HTML_TYPES:
+        # NUL bytes mean binary, unless the page is UTF-16 (its BOM says so)
+        return b"\x00" not in head[:1024] or head.startswith((b"\xff\xfe", b"\xfe\xff"))
+    return kind in _UNSURE_TYPES and _HTML_START.match(head) is not None
+
+
+def charset_of(content_type: str | None) -> str | None:
+    """The charset parameter of a Content-Type header, if any."""
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip("\"'")
+    return None
+
+
+def title(html: bytes, charset: str | None = None) -> str:
+    """A page's <title>, as text; empty when it has none."""
+    found = _TITLE.search(_decode(html[:65536], charset))
+    return tidy(entities.unescape(found.group(1))) if found else ""
 
 
 def extract(

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlmodel import SQLModel, col
 
-from monitor.config import FeedConfig
+from monitor.config import FeedConfig, FullText
 from monitor.db import Database, take_turns
-from monitor.models import FeedRow, FetchResult, utcnow
+from monitor.models import ArticleRow, FeedRow, FetchResult, utcnow
 
 log = logging.getLogger(__name__)
 _SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
@@ -34,6 +34,7 @@ class FeedState:
     last_modified: str | None
     last_success_at: datetime | None
     errors_in_row: int
+    full_text: FullText | None = None  # as feeds.yaml says; None: monitor.yaml's full_text
 
 
 class FeedStore(Database):
@@ -58,7 +59,7 @@ class FeedStore(Database):
                     row.url, row.config_url = cfg.url, cfg.url
                     row.etag, row.last_modified = None, None
                 s.flush()
-                out.append(_state(row, interval(cfg), backfill(cfg)))
+                out.append(_state(row, interval(cfg), backfill(cfg), cfg.full_text))
         return out
 
     def states(
@@ -80,7 +81,7 @@ class FeedStore(Database):
             stmt = stmt.where(polled.is_(None) | (polled < unpolled_since))
         with self._session() as s:
             rows = s.execute(stmt.order_by(col(FeedRow.next_due_at))).scalars()
-            return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
+            return [_refreshed(r, ids[r.id or 0]) for r in rows]
 
     def claim_due(
         self, feeds: Sequence[FeedState], now: datetime, lease: timedelta
@@ -98,7 +99,7 @@ class FeedStore(Database):
                 .values(next_due_at=now + lease)
                 .returning(FeedRow)
             ).scalars()
-            return [_state(r, ids[r.id or 0].interval, ids[r.id or 0].backfill) for r in rows]
+            return [_refreshed(r, ids[r.id or 0]) for r in rows]
 
     def record_fetches(self, results: Sequence[FetchResult]) -> None:
         """Many feeds' poll results in one transaction: a cycle of 304s costs one commit,
@@ -145,6 +146,21 @@ class FeedStore(Database):
                     if result.feed_id in rows:
                         record(rows[result.feed_id], result)
 
+    def page_counts(self, since: datetime) -> dict[int, dict[str, int]]:
+        """Feed id -> how reading its items' linked pages went since `since`, by outcome
+        (a page is read when its item is first stored)."""
+        outcome = col(ArticleRow.page_outcome)
+        stmt = (
+            select(col(ArticleRow.feed_id), outcome, func.count())
+            .where(col(ArticleRow.seen_at) >= since, outcome.is_not(None))
+            .group_by(col(ArticleRow.feed_id), outcome)
+        )
+        counts: dict[int, dict[str, int]] = {}
+        with self._session() as s:
+            for feed_id, kind, n in s.execute(stmt):
+                counts.setdefault(feed_id, {})[kind] = n
+        return counts
+
     def rows(self) -> list[FeedRow]:
         with self._session() as s:
             return list(s.execute(select(FeedRow).order_by(FeedRow.name)).scalars())
@@ -179,7 +195,9 @@ def record(row: FeedRow, result: FetchResult) -> None:
         row.url = result.moved_to
 
 
-def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:
+def _state(
+    row: FeedRow, interval: timedelta, backfill: timedelta, full_text: FullText | None
+) -> FeedState:
     return FeedState(
         id=row.id or 0,
         name=row.name,
@@ -190,4 +208,10 @@ def _state(row: FeedRow, interval: timedelta, backfill: timedelta) -> FeedState:
         last_modified=row.last_modified,
         last_success_at=row.last_success_at,
         errors_in_row=row.errors_in_row,
+        full_text=full_text,
     )
+
+
+def _refreshed(row: FeedRow, known: FeedState) -> FeedState:
+    """The row's fetch state, with the config of the feed's state as it was known."""
+    return _state(row, known.interval, known.backfill, known.full_text)

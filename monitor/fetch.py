@@ -35,13 +35,15 @@ def fetch(
     last_modified: str | None = None,
     max_bytes: int,
     deadline: float,
+    accept: str | None = None,
 ) -> Fetched:
     """GETs `url`, sending the validators from the last fetch so an unchanged feed costs a 304.
 
     `deadline` caps the whole transfer in seconds: read timeouts alone let a server that
-    trickles one byte at a time hold a worker forever.
+    trickles one byte at a time hold a worker forever. `accept` replaces the client's
+    Accept header (which asks for feeds), e.g. to ask for an article's HTML page.
     """
-    headers = {}
+    headers = {"Accept": accept} if accept else {}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:

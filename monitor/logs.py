@@ -87,6 +87,9 @@ def config(level: str = "INFO", form: str = "text") -> dict[str, Any]:
             "slack_sdk": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},
             "apscheduler": {"level": "WARNING"},
+            # trafilatura logs an ERROR for each page without an article in it; here that
+            # is an answer (extract.extract's None), not a fault to look into.
+            "trafilatura": {"level": "CRITICAL"},
         },
         "root": {"level": "WARNING", "handlers": ["stderr"]},
     }

@@ -1,9 +1,10 @@
 """The optional HTTP endpoint of `monitor run --http ADDR`: /healthz and /metrics.
 
 /metrics is prometheus_client's exposition of one registry per service: what only the
-running process knows (fetch latencies and outcomes, reported back by pass workers in
-their FeedOutcomes; cycle times; the standard process_* metrics), and counts that live
-in the database (feeds by state, articles, matches, deliveries), read when scraped.
+running process knows (fetch latencies and outcomes, and linked pages' outcomes, reported
+back by pass workers in their FeedOutcomes; cycle times; the standard process_* metrics),
+and counts that live in the database (feeds by state, articles, matches, deliveries),
+read when scraped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from monitor.health import assess
-from monitor.models import ArticleRow, DeliveryRow, MatchRow, utcnow
+from monitor.models import PAGE_OUTCOMES, ArticleRow, DeliveryRow, MatchRow, utcnow
 
 if TYPE_CHECKING:
     from monitor.pipeline import FeedOutcome
@@ -61,6 +62,14 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._pages = Counter(
+            "monitor_pages",
+            "Linked pages read for full text in this process (pass workers included), by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in PAGE_OUTCOMES:
+            self._pages.labels(outcome=outcome)
         self._last_cycle = Gauge(
             "monitor_last_cycle_seconds", "Duration of the last poll cycle.", registry=self.registry
         )
@@ -72,6 +81,8 @@ class Metrics:
             kind = "error" if not outcome.ok else "not_modified" if outcome.status == 304 else "ok"
             self._fetch_seconds.observe(outcome.elapsed or 0.0)
             self._fetches.labels(outcome=kind).inc()
+            for page, count in outcome.pages.items():
+                self._pages.labels(outcome=page).inc(count)
 
     def cycle(self, seconds: float) -> None:
         self._last_cycle.set(seconds)

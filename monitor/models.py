@@ -83,6 +83,7 @@ class Item:
     content: str
     published: datetime | None
     author: str | None = None
+    article: str = ""  # the main text of the page it links to, when that was read
 
     @property
     def body(self) -> str:
@@ -92,6 +93,19 @@ class Item:
         if not self.summary or self.summary[:200] in self.content:
             return self.content
         return f"{self.summary}\n\n{self.content}"
+
+    @property
+    def text(self) -> str:
+        """All it says after its title: the feed's own text, then its page's article,
+        without the teaser twice when the article opens with it (white space aside: the
+        feed and the page lay a paragraph out differently; the teaser's "…" aside)."""
+        body = self.body
+        if not self.article:
+            return body
+        head = " ".join(body[:400].split())[:200].rstrip(" .…[]")
+        if not head or head in " ".join(self.article[: len(body) + 2000].split()):
+            return self.article
+        return f"{body}\n\n{self.article}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,37 @@ class Entry:
     story_key: str
     link: str | None
     minhash: tuple[int, ...] | None = None  # of the text, for near-duplicate stories
+    page: str | None = None  # how reading its linked page went (PAGE_OUTCOMES); None: not tried
+
+
+# How reading an item's linked page can go (Page.outcome, ArticleRow.page_outcome, and
+# /metrics' monitor_pages_total{outcome}). Only "extracted" brings text of its own;
+# "reused" takes another fetch's answer for the same link; "skipped" was never fetched
+# (its host had proved too slow this cycle, or the cycle stopped).
+PAGE_OUTCOMES = (
+    "extracted",  # article text found
+    "empty",  # an HTML page, but no article text in it
+    "not_html",  # a PDF, an image, JSON...: by Content-Type or by its first bytes
+    "not_found",  # 404, 410
+    "forbidden",  # 401, 402, 403, 451: a paywall or a bot wall
+    "http_error",  # any other HTTP error
+    "timeout",
+    "too_big",  # over http.max_page_bytes
+    "blocked",  # the SSRF guard refused an address, on some redirect hop
+    "error",  # refused connection, bad TLS, too many redirects...
+    "skipped",
+    "reused",
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """How reading one linked page went, and the article text found on it."""
+
+    outcome: str  # one of PAGE_OUTCOMES
+    text: str | None = None
+    error: str | None = None  # what failed, for the log
+    seconds: float = 0.0  # spent extracting it
 
 
 @dataclass(frozen=True)
@@ -225,6 +270,12 @@ class ArticleRow(SQLModel, table=True):
     published_at: datetime | None = None
     seen_at: datetime = Field(default_factory=utcnow, index=True)
     alertable: bool = True
+    # The linked page (full_text): how reading it went, its article text (at most
+    # extract's 100,000 characters), and the canonical link that text was read from, so
+    # no page whose text is stored is fetched again.
+    page_outcome: str | None = Field(default=None, max_length=20)
+    page_text: str | None = Field(default=None, sa_column=Column(Text))
+    page_key: str | None = Field(default=None, index=True, max_length=600)
     # MinHash signature of the text and its LSH band keys (see dedupe.minhash).
     signature: list[int] | None = Field(default=None, sa_column=Column(JSON))
     band0: int | None = Field(default=None, index=True)

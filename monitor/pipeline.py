@@ -1,32 +1,45 @@
-"""The one place the stages meet: fetch -> parse -> dedupe -> match -> store, for one feed
-(`process`) and for one cycle of many (`run_feeds`); deliver.py sends what they stored.
+"""The one place the stages meet: fetch -> parse -> dedupe -> (pages) -> match -> store, for
+one feed (`process`) and for one cycle of many (`run_feeds`); deliver.py sends what they
+stored.
 
 Fetches run concurrently in threads (they wait on the network); parsing, matching and
 storing run one feed at a time in the calling thread, and cycles of many feeds are dealt
 out to worker processes that each do all of it (runtime/passes.py). A feed that fails is
 logged with its id, backed off, and never stops the others.
+
+Full text (a feed's `full_text`): the feed's fetch thread also parses and dedupes it
+(`_read`), which says which items are new and may alert; it hands their links to the
+cycle's `pages.Pages` and returns at once. Pages fetches them in threads of its own,
+per host in turn, and extracts each as it arrives, in this process (a pass worker's, in
+big cycles). When a feed's last page is read, its future completes and the calling
+thread matches and stores it like any other (`process`): no thread ever waits on a page,
+feeds without full text take exactly the path they took before, and a page that fails
+leaves its item matched on the feed's text. The text is stored with the article, and
+each page's outcome too (`monitor feeds`, /metrics). Old items (backfill) and items seen
+before are never fetched, nor is a link already fetched this cycle or stored with text.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import httpx
 
-from monitor import dedupe, fetch, health, parse
+from monitor import dedupe, fetch, health, pages, parse
 from monitor.alert import Alerter
-from monitor.config import Config, Settings
+from monitor.config import Config, FullText, Settings
 from monitor.digests import Digests
 from monitor.errors import FetchError, MonitorError, StoreError
 from monitor.feeds import FeedState, FeedStore
 from monitor.match import Matcher
-from monitor.models import Fetched, FetchResult, utcnow
+from monitor.models import Entry, Fetched, FetchResult, Page, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox, policies
 from monitor.store import Store
@@ -76,6 +89,22 @@ class FeedOutcome:
     crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
     record: FetchResult | None = None  # still to be written (304s and failures are batched)
     elapsed: float | None = None  # seconds the fetch took
+    pages: dict[str, int] = field(default_factory=dict)  # linked pages read, by outcome
+    extract_seconds: float = 0.0  # spent extracting them
+
+
+@dataclass(frozen=True)
+class Read:
+    """A feed's body read: its new entries, those that may alert, and (full text) the
+    pages of those, by entry key."""
+
+    parsed: parse.ParsedFeed
+    new: list[Entry]
+    alertable: list[Entry]
+    pages: dict[str, Page] = field(default_factory=dict)
+
+
+Polled = tuple[Fetched, Read | None]  # what a fetch thread hands to process()
 
 
 def _fetch(feed: FeedState, deps: Deps, hosts: fetch.HostLimits) -> Fetched:
@@ -116,8 +145,9 @@ def _hint(*hints: timedelta | None) -> timedelta | None:
     return max(given) if given else None
 
 
-def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
-    """Everything after the fetch for one feed; raises MonitorError on a bad feed."""
+def process(feed: FeedState, fetched: Fetched, deps: Deps, read: Read | None = None) -> FeedOutcome:
+    """Everything after the fetch for one feed (after `_read` and the pages too, when a
+    fetch thread did those); raises MonitorError on a bad feed."""
     now = utcnow()
     if fetched.not_modified:
         record = FetchResult(
@@ -129,6 +159,54 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
             elapsed=fetched.elapsed,
         )
         return FeedOutcome(feed.name, True, 304, record=record, elapsed=fetched.elapsed)
+    read = read or _read(feed, fetched, deps)
+    parsed = read.parsed
+    alertable = [_with_page(e, read.pages.get(e.key)) for e in read.alertable]
+    matches = [
+        (dedupe.fingerprint(e), results)
+        for e, results in deps.matcher.match(alertable, feed=feed.name)
+    ]
+    latest = {e.key: e for e in alertable} | {e.key: e for e, _ in matches}
+    new = [latest.get(e.key, e) for e in read.new]
+    wanted = policies(deps.matcher.watchlists, now)
+    record = FetchResult(
+        feed.id,
+        status=fetched.status,
+        error=None,
+        etag=fetched.etag,
+        last_modified=fetched.last_modified,
+        new_items=len(new),
+        next_due=next_due(
+            feed, now, 0, deps.settings.max_interval, _hint(fetched.hint, parsed.ttl)
+        ),
+        moved_to=fetched.moved_to,
+        elapsed=fetched.elapsed,
+    )
+    queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted, record)
+    outcome = FeedOutcome(
+        feed.name, True, fetched.status, len(new), queued, elapsed=fetched.elapsed
+    )
+    if read.pages:
+        outcome.pages = dict(Counter(p.outcome for p in read.pages.values()))
+        outcome.extract_seconds = sum(p.seconds for p in read.pages.values())
+        log.info(
+            "pages read",
+            extra={
+                "feed": feed.name,
+                "feed_id": feed.id,
+                "pages": len(read.pages),
+                "extracted": outcome.pages.get("extracted", 0),
+                "outcomes": " ".join(f"{k}:{n}" for k, n in sorted(outcome.pages.items())),
+                "extract_ms": round(outcome.extract_seconds * 1000),
+            },
+        )
+    return outcome
+
+
+def _read(feed: FeedState, fetched: Fetched, deps: Deps) -> Read:
+    """Parse and dedupe: the feed's new entries, and those that may alert (on a first
+    fetch only those within backfill)."""
+    now = utcnow()
     parsed = parse.parse(fetched)
     entries = [dedupe.identify(item) for item in parsed.items]
     if parsed.warning:
@@ -146,28 +224,62 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps) -> FeedOutcome:
         alertable = [e for e in new if not e.item.published or e.item.published >= cutoff]
     else:
         alertable = new
-    matches = [
-        (dedupe.fingerprint(e), results)
-        for e, results in deps.matcher.match(alertable, feed=feed.name)
-    ]
-    printed = {e.key: e for e, _ in matches}
-    new = [printed.get(e.key, e) for e in new]
-    wanted = policies(deps.matcher.watchlists, now)
-    record = FetchResult(
-        feed.id,
-        status=fetched.status,
-        error=None,
-        etag=fetched.etag,
-        last_modified=fetched.last_modified,
-        new_items=len(new),
-        next_due=next_due(
-            feed, now, 0, deps.settings.max_interval, _hint(fetched.hint, parsed.ttl)
-        ),
-        moved_to=fetched.moved_to,
-        elapsed=fetched.elapsed,
-    )
-    queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted, record)
-    return FeedOutcome(feed.name, True, fetched.status, len(new), queued, elapsed=fetched.elapsed)
+    return Read(parsed, new, alertable)
+
+
+def _with_page(entry: Entry, page: Page | None) -> Entry:
+    if page is None:
+        return entry
+    return replace(entry, item=replace(entry.item, article=page.text or ""), page=page.outcome)
+
+
+def _full_text(feed: FeedState, settings: Settings) -> FullText:
+    return settings.full_text if feed.full_text is None else feed.full_text
+
+
+def _submit(
+    pool: ThreadPoolExecutor,
+    feed: FeedState,
+    deps: Deps,
+    hosts: fetch.HostLimits,
+    linked: pages.Pages,
+) -> Future[Polled]:
+    """The feed's fetch, in a fetch thread; with full text, its pages' too (the future
+    completes when the last is read)."""
+    if _full_text(feed, deps.settings) is False:
+        return pool.submit(lambda: (_fetch(feed, deps, hosts), None))
+    done: Future[Polled] = Future()
+    pool.submit(_fetch_with_pages, feed, deps, hosts, linked, done)
+    return done
+
+
+def _fetch_with_pages(
+    feed: FeedState,
+    deps: Deps,
+    hosts: fetch.HostLimits,
+    linked: pages.Pages,
+    done: Future[Polled],
+) -> None:
+    """In a fetch thread: the feed, its `_read`, and its new items' pages handed to
+    `linked`, whose threads complete `done` when the last page is read."""
+    if not done.set_running_or_notify_cancel():
+        return  # the cycle stopped before this feed's turn
+    try:
+        fetched = _fetch(feed, deps, hosts)
+        if fetched.not_modified:
+            done.set_result((fetched, None))
+            return
+        read = _read(feed, fetched, deps)
+        settings = deps.settings
+        want = pages.wanted(
+            read.alertable, _full_text(feed, settings), settings.full_text_min_words
+        )
+        stored = deps.store.page_texts(e.story_key for e in want) if want else {}
+        futures = linked.read(want, stored)
+    except BaseException as exc:  # noqa: BLE001 - handed to the thread that processes it
+        done.set_exception(exc)
+        return
+    pages.gather(futures, lambda got: done.set_result((fetched, replace(read, pages=got))))
 
 
 def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
@@ -218,9 +330,12 @@ def run_feeds(
     hosts = fetch.HostLimits(deps.settings.http.per_host)
     workers = min(deps.settings.http.concurrency, len(feeds))
     unrecorded: list[FetchResult] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-        futures: dict[Future[Fetched], FeedState] = {
-            pool.submit(_fetch, feed, deps, hosts): feed for feed in feeds
+    with (
+        pages.Pages(deps.settings, hosts) as linked,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool,
+    ):
+        futures: dict[Future[Polled], FeedState] = {
+            _submit(pool, feed, deps, hosts, linked): feed for feed in feeds
         }
         try:
             for future in as_completed(futures):
@@ -230,7 +345,8 @@ def run_feeds(
                         pending.cancel()
                     break
                 try:
-                    outcome = process(feed, future.result(), deps)
+                    fetched, read = future.result()
+                    outcome = process(feed, fetched, deps, read)
                     if outcome.status != 304:
                         log.info(
                             "feed polled",

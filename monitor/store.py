@@ -36,6 +36,20 @@ class Store(Database):
                 seen.update(s.execute(stmt).scalars())
         return seen
 
+    def page_texts(self, story_keys: Iterable[str]) -> dict[str, str]:
+        """Story key (the canonical link) -> the article text stored for that link, for
+        the links that have one: their pages are not fetched again."""
+        wanted = list(dict.fromkeys(k for k in story_keys if k.startswith("url:")))
+        found: dict[str, str] = {}
+        with self._session() as s:
+            for i in range(0, len(wanted), CHUNK):
+                stmt = select(col(ArticleRow.page_key), col(ArticleRow.page_text)).where(
+                    col(ArticleRow.page_key).in_(wanted[i : i + CHUNK]),
+                    col(ArticleRow.page_text).is_not(None),
+                )
+                found.update({key: text for key, text in s.execute(stmt)})
+        return found
+
     def save(
         self,
         feed_id: int,
@@ -68,6 +82,9 @@ class Store(Database):
                     "published_at": e.item.published,
                     "seen_at": now,
                     "alertable": e.key in alertable,
+                    "page_outcome": e.page,
+                    "page_text": e.item.article or None,
+                    "page_key": e.story_key if e.item.article and e.link else None,
                     **_band_columns(e, bands.get(e.key)),
                 }
                 for e in entries

@@ -28,6 +28,8 @@ class Route:
     delay: float = 0.0
     gzip: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0  # seconds between chunks of 64 bytes: a server that never finishes
+    length: bool = True  # send Content-Length; False: the body ends when the connection does
 
 
 class _Server(ThreadingHTTPServer):
@@ -84,7 +86,10 @@ class FeedServer:
                 try:
                     self.send_response(route.status)
                     self.send_header("Content-Type", route.content_type)
-                    self.send_header("Content-Length", str(len(body)))
+                    if route.length:
+                        self.send_header("Content-Length", str(len(body)))
+                    else:
+                        self.close_connection = True
                     if route.gzip:
                         self.send_header("Content-Encoding", "gzip")
                     if route.etag:
@@ -92,7 +97,13 @@ class FeedServer:
                     for k, v in route.headers.items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(body)
+                    if route.trickle:
+                        for i in range(0, len(body), 64):
+                            self.wfile.write(body[i : i + 64])
+                            self.wfile.flush()
+                            time.sleep(route.trickle)
+                    else:
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

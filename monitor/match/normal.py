@@ -12,8 +12,9 @@ _STEM_KEEP = frozenset(("news", "series", "species", "means", "politics", "econo
 
 
 def scan_text(item: Item) -> str:
-    """What an article is matched on: the title, a blank line and the body, capped."""
-    return f"{item.title}\n\n{item.body}"[:MAX_TEXT]
+    """What an article is matched on: the title, a blank line and the body (with the
+    linked page's article text, when it was read), capped."""
+    return f"{item.title}\n\n{item.text}"[:MAX_TEXT]
 
 
 def stem(word: str) -> str:
