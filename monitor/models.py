@@ -147,7 +147,7 @@ class Page:
     outcome: str  # one of PAGE_OUTCOMES
     text: str | None = None
     error: str | None = None  # what failed, for the log
-    seconds: float = 0.0  # spent extracting it
+    seconds: float = 0.0  # of CPU, spent extracting it
 
 
 @dataclass(frozen=True)

@@ -181,9 +181,9 @@ class Pages:
                         spent = self._spent.get(job.host, 0.0)
                         self._spent[job.host] = spent + time.monotonic() - started
             with _EXTRACTING:
-                started = time.monotonic()
+                cpu = time.thread_time()  # not wall time: other threads hold the GIL too
                 page = extract.page(fetched)
-                page = Page(page.outcome, page.text, page.error, time.monotonic() - started)
+                page = Page(page.outcome, page.text, page.error, time.thread_time() - cpu)
         except FetchError as exc:
             page = Page(outcome(exc), error=exc.reason)
         except Exception as exc:  # noqa: BLE001 - a page must never cost its item

@@ -90,7 +90,7 @@ class FeedOutcome:
     record: FetchResult | None = None  # still to be written (304s and failures are batched)
     elapsed: float | None = None  # seconds the fetch took
     pages: dict[str, int] = field(default_factory=dict)  # linked pages read, by outcome
-    extract_seconds: float = 0.0  # spent extracting them
+    extract_seconds: float = 0.0  # of CPU, spent extracting them
 
 
 @dataclass(frozen=True)

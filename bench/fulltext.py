@@ -1,0 +1,268 @@
+"""Full text (issue 12): what reading the linked pages costs, and that feeds without it pay
+nothing, in one run.
+
+    python bench/fulltext.py [--feeds 20] [--items 50] [--plain-feeds 200] [--baseline main]
+
+- full text: FEEDS x ITEMS headline-only items, each linking to one of the 100 pages of
+  ../shared/corpus/articles (real news pages, blogs, Wikipedia), every page fetched and
+  extracted: new items per second, and the share of the cycle spent in extraction (CPU
+  seconds summed over the pass workers, which report them in their FeedOutcomes, over
+  the cycle's time x the worker processes);
+  beside the same feeds with full_text off, and a warm cycle (all 304) with it on;
+- not slowed: PLAIN_FEEDS x 50 generated items without full text, a cold and a warm
+  cycle, run on this tree and on BASELINE (a git ref, extracted with `git archive`),
+  each in its own process with its own database, alternated twice, so the machine's
+  drift shows.
+
+Everything is served on 127.0.0.1 by a separate process, so it shares no GIL with what is
+timed; all feeds and pages sit on that one host, so the per-host limit is raised to the
+fetch concurrency (one server stands in for many publishers, as in bench/poll.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.poll import items as generated_items  # noqa: E402
+from tests.conftest import US_CHINA, write_config  # noqa: E402
+from tests.servers import rss  # noqa: E402
+
+ARTICLES = ROOT.parent / "shared" / "corpus" / "articles"
+_TYPES = {".xml": "application/rss+xml; charset=utf-8", ".html": "text/html"}
+
+# A cycle in a process of its own, on the `monitor` of whichever tree is first on
+# sys.path; prints its figures as JSON. Only API that main has too.
+_CYCLES = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from monitor import config as config_mod
+from monitor.pipeline import run_feeds
+from monitor.runtime.passes import PassPool
+from monitor.service import build
+
+os.environ["MONITOR_DATABASE_URL"] = sys.argv[3]
+os.environ.pop("SLACK_BOT_TOKEN", None)
+cfg = config_mod.load(Path(sys.argv[2]))
+pool = PassPool(cfg.settings.poll_processes, cfg)
+service = build(cfg, pool=pool)
+for ready in pool.start():  # as `monitor run` does at start-up: not part of a cycle
+    ready.result()
+# CPU seconds of this process and its pass workers, from /proc (the machine is shared:
+# wall time alone does not say what the cycle itself used)
+pids = [os.getpid(), *pool._pool._processes]
+
+def cpu():
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+figures = {"tree": __import__("monitor").__file__}
+for name in sys.argv[4].split(","):
+    started, used = time.perf_counter(), cpu()
+    outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
+    figures[name] = time.perf_counter() - started
+    figures[name + "_cpu"] = cpu() - used
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
+    figures[name + "_new"] = sum(o.new_items for o in outcomes)
+    pages = {}
+    for o in outcomes:
+        for kind, n in getattr(o, "pages", {}).items():
+            pages[kind] = pages.get(kind, 0) + n
+    figures[name + "_pages"] = pages
+    figures[name + "_extract"] = sum(getattr(o, "extract_seconds", 0.0) for o in outcomes)
+figures["processes"] = len(pool.start()) if pool.wants(len(service.feeds)) else 1
+service.close()
+print(json.dumps(figures))
+"""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def serve(root: str, port: Any) -> None:
+    """Static files with ETag and If-None-Match, typed by suffix."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = Path(root) / self.path.lstrip("/")
+            try:
+                stat = path.stat()
+            except OSError:
+                self.send_error(404)
+                return
+            etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+            if self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", _TYPES.get(path.suffix, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = _Server(("127.0.0.1", 0), Handler)
+    port.value = httpd.server_address[1]
+    httpd.serve_forever()
+
+
+def start_server(root: Path) -> tuple[multiprocessing.Process, int]:
+    port = multiprocessing.Value("i", 0)
+    server = multiprocessing.Process(target=serve, args=(str(root), port), daemon=True)
+    server.start()
+    while not port.value:
+        time.sleep(0.01)
+    return server, port.value
+
+
+def cycles(tree: Path, cfg: Path, db: Path, names: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CYCLES, str(tree), str(cfg), f"sqlite:///{db}", names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"cycle on {tree} failed:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def baseline_tree(ref: str, into: Path) -> Path | None:
+    """`ref` of this repository, extracted (git archive): the code to compare with."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        print(f"no baseline: git archive {ref}: {archive.stderr.decode().strip()}")
+        return None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--feeds", type=int, default=20)
+    ap.add_argument("--items", type=int, default=50)
+    ap.add_argument("--plain-feeds", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--baseline", default="main")
+    args = ap.parse_args()
+    if not ARTICLES.is_dir():
+        raise SystemExit(f"no article corpus at {ARTICLES}")
+    pages = sorted(p for p in ARTICLES.iterdir() if (p / "source.html").is_file())
+    http = {"http": {"concurrency": args.concurrency, "per_host": args.concurrency}}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        www = tmp / "www"
+        (www / "pages").mkdir(parents=True)
+        server, port = start_server(www)
+        base = f"http://127.0.0.1:{port}"
+        total = args.feeds * args.items
+        for n in range(total):
+            source = (pages[n % len(pages)] / "source.html").read_bytes()
+            (www / "pages" / f"{n}.html").write_bytes(source)
+        feeds = []
+        for f in range(args.feeds):
+            entries = [
+                {"title": f"Story {n}", "guid": str(n), "link": f"{base}/pages/{n}.html"}
+                for n in range(f * args.items, (f + 1) * args.items)
+            ]
+            (www / f"ft{f}.xml").write_bytes(rss(entries))
+            feeds.append({"name": f"ft{f}", "url": f"{base}/ft{f}.xml"})
+        on = write_config(tmp / "on", feeds, [US_CHINA], {**http, "full_text": True})
+        off = write_config(tmp / "off", feeds, [US_CHINA], http)
+        size = sum(p.stat().st_size for p in (www / "pages").iterdir())
+        print(
+            f"{args.feeds} feeds x {args.items} headline-only items linking to {total} pages "
+            f"({size / 1e6:.0f} MB, the {len(pages)} corpus pages in turn), "
+            f"{os.cpu_count()} cores, fetch concurrency {args.concurrency}"
+        )
+        for run in (1, 2):
+            ft = cycles(ROOT, on, tmp / f"on{run}.db", "cold,warm")
+            plain = cycles(ROOT, off, tmp / f"off{run}.db", "cold")
+            print(
+                f"run {run}: full_text true, cold: {ft['cold']:.2f} s, "
+                f"{ft['cold_new'] / ft['cold']:.0f} new items/s, pages {ft['cold_pages']}; "
+                f"CPU {ft['cold_cpu']:.1f} s ({ft['cold_cpu'] / ft['cold']:.2f} cores), "
+                f"of it extraction {ft['cold_extract']:.1f} s "
+                f"({ft['cold_extract'] / ft['cold_cpu']:.0%}, "
+                f"{ft['cold_extract'] * 1000 / max(1, total):.1f} ms a page); "
+                f"warm (all 304): {ft['warm']:.2f} s"
+            )
+            print(
+                f"       full_text false, cold: {plain['cold']:.2f} s, "
+                f"{plain['cold_new'] / plain['cold']:.0f} new items/s, "
+                f"CPU {plain['cold_cpu']:.1f} s (full text costs "
+                f"{ft['cold'] / plain['cold']:.0f}x the time, "
+                f"{ft['cold_cpu'] / plain['cold_cpu']:.0f}x the CPU)"
+            )
+
+        rng = random.Random(5)
+        plain_feeds = []
+        for f in range(args.plain_feeds):
+            (www / f"plain{f}.xml").write_bytes(rss(generated_items(rng, f, 0, 50)))
+            plain_feeds.append({"name": f"plain{f}", "url": f"{base}/plain{f}.xml"})
+        cfg = write_config(tmp / "plain", plain_feeds, [US_CHINA], http)
+        tree = baseline_tree(args.baseline, tmp / "baseline") if args.plain_feeds else None
+        if tree is not None:
+            print(
+                f"\n{args.plain_feeds} feeds x 50 generated items, full_text off: "
+                f"this tree against {args.baseline}"
+            )
+            figures: dict[str, list[dict[str, Any]]] = {"this": [], args.baseline: []}
+            for run in (1, 2):
+                for label, root in ((args.baseline, tree), ("this", ROOT)):
+                    got = cycles(root, cfg, tmp / f"{label}-{run}.db", "cold,warm")
+                    assert got["tree"].startswith(str(root)), got["tree"]
+                    figures[label].append(got)
+                    print(
+                        f"run {run} {label:>6}: cold {got['cold']:.2f} s "
+                        f"(CPU {got['cold_cpu']:.1f} s), warm {got['warm']:.2f} s "
+                        f"(CPU {got['warm_cpu']:.2f} s)"
+                    )
+            for kind in ("cold", "warm", "cold_cpu", "warm_cpu"):
+                ratios = [
+                    this[kind] / then[kind]
+                    for this, then in zip(figures["this"], figures[args.baseline], strict=True)
+                ]
+                what = "CPU" if kind.endswith("_cpu") else "time"
+                print(
+                    f"{kind.split('_')[0]}: this tree takes "
+                    f"{', '.join(f'{r:.2f}x' for r in ratios)} the {what} of {args.baseline}"
+                )
+        server.terminate()
+
+
+if __name__ == "__main__":
+    main()
