@@ -1,7 +1,7 @@
 """Full text (issue 12): what reading the linked pages costs, and that feeds without it pay
 nothing, in one run.
 
-    python bench/fulltext.py [--feeds 20] [--items 50] [--plain-feeds 200] [--baseline main]
+    python bench/fulltext.py [--feeds 20] [--items 50] [--plain-feeds 1000] [--baseline main]
 
 - full text: FEEDS x ITEMS headline-only items, each linking to one of the 100 pages of
   ../shared/corpus/articles (real news pages, blogs, Wikipedia), every page fetched and
@@ -9,10 +9,11 @@ nothing, in one run.
   seconds summed over the pass workers, which report them in their FeedOutcomes, over
   the cycle's time x the worker processes);
   beside the same feeds with full_text off, and a warm cycle (all 304) with it on;
-- not slowed: PLAIN_FEEDS x 50 generated items without full text, a cold and a warm
-  cycle, run on this tree and on BASELINE (a git ref, extracted with `git archive`),
-  each in its own process with its own database, alternated twice, so the machine's
-  drift shows.
+- not slowed: PLAIN_FEEDS x 50 generated items without full text (bench/poll.py's), a
+  cold cycle and three warm ones (all 304), run on this tree and on BASELINE (a git ref,
+  extracted with `git archive`), each in its own process with its own database,
+  alternated twice, so the machine's drift shows; wall time and CPU (of the process and
+  its pass workers) both, since the machine is shared.
 
 Everything is served on 127.0.0.1 by a separate process, so it shares no GIL with what is
 timed; all feeds and pages sit on that one host, so the per-host limit is raised to the
@@ -26,6 +27,7 @@ import json
 import multiprocessing
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,7 +68,7 @@ for ready in pool.start():  # as `monitor run` does at start-up: not part of a c
 # wall time alone does not say what the cycle itself used)
 pids = [os.getpid(), *pool._pool._processes]
 
-def cpu():
+def cpu(pids=pids):
     total = 0.0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as stat:
@@ -74,12 +76,15 @@ def cpu():
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
+server = [int(sys.argv[5])]
+
 figures = {"tree": __import__("monitor").__file__}
 for name in sys.argv[4].split(","):
-    started, used = time.perf_counter(), cpu()
+    started, used, served = time.perf_counter(), cpu(), cpu(server)
     outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
     figures[name] = time.perf_counter() - started
     figures[name + "_cpu"] = cpu() - used
+    figures[name + "_server_cpu"] = cpu(server) - served
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
     figures[name + "_new"] = sum(o.new_items for o in outcomes)
     pages = {}
@@ -144,9 +149,10 @@ def start_server(root: Path) -> tuple[multiprocessing.Process, int]:
     return server, port.value
 
 
-def cycles(tree: Path, cfg: Path, db: Path, names: str) -> dict[str, Any]:
+def cycles(tree: Path, cfg: Path, db: Path, names: str, server: int) -> dict[str, Any]:
+    """The named cycles, one after another, in a process of their own on `tree`."""
     done = subprocess.run(
-        [sys.executable, "-c", _CYCLES, str(tree), str(cfg), f"sqlite:///{db}", names],
+        [sys.executable, "-c", _CYCLES, str(tree), str(cfg), f"sqlite:///{db}", names, str(server)],
         capture_output=True,
         text=True,
         check=False,
@@ -174,7 +180,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--feeds", type=int, default=20)
     ap.add_argument("--items", type=int, default=50)
-    ap.add_argument("--plain-feeds", type=int, default=200)
+    ap.add_argument("--plain-feeds", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--baseline", default="main")
     args = ap.parse_args()
@@ -209,8 +215,8 @@ def main() -> None:
             f"{os.cpu_count()} cores, fetch concurrency {args.concurrency}"
         )
         for run in (1, 2):
-            ft = cycles(ROOT, on, tmp / f"on{run}.db", "cold,warm")
-            plain = cycles(ROOT, off, tmp / f"off{run}.db", "cold")
+            ft = cycles(ROOT, on, tmp / f"on{run}.db", "cold,warm", server.pid or 0)
+            plain = cycles(ROOT, off, tmp / f"off{run}.db", "cold", server.pid or 0)
             print(
                 f"run {run}: full_text true, cold: {ft['cold']:.2f} s, "
                 f"{ft['cold_new'] / ft['cold']:.0f} new items/s, pages {ft['cold_pages']}; "
@@ -218,6 +224,7 @@ def main() -> None:
                 f"of it extraction {ft['cold_extract']:.1f} s "
                 f"({ft['cold_extract'] / ft['cold_cpu']:.0%}, "
                 f"{ft['cold_extract'] * 1000 / max(1, total):.1f} ms a page); "
+                f"the page server's CPU {ft['cold_server_cpu']:.1f} s; "
                 f"warm (all 304): {ft['warm']:.2f} s"
             )
             print(
@@ -243,8 +250,13 @@ def main() -> None:
             figures: dict[str, list[dict[str, Any]]] = {"this": [], args.baseline: []}
             for run in (1, 2):
                 for label, root in ((args.baseline, tree), ("this", ROOT)):
-                    got = cycles(root, cfg, tmp / f"{label}-{run}.db", "cold,warm")
+                    db = tmp / f"{label}-{run}.db"
+                    got = cycles(root, cfg, db, "cold,warm1,warm2,warm3", server.pid or 0)
                     assert got["tree"].startswith(str(root)), got["tree"]
+                    for what in ("", "_cpu"):  # the warm cycle is short: the median of three
+                        got["warm" + what] = statistics.median(
+                            got[f"warm{i}{what}"] for i in (1, 2, 3)
+                        )
                     figures[label].append(got)
                     print(
                         f"run {run} {label:>6}: cold {got['cold']:.2f} s "

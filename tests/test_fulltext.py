@@ -194,6 +194,8 @@ def _failing_routes() -> dict[str, tuple[Route, str]]:
             "empty",
         ),
         "/bomb": (Route(deep, content_type="text/html"), "extracted"),
+        "/broken": (Route(status=500), "http_error"),
+        "/nowhere": (Route(status=302, headers={"Location": "http://127.0.0.1:1/"}), "error"),
         "/slow": (Route(story, content_type="text/html", trickle=0.2), "timeout"),
     }
 
@@ -243,10 +245,37 @@ def test_failing_pages_leave_their_items_matched_on_the_feed_text(
     [health] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert health["pages_fetched_1d"] == len(routes)
     assert health["pages_extracted_1d"] == 1
+    assert health["pages_1d"] == {
+        want: list(outcomes.values()).count(want) for want in outcomes.values()
+    }
     assert health["pages_1d"]["too_big"] == 2 and health["pages_1d"]["blocked"] == 2
     assert main(["--config", str(cfg), "feeds"]) == 0
     table = capsys.readouterr().out
     assert "pages 1d" in table and f"1/{len(routes)}" in table
+
+
+def test_a_slow_publisher_costs_its_feed_a_bounded_time(
+    feed_server: FeedServer, tmp_path: Path, db: str
+) -> None:
+    """Six pages on one host, each trickling past the deadline: the host gets one deadline
+    of fetching per connection slot (per_host 2), and its remaining pages are skipped."""
+    slow = Route(_ARTICLE_HTML.encode(), content_type="text/html", trickle=0.2)
+    paths = [f"/slow/{i}" for i in range(6)]
+    for path in paths:
+        feed_server.routes[path] = slow
+    items = [{"title": f"Qin Gang {p}", "guid": p, "link": feed_server.url(p)} for p in paths]
+    feed_server.routes["/f.xml"] = Route(rss(items))
+    cfg = write_config(
+        tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml"), "full_text": True}], [QIN]
+    )
+    _poll(cfg)
+    stored = _articles(db)
+    outcomes = [stored[feed_server.url(p)].page_outcome for p in paths]
+    timeouts = outcomes.count("timeout")
+    # two at once, then one more at most, from a runner done before the other one
+    assert 2 <= timeouts <= 3 and outcomes.count("skipped") == 6 - timeouts, outcomes
+    assert sum(feed_server.hits.get(p, 0) for p in paths) == timeouts
+    assert all(_matched(db)[feed_server.url(p)] == ["Qin Gang"] for p in paths)
 
 
 def test_modes_backfill_and_each_page_fetched_once(
