@@ -11,9 +11,9 @@ nothing, in one run.
   beside the same feeds with full_text off, and a warm cycle (all 304) with it on;
 - not slowed: PLAIN_FEEDS x 50 generated items without full text (bench/poll.py's), a
   cold cycle and three warm ones (all 304), run on this tree and on BASELINE (a git ref,
-  extracted with `git archive`), each in its own process with its own database,
-  alternated twice, so the machine's drift shows; wall time and CPU (of the process and
-  its pass workers) both, since the machine is shared.
+  extracted with `git archive`), each in its own process with its own database, twice,
+  in turn (the baseline first, then this tree first), so the machine's drift shows; wall
+  time and CPU (of the process and its pass workers) both, since the machine is shared.
 
 Everything is served on 127.0.0.1 by a separate process, so it shares no GIL with what is
 timed; all feeds and pages sit on that one host, so the per-host limit is raised to the
@@ -248,8 +248,9 @@ def main() -> None:
                 f"this tree against {args.baseline}"
             )
             figures: dict[str, list[dict[str, Any]]] = {"this": [], args.baseline: []}
+            order = [(args.baseline, tree), ("this", ROOT)]
             for run in (1, 2):
-                for label, root in ((args.baseline, tree), ("this", ROOT)):
+                for label, root in order if run == 1 else order[::-1]:  # either goes first
                     db = tmp / f"{label}-{run}.db"
                     got = cycles(root, cfg, db, "cold,warm1,warm2,warm3", server.pid or 0)
                     assert got["tree"].startswith(str(root)), got["tree"]

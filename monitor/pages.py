@@ -13,10 +13,12 @@ is waiting for. A host gets one deadline of fetching per connection slot in a cy
 (`per_host` x (connect + read timeout)); its pages still queued after that are skipped,
 which bounds what one slow or dead publisher can cost a feed (about twice the deadline)
 without cutting a fast one short (hundreds of pages a cycle). Extraction runs right
-after each fetch, one page at a time per process (the GIL would serialise it anyway,
-and a hostile page can take ~50 MB while extracted), so at most `concurrency` bodies
-wait for it. A failure is an outcome, never an exception: the item is matched on its
-feed text, and, stored as seen, never tried again.
+after each fetch, one page at a time per process: the GIL would serialise it anyway, a
+hostile page can take ~50 MB while extracted, and trafilatura parses every page with
+one module-level lxml parser (a pass worker died, in a trial with 16 extractions at
+once); so at most `concurrency` fetched bodies wait for their turn. A failure is an
+outcome, never an exception: the item is matched on its feed text and, stored as seen,
+never tried again.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from monitor.errors import FetchError
 from monitor.models import Entry, Page
 
 log = logging.getLogger(__name__)
-_EXTRACTING = threading.Lock()  # one extraction at a time in this process
+_EXTRACTING = threading.Lock()  # one extraction at a time in this process (see above)
 _STOPPED = Page("skipped", error="the cycle stopped")
 
 
@@ -63,9 +65,8 @@ def outcome(exc: FetchError) -> str:
         return "forbidden"
     if exc.status is not None:
         return "http_error"
-    if isinstance(exc.__cause__, httpx.TimeoutException) or "timed out" in reason:
-        return "timeout"
-    if "took longer" in reason or "deadline" in reason:
+    timed_out = ("timed out", "took longer", "deadline")
+    if isinstance(exc.__cause__, httpx.TimeoutException) or any(t in reason for t in timed_out):
         return "timeout"
     if "cap" in reason and "exceeds" in reason:
         return "too_big"
