@@ -591,6 +591,11 @@ def _read_yaml(path: Path) -> _Doc:
         line, col = _at(exc)
         doc.problems.append(Problem(path, line, col, f"YAML syntax: {exc.problem or exc}"))
         return doc
+    except yaml.reader.ReaderError as exc:  # a control character: located by its offset
+        text = path.read_text(encoding="utf-8", errors="replace")[: exc.position]
+        line, col = text.count("\n") + 1, exc.position - text.rfind("\n")
+        doc.problems.append(Problem(path, line, col, f"YAML: {exc.reason} (#x{exc.character:04x})"))
+        return doc
     except (OSError, UnicodeDecodeError) as exc:
         doc.problems.append(Problem(path, 1, 1, f"cannot read: {exc}"))
         return doc

@@ -145,9 +145,6 @@ def parse(fetched: Fetched) -> ParsedFeed:
     """Raises ParseError when the body holds no feed at all; a flawed feed with entries is used."""
     if _looks_like_json(fetched):
         return parse_json_feed(fetched)
-    unsafe = _unsafe_entities(convert_to_utf8(dict(fetched.headers), fetched.body, {}))
-    if unsafe:
-        raise UnsafeDocument(fetched.url, unsafe)
     result = _feedparser(fetched.body, fetched)
     if not result.entries and _PREFIXED.search(fetched.body[:4096]):
         result = _feedparser(_unprefix(fetched.body), fetched)
@@ -227,7 +224,11 @@ _BROKEN_DECLARATION = re.compile(rb"<\?xml\?xml[^>]*\?\?>")
 def _feedparser(body: bytes, fetched: Fetched) -> Any:
     """Links and guids are still made absolute; HTML inside entries is neither sanitised
     nor has its URIs resolved, since it is only ever reduced to text here (scripts and
-    styles dropped): those two passes cost feedparser about a third of its time."""
+    styles dropped): those two passes cost feedparser about a third of its time.
+    Every body is first looked at as the parsers will read it, for entity declarations."""
+    unsafe = _unsafe_entities(convert_to_utf8(dict(fetched.headers), body, {}))
+    if unsafe:
+        raise UnsafeDocument(fetched.url, unsafe)
     return feedparser.parse(
         io.BytesIO(body),
         response_headers=fetched.headers,

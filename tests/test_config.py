@@ -249,8 +249,9 @@ def test_aliases_within_the_bound_are_read(tmp_path: Path) -> None:
         ),
         ("channel: '#w'\ntopics: [" + "a, " * 200_001 + "]\n", "refused: more than 200,000 values"),
         ("# " + "x" * (2 * 1024 * 1024) + "\n", "1:1: refused: larger than 2,097,152 bytes"),
+        ("channel: '#w'\ntopics:\n  - name: a\x07b\n", "3:12: YAML: special characters"),
     ],
-    ids=["alias-loop", "values", "size"],
+    ids=["alias-loop", "values", "size", "control-character"],
 )
 def test_config_files_are_bounded(tmp_path: Path, body: str, problem: str) -> None:
     root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": body})
@@ -279,15 +280,17 @@ def test_config_files_are_bounded(tmp_path: Path, body: str, problem: str) -> No
         ("http://u:pw@0177.0.0.1/", "bad URL 'http://***@0177.0.0.1/'"),
     ],
 )
+@pytest.mark.parametrize("command", ["check", "poll"])
 def test_hosts_written_as_odd_numbers_are_rejected(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str, command: str
 ) -> None:
     root = _write(
         tmp_path,
         {"feeds.yaml": f"feeds:\n  - name: a\n    url: {url}\n", "watchlists/w.yaml": GOOD_WATCH},
     )
-    assert main(["--config", str(root), "check"]) == 2
-    [line] = capsys.readouterr().out.splitlines()
+    assert main(["--config", str(root), command]) == 2
+    captured = capsys.readouterr()
+    [line] = (captured.out + captured.err).splitlines()
     assert line.startswith(f"{root}/feeds.yaml:3:10: feeds.url: bad URL") and problem in line, line
 
 
