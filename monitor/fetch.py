@@ -79,11 +79,13 @@ def fetch(
             ),
         )
         resp, history = _follow(client, request)
+        # where the document is, as a base for its relative links: never our credentials
+        located = str(resp.url.copy_with(userinfo=b""))
         try:
             moved = _permanent_redirect(url, history, resp)
             if resp.status_code == 304:
                 return Fetched(
-                    str(resp.url),
+                    located,
                     304,
                     b"",
                     {},
@@ -107,9 +109,9 @@ def fetch(
             doc_headers = {
                 k.lower(): v for k, v in resp.headers.items() if k.lower() not in _TRANSFER_HEADERS
             }
-            doc_headers.setdefault("content-location", str(resp.url))
+            doc_headers.setdefault("content-location", located)
             return Fetched(
-                url=str(resp.url),
+                url=located,
                 status=resp.status_code,
                 body=unwrap_gzip(body, max_bytes, url),
                 headers=doc_headers,

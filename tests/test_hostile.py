@@ -218,7 +218,10 @@ def test_credentials_in_feed_urls_are_never_shown(
     log, `monitor feeds` (text and JSON, working feed or failing), `monitor explain`
     errors, the stored error or the ops channel's message."""
     port = feed_server.port
-    feed_server.routes["/private.xml?apikey=KEY123&q=china"] = Route(NORMAL)
+    # a relative link resolves against the feed's address, without its credentials
+    feed_server.routes["/private.xml?apikey=KEY123&q=china"] = Route(
+        NORMAL.replace(b"https://n.example/qin", b"/qin")
+    )
     cfg = write_config(
         tmp_path / "c",
         [
@@ -234,6 +237,7 @@ def test_credentials_in_feed_urls_are_never_shown(
     [sent] = [h for path, h in feed_server.requests if path.startswith("/private.xml")][:1]
     assert sent["authorization"] == "Basic cmVhZGVyOnMzY3JldC1wdw=="  # the real URL fetched
     [alert] = slack_env.in_channel("#china-desk")
+    assert alert["text"].endswith(f" http://127.0.0.1:{port}/qin"), alert["text"]
     [notice] = slack_env.in_channel("#ops")
     assert "http://***@127.0.0.1" in notice["text"] and "token=***" in notice["text"]
     for args in (["feeds"], ["feeds", "--json"], ["--log-format", "json", "poll"]):
