@@ -392,12 +392,8 @@ class DeadlineBackend(httpcore.SyncBackend):
         problem = numeric_host(host)
         if problem:
             raise httpcore.ConnectError(problem)
-        addresses = _resolve(host, port, timeout)
-        permitted = [a for a in addresses if self.permits(host, a)]
-        if not permitted:
-            raise httpcore.ConnectError(self.refusal(host, addresses))
         failure: Exception | None = None
-        for address in permitted:
+        for address in self.screen(host, _resolve(host, port, timeout)):
             try:
                 wait = _time_left(timeout, httpcore.ConnectTimeout)
                 stream = super().connect_tcp(
@@ -407,14 +403,12 @@ class DeadlineBackend(httpcore.SyncBackend):
                 failure = exc
                 continue
             return _DeadlineStream(stream)
-        assert failure is not None
-        raise failure
+        raise failure or httpcore.ConnectError(f"cannot resolve {host}: no address")
 
-    def permits(self, host: str, address: IPAddress) -> bool:
-        return True
-
-    def refusal(self, host: str, addresses: list[IPAddress]) -> str:
-        return f"refused: {host}"
+    def screen(self, host: str, addresses: list[IPAddress]) -> list[IPAddress]:
+        """The addresses `host` resolved to that may be dialled: all of them, unless a
+        guard says otherwise."""
+        return addresses
 
 
 def _resolve(host: str, port: int, timeout: float | None) -> list[IPAddress]:
@@ -494,15 +488,17 @@ class GuardedBackend(DeadlineBackend):
         self._hosts = {h.lower() for h in allowed_hosts}
         self._networks = list(allowed_networks)
 
-    def permits(self, host: str, address: IPAddress) -> bool:
-        return host.lower() in self._hosts or is_public(address, self._networks)
-
-    def refusal(self, host: str, addresses: list[IPAddress]) -> str:
-        return (
-            f"refused: {host} resolves to non-public address "
-            f"{', '.join(str(a) for a in addresses)} "
-            "(set allow_private_networks or allowed_hosts to fetch internal feeds)"
-        )
+    def screen(self, host: str, addresses: list[IPAddress]) -> list[IPAddress]:
+        if host.lower() in self._hosts:
+            return addresses
+        permitted = [a for a in addresses if is_public(a, self._networks)]
+        if not permitted:
+            raise httpcore.ConnectError(
+                f"refused: {host} resolves to non-public address "
+                f"{', '.join(str(a) for a in addresses)} "
+                "(set allow_private_networks or allowed_hosts to fetch internal feeds)"
+            )
+        return permitted
 
 
 class GuardedTransport(httpx.HTTPTransport):
