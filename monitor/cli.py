@@ -26,7 +26,7 @@ from monitor import fetch, logs, parse, runtime
 from monitor.archive import Archive
 from monitor.config import Config, Watchlist
 from monitor.db import conninfo, make_engine, migrate, revision_of
-from monitor.errors import ConfigError, MonitorError, ParseError, UsageError
+from monitor.errors import ConfigError, MonitorError, ParseError, UnsafeDocument, UsageError
 from monitor.feeds import FeedStore
 from monitor.health import assess
 from monitor.match import Matcher, Verdict
@@ -356,6 +356,8 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
         raise MonitorError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
         items = parse.parse(Fetched(str(path), 200, body, {})).items
+    except UnsafeDocument:
+        raise  # a hostile document is not an article either
     except ParseError:
         items = []
     if items:
