@@ -26,13 +26,14 @@ from monitor import extract, fetch, logs, parse, runtime
 from monitor.archive import Archive
 from monitor.config import Config, Watchlist
 from monitor.db import conninfo, make_engine, migrate, revision_of
-from monitor.errors import ConfigError, MonitorError, ParseError, UsageError
+from monitor.errors import ConfigError, MonitorError, ParseError, UnsafeDocument, UsageError
 from monitor.feeds import FeedStore
 from monitor.health import assess
 from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
 from monitor.outbox import Outbox
 from monitor.pipeline import check_health, run_feeds
+from monitor.redact import redact
 from monitor.runtime.passes import PassPool
 from monitor.service import build, load_ner
 
@@ -371,6 +372,8 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
             raise MonitorError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
         items = parse.parse(fetched).items
+    except UnsafeDocument:
+        raise  # a hostile document is not an article either
     except ParseError:
         if url and not _is_page(fetched):
             raise
@@ -380,7 +383,7 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
     if _is_page(fetched):
         page = extract.page(fetched)
         if page.text is None:
-            raise MonitorError(f"{source}: an HTML page, but {page.error}")
+            raise MonitorError(f"{redact(source)}: an HTML page, but {page.error}")
         content_type = fetched.headers.get("content-type")
         return [
             Item(

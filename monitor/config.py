@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -28,9 +28,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from monitor.alert.timing import DigestSchedule, QuietHours
 from monitor.errors import ConfigError, Problem
+from monitor.redact import redact
 
 _DURATION = re.compile(r"(\d+)\s*(ms|[smhdw])")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -96,10 +99,73 @@ def _parse_size(value: Any) -> int:
 
 
 def _http_url(value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"bad URL {value!r}: must be an http:// or https:// URL with a host")
+    try:
+        parts = urlsplit(value.strip())
+        host = parts.hostname
+    except ValueError as exc:  # a malformed IPv6 literal, say
+        raise ValueError(f"bad URL {redact(value)!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(
+            f"bad URL {redact(value)!r}: must be an http:// or https:// URL with a host"
+        )
+    problem = numeric_host(host)
+    if problem:
+        raise ValueError(f"bad URL {redact(value)!r}: {problem}")
     return value.strip()
+
+
+_NUMBER_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+
+
+def numeric_host(host: str) -> str | None:
+    """What is wrong with a host that is an IPv4 address written other than as a dotted
+    quad (`0177.0.0.1`, `0x7f.1`, `2130706433`: 127.0.0.1 to the C resolver, a name or an
+    error to other parsers, so no check can trust what it means), or None. A host is a
+    number when its last label is one, as the URL standard reads it."""
+    name = host.rstrip(".")
+    if ":" in name or not _NUMBER_LABEL.match(name.rsplit(".", 1)[-1]):
+        return None
+    parts = name.split(".")
+    values = [_ipv4_part(p) for p in parts]
+    if len(parts) > 4 or None in values:
+        return f"host {host!r} is not a valid IPv4 address"
+    *head, last = [v for v in values if v is not None]
+    if any(v > 255 for v in head) or last >= 256 ** (5 - len(parts)):
+        return f"host {host!r} is not a valid IPv4 address"
+    number = sum(v << (8 * (3 - i)) for i, v in enumerate(head)) + last
+    address = str(ipaddress.IPv4Address(number))
+    if address == name:
+        return None
+    return f"host {host!r} is an IPv4 address in octal, hex or short form: write it as {address}"
+
+
+def _ipv4_part(text: str) -> int | None:
+    try:
+        if text[:2].lower() == "0x":
+            return int(text[2:] or "0", 16)
+        if len(text) > 1 and text.startswith("0"):
+            return int(text, 8)
+        return int(text, 10) if text.isdigit() else None
+    except ValueError:
+        return None
+
+
+def _database_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(
+            f"not a database URL: {redact(value)!r} ({exc}); write it like "
+            "sqlite:///data/monitor.db or postgresql://user@host/db"
+        ) from exc
+    if url.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError(
+            f"unsupported database {url.get_backend_name()!r}: use sqlite:///path or "
+            "postgresql://user@host/db"
+        )
+    return value
 
 
 def _non_blank(value: str) -> str:
@@ -200,7 +266,7 @@ FullText = bool | Literal["auto"]
 class Settings(_Model):
     """monitor.yaml: every key optional."""
 
-    database_url: str | None = None
+    database_url: Annotated[str | None, AfterValidator(_database_url)] = None
     data_dir: Path = Path("data")
     default_interval: Duration = timedelta(minutes=10)
     default_backfill: Duration = timedelta(hours=24)
@@ -412,6 +478,8 @@ class _Doc:
     values: Marks = field(default_factory=dict)
     keys: Marks = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    sources: dict[tuple[Any, ...], str] = field(default_factory=dict)  # scalars as written
+    labels: dict[tuple[Any, ...], str] = field(default_factory=dict)  # where values came from
 
     def at(self, loc: tuple[Any, ...], *, key: bool = False) -> tuple[int, int]:
         loc = tuple(loc)
@@ -422,24 +490,120 @@ class _Doc:
             loc = loc[:-1]
         return self.values.get((), (1, 1))
 
+    def label(self, loc: tuple[Any, ...]) -> str | None:
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.labels:
+                return self.labels[loc[:end]]
+        return None
+
     def problem(self, loc: tuple[Any, ...], message: str, *, key: bool = False) -> None:
         line, col = self.at(loc, key=key)
         self.problems.append(Problem(self.path, line, col, message))
 
 
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
+def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:
+    mark: Any = node.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+# Config files are input too: one bad save must not take the service down, so what a
+# file may make of itself is bounded before anything is built from it.
+MAX_FILE_BYTES = 2 * 1024 * 1024  # a 10,000-entity watchlist is under 1 MB
+MAX_VALUES = 200_000  # scalars, lists and mappings in one file, aliases expanded
+MAX_ALIASED = 10_000  # of those, values repeated through aliases
+MAX_DEPTH = 64  # lists and mappings within each other (a watchlist needs 6)
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A file whose shape exceeds a bound, at the place it does."""
+
+    def __init__(self, problem: str, event: yaml.Event | None = None) -> None:
+        mark: Any = event.start_mark if event else None
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting as it composes: an alias adds every value it
+    repeats, so nine levels of nine aliases are refused at the alias that crosses the
+    bound instead of being expanded to 387 million values; nesting is refused before it
+    can exhaust Python's stack; an alias inside the collection it names (a loop) is
+    refused too."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._values = 0
+        self._aliased = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            node: Any = super().compose_node(parent, index)
+            if node.end_mark is None:
+                raise _Refused("an alias inside the value it names", event)
+            size = self._size(node)
+            self._aliased += size
+            self._count(size, event)
+            if self._aliased > MAX_ALIASED:
+                raise _Refused(
+                    f"aliases repeat more than {MAX_ALIASED:,} values: write them out", event
+                )
+            return node
+        self._count(1, event)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _count(self, values: int, event: yaml.Event) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _Refused(f"more than {MAX_VALUES:,} values", event)
+
+    def _size(self, node: yaml.Node) -> int:
+        """Values in `node`, counting each alias inside it as what it repeats."""
+        if isinstance(node, yaml.ScalarNode):
+            return 1
+        if id(node) not in self._sizes:
+            children = node.value
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            self._sizes[id(node)] = 1 + sum(self._size(c) for c in children)
+        return self._sizes[id(node)]
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise _Refused(f"larger than {MAX_FILE_BYTES:,} bytes")
+    loader = _BoundedLoader(raw.decode("utf-8"))
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path) -> _Doc:
     doc = _Doc(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(path)
+    except _Refused as exc:
+        line, col = _at(exc)
+        doc.problems.append(Problem(path, line, col, f"refused: {exc.problem}"))
+        return doc
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _at(exc)
         doc.problems.append(Problem(path, line, col, f"YAML syntax: {exc.problem or exc}"))
+        return doc
+    except yaml.reader.ReaderError as exc:  # a control character: located by its offset
+        text = path.read_text(encoding="utf-8", errors="replace")[: exc.position]
+        line, col = text.count("\n") + 1, exc.position - text.rfind("\n")
+        doc.problems.append(Problem(path, line, col, f"YAML: {exc.reason} (#x{exc.character:04x})"))
         return doc
     except (OSError, UnicodeDecodeError) as exc:
         doc.problems.append(Problem(path, 1, 1, f"cannot read: {exc}"))
@@ -449,12 +613,30 @@ def _read_yaml(path: Path) -> _Doc:
         return doc
     constructor = yaml.SafeLoader("")
 
+    def scalar(node: yaml.Node) -> Any:
+        """The scalar as YAML types it; one it cannot build (`2024-02-30` reads as a date
+        that does not exist) is a problem where it stands."""
+        try:
+            return constructor.construct_object(node)
+        except yaml.MarkedYAMLError as exc:
+            doc.problems.append(Problem(path, *_mark(node), f"cannot read: {exc.problem}"))
+        except (ValueError, OverflowError) as exc:
+            kind = _TAG_KINDS.get(node.tag, "a value")
+            doc.problems.append(
+                Problem(
+                    path,
+                    *_mark(node),
+                    f"YAML cannot read {node.value} as {kind} ({exc}): quote it if it is text",
+                )
+            )
+        return None
+
     def convert(node: yaml.Node, loc: tuple[Any, ...]) -> Any:
         doc.values[loc] = _mark(node)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = constructor.construct_object(key_node, deep=True)
+                key = scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
                 if not isinstance(key, str | int):
                     doc.problems.append(Problem(path, *_mark(key_node), "keys must be text"))
                     continue
@@ -465,10 +647,16 @@ def _read_yaml(path: Path) -> _Doc:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [convert(item, loc + (i,)) for i, item in enumerate(node.value)]
-        return constructor.construct_object(node, deep=True)
+        doc.sources[loc] = node.value
+        return scalar(node)
 
     doc.data = convert(root, ())
     return doc
+
+
+def _at(exc: yaml.MarkedYAMLError) -> tuple[int, int]:
+    mark: Any = exc.problem_mark or exc.context_mark
+    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -504,31 +692,55 @@ def _validate(model: type[M], doc: _Doc, data: Any = None) -> M | None:
             elif err["type"] == "missing":
                 doc.problem(loc[:-1], f"missing required key {loc[-1]!r}")
             else:
-                where = ".".join(str(p) for p in loc if not isinstance(p, int))
+                where = doc.label(loc) or ".".join(str(p) for p in loc if not isinstance(p, int))
                 msg = err["msg"].removeprefix("Value error, ")
+                kind = _KINDS.get(type(err["input"]))
+                if err["type"] == "string_type" and kind:
+                    written = doc.sources.get(loc, repr(err["input"]))
+                    msg = f"YAML reads {written} as {kind}: quote it if it is text"
                 doc.problem(loc, f"{where}: {msg}" if where else msg)
         return None
 
 
-def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+# What YAML makes of an unquoted scalar, for a field that wants text.
+_KINDS = {
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    date: "a date",
+    datetime: "a date and time",
+}
+_TAG_KINDS = {
+    "tag:yaml.org,2002:timestamp": "a date",
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+}
+
+
+_ENV_SETTINGS = {
+    "MONITOR_DATABASE_URL": ("database_url",),
+    "MONITOR_WORKERS_MODE": ("workers_mode",),
+    "SLACK_BOT_TOKEN": ("slack", "token"),
+    "SLACK_API_URL": ("slack", "api_url"),
+    "SLACK_WEBHOOK_URL": ("slack", "webhook_url"),
+}
+
+
+def _env_doc(data: dict[str, Any], env: Mapping[str, str]) -> _Doc:
+    """The settings with the environment's overrides, each labelled with its variable so
+    a problem names what to fix."""
     data = dict(data)
     slack = dict(data.get("slack") or {})
-    if env.get("MONITOR_DATABASE_URL"):
-        data["database_url"] = env["MONITOR_DATABASE_URL"]
-    if env.get("MONITOR_WORKERS_MODE"):
-        data["workers_mode"] = env["MONITOR_WORKERS_MODE"]
+    labels = {}
+    for var, loc in _ENV_SETTINGS.items():
+        if env.get(var):
+            (slack if loc[0] == "slack" else data)[loc[-1]] = env[var]
+            labels[loc] = var
     if env.get("MONITOR_ALLOW_PRIVATE_NETWORKS", "").lower() in ("1", "true", "yes"):
         data["allow_private_networks"] = True
-    for var, key in (
-        ("SLACK_BOT_TOKEN", "token"),
-        ("SLACK_API_URL", "api_url"),
-        ("SLACK_WEBHOOK_URL", "webhook_url"),
-    ):
-        if env.get(var):
-            slack[key] = env[var]
     if slack:
         data["slack"] = slack
-    return data
+    return _Doc(Path("<environment>"), data=data, labels=labels)
 
 
 def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -543,7 +755,7 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     doc = _read_yaml(settings_path) if settings_path.exists() else _Doc(settings_path, data={})
     if not doc.problems and _validate(Settings, doc) is not None:
         # The file is fine on its own; what still fails comes from the environment.
-        env_doc = _Doc(Path("<environment>"), data=_env_overrides(doc.data, env))
+        env_doc = _env_doc(doc.data, env)
         settings = _validate(Settings, env_doc)
         problems += env_doc.problems
     problems += doc.problems
@@ -619,6 +831,6 @@ def _check_unique(doc: _Doc, locs: list[tuple[Any, ...]], values: list[str], wha
     for loc, value in zip(locs, values, strict=True):
         if value in first:
             line, _ = doc.at(first[value])
-            doc.problem(loc, f"duplicate {what} {value!r} (first at line {line})")
+            doc.problem(loc, f"duplicate {what} {redact(value)!r} (first at line {line})")
         else:
             first[value] = loc

@@ -4,6 +4,7 @@ MonitorError
  ├── ConfigError   bad YAML or settings; carries every Problem found (path:line:col)
  ├── FetchError    a feed could not be fetched (names the URL)
  ├── ParseError    a feed's body is not a feed (names the URL)
+ │    └── UnsafeDocument  a body refused unparsed: it could exhaust memory
  ├── StoreError    the database refused or is unreachable
  └── AlertError    a sink refused an alert; `permanent` says retrying cannot help
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+
+from monitor.redact import redact
 
 
 class MonitorError(Exception):
@@ -46,11 +49,11 @@ class FetchError(MonitorError):
         status: int | None = None,
         retry_after: timedelta | None = None,
     ) -> None:
-        self.url = url
-        self.reason = reason
+        self.url = redact(url)  # people read errors: never a password or a key
+        self.reason = redact(reason)
         self.status = status
         self.retry_after = retry_after
-        super().__init__(f"{url}: {reason}")
+        super().__init__(f"{self.url}: {self.reason}")
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.url, self.reason, self.status, self.retry_after)
@@ -58,12 +61,17 @@ class FetchError(MonitorError):
 
 class ParseError(MonitorError):
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"{url}: {reason}")
+        self.url = redact(url)
+        self.reason = redact(reason)
+        super().__init__(f"{self.url}: {self.reason}")
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.url, self.reason)
+
+
+class UnsafeDocument(ParseError):
+    """A document refused before any parser sees it (it declares XML entities): unlike a
+    body that is merely not a feed, it must not be read as plain text either."""
 
 
 class StoreError(MonitorError):

@@ -15,6 +15,7 @@ from sqlmodel import SQLModel, col
 from monitor.config import FeedConfig, FullText
 from monitor.db import Database, take_turns
 from monitor.models import ArticleRow, FeedRow, FetchResult, utcnow
+from monitor.redact import redact
 
 log = logging.getLogger(__name__)
 _SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
@@ -190,7 +191,12 @@ def record(row: FeedRow, result: FetchResult) -> None:
     if result.moved_to and result.moved_to != row.url:
         log.info(
             "feed moved permanently",
-            extra={"feed": row.name, "feed_id": row.id, "from": row.url, "to": result.moved_to},
+            extra={
+                "feed": row.name,
+                "feed_id": row.id,
+                "from": redact(row.url),
+                "to": redact(result.moved_to),
+            },
         )
         row.url = result.moved_to
 

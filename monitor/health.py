@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from monitor.config import Settings
 from monitor.models import FeedRow
+from monitor.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def assess(row: FeedRow, now: datetime, settings: Settings) -> FeedHealth:
     return FeedHealth(
         name=row.name,
         state=state,
-        url=row.url,
+        url=redact(row.url),  # for people: `monitor feeds`, never the fetcher
         last_fetch_at=row.last_fetch_at,
         last_success_at=row.last_success_at,
         last_status=row.last_status,
@@ -62,7 +63,7 @@ def assess(row: FeedRow, now: datetime, settings: Settings) -> FeedHealth:
         items_seen=row.items_seen,
         items_per_day=row.items_seen / (age / timedelta(days=1)),
         next_due_at=row.next_due_at,
-        last_error=row.last_error,
+        last_error=redact(row.last_error) if row.last_error else None,
         cadence=cadence,
     )
 
@@ -96,7 +97,7 @@ def notices(rows: list[FeedRow], now: datetime, settings: Settings) -> list[Noti
                     "failing",
                     f"health|{row.name}|failing|{since:%s}",
                     f"Feed {row.name} has been failing since {since:%Y-%m-%d %H:%M} "
-                    f"UTC ({row.errors_in_row} tries): {row.last_error}",
+                    f"UTC ({row.errors_in_row} tries): {health.last_error}",
                 )
             )
         elif health.state == "stale" and row.health_alerted != "stale":

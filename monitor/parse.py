@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import io
 import json
@@ -14,9 +15,11 @@ from typing import Any
 from urllib.parse import urljoin
 
 import feedparser
+from feedparser.encodings import convert_to_utf8
 
-from monitor.errors import ParseError
+from monitor.errors import ParseError, UnsafeDocument
 from monitor.models import Fetched, Item, as_utc, http_date
+from monitor.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ _BLOCK_TAGS = frozenset(
 _SKIP_TAGS = frozenset(("script", "style", "noscript", "template"))
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\s*\n\s*")
+# Characters that do not show but change what shows: zero-width ones (a word that looks
+# whole but is not), and bidirectional controls, which can make a headline display in
+# another order than it is written (a reversed "link"). Feed text never needs them.
+_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,13 @@ def html_to_text(html: str) -> str:
 
 
 def tidy(text: str) -> str:
-    return _BLANK_LINES.sub("\n", _SPACES.sub(" ", text)).strip()
+    """Untrusted text as shown, matched and stored: invisible and bidirectional control
+    characters removed, white space folded."""
+    return _BLANK_LINES.sub("\n", _SPACES.sub(" ", _INVISIBLE.sub("", text))).strip()
+
+
+def _link(value: Any) -> str | None:
+    return _INVISIBLE.sub("", str(value or "")).strip() or None
 
 
 def _text(detail: Any, fallback: str) -> str:
@@ -117,15 +130,14 @@ def _item(entry: Any) -> Item:
         _text(c, c.get("value", "")) for c in entry.get("content", []) if c.get("value")
     )
     guid = (entry.get("id") or "").strip() or None
-    link = (entry.get("link") or "").strip() or None
     return Item(
         title=_text(entry.get("title_detail"), entry.get("title", "")),
-        link=link,
+        link=_link(entry.get("link")),
         guid=guid,
         summary=_text(entry.get("summary_detail"), entry.get("summary", "")),
         content=content,
         published=_when(entry),
-        author=(entry.get("author") or None),
+        author=tidy(entry.get("author") or "") or None,
     )
 
 
@@ -146,7 +158,7 @@ def parse(fetched: Fetched) -> ParsedFeed:
         except Exception as exc:  # one broken entry must not cost the feed its other items
             log.warning(
                 "skipping unreadable entry",
-                extra={"url": fetched.url, "index": index, "error": repr(exc)},
+                extra={"url": redact(fetched.url), "index": index, "error": repr(exc)},
             )
             continue
         if item.title or item.body or item.link:
@@ -163,6 +175,48 @@ def parse(fetched: Fetched) -> ParsedFeed:
     )
 
 
+_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_DECLARATION = re.compile(rb"<!ENTITY\s*(%\s*)?([^\s\"'>]*)", re.IGNORECASE)
+# the one declaration a feed has a use for: a name for one character, as HTML's &nbsp;
+_CHARACTER = re.compile(
+    rb"<!ENTITY\s+[^\s%\"'>]+\s+(\"|')&#(?:[0-9]{1,7}|x[0-9a-f]{1,6});\1\s*>", re.IGNORECASE
+)
+_SHIELDS = rb"<!--.*?(?:-->|\Z)|<!\[CDATA\[.*?(?:\]\]>|\Z)"  # comments and CDATA sections
+_SHIELD = re.compile(_SHIELDS, re.DOTALL)
+_SHIELD_OR_ELEMENT = re.compile(_SHIELDS + rb"|<[\w:]", re.DOTALL)
+
+
+def _unsafe_entities(data: bytes) -> str | None:
+    """Why a document must not be parsed, if it declares XML entities: feedparser's loose
+    parser expands them without limit (one 40 kB entity referenced a thousand times makes
+    a 40 MB article; a few more, gigabytes). Only declarations naming one character are let
+    through: they expand to less than their reference. `data` is the document as the
+    parsers see it (converted to UTF-8 as feedparser converts it). A declaration inside a
+    comment or CDATA section counts before the root element (feedparser's own DOCTYPE
+    handling does not see comments there) and is text after it."""
+    if not _ENTITY.search(data):
+        return None
+    shields: list[int] = []  # start, end, start, end, ... of each section after the root
+    root = None
+    for m in _SHIELD_OR_ELEMENT.finditer(data):
+        if not m[0].startswith(b"<!"):
+            root = m.start()
+            break
+    if root is not None:
+        shields = [i for m in _SHIELD.finditer(data, root) for i in m.span()]
+    for m in _DECLARATION.finditer(data):
+        if bisect.bisect_right(shields, m.start()) % 2 or _CHARACTER.match(data, m.start()):
+            continue
+        kind = "parameter entity" if m[1] else "entity"
+        name = m[2].decode("utf-8", "replace")[:40]
+        return (
+            f"refused: declares the XML {kind} {name!r}; entity declarations can expand a "
+            "small document without bound (only single-character ones such as "
+            '<!ENTITY nbsp "&#160;"> are read)'
+        )
+    return None
+
+
 _PREFIXED = re.compile(rb"<rss:(?:channel|item)\b")
 _BROKEN_DECLARATION = re.compile(rb"<\?xml\?xml[^>]*\?\?>")
 
@@ -170,7 +224,11 @@ _BROKEN_DECLARATION = re.compile(rb"<\?xml\?xml[^>]*\?\?>")
 def _feedparser(body: bytes, fetched: Fetched) -> Any:
     """Links and guids are still made absolute; HTML inside entries is neither sanitised
     nor has its URIs resolved, since it is only ever reduced to text here (scripts and
-    styles dropped): those two passes cost feedparser about a third of its time."""
+    styles dropped): those two passes cost feedparser about a third of its time.
+    Every body is first looked at as the parsers will read it, for entity declarations."""
+    unsafe = _unsafe_entities(convert_to_utf8(dict(fetched.headers), body, {}))
+    if unsafe:
+        raise UnsafeDocument(fetched.url, unsafe)
     return feedparser.parse(
         io.BytesIO(body),
         response_headers=fetched.headers,
@@ -207,7 +265,9 @@ def parse_json_feed(fetched: Fetched) -> ParsedFeed:
     items = []
     for index, raw in enumerate(doc["items"]):
         if not isinstance(raw, dict):
-            log.warning("skipping unreadable entry", extra={"url": fetched.url, "index": index})
+            log.warning(
+                "skipping unreadable entry", extra={"url": redact(fetched.url), "index": index}
+            )
             continue
         link = raw.get("url") or raw.get("external_url")
         authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])
@@ -218,13 +278,14 @@ def parse_json_feed(fetched: Fetched) -> ParsedFeed:
         )
         item = Item(
             title=tidy(str(raw.get("title") or "")),
-            link=urljoin(base, str(link)) if link else None,
+            link=_link(urljoin(base, str(link))) if link else None,
             guid=str(raw["id"]).strip() if raw.get("id") not in (None, "") else None,
             summary=tidy(str(raw.get("summary") or "")),
             content=content,
             published=_iso_date(raw.get("date_published") or raw.get("date_modified")),
             author=next(
-                (str(a.get("name")) for a in authors if isinstance(a, dict) and a.get("name")), None
+                (tidy(str(a["name"])) for a in authors if isinstance(a, dict) and a.get("name")),
+                None,
             ),
         )
         if item.title or item.body or item.link:
@@ -243,7 +304,7 @@ def _rss_in_json(channel: dict[str, Any], fetched: Fetched) -> ParsedFeed:
         items.append(
             Item(
                 title=tidy(str(raw.get("title") or "")),
-                link=urljoin(fetched.url, str(link)) if link else None,
+                link=_link(urljoin(fetched.url, str(link))) if link else None,
                 guid=str(raw["guid"]) if raw.get("guid") else None,
                 summary=html_to_text(str(raw.get("description") or "")),
                 content="",

@@ -42,6 +42,7 @@ from monitor.match import Matcher
 from monitor.models import Entry, Fetched, FetchResult, Page, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox, policies
+from monitor.redact import redact
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def _fetch_with_pages(
 def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
     errors = feed.errors_in_row + 1
     status = exc.status if isinstance(exc, FetchError) else None
-    reason = str(exc)
+    reason = redact(str(exc))
     retry = exc.retry_after if isinstance(exc, FetchError) else None
     due = next_due(feed, utcnow(), errors, deps.settings.max_interval, retry)
     if isinstance(exc, MonitorError):
@@ -302,10 +303,10 @@ def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
     else:
         log.error(
             "feed crashed",
-            extra={"feed": feed.name, "feed_id": feed.id, "error": repr(exc)},
+            extra={"feed": feed.name, "feed_id": feed.id, "error": redact(repr(exc))},
             exc_info=exc,
         )
-    record = FetchResult(feed.id, status=status, error=reason or repr(exc), next_due=due)
+    record = FetchResult(feed.id, status=status, error=reason or redact(repr(exc)), next_due=due)
     return FeedOutcome(
         feed.name,
         False,

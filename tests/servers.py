@@ -5,11 +5,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -345,3 +346,70 @@ def rss(items: list[dict[str, Any]], title: str = "Test feed") -> bytes:
         parts.append("</item>")
     parts.append("</channel></rss>")
     return "".join(parts).encode()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that hands each connection to `serve`, for answers no
+    well-behaved HTTP server gives (headers trickled a byte at a time). It notes when each
+    connection was accepted and when the client hung up, by the test's own clock."""
+
+    def __init__(self, serve: Callable[[RawServer, socket.socket], None]) -> None:
+        self.serve = serve
+        self.accepted: list[float] = []  # time.monotonic() of each accepted connection
+        self.hung_up: list[float] = []  # time.monotonic() of each client hang-up seen
+        self.stopping = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, suppress(OSError):
+            self.serve(self, conn)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> RawServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.sock.close()
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """The request head, up to its blank line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def trickle_headers(every: float) -> Callable[[RawServer, socket.socket], None]:
+    """Answers with a status line and then one header byte every `every` seconds, never
+    ending the headers, until the client hangs up (which the server notes)."""
+
+    def serve(server: RawServer, conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nX-Slow: ")
+        while not server.stopping.is_set():
+            readable, _, _ = select.select([conn], [], [], every)
+            if readable and not conn.recv(1):
+                server.hung_up.append(time.monotonic())
+                return
+            conn.sendall(b"a")
+
+    return serve

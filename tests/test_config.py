@@ -182,4 +182,150 @@ def test_bad_environment_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(root, env={"SLACK_API_URL": "not a url"})
     [problem] = info.value.problems
-    assert str(problem).startswith("<environment>:1:1: slack.api_url: bad URL 'not a url'")
+    assert str(problem).startswith("<environment>:1:1: SLACK_API_URL: bad URL 'not a url'")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("    aliases: [1984]", "5:15: entities.aliases: YAML reads 1984 as a number"),
+        ("    aliases: [2024-02-28]", "5:15: entities.aliases: YAML reads 2024-02-28 as a date"),
+        ("    aliases: [yes]", "5:15: entities.aliases: YAML reads yes as true or false"),
+        ("    context: [3.5]", "5:15: entities.context: YAML reads 3.5 as a number"),
+        ("    aliases: [2024-02-30]", "5:15: YAML cannot read 2024-02-30 as a date"),
+    ],
+    ids=["number", "date", "boolean", "float", "impossible-date"],
+)
+def test_yaml_types_where_text_is_expected_are_errors(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    """YAML 1.1 guesses types for unquoted words; where the config wants text, a guess
+    other than text is an error saying how to write it, never a traceback."""
+    root = _write(
+        tmp_path,
+        {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH + "    type: PERSON\n" + line},
+    )
+    with pytest.raises(ConfigError) as info:
+        load(root, env={})
+    [got] = [str(p).replace(str(root) + "/watchlists/w.yaml:", "") for p in info.value.problems]
+    assert got.startswith(problem), got
+    assert got.endswith("quote it if it is text"), got
+
+
+def test_quoted_values_and_times_read_as_text(tmp_path: Path) -> None:
+    root = _write(
+        tmp_path,
+        {
+            "feeds.yaml": GOOD_FEEDS,
+            "watchlists/w.yaml": GOOD_WATCH + "    aliases: ['1984', \"2024-02-30\", 'yes']\n"
+            "quiet: {from: '22:00', to: '07:00'}\n",
+        },
+    )
+    [entity] = load(root, env={}).watchlists[0].entities
+    assert entity.aliases == ["1984", "2024-02-30", "yes"]
+
+
+def test_aliases_within_the_bound_are_read(tmp_path: Path) -> None:
+    """The trap for the alias bound: anchors used as meant, to share a list."""
+    root = _write(
+        tmp_path,
+        {
+            "feeds.yaml": GOOD_FEEDS,
+            "watchlists/w.yaml": "channel: '#w'\nentities:\n"
+            "  - {name: Qin Gang, context: &china [Beijing, foreign minister]}\n"
+            "  - {name: Wang Yi, context: *china}\n",
+        },
+    )
+    qin, wang = load(root, env={}).watchlists[0].entities
+    assert qin.context == wang.context == ["Beijing", "foreign minister"]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (
+            "channel: '#w'\ntopics:\n  - &t {name: x, phrases: [*t]}\n",
+            "3:28: refused: an alias inside the value it names",
+        ),
+        ("channel: '#w'\ntopics: [" + "a, " * 200_001 + "]\n", "refused: more than 200,000 values"),
+        ("# " + "x" * (2 * 1024 * 1024) + "\n", "1:1: refused: larger than 2,097,152 bytes"),
+        ("channel: '#w'\ntopics:\n  - name: a\x07b\n", "3:12: YAML: special characters"),
+    ],
+    ids=["alias-loop", "values", "size", "control-character"],
+)
+def test_config_files_are_bounded(tmp_path: Path, body: str, problem: str) -> None:
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": body})
+    with pytest.raises(ConfigError) as info:
+        load(root, env={})
+    [got] = [str(p) for p in info.value.problems]
+    assert got.startswith(f"{root}/watchlists/w.yaml:") and problem in got, got
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (
+            "http://0177.0.0.1/",
+            "host '0177.0.0.1' is an IPv4 address in octal, hex or short form: write it as 127.0.0.1",
+        ),
+        (
+            "http://0x7f.1/",
+            "host '0x7f.1' is an IPv4 address in octal, hex or short form: write it as 127.0.0.1",
+        ),
+        (
+            "http://2130706433/",
+            "host '2130706433' is an IPv4 address in octal, hex or short form: write it as 127.0.0.1",
+        ),
+        ("http://1.2.3.256/", "host '1.2.3.256' is not a valid IPv4 address"),
+        ("http://u:pw@0177.0.0.1/", "bad URL 'http://***@0177.0.0.1/'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "poll"])
+def test_hosts_written_as_odd_numbers_are_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str, command: str
+) -> None:
+    root = _write(
+        tmp_path,
+        {"feeds.yaml": f"feeds:\n  - name: a\n    url: {url}\n", "watchlists/w.yaml": GOOD_WATCH},
+    )
+    assert main(["--config", str(root), command]) == 2
+    captured = capsys.readouterr()
+    [line] = (captured.out + captured.err).splitlines()
+    assert line.startswith(f"{root}/feeds.yaml:3:10: feeds.url: bad URL") and problem in line, line
+
+
+def test_names_and_dotted_quads_that_look_numeric_are_fine(tmp_path: Path) -> None:
+    urls = ["http://1.2.3.4/", "http://123.example/", "http://example.123a/", "http://[::1]:8080/"]
+    feeds = "feeds:\n" + "".join(f"  - name: f{i}\n    url: {u}\n" for i, u in enumerate(urls))
+    root = _write(tmp_path, {"feeds.yaml": feeds, "watchlists/w.yaml": GOOD_WATCH})
+    assert [f.url for f in load(root, env={}).feeds] == urls
+
+
+@pytest.mark.parametrize("command", ["check", "poll", "feeds"])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("not a url", "MONITOR_DATABASE_URL: not a database URL: 'not a url'"),
+        ("mysql://m@db/monitor", "MONITOR_DATABASE_URL: unsupported database 'mysql'"),
+    ],
+)
+def test_a_bad_database_url_is_named_by_its_variable(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    value: str,
+    problem: str,
+) -> None:
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
+    monkeypatch.setenv("MONITOR_DATABASE_URL", value)
+    assert main(["--config", str(root), command]) == 2
+    captured = capsys.readouterr()
+    [line] = (captured.out + captured.err).splitlines()
+    assert line.startswith(f"<environment>:1:1: {problem}"), line
+
+
+def test_database_urls_we_speak_are_accepted(tmp_path: Path) -> None:
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
+    for url in ("sqlite:////tmp/x.db", "postgresql://m@db/monitor", "postgresql+psycopg://db/m"):
+        assert load(root, env={"MONITOR_DATABASE_URL": url}).settings.database_url == url

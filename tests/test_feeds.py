@@ -3,10 +3,12 @@ feed health and its once-only ops messages."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import timedelta
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 
@@ -19,6 +21,7 @@ from monitor.fetch import (
     fetch,
     freshness,
     http_client,
+    is_public,
     retry_after,
 )
 from monitor.models import utcnow
@@ -59,8 +62,6 @@ def test_the_guard_holds_on_every_redirect_hop(feed_server: FeedServer) -> None:
 def test_allow_lists_and_the_switch(
     feed_server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ipaddress
-
     feed_server.routes["/f.xml"] = Route(rss(ITEMS))
     with guarded(allowed_networks=[ipaddress.ip_network("127.0.0.0/8")]) as client:
         assert fetch(client, feed_server.url("/f.xml"), max_bytes=10**6, deadline=5).status == 200
@@ -228,3 +229,40 @@ def test_feed_health_messages_once_and_recovery_once(
         main(["--config", str(cfg), "poll"])
     texts = [m["text"] for m in slack_env.in_channel("#ops")]
     assert texts[1:] == ["Feed broken has recovered (failing before)"]
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254, the cloud metadata service
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::808:808", False),  # local-use NAT64: its mapping is the operator's
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("2002:c0a8:101::1", False),  # 6to4 of 192.168.1.1
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::808:808", True),  # IPv4-compatible 8.8.8.8
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped
+        ("::ffff:8.8.8.8", True),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("2606:4700::1111", True),  # a plain public IPv6 address
+        ("::1", False),
+        ("fe80::1", False),
+        ("8.8.8.8", True),
+        ("100.64.0.1", False),  # carrier-grade NAT
+    ],
+)
+def test_the_guard_judges_ipv6_forms_by_the_ipv4_they_carry(address: str, public: bool) -> None:
+    """Offline: the guard's verdict, never a connection."""
+    assert is_public(ipaddress.ip_address(address)) is public
+    if not public:
+        with pytest.raises(httpcore.ConnectError, match=f"refused: {address} resolves to"):
+            GuardedBackend().connect_tcp(address, 80, timeout=1)
+
+
+def test_an_allowed_network_lets_its_addresses_through_in_any_form() -> None:
+    allowed = [ipaddress.ip_network("10.1.0.0/16")]
+    assert is_public(ipaddress.ip_address("64:ff9b::a01:5"), allowed)  # 10.1.0.5
+    assert not is_public(ipaddress.ip_address("64:ff9b::a02:5"), allowed)  # 10.2.0.5

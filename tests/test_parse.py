@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from monitor import config as config_mod
-from monitor.errors import ParseError
+from monitor.errors import ParseError, UnsafeDocument
 from monitor.fetch import unwrap_gzip
 from monitor.models import Fetched
 from monitor.parse import html_to_text, parse
@@ -129,3 +129,92 @@ def test_real_world_feeds_yield_the_items_the_manifest_counts() -> None:
             got[path] = 0
     expected = {**_manifest(), **short}
     assert got == expected
+
+
+def _rss(description: str, prolog: str = "") -> str:
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?>\n{prolog}<rss version="2.0"><channel>'
+        f"<title>T</title><item><title>Qin Gang</title><guid>g</guid>"
+        f"<description>{description}</description></item></channel></rss>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "summary"),
+    [
+        # a description is HTML, so the text drops what reads as a declaration in it
+        (_rss("<![CDATA[Write <!ENTITY x 'y'> in a DTD]]>"), "Write in a DTD"),
+        (_rss("a<!-- <!ENTITY x 'y'> -->b"), "ab"),
+        (_rss("&lt;!ENTITY x 'y'&gt; is how"), "is how"),
+        (_rss("a&nbsp;b", '<!DOCTYPE rss [\n<!ENTITY nbsp "&#160;">\n]>\n'), "a b"),
+    ],
+    ids=["cdata", "comment", "escaped", "character-entity"],
+)
+def test_entity_text_and_character_entities_still_parse(body: str, summary: str) -> None:
+    """Trap cases: no declaration that could expand, so nothing is refused."""
+    [item] = parse(doc(body)).items
+    assert item.summary == summary
+
+
+@pytest.mark.parametrize(
+    ("prolog", "name"),
+    [
+        ('<!DOCTYPE rss [\n<!ENTITY big "AAAA">\n]>\n', "entity 'big'"),
+        ('<!DOCTYPE rss [<!ENTITY big "AAAA">]>', "entity 'big'"),
+        ('<!DOCTYPE rss [\n<!ENTITY % p "x">\n]>\n', "parameter entity 'p'"),
+        ('<!DOCTYPE rss [\n<!ENTITY a "&b;&b;">\n<!ENTITY b "&#65;">\n]>\n', "entity 'a'"),
+        ('<!DOCTYPE rss [\n<!ENTITY x SYSTEM "file:///etc/passwd">\n]>\n', "entity 'x'"),
+        # feedparser's own DOCTYPE handling reads a declaration inside a comment
+        ('<!DOCTYPE rss [\n<!--\n<!ENTITY big "AAAA">\n-->\n]>\n', "entity 'big'"),
+    ],
+    ids=["internal", "one-line", "parameter", "nested", "external", "in-comment"],
+)
+def test_entity_declarations_are_refused_before_parsing(prolog: str, name: str) -> None:
+    with pytest.raises(
+        UnsafeDocument,
+        match=f"^http://feeds.example/dir/feed.xml: refused: declares the XML {name}",
+    ):
+        parse(doc(_rss("&big;&big;", prolog)))
+
+
+def test_entity_declarations_are_found_in_any_encoding() -> None:
+    """Looked for in the document as the parsers read it, not in its bytes."""
+    body = _rss("&big;", '<!DOCTYPE rss [\n<!ENTITY big "AAAA">\n]>\n')
+    utf16 = body.replace('encoding="utf-8"', 'encoding="utf-16"').encode("utf-16")
+    assert b"ENTITY" not in utf16
+    with pytest.raises(UnsafeDocument, match="declares the XML entity 'big'"):
+        parse(Fetched("http://f.example/", 200, utf16, {}))
+
+
+INVISIBLE = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff\u061c"
+
+
+def test_invisible_and_bidirectional_characters_are_removed() -> None:
+    """A headline can display in another order than it is written (U+202E reverses)."""
+    atom = f"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>F{INVISIBLE}eed</title><id>urn:x</id>
+<entry><title>Qin{INVISIBLE} Gang \u202egnp.exe</title><id>urn:1</id>
+<link href="https://n.example/\u202eqin"/><author><name>A{INVISIBLE}uthor</name></author>
+<summary type="html">&lt;p&gt;Wang\u200bYi\u2067 said&lt;/p&gt;</summary>
+<content type="text">Li\u202d Qiang</content></entry></feed>"""
+    feed = parse(doc(atom))
+    [item] = feed.items
+    assert (item.title, item.summary, item.content) == (
+        "Qin Gang gnp.exe",
+        "WangYi said",
+        "Li Qiang",
+    )
+    assert (item.link, item.author, feed.title) == ("https://n.example/qin", "Author", "Feed")
+    shown = [item.title, item.summary, item.content, item.link, item.author, feed.title]
+    assert not any(c in text for c in INVISIBLE for text in shown if text)
+    # and in JSON Feed: the same removal
+    json_doc = '{"version": "https://jsonfeed.org/version/1.1", "title": "J\\u202e", "items": [{"id": "1", "title": "Qin\\u200b Gang", "content_text": "x"}]}'
+    [json_item] = parse(doc(json_doc, {"content-type": "application/feed+json"})).items
+    assert json_item.title == "Qin Gang"
+
+
+def test_right_to_left_text_keeps_its_letters() -> None:
+    """The rule removes controls, not scripts: Arabic and Hebrew stay as written."""
+    body = _rss("\u0645\u0631\u062d\u0628\u0627 \u05e9\u05dc\u05d5\u05dd")
+    [item] = parse(doc(body)).items
+    assert item.summary == "\u0645\u0631\u062d\u0628\u0627 \u05e9\u05dc\u05d5\u05dd"
