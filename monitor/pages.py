@@ -39,6 +39,7 @@ from monitor import extract, fetch
 from monitor.config import FullText, Settings
 from monitor.errors import FetchError
 from monitor.models import Entry, Page
+from monitor.redact import redact
 
 log = logging.getLogger(__name__)
 _EXTRACTING = threading.Lock()  # one extraction at a time in this process (see above)
@@ -188,12 +189,13 @@ class Pages:
         except FetchError as exc:
             page = Page(outcome(exc), error=exc.reason)
         except Exception as exc:  # noqa: BLE001 - a page must never cost its item
-            log.error("page crashed", extra={"url": job.url, "error": repr(exc)}, exc_info=exc)
-            page = Page("error", error=repr(exc))
+            url, error = redact(job.url), redact(repr(exc))
+            log.error("page crashed", extra={"url": url, "error": error}, exc_info=exc)
+            page = Page("error", error=error)
         if page.outcome != "extracted":
             log.debug(
                 "page not read",
-                extra={"url": job.url, "outcome": page.outcome, "error": page.error},
+                extra={"url": redact(job.url), "outcome": page.outcome, "error": page.error},
             )
         return page
 
