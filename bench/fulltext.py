@@ -15,24 +15,22 @@ nothing, in one run.
   in turn (the baseline first, then this tree first), so the machine's drift shows; wall
   time and CPU (of the process and its pass workers) both, since the machine is shared.
 
-Everything is served on 127.0.0.1 by a separate process, so it shares no GIL with what is
-timed; all feeds and pages sit on that one host, so the per-host limit is raised to the
-fetch concurrency (one server stands in for many publishers, as in bench/poll.py).
+Everything is served on 127.0.0.1 by a separate process (bench/poll.py's server, with
+ETags), so it shares no GIL with what is timed; all feeds and pages sit on that one
+host, so the per-host limit is raised to the fetch concurrency (one server stands in for
+many publishers, as in bench/poll.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.poll import items as generated_items  # noqa: E402
+from bench.poll import start_server  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
 from tests.servers import rss  # noqa: E402
 
 ARTICLES = ROOT.parent / "shared" / "corpus" / "articles"
-_TYPES = {".xml": "application/rss+xml; charset=utf-8", ".html": "text/html"}
 
 # A cycle in a process of its own, on the `monitor` of whichever tree is first on
 # sys.path; prints its figures as JSON. Only API that main has too.
@@ -97,56 +95,6 @@ figures["processes"] = len(pool.start()) if pool.wants(len(service.feeds)) else 
 service.close()
 print(json.dumps(figures))
 """
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-
-
-def serve(root: str, port: Any) -> None:
-    """Static files with ETag and If-None-Match, typed by suffix."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = Path(root) / self.path.lstrip("/")
-            try:
-                stat = path.stat()
-            except OSError:
-                self.send_error(404)
-                return
-            etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-            if self.headers.get("If-None-Match") == etag:
-                self.send_response(304)
-                self.send_header("ETag", etag)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = path.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", _TYPES.get(path.suffix, "application/octet-stream"))
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("ETag", etag)
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = _Server(("127.0.0.1", 0), Handler)
-    port.value = httpd.server_address[1]
-    httpd.serve_forever()
-
-
-def start_server(root: Path) -> tuple[multiprocessing.Process, int]:
-    port = multiprocessing.Value("i", 0)
-    server = multiprocessing.Process(target=serve, args=(str(root), port), daemon=True)
-    server.start()
-    while not port.value:
-        time.sleep(0.01)
-    return server, port.value
 
 
 def cycles(tree: Path, cfg: Path, db: Path, names: str, server: int) -> dict[str, Any]:

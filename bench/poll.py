@@ -61,6 +61,10 @@ WORDS = _vocabulary(3000, random.Random(1))
 TERMS = ["Qin Gang", "Wang Yi", "military dialogue", "fentanyl", "export controls"]
 
 
+# what a file is served as, by its suffix (bench/fulltext.py serves article pages too)
+_TYPES = {".html": "text/html"}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
@@ -91,7 +95,8 @@ def serve(root: str, port: Any) -> None:
                 return
             body = path.read_bytes()
             self.send_response(200)
-            self.send_header("Content-Type", "application/rss+xml; charset=utf-8")
+            kind = _TYPES.get(path.suffix, "application/rss+xml; charset=utf-8")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("ETag", etag)
             self.end_headers()
