@@ -258,9 +258,15 @@ class QueueSettings(_Model):
         return self
 
 
+def _full_text(value: Any) -> Any:
+    if value is True or value is False or value == "auto":
+        return value
+    raise ValueError(f"full_text must be true, false or auto, not {value!r}")
+
+
 # `full_text`: true fetches the linked page of every new item and matches its article text
 # too; "auto" only for items whose own text is shorter than full_text_min_words.
-FullText = bool | Literal["auto"]
+FullText = Annotated[bool | Literal["auto"], BeforeValidator(_full_text)]
 
 
 class Settings(_Model):

@@ -532,3 +532,19 @@ def test_the_teaser_is_not_said_twice() -> None:
     own = "Talks resume: what we know so far."
     assert _item(own, article).text == f"{own}\n\n{article}"
     assert _item(own, "").text == own
+
+
+def test_full_text_is_true_false_or_auto(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    feeds = [
+        {"name": f"f{i}", "url": f"https://f{i}.example/rss", "full_text": value}
+        for i, value in enumerate([True, False, "auto"])
+    ]
+    cfg = write_config(tmp_path / "c", feeds, [QIN], {"full_text": "auto"})
+    assert main(["--config", str(cfg), "check"]) == 0
+    cfg = write_config(tmp_path / "c", [{**feeds[0], "full_text": "sometimes"}], [QIN])
+    assert main(["--config", str(cfg), "check"]) == 2
+    [line] = capsys.readouterr().out.strip().splitlines()[-1:]
+    assert line.endswith("feeds.full_text: full_text must be true, false or auto, not 'sometimes'")
+    assert "feeds.yaml:4:" in line
