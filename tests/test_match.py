@@ -164,7 +164,9 @@ def test_two_context_signals_carry_a_short_form_without_a_model() -> None:
     assert matched("Beijing said Qin, the foreign minister, was ill.", watchlists=[wl]) == [
         "Qin Gang"
     ]
-    assert matched("Beijing said Qin was ill.", watchlists=[wl]) == []
+    # a capital inside a sentence is one piece of evidence: the word is written as a name
+    assert matched("Beijing said Qin was ill.", watchlists=[wl]) == ["Qin Gang"]
+    assert matched("Qin was ill, Beijing said.", watchlists=[wl]) == []
 
 
 def test_untyped_uncontexted_short_form_counts_like_a_name() -> None:

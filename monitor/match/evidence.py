@@ -1,35 +1,103 @@
-"""Evidence and votes: whether a short form (a surname, an acronym) means the watched
-entity, weighed the way a reader weighs it.
+"""Evidence and votes: whether a short form (a surname, an acronym, a title on its own)
+means the watched entity, weighed the way a reader weighs it.
 
-Decisive: the full name earlier in the article (or anywhere, for a headline hit). Votes:
-the English NER model (+1 when it labels exactly that word with the type, -1 for another
-label, -2 when it sees a longer, different name), the word's shape (-2 when a capitalised
-non-title word is glued to it) and context (+1 per distinct `context` word or other
-watchlist term present, at most +2). The short form counts at a total of +2 or more: two
-pieces of evidence, because a small model alone labels "Vendor Qin" a PERSON as readily
-as the minister.
+First the surface: a name is written with a capital ("rice prices" is no Rice); an
+all-capital word is an acronym, not a name written "Un"; a given name counts only
+after a title ("President Prabowo"); a word inside another watched person's full name
+is theirs. Decisive: the full name earlier in the article (or anywhere, for a headline
+hit). Then votes: the entity's declared title right before (+2, "Defense Secretary
+Austin") or a courtesy or office title (+1, "Mr", "President"); a hyphenated compound
+(+1, "pro-Trump", "Merkel-era"); the English NER model (+1 when it labels exactly that
+word with the type, -1 for another label, -2 when it sees a longer, different name);
+the word's shape (-2 when a capitalised non-title word is glued to it); context (+1 per
+distinct `context` word or other watchlist term present, at most +2). The votes needed
+come from the prior (prior.py): 1 for a distinctive word, 2, or 3 for a common word or
+name. A short form two watched people share counts only on evidence of one's own: a
+declared title, or a context word the other does not declare.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from monitor.config import Entity, Watchlist
+from monitor.match.finds import Found, Scan
 from monitor.match.names import (
     TITLES,
     name_earlier,
-    other_name_earlier,
+    name_parts,
+    other_name,
+    own_name_before,
+    past_holder,
+    proper_noun,
     same_entity,
     shape_vote,
+    title_before,
+    title_case_headline,
 )
-from monitor.match.phrases import Found, Scan
+from monitor.match.normal import fold, norm
+from monitor.match.prior import COMMON, DISTINCTIVE, needed
 
-NEEDED = 2
+TITLE_ALONE_NEEDS = 1
 _POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
 # Roles whose finds, for another term of the watchlist, support a short form.
 _EVIDENCE_ROLES = frozenset(("name", "alt", "phrase", "all", "near_a", "near_b"))
+_IMPLICIT = frozenset(("family name", "given name"))
+_PLACES = frozenset(("GPE", "LOC", "FAC"))
+
+
+@dataclass(frozen=True)
+class Settled:
+    counts: bool
+    note: str | None  # None: not worth a line in `monitor explain`
+
+
+def settle(
+    scan: Scan, f: Found, entity: Entity, found: Sequence[Found], wl: Watchlist
+) -> Settled | None:
+    """The decision on a short form that needs no votes, or None when it needs them."""
+    where = f"{_what(f)} {f.text!r} at {f.start}"
+    rule = f.rule
+    if rule.role == "short":
+        surface = _surface(scan, f, entity)
+        if surface is not None:
+            return Settled(False, surface and f"{where} rejected: {surface}")
+    mine = same_entity(f, found)
+    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
+        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
+    parts = name_parts(entity.name) if rule.form == "family name" else None
+    written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
+    if written:
+        return Settled(True, f"{where} accepted: the name written {written!r}")
+    owner = _inside_other_name(f, found)
+    if owner is not None:
+        return Settled(False, None)
+    if rule.role == "title":
+        if len(rule.source.split()) < 2:
+            return Settled(False, None)  # "senator" alone could be any senator
+        if past_holder(scan.doc, f.tok_start):
+            return Settled(False, f"{where} rejected: a former holder")
+        after = f.tok_end < len(scan.doc) and scan.doc[f.tok_end]
+        if (
+            after
+            and after.is_alpha
+            and after.text[0].isupper()
+            and not title_case_headline(scan, f)
+        ):
+            return Settled(False, None)  # the title of the name that follows
+    elif not entity.type and not entity.context and rule.form not in _IMPLICIT:
+        return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
+    other = other_name(scan, f, mine, own_words(entity))
+    if other:
+        return Settled(False, f"{where} rejected: it refers back to {other!r}, named earlier")
+    sharer = _shared_with(f, found, wl)
+    if sharer is not None and any(
+        o.rule.role in ("name", "alt") and o.end <= f.start for o in same_entity(sharer, found)
+    ):
+        return Settled(False, f"{where} rejected: {sharer.rule.term([wl])!r}, named earlier")
+    return None
 
 
 def short_form_counts(
@@ -41,45 +109,224 @@ def short_form_counts(
     notes: list[str],
 ) -> bool:
     """Whether the short form `f` means `entity`; the reasons go to `notes`."""
-    where = f"short form {f.text!r} at {f.start}"
+    wl = watchlists[f.rule.wl]
+    settled = settle(scan, f, entity, found, wl)
+    if settled is not None:
+        if settled.note:
+            notes.append(settled.note)
+        return settled.counts
+    where = f"{_what(f)} {f.text!r} at {f.start}"
     mine = same_entity(f, found)
-    if name_earlier(f, mine, scan.title_len):
-        notes.append(f"{where} accepted: the full name {entity.name!r} appears in the article")
-        return True
-    if not entity.type and not entity.context:
-        notes.append(f"{where} accepted: {entity.name!r} declares no type or context to check")
-        return True
-    other = other_name_earlier(scan, f, mine)
-    if other:
-        notes.append(f"{where} rejected: it refers back to {other!r}, named earlier")
-        return False
     votes: list[tuple[int, str]] = []
-    if entity.type:
-        votes.append(ner_vote(scan.ner, f, entity.type))
-    votes.append(shape_vote(scan, f))
-    context = {x.text.lower() for x in mine if x.rule.role == "context"}
-    context |= {
-        x.rule.term(watchlists) for x in found if x.rule.role in _EVIDENCE_ROLES and x not in mine
+    own = 0  # votes only this entity could have earned
+    if f.rule.role == "title":
+        need, prior = TITLE_ALONE_NEEDS, f"a title alone needs {TITLE_ALONE_NEEDS:+d}"
+    else:
+        need, zipf = needed(f.text)
+        prior = f"prior: {f.text!r} is {_commonness(zipf)} (Zipf {zipf:.1f}), needs {need:+d}"
+        own += _name_votes(scan, f, entity, mine, votes)
+    context = {
+        x.text.lower()
+        for x in mine
+        if x.rule.role == "context" and not (f.start <= x.start and x.end <= f.end)
     }
+    sharer = _shared_with(f, found, wl)
+    if sharer is not None:
+        theirs = {fold(c) for c in wl.entities[sharer.rule.index].context}
+        own += sum(1 for c in context if fold(c) not in theirs)
+    if f.rule.role != "title":  # an office alone is supported by its own context only
+        context |= {
+            x.rule.term(watchlists)
+            for x in found
+            if x.rule.role in _EVIDENCE_ROLES and x not in mine and not _inside_other_name(x, [f])
+        }
     if context:
         votes.append((min(2, len(context)), f"context: {', '.join(sorted(context))}"))
     score = sum(v for v, _ in votes)
+    counts = score >= need
     reasons = "; ".join(f"{why} ({v:+d})" for v, why in votes if why) or "no evidence"
-    verdict = "accepted" if score >= NEEDED else "rejected"
-    notes.append(f"{where} {verdict}: {reasons}; total {score:+d}, needs {NEEDED:+d}")
-    return score >= NEEDED
+    if counts and sharer is not None and not own:
+        counts = False
+        reasons += f"; shared with {sharer.rule.term(watchlists)!r} and nothing of its own"
+    verdict = "accepted" if counts else "rejected"
+    notes.append(f"{where} {verdict}: {reasons}; total {score:+d}; {prior}")
+    return counts
 
 
-def ner_vote(ner_doc: Any, f: Found, label: str) -> tuple[int, str]:
-    if ner_doc is False or ner_doc is None:
-        return 0, "no English model to check the type"
-    for ent in ner_doc.ents:
+def _name_votes(
+    scan: Scan, f: Found, entity: Entity, mine: Sequence[Found], votes: list[tuple[int, str]]
+) -> int:
+    """The votes of the words around a short form, added to `votes`; how many of them
+    only this entity could have earned (its declared title)."""
+    doc = scan.doc
+    declared = [o for o in mine if o.rule.role == "title" and o.tok_end == f.tok_start]
+    title = title_before(doc, f.tok_start)
+    heads = {_head(t) for t in entity.titles}
+    own = 0
+    if declared:
+        votes.append((2, f"declared title {declared[0].text!r}"))
+        own = 1
+    elif title and fold(title).rstrip(".") in heads:
+        votes.append((2, f"title {title!r}, as in its declared titles"))
+        own = 1
+    elif title:
+        votes.append((1, f"title {title!r}"))
+    if f.start < scan.title_len:
+        votes.append((1, "in the headline, where news names the well known by surname"))
+    compound = _compound(scan, f)
+    if compound:
+        votes.append((1, f"in the compound {compound!r}"))
+    if f.tok_end < len(doc) and fold(doc[f.tok_end].text) == "'s":
+        votes.append((1, f"possessive {doc[f.tok_start : f.tok_end + 1].text!r}"))
+    named = name_vote(scan, f, entity.type)
+    if declared or title:  # a title already says a person is meant, and capitalises
+        named = (-2, named[1]) if named[0] == -2 else (0, "")
+    votes.append(named)
+    votes.append(shape_vote(scan, f, own_words(entity)))
+    return own
+
+
+def own_words(entity: Entity) -> frozenset[str]:
+    """The norms of an entity's own words: its names, context and titles."""
+    phrases = [entity.name, *entity.aliases, *entity.context, *entity.titles]
+    return frozenset(norm(w) for p in phrases for w in p.replace("-", " ").split())
+
+
+def _head(title: str) -> str:
+    """The word a title is named by: "secretary" of "defense secretary" and of
+    "secretary of state"."""
+    words = fold(title).split()
+    if " of " in f" {' '.join(words)} ":
+        return words[0]
+    return words[-1]
+
+
+def _what(f: Found) -> str:
+    if f.rule.role == "title":
+        return "title"
+    return f.rule.form if f.rule.form in _IMPLICIT else "short form"
+
+
+def _commonness(zipf: float) -> str:
+    return "rare" if zipf < DISTINCTIVE else "very common" if zipf >= COMMON else "common"
+
+
+def _surface(scan: Scan, f: Found, entity: Entity) -> str | None:
+    """Why the words as written cannot be this name ("" for a reason not worth a note),
+    or None."""
+    source, text = f.rule.source, f.text
+    if not source[:1].isupper() or not text[:1].isalpha():
+        return None
+    shouted = scan.text[: scan.title_len].isupper() and f.start < scan.title_len
+    if text[:1].islower():
+        return "" if f.rule.form in _IMPLICIT else "written in lower case"
+    if text.isupper() and len(text) > 1 and not source.isupper() and not shouted:
+        return f"{text!r} is an acronym, not the name"
+    if f.rule.form == "given name" and title_before(scan.doc, f.tok_start) is None:
+        declared = any(
+            o.rule.role == "title" and o.tok_end == f.tok_start
+            for o in scan.found.get(f.rule.wl, ())
+            if o.rule.index == f.rule.index and o.rule.kind == "entity"
+        )
+        if not declared:
+            return ""
+    return None
+
+
+def _compound(scan: Scan, f: Found) -> str | None:
+    """The hyphenated compound the short form stands in ("pro-Trump", "Trump-era")."""
+    doc = scan.doc
+    i, j = f.tok_start, f.tok_end
+    if i >= 2 and doc[i - 1].text == "-" and doc[i - 2].is_alpha:
+        return doc[i - 2 : j].text
+    if j + 1 < len(doc) and doc[j].text == "-" and doc[j + 1].is_alpha:
+        return doc[i : j + 2].text
+    return None
+
+
+def _inside_other_name(f: Found, found: Sequence[Found]) -> Found | None:
+    """The other entity's full name this find stands inside ("Sharif" in "Nawaz
+    Sharif"), if any."""
+    for o in found:
+        if (
+            o.rule.kind == "entity"
+            and o.rule.index != f.rule.index
+            and o.rule.role in ("name", "alt")
+            and o.start <= f.start
+            and f.end <= o.end
+        ):
+            return o
+    return None
+
+
+def _shared_with(f: Found, found: Sequence[Found], wl: Watchlist) -> Found | None:
+    """Another entity of the watchlist with the same short form at the same place."""
+    for o in found:
+        if (
+            o.rule.kind == "entity"
+            and o.rule.index != f.rule.index
+            and o.rule.role == "short"
+            and (o.start, o.end) == (f.start, f.end)
+        ):
+            return o
+    return None
+
+
+def name_vote(scan: Scan, f: Found, label: str | None) -> tuple[int, str]:
+    """Whether the word is used as a name, and of what: the NER model's label (+1 for
+    the type, -1 for another, -2 for a longer, different name), else the model's tagger
+    (a proper noun) or, without the model, a capital inside a sentence (+1). One vote:
+    all of them read the same capital letter."""
+    ner = scan.ner if label else None
+    if ner is False or ner is None or label is None:
+        if proper_noun(scan, f):
+            return 1, "written as a name"
+        if f.text.isupper() and f.text == f.rule.source and len(f.text) > 1:
+            return 1, "in capitals, as declared"
+        return 0, "no English model to check the type" if label else ""
+    line_start = scan.text.rfind("\n", 0, f.start) + 1
+    line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
+    for ent in ner.ents:
         if ent.start_char < f.end and f.start < ent.end_char:
-            words = [w for w in ent.text.split() if w.lower().rstrip(".") not in TITLES]
-            core = _POSSESSIVE.sub("", " ".join(words)).lower()
-            if core != f.text.lower():
-                return -2, f"NER sees the longer name {ent.text!r}"
+            seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
+            words = [w for w in seen.split() if fold(w).rstrip(".") not in TITLES]
+            core = fold(" ".join(words))
+            if core.startswith(fold(f.text) + "'s"):  # "Trump's Council of Economic Advisers"
+                core = fold(f.text)
+            core = _POSSESSIVE.sub("", core)
+            if core != fold(f.text) and not _hyphen_part(core, fold(f.text)):
+                if title_case_headline(scan, f) or not _more_name(seen, f.text):
+                    break  # every word capitalised, or "Trump 2.0": no other name
+                return -2, f"NER sees the longer name {seen!r}"
             if ent.label_ != label:
-                return -1, f"NER labels {ent.text!r} {ent.label_}, not {label}"
-            return 1, f"NER labels {ent.text!r} {label}"
-    return 0, f"NER finds no entity at {f.text!r}"
+                if _contradicts(ent.label_, label):
+                    return -1, f"NER labels {seen!r} {ent.label_}, not {label}"
+                return _as_written(scan, f, f"NER's {ent.label_} says little of a lone name")
+            return 1, f"NER labels {seen!r} {label}"
+    return _as_written(scan, f, "NER finds no entity there")
+
+
+def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
+    """Where NER does not decide: a capital inside a sentence says a name is meant."""
+    if proper_noun(scan, f):
+        return 1, f"written as a name ({why})"
+    return 0, why
+
+
+def _more_name(seen: str, word: str) -> bool:
+    """Whether an entity span holds a capitalised word besides `word`, so another name."""
+    return any(w[:1].isupper() and w.isalpha() and fold(w) != fold(word) for w in seen.split())
+
+
+def _contradicts(seen: str, wanted: str) -> bool:
+    """Whether an NER label speaks against the type: a place for a person ("Austin,
+    Texas"), a person for anything else. The small model often labels a lone surname an
+    organisation ("Trump", "Ishiba"), so that says little either way."""
+    if wanted == "PERSON":
+        return seen in _PLACES
+    return seen == "PERSON" or (seen in _PLACES) != (wanted in _PLACES)
+
+
+def _hyphen_part(core: str, word: str) -> bool:
+    """NER keeps a hyphenated compound whole ("Trump-Modi"): the word is one of its parts."""
+    return "-" in core and word in core.replace(" ", "").split("-")

@@ -5,22 +5,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from spacy.language import Language
 
 from monitor.config import Watchlist
-from monitor.match.evidence import short_form_counts
-from monitor.match.names import inside, name_earlier, same_entity
-from monitor.match.normal import scan_text
-from monitor.match.phrases import Found, Phrases, Scan
+from monitor.match.evidence import settle, short_form_counts
+from monitor.match.finds import Found, Scan
+from monitor.match.names import inside
+from monitor.match.normal import prepare, scan_text
+from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
 from monitor.match.snippet import quote, strength
 from monitor.match.topics import topic_hits
 from monitor.models import Entry, Hit, Item, MatchResult
 
 NerLoader = Callable[[], Language | None]
-_TOKENIZER_CACHE = 200_000
 
 
 @dataclass
@@ -58,10 +57,7 @@ class Matcher:
     ) -> None:
         self.watchlists = list(watchlists)
         self._ner = ner
-        # spaCy caches 10,000 tokenised chunks and then stops caching; a large watchlist
-        # alone would fill that, leaving every article word uncached.
-        tokenizer: Any = nlp.tokenizer
-        tokenizer.max_cache_size = max(tokenizer.max_cache_size, _TOKENIZER_CACHE)
+        prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
 
@@ -102,14 +98,16 @@ class Matcher:
 
     def _needs_ner(self, scan: Scan) -> bool:
         for wi, found in scan.found.items():
-            entities = self.watchlists[wi].entities
+            wl = self.watchlists[wi]
             for f in found:
-                if f.rule.role != "short" or not entities[f.rule.index].type:
+                if f.rule.role != "short" or not wl.entities[f.rule.index].type:
                     continue
-                mine = same_entity(f, found)
-                if not inside(f, mine, ("name", "alt", "exclude")) and not name_earlier(
-                    f, mine, scan.title_len
-                ):
+                mine = [
+                    o for o in found if o.rule.kind == "entity" and o.rule.index == f.rule.index
+                ]
+                if inside(f, mine, ("name", "alt", "exclude")):
+                    continue
+                if settle(scan, f, wl.entities[f.rule.index], found, wl) is None:
                     return True
         return False
 
@@ -123,7 +121,9 @@ class Matcher:
             groups[(f.rule.kind, f.rule.index)].append(f)
         for (kind, index), mine in sorted(groups.items()):
             if kind == "topic":
-                hits += [(f, "phrase") for f in topic_hits(wl.topics[index], mine, verdict.notes)]
+                hits += [
+                    (f, "phrase") for f in topic_hits(scan, wl.topics[index], mine, verdict.notes)
+                ]
                 continue
             entity = wl.entities[index]
             for f in mine:
@@ -136,17 +136,18 @@ class Matcher:
                     )
                     continue
                 if f.rule.role in ("name", "alt"):
-                    hits.append((f, "name" if f.rule.role == "name" else "alias"))
+                    if _name_form_holds(scan, f):
+                        hits.append((f, "name" if f.rule.role == "name" else "alias"))
                 elif not inside(f, mine, ("name", "alt")) and short_form_counts(
                     scan, f, entity, found, self.watchlists, verdict.notes
                 ):
-                    hits.append((f, "short form"))
+                    hits.append((f, "title" if f.rule.role == "title" else "short form"))
         verdict.hits = sorted(
             (
                 Hit(
                     term=f.rule.term(self.watchlists),
                     kind=f.rule.kind,
-                    rule=rule,
+                    rule=f"{rule} ({f.rule.form})" if f.rule.form else rule,
                     text=f.text,
                     field="title" if f.start < scan.title_len else "body",
                     start=f.start,
@@ -172,3 +173,11 @@ class Matcher:
         else:
             verdict.matched = True
         return verdict
+
+
+def _name_form_holds(scan: Scan, f: Found) -> bool:
+    """A name family name first counts only as a name is written: capitalised ("Kelly
+    mark" is no Mark Kelly)."""
+    if f.rule.form != "family name first":
+        return True
+    return all(w[:1].isupper() for w in f.text.split())
