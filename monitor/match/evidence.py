@@ -117,6 +117,10 @@ def short_form_counts(
         return settled.counts
     where = f"{_what(f)} {f.text!r} at {f.start}"
     mine = same_entity(f, found)
+    named = _named_by_ner(scan, f, mine, own_words(entity))
+    if named:
+        notes.append(f"{where} rejected: it refers to {named!r}, named in the article")
+        return False
     votes: list[tuple[int, str]] = []
     own = 0  # votes only this entity could have earned
     if f.rule.role == "title":
@@ -178,7 +182,7 @@ def _name_votes(
         votes.append((1, f"in the compound {compound!r}"))
     if f.tok_end < len(doc) and fold(doc[f.tok_end].text) == "'s":
         votes.append((1, f"possessive {doc[f.tok_start : f.tok_end + 1].text!r}"))
-    named = name_vote(scan, f, entity.type)
+    named = name_vote(scan, f, entity.type, own_words(entity) - {norm(f.text)})
     if declared or title:  # a title already says a person is meant, and capitalises
         named = (-2, named[1]) if named[0] == -2 else (0, "")
     votes.append(named)
@@ -272,11 +276,13 @@ def _shared_with(f: Found, found: Sequence[Found], wl: Watchlist) -> Found | Non
     return None
 
 
-def name_vote(scan: Scan, f: Found, label: str | None) -> tuple[int, str]:
+def name_vote(
+    scan: Scan, f: Found, label: str | None, own: frozenset[str] = frozenset()
+) -> tuple[int, str]:
     """Whether the word is used as a name, and of what: the NER model's label (+1 for
-    the type, -1 for another, -2 for a longer, different name), else the model's tagger
-    (a proper noun) or, without the model, a capital inside a sentence (+1). One vote:
-    all of them read the same capital letter."""
+    the type or for a label that says little of a lone name, -1 for one against it, -2
+    for a longer, different name), else a capital inside a sentence (+1). One vote: all
+    of them read the same capital letter."""
     ner = scan.ner if label else None
     if ner is False or ner is None or label is None:
         if proper_noun(scan, f):
@@ -284,26 +290,50 @@ def name_vote(scan: Scan, f: Found, label: str | None) -> tuple[int, str]:
         if f.text.isupper() and f.text == f.rule.source and len(f.text) > 1:
             return 1, "in capitals, as declared"
         return 0, "no English model to check the type" if label else ""
+    seen = _ner_entity(scan, f, own)
+    if seen is None:
+        return _as_written(scan, f, "NER finds no entity there")
+    text, found_label, longer = seen
+    if longer:
+        return -2, f"NER sees the longer name {text!r}"
+    if found_label == label:
+        return 1, f"NER labels {text!r} {label}"
+    if _contradicts(found_label, label):
+        return -1, f"NER labels {text!r} {found_label}, not {label}"
+    return 1, f"NER sees a name in {text!r} (its {found_label} says little of a lone name)"
+
+
+def _ner_entity(
+    scan: Scan, f: Found, own: frozenset[str] = frozenset()
+) -> tuple[str, str, bool] | None:
+    """The NER entity over a find, on the find's line: its text, its label, and whether
+    it is a longer, different name (titles, the entity's own words such as "Trump
+    Administration", a possessive, digits and the capitals of a Title Case headline
+    aside)."""
     line_start = scan.text.rfind("\n", 0, f.start) + 1
     line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
-    for ent in ner.ents:
+    word = fold(f.text)
+    for ent in scan.ner.ents:
         if ent.start_char < f.end and f.start < ent.end_char:
             seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
-            words = [w for w in seen.split() if fold(w).rstrip(".") not in TITLES]
-            core = fold(" ".join(words))
-            if core.startswith(fold(f.text) + "'s"):  # "Trump's Council of Economic Advisers"
-                core = fold(f.text)
+            core = fold(
+                " ".join(
+                    w
+                    for w in seen.split()
+                    if fold(w).rstrip(".") not in TITLES and norm(w) not in own
+                )
+            )
+            if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"
+                core = word
             core = _POSSESSIVE.sub("", core)
-            if core != fold(f.text) and not _hyphen_part(core, fold(f.text)):
-                if title_case_headline(scan, f) or not _more_name(seen, f.text):
-                    break  # every word capitalised, or "Trump 2.0": no other name
-                return -2, f"NER sees the longer name {seen!r}"
-            if ent.label_ != label:
-                if _contradicts(ent.label_, label):
-                    return -1, f"NER labels {seen!r} {ent.label_}, not {label}"
-                return _as_written(scan, f, f"NER's {ent.label_} says little of a lone name")
-            return 1, f"NER labels {seen!r} {label}"
-    return _as_written(scan, f, "NER finds no entity there")
+            longer = (
+                core != word
+                and not _hyphen_part(core, word)
+                and not title_case_headline(scan, f)
+                and _more_name(seen, f.text, own)
+            )
+            return seen, ent.label_, longer
+    return None
 
 
 def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
@@ -313,9 +343,27 @@ def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
     return 0, why
 
 
-def _more_name(seen: str, word: str) -> bool:
-    """Whether an entity span holds a capitalised word besides `word`, so another name."""
-    return any(w[:1].isupper() and w.isalpha() and fold(w) != fold(word) for w in seen.split())
+def _named_by_ner(scan: Scan, f: Found, mine: Sequence[Found], own: frozenset[str]) -> str | None:
+    """Another person with the word in their name, as NER reads the article ("Neil
+    Duncan-Jordan ... Duncan-Jordan said"): a bare short form means that person."""
+    if not scan.ner or f.rule.role != "short":
+        return None
+    word = fold(f.text)
+    for o in mine:
+        if o is not f and o.rule.role == "short" and fold(o.text) == word:
+            seen = _ner_entity(scan, o, own)
+            if seen is not None and seen[2] and seen[1] == "PERSON":
+                return seen[0]
+    return None
+
+
+def _more_name(seen: str, word: str, own: frozenset[str]) -> bool:
+    """Whether an entity span holds a capitalised word besides `word` and the entity's
+    own words, so another name."""
+    return any(
+        w[:1].isupper() and w.isalpha() and fold(w) != fold(word) and norm(w) not in own
+        for w in seen.split()
+    )
 
 
 def _contradicts(seen: str, wanted: str) -> bool:
@@ -329,4 +377,4 @@ def _contradicts(seen: str, wanted: str) -> bool:
 
 def _hyphen_part(core: str, word: str) -> bool:
     """NER keeps a hyphenated compound whole ("Trump-Modi"): the word is one of its parts."""
-    return "-" in core and word in core.replace(" ", "").split("-")
+    return "-" in core and " " not in core and word in core.split("-")

@@ -16,7 +16,7 @@ from monitor.match.normal import prepare, scan_text
 from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
 from monitor.match.snippet import quote, strength
-from monitor.match.topics import topic_hits
+from monitor.match.topics import glued_capital, topic_hits
 from monitor.models import Entry, Hit, Item, MatchResult
 
 NerLoader = Callable[[], Language | None]
@@ -100,6 +100,10 @@ class Matcher:
         for wi, found in scan.found.items():
             wl = self.watchlists[wi]
             for f in found:
+                if f.rule.kind == "topic":
+                    if f.rule.source[:1].isupper() and glued_capital(scan, f):
+                        return True
+                    continue
                 if f.rule.role != "short" or not wl.entities[f.rule.index].type:
                     continue
                 mine = [

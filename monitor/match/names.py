@@ -87,10 +87,17 @@ def other_name(
     scan: Scan, f: Found, mine: Iterable[Found], own: frozenset[str] = frozenset()
 ) -> str | None:
     """A bare short form in an article that names another person with the same word in
-    full ("Robin Li ... Li said") means that person."""
+    full ("Robin Li ... Li said") means that person. A name the watchlist excludes
+    ("Melania Trump") is declared not to be the entity, and claims nothing."""
     word = fold(f.text)
+    mine = list(mine)
     for earlier in mine:
-        if earlier.rule.role == "short" and earlier is not f and fold(earlier.text) == word:
+        if (
+            earlier.rule.role == "short"
+            and earlier is not f
+            and fold(earlier.text) == word
+            and not inside(earlier, mine, ("exclude",))
+        ):
             vote, _ = shape_vote(scan, earlier, own)
             if vote < 0:
                 return _glued_name(scan, earlier)

@@ -13,10 +13,13 @@ first seen, so it costs nothing per article.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
-from spacy.attrs import ORTH
+from spacy.attrs import NORM, ORTH
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -34,6 +37,10 @@ from monitor.models import Item
 _PRIMARY = frozenset(("name", "alt", "short", "title", "phrase", "all", "near_a", "near_b"))
 _LEAD_CHARS = 300
 _LCP_KEY = 3  # a common start shorter than this is a weaker key than the words themselves
+_FLUSH = 10_000  # phrases tokenised in one doc
+_KEY = "monitor-term"
+_SPLIT = re.compile(r"[\s\-‐–]+")
+_SYLLABLE = 4  # letters: a Korean given name's syllables ("Jong Un", "Jae myung") are short
 _COMPOUND_ZIPF = 3.5  # both halves of a closed compound at least this common in English
 
 
@@ -44,21 +51,30 @@ class Phrases:
         self._nlp = nlp
         self._normalised: set[int] = set()
         self._matcher = PhraseMatcher(nlp.vocab, attr="NORM")
-        self._rules: dict[int, list[Rule]] = defaultdict(list)
+        # every pattern under one key, told apart by its words' NORM ids: a key of its own
+        # would cost a vocabulary entry per pattern
+        self._rules: dict[tuple[int, ...], list[Rule]] = {}
+        self._new: list[list[int]] = []
+        self._keyed: set[tuple[int, ...]] = set()
+        self._building = True
+        self._word_norms: dict[str, int] = {}  # while building
         self._unspaced = Unspaced()
         # prefix forms: folded prefix -> (words before it, rule, most letters after it)
         self._prefixes: dict[str, list[tuple[tuple[str, ...], Rule, int | None]]] = {}
         self._prefix_lengths: list[int] = []
         self.keys: set[str] = set()  # for the prefilter: one of them is in any match
+        self._pending: list[tuple[str, Rule, bool]] | None = []
         for wi, wl in enumerate(watchlists):
             for ei, entity in enumerate(wl.entities):
                 self._add_entity(wi, ei, entity)
             for ti, topic in enumerate(wl.topics):
                 self._add_topic(wi, ti, topic)
-        self._prefix_lengths = sorted({len(p) for p in self._prefixes})
+        self._flush()
 
-    def _words(self, phrase: str) -> list[str]:
-        return [t.text for t in self._nlp.make_doc(phrase) if not t.is_punct]
+    @staticmethod
+    def _words(phrase: str) -> list[str]:
+        """A phrase's words, as far as telling short forms from full names goes."""
+        return [w for w in _SPLIT.split(phrase) if w.strip(".,;:'’()")]
 
     def _add_entity(self, wi: int, ei: int, entity: Entity) -> None:
         def rule(role: str, form: str = "", source: str = "") -> Rule:
@@ -101,7 +117,7 @@ class Phrases:
         words = name.replace("-", " ").split()
         if "-" in name:
             self._add(" ".join(words), _with(rule, "hyphen as space"))
-        if person and len(words) >= 3:
+        if person and len(words) >= 3 and all(len(w) <= _SYLLABLE for w in words[-2:]):
             self._add(" ".join(words[:-2] + ["-".join(words[-2:])]), _with(rule, "hyphenated"))
         if person and len(words) == 2 and "-" not in name:
             self._add(f"{words[1]} {words[0]}", _with(rule, "family name first"))
@@ -187,17 +203,77 @@ class Phrases:
                     self._add(" ".join([*before, word]), rule, key=False)
 
     def _add(self, phrase: str, rule: Rule, key: bool = True) -> None:
-        pattern = self._normalise(self._nlp.make_doc(phrase))
-        if not len(pattern):
+        if self._pending is not None:  # while building: tokenised all at once in _flush
+            self._pending.append((phrase, rule, key))
             return
-        name = "term:" + " ".join(t.norm_ for t in pattern)
-        match_id = self._nlp.vocab.strings.add(name)
-        if match_id not in self._rules:
-            self._matcher.add(name, [pattern])
-        if rule not in self._rules[match_id]:
-            self._rules[match_id].append(rule)
-        if key and rule.role in _PRIMARY:
-            self.keys |= _phrase_keys([t.norm_ for t in pattern if not t.is_punct])
+        pattern = self._normalise(self._nlp.make_doc(phrase))
+        self._add_pattern([t.norm for t in pattern if not t.is_space], rule, key)
+
+    def _flush(self) -> None:
+        """Tokenises the watchlists' phrases: one of plain words (letters only, no
+        tokenizer exception) word by word, the others in one doc, one phrase a line; one
+        tokenizer call and one Doc instead of one each per phrase."""
+        pending, self._pending = self._pending or [], None
+        self._prefix_lengths = sorted({len(p) for p in self._prefixes})
+        tokenizer: Any = self._nlp.tokenizer
+        special = tokenizer.rules or {}
+        rest = []
+        for phrase, rule, key in pending:
+            words = phrase.split(" ")
+            if all(w.isalpha() and w not in special for w in words):
+                self._add_pattern([self._norm_of(w) for w in words], rule, key)
+            else:
+                rest.append((phrase, rule, key))
+        for at in range(0, len(rest), _FLUSH):
+            chunk = rest[at : at + _FLUSH]
+            doc = self._normalise(tokenizer("\n".join(p for p, _, _ in chunk)))
+            norms = doc.to_array(NORM).tolist()
+            breaks = [t.i for t in doc if t.is_space and "\n" in t.text]
+            starts, ends = [0] + [b + 1 for b in breaks], [*breaks, len(doc)]
+            spaces = {t.i for t in doc if t.is_space}
+            for (_, rule, key), start, end in zip(chunk, starts, ends, strict=True):
+                ids = [norms[i] for i in range(start, end) if i not in spaces]
+                self._add_pattern(ids, rule, key)
+        self._building = False
+        self._word_norms = {}
+        self._commit()
+
+    def _norm_of(self, word: str) -> int:
+        known = self._word_norms.get(word)
+        if known is not None:
+            return known
+        lexeme = self._nlp.vocab[word]
+        if lexeme.orth not in self._normalised:
+            self._normalised.add(lexeme.orth)
+            lexeme.norm_ = norm(word)
+            if self._prefix_lengths:
+                self._expand(word)
+        self._word_norms[word] = int(lexeme.norm)
+        return int(lexeme.norm)
+
+    def _add_pattern(self, ids: list[int], rule: Rule, key: bool) -> None:
+        if not ids:
+            return
+        ids_of = tuple(ids)
+        rules = self._rules.get(ids_of)
+        if rules is None:
+            rules = self._rules[ids_of] = []
+            self._new.append(ids)
+            if not self._building:
+                self._commit()
+        if rule not in rules:
+            rules.append(rule)
+        if key and rule.role in _PRIMARY and ids_of not in self._keyed:
+            self._keyed.add(ids_of)
+            strings = self._nlp.vocab.strings
+            self.keys |= _phrase_keys([w for w in map(strings.__getitem__, ids) if _is_word(w)])
+
+    def _commit(self) -> None:
+        """Hands the new patterns to the PhraseMatcher, all at once."""
+        if self._new:
+            matcher: Any = self._matcher  # takes the NORM ids of a pattern as well as a Doc
+            matcher.add(_KEY, self._new)
+            self._new = []
 
     def _normalise(self, doc: Doc) -> Doc:
         """Sets each new word's NORM, once per vocabulary entry, and makes the phrases of
@@ -218,10 +294,11 @@ class Phrases:
         text = scan_text(item)
         doc = self._normalise(self._nlp.make_doc(text))
         found: dict[int, list[Found]] = defaultdict(list)
-        for match_id, start, end in self._matcher(doc):
+        norms = doc.to_array(NORM)
+        for _, start, end in self._matcher(doc):
             first, last = doc[start], doc[end - 1]
             begin, finish = first.idx, last.idx + len(last.text)
-            for rule in self._rules[match_id]:
+            for rule in self._rules[tuple(norms[start:end].tolist())]:
                 if rule.wl in wanted:
                     found[rule.wl].append(
                         Found(rule, start, end, begin, finish, text[begin:finish])
@@ -258,6 +335,11 @@ def _compound(word: str) -> tuple[str, str] | None:
     return (w[: best[1]], w[best[1] :]) if best[0] >= _COMPOUND_ZIPF else None
 
 
+def _is_word(norm_text: str) -> bool:
+    return any(c.isalnum() for c in norm_text)
+
+
+@cache
 def _word_key(n: str) -> str:
     """A string every word with the norm `n` holds: the longest common start of the
     words with that lemma, and of the norm less a final "y" (the S-stemmer's plurals)."""

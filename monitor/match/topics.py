@@ -40,13 +40,25 @@ def topic_hits(scan: Scan, topic: Topic, found: list[Found], notes: list[str]) -
     return hits
 
 
+def glued_capital(scan: Scan, f: Found) -> bool:
+    """A one-word find written as a name inside a sentence and glued to another
+    capitalised word: perhaps part of a name."""
+    return f.tok_end - f.tok_start == 1 and proper_noun(scan, f) and shape_vote(scan, f)[0] < 0
+
+
 def _in_a_name(scan: Scan, f: Found) -> bool:
-    """A phrase the watchlist writes in lower case, capitalised inside a sentence and glued
-    to another capitalised word, is part of a name ("Tonya Hacker", "Jonathan Hackett"); a
-    capitalised phrase of several words is a title ("The Equifax Data Breach")."""
-    return (
-        f.rule.source[:1].islower()
-        and f.tok_end - f.tok_start == 1
-        and proper_noun(scan, f)
-        and shape_vote(scan, f)[0] < 0
+    """A phrase the watchlist writes in lower case, glued that way, is part of a name
+    ("Tonya Hacker", "Jonathan Hackett"); one it writes capitalised ("Kashmir") is, when
+    the NER model reads a longer person's name there ("Kashmir Hill"). A capitalised
+    phrase of several words is a title ("The Equifax Data Breach"), not a name."""
+    if not glued_capital(scan, f):
+        return False
+    if f.rule.source[:1].islower():
+        return True
+    return bool(scan.ner) and any(
+        ent.label_ == "PERSON"
+        and ent.start_char <= f.start
+        and f.end <= ent.end_char
+        and (ent.start_char, ent.end_char) != (f.start, f.end)
+        for ent in scan.ner.ents
     )
