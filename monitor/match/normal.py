@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from spacy.language import Language
@@ -42,6 +42,7 @@ _DOTTED = re.compile(r"^(?:[^\W\d_]+\.)+[^\W\d_]*$")
 # French and Italian elide an article onto the next word: "d’Edward", "l'NSA".
 _ELISION = r"(?:[Qq]u|[CcDdJjLlMmNnSsTt])['’](?=[^\W\d_])"
 _TOKENIZER_CACHE = 200_000
+_NORM_CACHE = 100_000
 
 
 def prepare(nlp: Language) -> None:
@@ -137,6 +138,7 @@ def stem(word: str) -> str:
     return w
 
 
+@lru_cache(maxsize=_NORM_CACHE)
 def norm(word: str) -> str:
     """What a word is compared as: folded, its English lemma where spaCy's lookup table
     knows one, else its plural folded; initials and abbreviations without their dots."""
