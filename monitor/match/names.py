@@ -4,6 +4,7 @@ another person's full name claims a bare surname that follows it."""
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ TITLES = HEAD_TITLES | frozenset(
     climate special supreme crown field interim acting""".split()
 )
 # Words before a title that make it another holder's ("former president").
-_PAST = frozenset("former ex late then outgoing".split())
+_PAST = frozenset("former ex late then outgoing".split())  # as written: "later" is no "late"
+# Capitalised by spelling, not as names: "On Saturday Young scored".
+_CALENDAR = frozenset(n.lower() for n in (*calendar.day_name, *calendar.month_name) if n)
 _OPENERS = frozenset(""". ! ? " “ : « „ ‘ ' ( [ — – |""".split())
 _SUFFIXES = frozenset("jr jr. sr sr. ii iii iv".split())
 _PARTICLES = frozenset(
@@ -126,7 +129,8 @@ def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple
     """A capitalised non-title word glued to the short form makes it part of another
     name; so does one glued to a double-barrelled name it stands in ("Neil
     Duncan-Jordan"), and initials ("A.L. Kennedy"). Words in `own` (the norms of the
-    entity's own names, context and titles: "Trump Administration") do not."""
+    entity's own names, context and titles: "Trump Administration") and the names of
+    days and months do not."""
     if title_case_headline(scan, f):
         return 0, ""
     doc = scan.doc
@@ -143,6 +147,7 @@ def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple
             and (_capital(neighbour) or (neighbour is before and _initials(neighbour)))
             and neighbour.norm_ not in TITLES
             and neighbour.norm_ not in own
+            and neighbour.lower_ not in _CALENDAR
             and not (neighbour is before and sentence_initial(doc, start - 1))
         ):
             return -2, f"glued to {neighbour.text!r}, so part of another name"
@@ -168,7 +173,7 @@ def title_before(doc: Doc, i: int) -> str | None:
         return None
     prev = doc[i - 1]
     word = prev.norm_.rstrip(".")
-    if word in HEAD_TITLES and (i < 2 or doc[i - 2].norm_ not in _PAST):
+    if word in HEAD_TITLES and (i < 2 or fold(doc[i - 2].text) not in _PAST):
         return prev.text
     return None
 
@@ -179,7 +184,7 @@ def past_holder(doc: Doc, i: int) -> bool:
     j = i - 1
     while j >= 0 and doc[j].text == "-":
         j -= 1
-    return j >= 0 and doc[j].norm_ in _PAST
+    return j >= 0 and fold(doc[j].text) in _PAST
 
 
 def proper_noun(scan: Scan, f: Found) -> bool:
