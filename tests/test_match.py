@@ -368,6 +368,28 @@ def test_the_prefilter_never_drops_an_article_the_matcher_would_take() -> None:
     ]
     many = [f"{w}{n} summit" for n, w in enumerate(("boro", "bora", "bori", "kefa") * 100)]
     wls.append(watch(name="many", topics=[{"name": "many", "phrases": many}]))
+    wls.append(  # the rules of issue 11: every way a word may meet its phrase
+        watch(
+            name="forms",
+            entities=[
+                person("Recep Erdogan"),
+                person("Lars Løkke Rasmussen"),
+                person("JD Vance"),
+                person("Fumio Kishida"),
+                person("Kim Jong Un"),
+                person("Jens Stoltenberg"),
+                {"name": "Alibaba", "aliases": ["阿里巴巴"]},
+                {"name": "Viktor Orban", "aliases": ["Орбан"]},
+                {"name": "Kaspersky", "aliases": ["Касперск*"]},
+                person("Ali Khamenei", titles=["supreme leader"], context=["Iran"]),
+            ],
+            topics=[
+                {"name": "hacking", "phrases": ["hack*"]},
+                {"name": "embargo", "phrases": ["embargo", "went"]},
+                {"name": "cyber", "phrases": ["cyberattack"]},
+            ],
+        )
+    )
     matcher = Matcher(wls, spacy.blank("en"), lambda: None)
     texts = [f"{a['title']}\n\n{a['text']}" for a in articles()] + [
         "The bora17 summits opened",
@@ -384,6 +406,23 @@ def test_the_prefilter_never_drops_an_article_the_matcher_would_take() -> None:
         "Li's remarks",
         "Lily and Lima, nothing else",
         "Nothing to see here at all",
+        "Erdoğan’s party",
+        "ERDOĞAN SPEAKS",
+        "Lars Lokke Rasmussen and Løkke",
+        "J.D. Vance flies in",
+        "Kishida Fumio visits",
+        "Kim Jong-un fires",
+        "On Monday, Stoltenberg spoke",
+        "后两次均由阿里巴巴领投",
+        "Зеленський зустрівся з Орбаном",
+        "«Лаборатория Касперского» заработала",
+        "Iran's supreme leader said",
+        "Hackers struck; HACKING surged",
+        "The goods were embargoed",
+        "He went home",
+        "A cyber-attack and a cyber attack",
+        "Ｅｒｄｏｇａｎ in full width",
+        "Erdo\u00adgan with a soft hyphen",
     ]
     entries = [
         identify(item(text.split("\n\n", 1)[-1], text.split("\n\n", 1)[0])) for text in texts
