@@ -22,6 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spacy.tokens import Doc
+
 from monitor.config import Entity, Watchlist
 from monitor.match.finds import Found, Scan
 from monitor.match.names import (
@@ -44,7 +46,7 @@ TITLE_ALONE_NEEDS = 1
 _POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
 # Roles whose finds, for another term of the watchlist, support a short form.
 _EVIDENCE_ROLES = frozenset(("name", "alt", "phrase", "all", "near_a", "near_b"))
-_IMPLICIT = frozenset(("family name", "given name"))
+_IMPLICIT = frozenset(("last name", "first name"))
 _PLACES = frozenset(("GPE", "LOC", "FAC"))
 
 
@@ -67,7 +69,7 @@ def settle(
     mine = same_entity(f, found)
     if rule.role == "short" and name_earlier(f, mine, scan.title_len):
         return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
-    parts = name_parts(entity.name) if rule.form == "family name" else None
+    parts = name_parts(entity.name) if rule.form == "last name" else None
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
         return Settled(True, f"{where} accepted: the name written {written!r}")
@@ -107,20 +109,23 @@ def short_form_counts(
     found: list[Found],
     watchlists: Sequence[Watchlist],
     notes: list[str],
-) -> bool:
-    """Whether the short form `f` means `entity`; the reasons go to `notes`."""
+) -> str | None:
+    """Why the short form `f` means `entity`, or None when it does not (and why not goes
+    to `notes`)."""
     wl = watchlists[f.rule.wl]
     settled = settle(scan, f, entity, found, wl)
     if settled is not None:
+        if settled.counts:
+            return settled.note or "accepted"
         if settled.note:
             notes.append(settled.note)
-        return settled.counts
+        return None
     where = f"{_what(f)} {f.text!r} at {f.start}"
     mine = same_entity(f, found)
     named = _named_by_ner(scan, f, mine, own_words(entity))
     if named:
         notes.append(f"{where} rejected: it refers to {named!r}, named in the article")
-        return False
+        return None
     votes: list[tuple[int, str]] = []
     own = 0  # votes only this entity could have earned
     if f.rule.role == "title":
@@ -152,9 +157,11 @@ def short_form_counts(
     if counts and sharer is not None and not own:
         counts = False
         reasons += f"; shared with {sharer.rule.term(watchlists)!r} and nothing of its own"
-    verdict = "accepted" if counts else "rejected"
-    notes.append(f"{where} {verdict}: {reasons}; total {score:+d}; {prior}")
-    return counts
+    note = f"{where} {'accepted' if counts else 'rejected'}: {reasons}; total {score:+d}; {prior}"
+    if not counts:
+        notes.append(note)
+        return None
+    return note
 
 
 def _name_votes(
@@ -170,7 +177,7 @@ def _name_votes(
     if declared:
         votes.append((2, f"declared title {declared[0].text!r}"))
         own = 1
-    elif title and fold(title).rstrip(".") in heads:
+    elif title and fold(title).rstrip(".") in heads and not _other_office(doc, f.tok_start, entity):
         votes.append((2, f"title {title!r}, as in its declared titles"))
         own = 1
     elif title:
@@ -194,6 +201,16 @@ def own_words(entity: Entity) -> frozenset[str]:
     """The norms of an entity's own words: its names, context and titles."""
     phrases = [entity.name, *entity.aliases, *entity.context, *entity.titles]
     return frozenset(norm(w) for p in phrases for w in p.replace("-", " ").split())
+
+
+def _other_office(doc: Doc, i: int, entity: Entity) -> bool:
+    """Whether the title before token i is qualified into an office not declared ("Prime
+    Minister Li" for a declared "defence minister")."""
+    if i < 2:
+        return False
+    qualifier = fold(doc[i - 2].text)
+    declared = {w for t in entity.titles for w in fold(t).split()}
+    return qualifier in TITLES and qualifier not in declared
 
 
 def _head(title: str) -> str:
@@ -226,7 +243,7 @@ def _surface(scan: Scan, f: Found, entity: Entity) -> str | None:
         return "" if f.rule.form in _IMPLICIT else "written in lower case"
     if text.isupper() and len(text) > 1 and not source.isupper() and not shouted:
         return f"{text!r} is an acronym, not the name"
-    if f.rule.form == "given name" and title_before(scan.doc, f.tok_start) is None:
+    if f.rule.form == "first name" and title_before(scan.doc, f.tok_start) is None:
         declared = any(
             o.rule.role == "title" and o.tok_end == f.tok_start
             for o in scan.found.get(f.rule.wl, ())

@@ -12,7 +12,7 @@ from monitor.config import Watchlist
 from monitor.match.evidence import settle, short_form_counts
 from monitor.match.finds import Found, Scan
 from monitor.match.names import inside
-from monitor.match.normal import prepare, scan_text
+from monitor.match.normal import fold, prepare, scan_text
 from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
 from monitor.match.snippet import quote, strength
@@ -30,6 +30,7 @@ class Verdict:
     text: str  # the title, a blank line and the body: what hit offsets point into
     hits: list[Hit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reasons: dict[Hit, str] = field(default_factory=dict)  # what decided a hit, if not plain
     strength: str = "mention"
     matched: bool = False
 
@@ -42,7 +43,7 @@ class Verdict:
             snippet=snippet,
             highlights=highlights,
             strength=self.strength,
-            evidence=tuple(self.notes),
+            evidence=(*self.reasons.values(), *self.notes),
         )
 
 
@@ -119,14 +120,15 @@ class Matcher:
         wl = self.watchlists[wi]
         verdict = Verdict(wl, scan.text)
         found = scan.found.get(wi, [])
-        hits: list[tuple[Found, str]] = []
+        hits: list[tuple[Found, str, str]] = []  # the find, its rule, what decided it
         groups: dict[tuple[str, int], list[Found]] = defaultdict(list)
         for f in found:  # only the terms that hit: cost must not grow with the watchlist
             groups[(f.rule.kind, f.rule.index)].append(f)
         for (kind, index), mine in sorted(groups.items()):
             if kind == "topic":
                 hits += [
-                    (f, "phrase") for f in topic_hits(scan, wl.topics[index], mine, verdict.notes)
+                    (f, "phrase", _variant(f))
+                    for f in topic_hits(scan, wl.topics[index], mine, verdict.notes)
                 ]
                 continue
             entity = wl.entities[index]
@@ -141,26 +143,29 @@ class Matcher:
                     continue
                 if f.rule.role in ("name", "alt"):
                     if _name_form_holds(scan, f):
-                        hits.append((f, "name" if f.rule.role == "name" else "alias"))
-                elif not inside(f, mine, ("name", "alt")) and short_form_counts(
-                    scan, f, entity, found, self.watchlists, verdict.notes
-                ):
-                    hits.append((f, "title" if f.rule.role == "title" else "short form"))
-        verdict.hits = sorted(
-            (
-                Hit(
-                    term=f.rule.term(self.watchlists),
-                    kind=f.rule.kind,
-                    rule=f"{rule} ({f.rule.form})" if f.rule.form else rule,
-                    text=f.text,
-                    field="title" if f.start < scan.title_len else "body",
-                    start=f.start,
-                    end=f.end,
-                )
-                for f, rule in hits
-            ),
-            key=lambda h: h.start,
-        )
+                        rule = "name" if f.rule.role == "name" else "alias"
+                        hits.append((f, rule, _variant(f)))
+                elif not inside(f, mine, ("name", "alt")):
+                    why = short_form_counts(scan, f, entity, found, self.watchlists, verdict.notes)
+                    if why is not None:
+                        hits.append((f, "title" if f.rule.role == "title" else "short form", why))
+        for f, rule, why in sorted(hits, key=lambda h: (h[0].start, bool(h[0].rule.form))):
+            hit = Hit(
+                term=f.rule.term(self.watchlists),
+                kind=f.rule.kind,
+                rule=f"{rule} ({f.rule.form})" if f.rule.form else rule,
+                text=f.text,
+                field="title" if f.start < scan.title_len else "body",
+                start=f.start,
+                end=f.end,
+            )
+            if any(
+                (h.term, h.start, h.end) == (hit.term, hit.start, hit.end) for h in verdict.hits
+            ):
+                continue  # one span found by two forms of one term: the plainer stands
+            verdict.hits.append(hit)
+            if why:
+                verdict.reasons[hit] = why
         if not verdict.hits:
             return verdict
         verdict.strength = strength(verdict.hits, scan.lead_end)
@@ -177,6 +182,15 @@ class Matcher:
         else:
             verdict.matched = True
         return verdict
+
+
+def _variant(f: Found) -> str:
+    """How the text met the watchlist's words, where not as written."""
+    if f.rule.form:
+        return f"{f.text!r} for {f.rule.source!r}: {f.rule.form}"
+    if fold(f.text) != fold(f.rule.source):
+        return f"{f.text!r} for {f.rule.source!r}: the same words, folded and by lemma"
+    return ""
 
 
 def _name_form_holds(scan: Scan, f: Found) -> bool:

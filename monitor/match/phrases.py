@@ -96,10 +96,10 @@ class Phrases:
             else:
                 self._add_name(alias, rule("alt", source=alias), person)
         if parts is not None and norm(parts.family) not in declared and parts.given:
-            self._add(parts.family, rule("short", "family name", parts.family))
+            self._add(parts.family, rule("short", "last name", parts.family))
             for given in parts.given:
                 if norm(given) not in declared and norm(given) != norm(parts.family):
-                    self._add(given, rule("short", "given name", given))
+                    self._add(given, rule("short", "first name", given))
         for title in entity.titles:
             self._add_phrase(title, rule("title", "declared title", title))
         for phrase in entity.exclude:
