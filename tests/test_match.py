@@ -611,6 +611,11 @@ def test_short_forms_on_news_style_evidence(entity: dict[str, Any], text: str) -
         ),
         (person("Mark Kelly", titles=["senator"]), "The senator said no."),
         (person("Jonas Gahr Store"), "The store opened."),
+        (person("Kim Jong Un"), "Un chien conduit une voiture."),
+        (
+            person("Pam Bondi", titles=["attorney general"], context=["Justice Department"]),
+            "The state's attorney general sued. The Justice Department was not involved.",
+        ),
     ],
     ids=[
         "name-glued",
@@ -627,6 +632,8 @@ def test_short_forms_on_news_style_evidence(entity: dict[str, Any], text: str) -
         "title-without-own-context",
         "one-word-title-alone",
         "common-word",
+        "two-letters-stand-not-alone",
+        "title-alone-context-elsewhere",
     ],
 )
 def test_short_form_traps_stay_shut(entity: dict[str, Any], text: str) -> None:
@@ -823,3 +830,19 @@ def test_feeds_in_other_languages_are_matched_without_errors() -> None:
         seen += len(entries)
         matched_items += len(matcher.match(entries))
     assert seen > 500 and matched_items > 30
+
+
+def test_words_of_the_name_together_name_one_thing() -> None:
+    """A short form of several words ("Revolutionary Guards") is specific, whatever the
+    frequency of each word: one vote carries it."""
+    irgc = {
+        "name": "Islamic Revolutionary Guard Corps",
+        "aliases": ["Revolutionary Guards"],
+        "type": "ORG",
+    }
+    assert matched(
+        "Power lies with the Revolutionary Guards now.", watchlists=[watch(entities=[irgc])]
+    ) == [irgc["name"]]
+    assert (
+        matched("Revolutionary guards of the old order.", watchlists=[watch(entities=[irgc])]) == []
+    )

@@ -39,7 +39,7 @@ from monitor.match.names import (
     title_before,
     title_case_headline,
 )
-from monitor.match.normal import fold, norm
+from monitor.match.normal import SENTENCE_END, fold, norm
 from monitor.match.prior import COMMON, DISTINCTIVE, needed
 
 TITLE_ALONE_NEEDS = 1
@@ -132,12 +132,16 @@ def short_form_counts(
         need, prior = TITLE_ALONE_NEEDS, f"a title alone needs {TITLE_ALONE_NEEDS:+d}"
     else:
         need, zipf = needed(f.text)
+        if len(f.text.split()) > 1:  # words together name one thing ("Revolutionary Guards")
+            need = 1
         prior = f"prior: {f.text!r} is {_commonness(zipf)} (Zipf {zipf:.1f}), needs {need:+d}"
         own += _name_votes(scan, f, entity, mine, votes)
     context = {
         x.text.lower()
         for x in mine
-        if x.rule.role == "context" and not (f.start <= x.start and x.end <= f.end)
+        if x.rule.role == "context"
+        and not (f.start <= x.start and x.end <= f.end)
+        and (f.rule.role != "title" or _same_sentence(scan, f, x))
     }
     sharer = _shared_with(f, found, wl)
     if sharer is not None:
@@ -220,6 +224,16 @@ def _head(title: str) -> str:
     if " of " in f" {' '.join(words)} ":
         return words[0]
     return words[-1]
+
+
+def _same_sentence(scan: Scan, a: Found, b: Found) -> bool:
+    """An office alone names its holder only with its own context at hand: in the same
+    sentence ("Iran's supreme leader", not a "supreme leader" of a story that mentions
+    Iran later); a headline's anywhere in the article, which it sums up."""
+    if a.start < scan.title_len:
+        return True
+    start, end = sorted((a.start, b.start))
+    return SENTENCE_END.search(scan.text, start, end) is None
 
 
 def _what(f: Found) -> str:

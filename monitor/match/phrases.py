@@ -40,6 +40,7 @@ _LCP_KEY = 3  # a common start shorter than this is a weaker key than the words 
 _FLUSH = 10_000  # phrases tokenised in one doc
 _KEY = "monitor-term"
 _SPLIT = re.compile(r"[\s\-‐–]+")
+_NAME_ALONE = 3  # letters a name needs to stand on its own
 _SYLLABLE = 4  # letters: a Korean given name's syllables ("Jong Un", "Jae myung") are short
 _COMPOUND_ZIPF = 3.5  # both halves of a closed compound at least this common in English
 
@@ -95,11 +96,14 @@ class Phrases:
                 self._add_phrase(alias, rule("short", "prefix" if prefix else "", alias))
             else:
                 self._add_name(alias, rule("alt", source=alias), person)
-        if parts is not None and norm(parts.family) not in declared and parts.given:
-            self._add(parts.family, rule("short", "last name", parts.family))
-            for given in parts.given:
-                if norm(given) not in declared and norm(given) != norm(parts.family):
-                    self._add(given, rule("short", "first name", given))
+        if parts is not None and parts.given:
+            # two letters are too few for a name on its own ("Un" of Kim Jong Un, "Yi")
+            for word, form in [(parts.family, "last name")] + [
+                (g, "first name") for g in parts.given
+            ]:
+                if len(word) >= _NAME_ALONE and norm(word) not in declared:
+                    self._add(word, rule("short", form, word))
+                    declared.add(norm(word))
         for title in entity.titles:
             self._add_phrase(title, rule("title", "declared title", title))
         for phrase in entity.exclude:
