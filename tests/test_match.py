@@ -192,7 +192,7 @@ def test_a_surname_after_another_full_name_refers_to_that_person() -> None:
     matcher = Matcher([wl], spacy.blank("en"), no_model)
     [verdict] = matcher.explain(item(text))
     assert not verdict.matched
-    assert any("refers back to 'Robin Li'" in note for note in verdict.notes)
+    assert any("refers to 'Robin Li'" in note for note in verdict.notes)
     assert matched(
         "Defence minister Li Shangfu spoke. Li said the PLA was ready.", watchlists=[wl]
     ) == ["Li Shangfu"]

@@ -2,18 +2,22 @@
 means the watched entity, weighed the way a reader weighs it.
 
 First the surface: a name is written with a capital ("rice prices" is no Rice); an
-all-capital word is an acronym, not a name written "Un"; a given name counts only
+all-capital word is an acronym, not a name written "Un"; a first name counts only
 after a title ("President Prabowo"); a word inside another watched person's full name
 is theirs. Decisive: the full name earlier in the article (or anywhere, for a headline
-hit). Then votes: the entity's declared title right before (+2, "Defense Secretary
-Austin") or a courtesy or office title (+1, "Mr", "President"); a hyphenated compound
-(+1, "pro-Trump", "Merkel-era"); the English NER model (+1 when it labels exactly that
-word with the type, -1 for another label, -2 when it sees a longer, different name);
-the word's shape (-2 when a capitalised non-title word is glued to it); context (+1 per
-distinct `context` word or other watchlist term present, at most +2). The votes needed
-come from the prior (prior.py): 1 for a distinctive word, 2, or 3 for a common word or
-name. A short form two watched people share counts only on evidence of one's own: a
-declared title, or a context word the other does not declare.
+hit), or the entity's own given name before the surname ("Lloyd J. Austin"); against:
+another person named in the article with that word ("Robin Li ... Li said"). Then
+votes: the entity's declared title right before (+2, "Defense Secretary Austin", and
+its head word alone: "Secretary Austin") or a courtesy or office title (+1, "Mr",
+"President"); the headline (+1); a hyphenated compound (+1, "pro-Trump", "Merkel-era");
+a possessive (+1); the name vote (+1 when the English NER model sees a name there, or
+without it a capital inside a sentence; -1 when NER says a place for a person; -2 when
+it sees a longer, different name); the word's shape (-2 when a capitalised non-title
+word is glued to it); context (+1 per distinct `context` word or other watchlist term
+present, at most +2). The votes needed come from the prior (prior.py): 1 for a rare
+word, 2 for a common one, 3 for the commonest; 1 for a short form of several words. A
+short form two watched people share counts only on evidence of one's own: a declared
+title, or a context word the other does not declare.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def settle(
         return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
     other = other_name(scan, f, mine, own_words(entity))
     if other:
-        return Settled(False, f"{where} rejected: it refers back to {other!r}, named earlier")
+        return Settled(False, f"{where} rejected: it refers to {other!r}, named in the article")
     sharer = _shared_with(f, found, wl)
     if sharer is not None and any(
         o.rule.role in ("name", "alt") and o.end <= f.start for o in same_entity(sharer, found)

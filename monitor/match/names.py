@@ -1,6 +1,7 @@
-"""Person names in news style: a full name first, then the surname; a courtesy or office
-title before a surname; a capitalised word glued to a surname makes another name of it;
-another person's full name claims a bare surname that follows it."""
+"""Person names in news style: a full name first, then the surname; the person's own
+given name, initials or brackets before the surname ("Lloyd J. Austin"); a courtesy or
+office title before it; a capitalised word glued to a surname makes another name of it;
+another person named in the article with that word claims a bare surname."""
 
 from __future__ import annotations
 
