@@ -340,7 +340,7 @@ def _compound(word: str) -> tuple[str, str] | None:
 
 
 def _is_word(norm_text: str) -> bool:
-    return any(c.isalnum() for c in norm_text)
+    return norm_text.isalnum() or any(c.isalnum() for c in norm_text)
 
 
 @cache
@@ -361,8 +361,11 @@ def _phrase_keys(norms: Sequence[str]) -> set[str]:
     where that is short, every word with that word's lemma."""
     if not norms:
         return {""}
-    best = max(norms, key=lambda n: len(_word_key(n)))
-    key = _word_key(best)
+    if len(norms) == 1:
+        best = norms[0]
+        key = _word_key(best)
+    else:
+        key, best = max(((_word_key(n), n) for n in norms), key=lambda kn: len(kn[0]))
     if len(key) >= _LCP_KEY or key == best:
         return {key}
     return {best[:-1] if best.endswith("y") else best, *inflections().get(best, ())}
