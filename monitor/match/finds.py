@@ -47,3 +47,4 @@ class Scan:
     doc: Doc
     found: dict[int, list[Found]]  # by watchlist
     ner: Any = None
+    title_case: bool | None = None  # whether the headline capitalises every word (once known)

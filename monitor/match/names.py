@@ -33,6 +33,7 @@ TITLES = HEAD_TITLES | frozenset(
 _PAST = frozenset("former ex late then outgoing".split())  # as written: "later" is no "late"
 # Capitalised by spelling, not as names: "On Saturday Young scored".
 _CALENDAR = frozenset(n.lower() for n in (*calendar.day_name, *calendar.month_name) if n)
+_TITLE_CASE = 0.6  # share of capitalised headline words above which capitals tell nothing
 _OPENERS = frozenset(""". ! ? " “ : « „ ‘ ' ( [ — – |""".split())
 _SUFFIXES = frozenset("jr jr. sr sr. ii iii iv".split())
 _PARTICLES = frozenset(
@@ -122,8 +123,15 @@ def title_case_headline(scan: Scan, f: Found) -> bool:
     """Title Case headlines capitalise every word, so capitals in them tell nothing."""
     if f.start >= scan.title_len:
         return False
-    words = [t for t in scan.doc if t.idx < scan.title_len and t.is_alpha]
-    return bool(words) and sum(t.is_title or t.is_upper for t in words) / len(words) > 0.6
+    if scan.title_case is None:
+        words = []
+        for t in scan.doc:
+            if t.idx >= scan.title_len:
+                break
+            if t.is_alpha:
+                words.append(t.is_title or t.is_upper)
+        scan.title_case = bool(words) and sum(words) / len(words) > _TITLE_CASE
+    return scan.title_case
 
 
 def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple[int, str]:

@@ -87,13 +87,12 @@ class Phrases:
         name_norms = {norm(w) for w in self._words(entity.name)}
         declared = {norm(a) for a in entity.aliases}
         for alias in entity.aliases:
-            prefix = alias.endswith("*")
             words = [norm(w) for w in self._words(alias.rstrip("*"))]
             if non_latin(alias) and not non_latin(entity.name):
                 # how that press writes the name: counts like the name
                 self._add_script(alias, rule("alt", "another script", alias))
             elif len(words) == 1 or set(words) <= name_norms:
-                self._add_phrase(alias, rule("short", "prefix" if prefix else "", alias))
+                self._add_phrase(alias, rule("short", source=alias))
             else:
                 self._add_name(alias, rule("alt", source=alias), person)
         if parts is not None and parts.given:
