@@ -38,7 +38,6 @@ from monitor.match.names import (
     own_name_before,
     past_holder,
     proper_noun,
-    same_entity,
     shape_vote,
     title_before,
     title_case_headline,
@@ -48,8 +47,6 @@ from monitor.match.prior import COMMON, DISTINCTIVE, needed
 
 TITLE_ALONE_NEEDS = 1
 _POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
-# Roles whose finds, for another term of the watchlist, support a short form.
-_EVIDENCE_ROLES = frozenset(("name", "alt", "phrase", "all", "near_a", "near_b"))
 _IMPLICIT = frozenset(("last name", "first name"))
 _PLACES = frozenset(("GPE", "LOC", "FAC"))
 
@@ -60,9 +57,7 @@ class Settled:
     note: str | None  # None: not worth a line in `monitor explain`
 
 
-def settle(
-    scan: Scan, f: Found, entity: Entity, found: Sequence[Found], wl: Watchlist
-) -> Settled | None:
+def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | None:
     """The decision on a short form that needs no votes, or None when it needs them."""
     where = f"{_what(f)} {f.text!r} at {f.start}"
     rule = f.rule
@@ -70,14 +65,15 @@ def settle(
         surface = _surface(scan, f, entity)
         if surface is not None:
             return Settled(False, surface and f"{where} rejected: {surface}")
-    mine = same_entity(f, found)
+    index = scan.index(rule.wl)
+    mine = index.by_entity[rule.index]
     if rule.role == "short" and name_earlier(f, mine, scan.title_len):
         return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
     parts = name_parts(entity.name) if rule.form == "last name" else None
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
         return Settled(True, f"{where} accepted: the name written {written!r}")
-    owner = _inside_other_name(f, found)
+    owner = _inside_other_name(f, index.names)
     if owner is not None:
         return Settled(False, None)
     if rule.role == "title":
@@ -95,14 +91,19 @@ def settle(
             return Settled(False, None)  # the title of the name that follows
     elif not entity.type and not entity.context and rule.form not in _IMPLICIT:
         return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
-    other = other_name(scan, f, mine, own_words(entity))
-    if other:
-        return Settled(False, f"{where} rejected: it refers to {other!r}, named in the article")
-    sharer = _shared_with(f, found, wl)
+    key = ("other name", rule.index, fold(f.text))
+    if key not in index.memo:  # the same for every find of the word
+        index.memo[key] = other_name(scan, f, mine, own_words(entity))
+    other = index.memo[key]
+    if other is not None and other[0] is not f:  # f itself in the other name: votes say so
+        return Settled(False, f"{where} rejected: it refers to {other[1]!r}, named in the article")
+    sharer = _shared_with(f, index.by_span[(f.start, f.end)])
     if sharer is not None and any(
-        o.rule.role in ("name", "alt") and o.end <= f.start for o in same_entity(sharer, found)
+        o.rule.role in ("name", "alt") and o.end <= f.start
+        for o in index.by_entity[sharer.rule.index]
     ):
-        return Settled(False, f"{where} rejected: {sharer.rule.term([wl])!r}, named earlier")
+        other = wl.entities[sharer.rule.index].name
+        return Settled(False, f"{where} rejected: {other!r}, named earlier")
     return None
 
 
@@ -110,14 +111,13 @@ def short_form_counts(
     scan: Scan,
     f: Found,
     entity: Entity,
-    found: list[Found],
     watchlists: Sequence[Watchlist],
     notes: list[str],
 ) -> str | None:
     """Why the short form `f` means `entity`, or None when it does not (and why not goes
     to `notes`)."""
     wl = watchlists[f.rule.wl]
-    settled = settle(scan, f, entity, found, wl)
+    settled = settle(scan, f, entity, wl)
     if settled is not None:
         if settled.counts:
             return settled.note or "accepted"
@@ -125,10 +125,14 @@ def short_form_counts(
             notes.append(settled.note)
         return None
     where = f"{_what(f)} {f.text!r} at {f.start}"
-    mine = same_entity(f, found)
-    named = _named_by_ner(scan, f, mine, own_words(entity))
-    if named:
-        notes.append(f"{where} rejected: it refers to {named!r}, named in the article")
+    index = scan.index(f.rule.wl)
+    mine = index.by_entity[f.rule.index]
+    key = ("named by NER", f.rule.index, fold(f.text))
+    if key not in index.memo:  # the same for every find of the word
+        index.memo[key] = _named_by_ner(scan, f, mine, own_words(entity))
+    named = index.memo[key]
+    if named is not None and named[0] is not f:  # f itself in the longer name: its vote says so
+        notes.append(f"{where} rejected: it refers to {named[1]!r}, named in the article")
         return None
     votes: list[tuple[int, str]] = []
     own = 0  # votes only this entity could have earned
@@ -140,22 +144,23 @@ def short_form_counts(
             need = 1
         prior = f"prior: {f.text!r} is {_commonness(zipf)} (Zipf {zipf:.1f}), needs {need:+d}"
         own += _name_votes(scan, f, entity, mine, votes)
+    key = ("context", f.rule.index, "")
+    if key not in index.memo:
+        index.memo[key] = [x for x in mine if x.rule.role == "context"]
     context = {
         x.text.lower()
-        for x in mine
-        if x.rule.role == "context"
-        and not (f.start <= x.start and x.end <= f.end)
+        for x in index.memo[key]
+        if not (f.start <= x.start and x.end <= f.end)
         and (f.rule.role != "title" or _same_sentence(scan, f, x))
     }
-    sharer = _shared_with(f, found, wl)
+    sharer = _shared_with(f, index.by_span[(f.start, f.end)])
     if sharer is not None:
         theirs = {fold(c) for c in wl.entities[sharer.rule.index].context}
         own += sum(1 for c in context if fold(c) not in theirs)
     if f.rule.role != "title":  # an office alone is supported by its own context only
         context |= {
-            x.rule.term(watchlists)
-            for x in found
-            if x.rule.role in _EVIDENCE_ROLES and x not in mine and not _inside_other_name(x, [f])
+            (wl.entities[i] if kind == "entity" else wl.topics[i]).name
+            for kind, i in index.other_terms(f.rule.index)
         }
     if context:
         votes.append((min(2, len(context)), f"context: {', '.join(sorted(context))}"))
@@ -264,8 +269,7 @@ def _surface(scan: Scan, f: Found, entity: Entity) -> str | None:
     if f.rule.form == "first name" and title_before(scan.doc, f.tok_start) is None:
         declared = any(
             o.rule.role == "title" and o.tok_end == f.tok_start
-            for o in scan.found.get(f.rule.wl, ())
-            if o.rule.index == f.rule.index and o.rule.kind == "entity"
+            for o in scan.index(f.rule.wl).by_entity[f.rule.index]
         )
         if not declared:
             return ""
@@ -298,9 +302,10 @@ def _inside_other_name(f: Found, found: Sequence[Found]) -> Found | None:
     return None
 
 
-def _shared_with(f: Found, found: Sequence[Found], wl: Watchlist) -> Found | None:
-    """Another entity of the watchlist with the same short form at the same place."""
-    for o in found:
+def _shared_with(f: Found, here: Sequence[Found]) -> Found | None:
+    """Another entity of the watchlist with the same short form at the same place (`here`:
+    the entity finds at f's place)."""
+    for o in here:
         if (
             o.rule.kind == "entity"
             and o.rule.index != f.rule.index
@@ -345,30 +350,25 @@ def _ner_entity(
     it is a longer, different name (titles, the entity's own words such as "Trump
     Administration", a possessive, digits and the capitals of a Title Case headline
     aside)."""
+    ent = scan.entity_over(f.start, f.end)
+    if ent is None:
+        return None
     line_start = scan.text.rfind("\n", 0, f.start) + 1
     line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
     word = fold(f.text)
-    for ent in scan.ner.ents:
-        if ent.start_char < f.end and f.start < ent.end_char:
-            seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
-            core = fold(
-                " ".join(
-                    w
-                    for w in seen.split()
-                    if fold(w).rstrip(".") not in TITLES and norm(w) not in own
-                )
-            )
-            if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"
-                core = word
-            core = _POSSESSIVE.sub("", core)
-            longer = (
-                core != word
-                and not _hyphen_part(core, word)
-                and not title_case_headline(scan, f)
-                and _more_name(seen, f.text, own)
-            )
-            return seen, ent.label_, longer
-    return None
+    seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
+    kept = [w for w in seen.split() if fold(w).rstrip(".") not in TITLES and norm(w) not in own]
+    core = fold(" ".join(kept))
+    if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"
+        core = word
+    core = _POSSESSIVE.sub("", core)
+    longer = (
+        core != word
+        and not _hyphen_part(core, word)
+        and not title_case_headline(scan, f)
+        and _more_name(seen, f.text, own)
+    )
+    return seen, ent.label_, longer
 
 
 def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
@@ -378,17 +378,20 @@ def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
     return 0, why
 
 
-def _named_by_ner(scan: Scan, f: Found, mine: Sequence[Found], own: frozenset[str]) -> str | None:
+def _named_by_ner(
+    scan: Scan, f: Found, mine: Sequence[Found], own: frozenset[str]
+) -> tuple[Found, str] | None:
     """Another person with the word in their name, as NER reads the article ("Neil
-    Duncan-Jordan ... Duncan-Jordan said"): a bare short form means that person."""
+    Duncan-Jordan ... Duncan-Jordan said"): a bare short form means that person. The
+    first find of the word in such a name, and the name."""
     if not scan.ner or f.rule.role != "short":
         return None
     word = fold(f.text)
     for o in mine:
-        if o is not f and o.rule.role == "short" and fold(o.text) == word:
+        if o.rule.role == "short" and fold(o.text) == word:
             seen = _ner_entity(scan, o, own)
             if seen is not None and seen[2] and seen[1] == "PERSON":
-                return seen[0]
+                return o, seen[0]
     return None
 
 

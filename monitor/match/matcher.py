@@ -112,7 +112,7 @@ class Matcher:
                 ]
                 if inside(f, mine, ("name", "alt", "exclude")):
                     continue
-                if settle(scan, f, wl.entities[f.rule.index], found, wl) is None:
+                if settle(scan, f, wl.entities[f.rule.index], wl) is None:
                     return True
         return False
 
@@ -146,7 +146,7 @@ class Matcher:
                         rule = "name" if f.rule.role == "name" else "alias"
                         hits.append((f, rule, _variant(f)))
                 elif not inside(f, mine, ("name", "alt")):
-                    why = short_form_counts(scan, f, entity, found, self.watchlists, verdict.notes)
+                    why = short_form_counts(scan, f, entity, self.watchlists, verdict.notes)
                     if why is not None:
                         hits.append((f, "title" if f.rule.role == "title" else "short form", why))
         for f, rule, why in sorted(hits, key=lambda h: (h[0].start, bool(h[0].rule.form))):

@@ -90,22 +90,22 @@ def name_earlier(f: Found, mine: Iterable[Found], title_len: int) -> bool:
 
 def other_name(
     scan: Scan, f: Found, mine: Iterable[Found], own: frozenset[str] = frozenset()
-) -> str | None:
+) -> tuple[Found, str] | None:
     """A bare short form in an article that names another person with the same word in
-    full ("Robin Li ... Li said") means that person. A name the watchlist excludes
-    ("Melania Trump") is declared not to be the entity, and claims nothing."""
+    full ("Robin Li ... Li said") means that person: the first find of the word that
+    stands in another name, and that name. A name the watchlist excludes ("Melania
+    Trump") is declared not to be the entity, and claims nothing."""
     word = fold(f.text)
     mine = list(mine)
     for earlier in mine:
         if (
             earlier.rule.role == "short"
-            and earlier is not f
             and fold(earlier.text) == word
             and not inside(earlier, mine, ("exclude",))
         ):
             vote, _ = shape_vote(scan, earlier, own)
             if vote < 0:
-                return _glued_name(scan, earlier)
+                return earlier, _glued_name(scan, earlier)
     return None
 
 

@@ -55,10 +55,11 @@ def _in_a_name(scan: Scan, f: Found) -> bool:
         return False
     if f.rule.source[:1].islower():
         return True
-    return bool(scan.ner) and any(
-        ent.label_ == "PERSON"
+    ent = scan.entity_over(f.start, f.end)
+    return (
+        ent is not None
+        and ent.label_ == "PERSON"
         and ent.start_char <= f.start
         and f.end <= ent.end_char
         and (ent.start_char, ent.end_char) != (f.start, f.end)
-        for ent in scan.ner.ents
     )
