@@ -298,14 +298,25 @@ class Phrases:
         doc = self._normalise(self._nlp.make_doc(text))
         found: dict[int, list[Found]] = defaultdict(list)
         norms = doc.to_array(NORM)
-        for _, start, end in self._matcher(doc):
-            first, last = doc[start], doc[end - 1]
-            begin, finish = first.idx, last.idx + len(last.text)
-            for rule in self._rules[tuple(norms[start:end].tolist())]:
-                if rule.wl in wanted:
-                    found[rule.wl].append(
-                        Found(rule, start, end, begin, finish, text[begin:finish])
-                    )
+        matches = [
+            (rule, start, end)
+            for _, start, end in self._matcher(doc)
+            for rule in self._rules[tuple(norms[start:end].tolist())]
+            if rule.wl in wanted
+        ]
+        # a short form inside its own entity's full name ("Blinken" in "Antony Blinken")
+        # is that name, nothing more: left out here, it costs nothing later
+        names: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for rule, start, end in matches:
+            if rule.role in ("name", "alt"):
+                names[(rule.wl, rule.index)].append((start, end))
+        for rule, start, end in matches:
+            if rule.role == "short" and any(
+                s <= start and end <= e for s, e in names.get((rule.wl, rule.index), ())
+            ):
+                continue
+            begin, finish = doc[start].idx, doc[end - 1].idx + len(doc[end - 1])
+            found[rule.wl].append(Found(rule, start, end, begin, finish, text[begin:finish]))
         for begin, finish, rules in self._unspaced.finditer(text):
             span = doc.char_span(begin, finish, alignment_mode="expand")
             if span is None:
