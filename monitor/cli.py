@@ -432,6 +432,8 @@ def _explain(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _describe(verdict: Verdict) -> str:
+    """Each hit with its rule and what decided it (the variant, the title, the prior and
+    the votes), then the finds that did not count and why."""
     text = verdict.text
     wl = verdict.watchlist
     head = f"  {wl.name}: " + (
@@ -445,6 +447,8 @@ def _describe(verdict: Verdict) -> str:
             f"    [{hit.kind} {hit.term!r} by {hit.rule}] {hit.field} @{hit.start}: "
             f"…{before} »{hit.text}« {after}…"
         )
+        if hit in verdict.reasons:
+            lines.append(f"        because: {verdict.reasons[hit]}")
     lines += [f"    evidence: {note}" for note in verdict.notes]
     return "\n".join(lines)
 

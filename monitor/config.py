@@ -334,14 +334,34 @@ class FeedsFile(_Model):
     feeds: list[FeedConfig] = []
 
 
+def _phrase_or_prefix(value: str) -> str:
+    """A phrase, or a prefix form: a trailing `*` on its last word ("hack*", "annex*")
+    matches any word that begins with what stands before it."""
+    value = _non_blank(value)
+    if "*" not in value:
+        return value
+    stem = value[:-1]
+    last = stem.split()[-1] if stem.split() else ""
+    if not value.endswith("*") or "*" in stem or value[-2:-1].isspace():
+        raise ValueError(f"{value!r}: `*` may only end the last word (write it like hack*)")
+    if len(last) < 3:
+        raise ValueError(f"{value!r}: a prefix form needs at least 3 letters before `*`")
+    return value
+
+
+Phrase = Annotated[str, AfterValidator(_phrase_or_prefix)]
+
+
 class Entity(_Model):
     """A person, organisation or place. Aliases that are part of the name or a single word
-    (a surname, an acronym) are short forms and need evidence; other aliases are full
-    alternatives and count like the name."""
+    (a surname, an acronym) are short forms and need evidence; other aliases, and aliases
+    written in another script than the name, are full alternatives and count like the
+    name. `titles` are offices that name this very holder ("defense secretary")."""
 
     name: Text
-    aliases: list[Text] = []
+    aliases: list[Phrase] = []
     type: str | None = None
+    titles: list[Text] = []
     context: list[Text] = []
     exclude: list[Text] = []
 
@@ -352,23 +372,31 @@ class Entity(_Model):
             raise ValueError(f"unknown type {value!r}; one of {', '.join(sorted(NER_LABELS))}")
         return value.upper() if value else None
 
+    @field_validator("name", "titles", "context", "exclude")
+    @classmethod
+    def _no_prefix(cls, value: str | list[str]) -> str | list[str]:
+        for text in [value] if isinstance(value, str) else value:
+            if "*" in text:
+                raise ValueError(f"{text!r}: prefix forms (`*`) are for aliases and topics")
+        return value
+
 
 class Near(_Model):
     """A phrase of `a` within `within` words of a phrase of `b`."""
 
-    a: list[Text] = Field(min_length=1)
-    b: list[Text] = Field(min_length=1)
+    a: list[Phrase] = Field(min_length=1)
+    b: list[Phrase] = Field(min_length=1)
     within: int = Field(default=10, ge=0, le=200)
 
 
 class Topic(_Model):
     """Matches when any of `phrases` hits (if given), every `all_of` group has a hit,
-    `near` holds (if given) and none of `none_of` appears."""
+    `near` holds (if given) and none of `none_of` appears. A phrase may end in `*`."""
 
     name: Text
-    phrases: list[Text] = []
-    all_of: list[list[Text]] = []
-    none_of: list[Text] = []
+    phrases: list[Phrase] = []
+    all_of: list[list[Phrase]] = []
+    none_of: list[Phrase] = []
     near: Near | None = None
 
     @model_validator(mode="after")

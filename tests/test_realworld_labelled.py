@@ -33,23 +33,10 @@ CLASSES = ("plain", "letters", "name-forms", "short-forms", "topics", "scripts",
 if not CORPUS.is_dir():
     pytest.skip(f"no shared corpus at {CORPUS}", allow_module_level=True)
 
-# Temporary (issue 11): keys the matcher is to learn but today's config models reject.
-_NOT_YET_ACCEPTED = {"entities": {"titles"}, "topics": set()}
-
-
-def _accepted(data: dict[str, Any]) -> dict[str, Any]:
-    """The watchlist less the keys today's Entity and Topic models do not accept."""
-    out = dict(data)
-    for kind, keys in _NOT_YET_ACCEPTED.items():
-        out[kind] = [
-            {k: v for k, v in term.items() if k not in keys} for term in data.get(kind, [])
-        ]
-    return out
-
 
 def watchlists() -> list[Watchlist]:
     return [
-        Watchlist.model_validate({"name": p.stem, **_accepted(yaml.safe_load(p.read_text()))})
+        Watchlist.model_validate({"name": p.stem, **yaml.safe_load(p.read_text())})
         for p in sorted((DATA / "watchlists").glob("*.yaml"))
     ]
 
@@ -101,7 +88,6 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else 1.0
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11: matcher not yet there")
 def test_precision_and_recall() -> None:
     js = judgements()
     matcher = Matcher(watchlists(), spacy.blank("en"), load_ner)

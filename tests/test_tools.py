@@ -34,6 +34,50 @@ def test_explain_the_seed_article(capsys: pytest.CaptureFixture[str]) -> None:
     assert "short form 'Qin' at" in out and "the full name 'Qin Gang' appears" in out
 
 
+def test_explain_shows_what_decided_each_hit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rule, the variant that matched, the title, the prior and the votes: what a
+    watchlist author needs to see why."""
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": "https://f.example/rss"}])
+    (cfg / "watchlists" / "desk.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "channel": "#desk",
+                "entities": [
+                    {"name": "Lloyd Austin", "type": "PERSON", "titles": ["defense secretary"]},
+                    {"name": "Fumio Kishida", "type": "PERSON"},
+                    {"name": "Andrew Young", "type": "PERSON"},
+                ],
+                "topics": [{"name": "hacking", "phrases": ["hack*"]}],
+            }
+        )
+    )
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(
+        rss(
+            [
+                {
+                    "title": "Kishida Fumio meets Austin",
+                    "guid": "1",
+                    "description": "Secretary Austin said hackers struck.",
+                },
+                {"title": "School fete", "guid": "2", "description": "Ms Young was absent."},
+            ]
+        )
+    )
+    assert main(["--config", str(cfg), "explain", str(feed), "--watchlist", "desk"]) == 0
+    out = capsys.readouterr().out
+    assert "[entity 'Fumio Kishida' by name (family name first)]" in out
+    assert "[entity 'Lloyd Austin' by short form (last name)]" in out
+    assert "title 'Secretary', as in its declared titles (+2)" in out
+    assert "prior: 'Austin' is common (Zipf 4.4), needs +2" in out
+    assert "[topic 'hacking' by phrase (prefix hack*)]" in out
+    assert "because: 'hackers' for 'hack*': prefix hack*" in out
+    assert "evidence: last name 'Young' at" in out and "'Young' is very common" in out
+    assert "desk: no match" in out
+
+
 def test_explain_a_feed_file_and_an_unknown_watchlist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

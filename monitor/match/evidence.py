@@ -1,85 +1,418 @@
-"""Evidence and votes: whether a short form (a surname, an acronym) means the watched
-entity, weighed the way a reader weighs it.
+"""Evidence and votes: whether a short form (a surname, an acronym, a title on its own)
+means the watched entity, weighed the way a reader weighs it.
 
-Decisive: the full name earlier in the article (or anywhere, for a headline hit). Votes:
-the English NER model (+1 when it labels exactly that word with the type, -1 for another
-label, -2 when it sees a longer, different name), the word's shape (-2 when a capitalised
-non-title word is glued to it) and context (+1 per distinct `context` word or other
-watchlist term present, at most +2). The short form counts at a total of +2 or more: two
-pieces of evidence, because a small model alone labels "Vendor Qin" a PERSON as readily
-as the minister.
+First the surface: a name is written with a capital ("rice prices" is no Rice); an
+all-capital word is an acronym, not a name written "Un"; a first name counts only
+after a title ("President Prabowo"); a word inside another watched person's full name
+is theirs. Decisive: the full name earlier in the article (or anywhere, for a headline
+hit), or the entity's own given name before the surname ("Lloyd J. Austin"); against:
+another person named in the article with that word ("Robin Li ... Li said"). Then
+votes: the entity's declared title right before (+2, "Defense Secretary Austin", and
+its head word alone: "Secretary Austin") or a courtesy or office title (+1, "Mr",
+"President"); the headline (+1); a hyphenated compound (+1, "pro-Trump", "Merkel-era");
+a possessive (+1); the name vote (+1 when the English NER model sees a name there, or
+without it a capital inside a sentence; -1 when NER says a place for a person; -2 when
+it sees a longer, different name); the word's shape (-2 when a capitalised non-title
+word is glued to it); context (+1 per distinct `context` word or other watchlist term
+present, at most +2). The votes needed come from the prior (prior.py): 1 for a rare
+word, 2 for a common one, 3 for the commonest; 1 for a short form of several words. A
+short form two watched people share counts only on evidence of one's own: a declared
+title, or a context word the other does not declare.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+
+from spacy.tokens import Doc
 
 from monitor.config import Entity, Watchlist
+from monitor.match.finds import Found, Scan
 from monitor.match.names import (
     TITLES,
     name_earlier,
-    other_name_earlier,
-    same_entity,
+    name_parts,
+    other_name,
+    own_name_before,
+    past_holder,
+    proper_noun,
     shape_vote,
+    title_before,
+    title_case_headline,
 )
-from monitor.match.phrases import Found, Scan
+from monitor.match.normal import SENTENCE_END, fold, norm
+from monitor.match.prior import COMMON, DISTINCTIVE, needed
 
-NEEDED = 2
+TITLE_ALONE_NEEDS = 1
 _POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
-# Roles whose finds, for another term of the watchlist, support a short form.
-_EVIDENCE_ROLES = frozenset(("name", "alt", "phrase", "all", "near_a", "near_b"))
+_IMPLICIT = frozenset(("last name", "first name"))
+_PLACES = frozenset(("GPE", "LOC", "FAC"))
+
+
+@dataclass(frozen=True)
+class Settled:
+    counts: bool
+    note: str | None  # None: not worth a line in `monitor explain`
+
+
+def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | None:
+    """The decision on a short form that needs no votes, or None when it needs them."""
+    where = f"{_what(f)} {f.text!r} at {f.start}"
+    rule = f.rule
+    if rule.role == "short":
+        surface = _surface(scan, f, entity)
+        if surface is not None:
+            return Settled(False, surface and f"{where} rejected: {surface}")
+    index = scan.index(rule.wl)
+    mine = index.by_entity[rule.index]
+    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
+        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
+    parts = name_parts(entity.name) if rule.form == "last name" else None
+    written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
+    if written:
+        return Settled(True, f"{where} accepted: the name written {written!r}")
+    owner = _inside_other_name(f, index.names)
+    if owner is not None:
+        return Settled(False, None)
+    if rule.role == "title":
+        if len(rule.source.split()) < 2:
+            return Settled(False, None)  # "senator" alone could be any senator
+        if past_holder(scan.doc, f.tok_start):
+            return Settled(False, f"{where} rejected: a former holder")
+        after = f.tok_end < len(scan.doc) and scan.doc[f.tok_end]
+        if (
+            after
+            and after.is_alpha
+            and after.text[0].isupper()
+            and not title_case_headline(scan, f)
+        ):
+            return Settled(False, None)  # the title of the name that follows
+    elif not entity.type and not entity.context and rule.form not in _IMPLICIT:
+        return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
+    key = ("other name", rule.index, fold(f.text))
+    if key not in index.memo:  # the same for every find of the word
+        index.memo[key] = other_name(scan, f, mine, own_words(entity))
+    other = index.memo[key]
+    if other is not None and other[0] is not f:  # f itself in the other name: votes say so
+        return Settled(False, f"{where} rejected: it refers to {other[1]!r}, named in the article")
+    sharer = _shared_with(f, index.by_span[(f.start, f.end)])
+    if sharer is not None and any(
+        o.rule.role in ("name", "alt") and o.end <= f.start
+        for o in index.by_entity[sharer.rule.index]
+    ):
+        other = wl.entities[sharer.rule.index].name
+        return Settled(False, f"{where} rejected: {other!r}, named earlier")
+    return None
 
 
 def short_form_counts(
     scan: Scan,
     f: Found,
     entity: Entity,
-    found: list[Found],
     watchlists: Sequence[Watchlist],
     notes: list[str],
-) -> bool:
-    """Whether the short form `f` means `entity`; the reasons go to `notes`."""
-    where = f"short form {f.text!r} at {f.start}"
-    mine = same_entity(f, found)
-    if name_earlier(f, mine, scan.title_len):
-        notes.append(f"{where} accepted: the full name {entity.name!r} appears in the article")
-        return True
-    if not entity.type and not entity.context:
-        notes.append(f"{where} accepted: {entity.name!r} declares no type or context to check")
-        return True
-    other = other_name_earlier(scan, f, mine)
-    if other:
-        notes.append(f"{where} rejected: it refers back to {other!r}, named earlier")
-        return False
+) -> str | None:
+    """Why the short form `f` means `entity`, or None when it does not (and why not goes
+    to `notes`)."""
+    wl = watchlists[f.rule.wl]
+    settled = settle(scan, f, entity, wl)
+    if settled is not None:
+        if settled.counts:
+            return settled.note or "accepted"
+        if settled.note:
+            notes.append(settled.note)
+        return None
+    where = f"{_what(f)} {f.text!r} at {f.start}"
+    index = scan.index(f.rule.wl)
+    mine = index.by_entity[f.rule.index]
+    key = ("named by NER", f.rule.index, fold(f.text))
+    if key not in index.memo:  # the same for every find of the word
+        index.memo[key] = _named_by_ner(scan, f, mine, own_words(entity))
+    named = index.memo[key]
+    if named is not None and named[0] is not f:  # f itself in the longer name: its vote says so
+        notes.append(f"{where} rejected: it refers to {named[1]!r}, named in the article")
+        return None
     votes: list[tuple[int, str]] = []
-    if entity.type:
-        votes.append(ner_vote(scan.ner, f, entity.type))
-    votes.append(shape_vote(scan, f))
-    context = {x.text.lower() for x in mine if x.rule.role == "context"}
-    context |= {
-        x.rule.term(watchlists) for x in found if x.rule.role in _EVIDENCE_ROLES and x not in mine
+    own = 0  # votes only this entity could have earned
+    if f.rule.role == "title":
+        need, prior = TITLE_ALONE_NEEDS, f"a title alone needs {TITLE_ALONE_NEEDS:+d}"
+    else:
+        need, zipf = needed(f.text)
+        if len(f.text.split()) > 1:  # words together name one thing ("Revolutionary Guards")
+            need = 1
+        prior = f"prior: {f.text!r} is {_commonness(zipf)} (Zipf {zipf:.1f}), needs {need:+d}"
+        own += _name_votes(scan, f, entity, mine, votes)
+    key = ("context", f.rule.index, "")
+    if key not in index.memo:
+        index.memo[key] = [x for x in mine if x.rule.role == "context"]
+    context = {
+        x.text.lower()
+        for x in index.memo[key]
+        if not (f.start <= x.start and x.end <= f.end)
+        and (f.rule.role != "title" or _same_sentence(scan, f, x))
     }
+    sharer = _shared_with(f, index.by_span[(f.start, f.end)])
+    if sharer is not None:
+        theirs = {fold(c) for c in wl.entities[sharer.rule.index].context}
+        own += sum(1 for c in context if fold(c) not in theirs)
+    if f.rule.role != "title":  # an office alone is supported by its own context only
+        context |= {
+            (wl.entities[i] if kind == "entity" else wl.topics[i]).name
+            for kind, i in index.other_terms(f.rule.index)
+        }
     if context:
         votes.append((min(2, len(context)), f"context: {', '.join(sorted(context))}"))
     score = sum(v for v, _ in votes)
+    counts = score >= need
     reasons = "; ".join(f"{why} ({v:+d})" for v, why in votes if why) or "no evidence"
-    verdict = "accepted" if score >= NEEDED else "rejected"
-    notes.append(f"{where} {verdict}: {reasons}; total {score:+d}, needs {NEEDED:+d}")
-    return score >= NEEDED
+    if counts and sharer is not None and not own:
+        counts = False
+        reasons += f"; shared with {sharer.rule.term(watchlists)!r} and nothing of its own"
+    note = f"{where} {'accepted' if counts else 'rejected'}: {reasons}; total {score:+d}; {prior}"
+    if not counts:
+        notes.append(note)
+        return None
+    return note
 
 
-def ner_vote(ner_doc: Any, f: Found, label: str) -> tuple[int, str]:
-    if ner_doc is False or ner_doc is None:
-        return 0, "no English model to check the type"
-    for ent in ner_doc.ents:
-        if ent.start_char < f.end and f.start < ent.end_char:
-            words = [w for w in ent.text.split() if w.lower().rstrip(".") not in TITLES]
-            core = _POSSESSIVE.sub("", " ".join(words)).lower()
-            if core != f.text.lower():
-                return -2, f"NER sees the longer name {ent.text!r}"
-            if ent.label_ != label:
-                return -1, f"NER labels {ent.text!r} {ent.label_}, not {label}"
-            return 1, f"NER labels {ent.text!r} {label}"
-    return 0, f"NER finds no entity at {f.text!r}"
+def _name_votes(
+    scan: Scan, f: Found, entity: Entity, mine: Sequence[Found], votes: list[tuple[int, str]]
+) -> int:
+    """The votes of the words around a short form, added to `votes`; how many of them
+    only this entity could have earned (its declared title)."""
+    doc = scan.doc
+    declared = [o for o in mine if o.rule.role == "title" and o.tok_end == f.tok_start]
+    title = title_before(doc, f.tok_start)
+    heads = {_head(t) for t in entity.titles}
+    own = 0
+    if declared:
+        votes.append((2, f"declared title {declared[0].text!r}"))
+        own = 1
+    elif title and fold(title).rstrip(".") in heads and not _other_office(doc, f.tok_start, entity):
+        votes.append((2, f"title {title!r}, as in its declared titles"))
+        own = 1
+    elif title:
+        votes.append((1, f"title {title!r}"))
+    if f.start < scan.title_len:
+        votes.append((1, "in the headline, where news names the well known by surname"))
+    compound = _compound(scan, f)
+    if compound:
+        votes.append((1, f"in the compound {compound!r}"))
+    if f.tok_end < len(doc) and fold(doc[f.tok_end].text) == "'s":
+        votes.append((1, f"possessive {doc[f.tok_start : f.tok_end + 1].text!r}"))
+    named = name_vote(scan, f, entity.type, own_words(entity) - {norm(f.text)})
+    if declared or title:  # a title already says a person is meant, and capitalises
+        named = (-2, named[1]) if named[0] == -2 else (0, "")
+    votes.append(named)
+    votes.append(shape_vote(scan, f, own_words(entity)))
+    return own
+
+
+def own_words(entity: Entity) -> frozenset[str]:
+    """The norms of an entity's own words: its names, context and titles."""
+    phrases = [entity.name, *entity.aliases, *entity.context, *entity.titles]
+    return frozenset(norm(w) for p in phrases for w in p.replace("-", " ").split())
+
+
+def _other_office(doc: Doc, i: int, entity: Entity) -> bool:
+    """Whether the title before token i is qualified into an office not declared ("Prime
+    Minister Li" for a declared "defence minister")."""
+    if i < 2:
+        return False
+    qualifier = fold(doc[i - 2].text)
+    declared = {w for t in entity.titles for w in fold(t).split()}
+    return qualifier in TITLES and qualifier not in declared
+
+
+def _head(title: str) -> str:
+    """The word a title is named by: "secretary" of "defense secretary" and of
+    "secretary of state"."""
+    words = fold(title).split()
+    if " of " in f" {' '.join(words)} ":
+        return words[0]
+    return words[-1]
+
+
+def _same_sentence(scan: Scan, a: Found, b: Found) -> bool:
+    """An office alone names its holder only with its own context at hand: in the same
+    sentence ("Iran's supreme leader", not a "supreme leader" of a story that mentions
+    Iran later); a headline's anywhere in the article, which it sums up."""
+    if a.start < scan.title_len:
+        return True
+    start, end = sorted((a.start, b.start))
+    return SENTENCE_END.search(scan.text, start, end) is None
+
+
+def _what(f: Found) -> str:
+    if f.rule.role == "title":
+        return "title"
+    return f.rule.form if f.rule.form in _IMPLICIT else "short form"
+
+
+def _commonness(zipf: float) -> str:
+    return "rare" if zipf < DISTINCTIVE else "very common" if zipf >= COMMON else "common"
+
+
+def _surface(scan: Scan, f: Found, entity: Entity) -> str | None:
+    """Why the words as written cannot be this name ("" for a reason not worth a note),
+    or None."""
+    source, text = f.rule.source, f.text
+    if not source[:1].isupper() or not text[:1].isalpha():
+        return None
+    shouted = scan.text[: scan.title_len].isupper() and f.start < scan.title_len
+    if text[:1].islower():
+        return "" if f.rule.form in _IMPLICIT else "written in lower case"
+    if text.isupper() and len(text) > 1 and not source.isupper() and not shouted:
+        return f"{text!r} is an acronym, not the name"
+    if f.rule.form == "first name" and title_before(scan.doc, f.tok_start) is None:
+        declared = any(
+            o.rule.role == "title" and o.tok_end == f.tok_start
+            for o in scan.index(f.rule.wl).by_entity[f.rule.index]
+        )
+        if not declared:
+            return ""
+    return None
+
+
+def _compound(scan: Scan, f: Found) -> str | None:
+    """The hyphenated compound the short form stands in ("pro-Trump", "Trump-era")."""
+    doc = scan.doc
+    i, j = f.tok_start, f.tok_end
+    if i >= 2 and doc[i - 1].text == "-" and doc[i - 2].is_alpha:
+        return doc[i - 2 : j].text
+    if j + 1 < len(doc) and doc[j].text == "-" and doc[j + 1].is_alpha:
+        return doc[i : j + 2].text
+    return None
+
+
+def _inside_other_name(f: Found, found: Sequence[Found]) -> Found | None:
+    """The other entity's full name this find stands inside ("Sharif" in "Nawaz
+    Sharif"), if any."""
+    for o in found:
+        if (
+            o.rule.kind == "entity"
+            and o.rule.index != f.rule.index
+            and o.rule.role in ("name", "alt")
+            and o.start <= f.start
+            and f.end <= o.end
+        ):
+            return o
+    return None
+
+
+def _shared_with(f: Found, here: Sequence[Found]) -> Found | None:
+    """Another entity of the watchlist with the same short form at the same place (`here`:
+    the entity finds at f's place)."""
+    for o in here:
+        if (
+            o.rule.kind == "entity"
+            and o.rule.index != f.rule.index
+            and o.rule.role == "short"
+            and (o.start, o.end) == (f.start, f.end)
+        ):
+            return o
+    return None
+
+
+def name_vote(
+    scan: Scan, f: Found, label: str | None, own: frozenset[str] = frozenset()
+) -> tuple[int, str]:
+    """Whether the word is used as a name, and of what: the NER model's label (+1 for
+    the type or for a label that says little of a lone name, -1 for one against it, -2
+    for a longer, different name), else a capital inside a sentence (+1). One vote: all
+    of them read the same capital letter."""
+    ner = scan.ner if label else None
+    if ner is False or ner is None or label is None:
+        if proper_noun(scan, f):
+            return 1, "written as a name"
+        if f.text.isupper() and f.text == f.rule.source and len(f.text) > 1:
+            return 1, "in capitals, as declared"
+        return 0, "no English model to check the type" if label else ""
+    seen = _ner_entity(scan, f, own)
+    if seen is None:
+        return _as_written(scan, f, "NER finds no entity there")
+    text, found_label, longer = seen
+    if longer:
+        return -2, f"NER sees the longer name {text!r}"
+    if found_label == label:
+        return 1, f"NER labels {text!r} {label}"
+    if _contradicts(found_label, label):
+        return -1, f"NER labels {text!r} {found_label}, not {label}"
+    return 1, f"NER sees a name in {text!r} (its {found_label} says little of a lone name)"
+
+
+def _ner_entity(
+    scan: Scan, f: Found, own: frozenset[str] = frozenset()
+) -> tuple[str, str, bool] | None:
+    """The NER entity over a find, on the find's line: its text, its label, and whether
+    it is a longer, different name (titles, the entity's own words such as "Trump
+    Administration", a possessive, digits and the capitals of a Title Case headline
+    aside)."""
+    ent = scan.entity_over(f.start, f.end)
+    if ent is None:
+        return None
+    line_start = scan.text.rfind("\n", 0, f.start) + 1
+    line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
+    word = fold(f.text)
+    seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
+    kept = [w for w in seen.split() if fold(w).rstrip(".") not in TITLES and norm(w) not in own]
+    core = fold(" ".join(kept))
+    if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"
+        core = word
+    core = _POSSESSIVE.sub("", core)
+    longer = (
+        core != word
+        and not _hyphen_part(core, word)
+        and not title_case_headline(scan, f)
+        and _more_name(seen, f.text, own)
+    )
+    return seen, ent.label_, longer
+
+
+def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
+    """Where NER does not decide: a capital inside a sentence says a name is meant."""
+    if proper_noun(scan, f):
+        return 1, f"written as a name ({why})"
+    return 0, why
+
+
+def _named_by_ner(
+    scan: Scan, f: Found, mine: Sequence[Found], own: frozenset[str]
+) -> tuple[Found, str] | None:
+    """Another person with the word in their name, as NER reads the article ("Neil
+    Duncan-Jordan ... Duncan-Jordan said"): a bare short form means that person. The
+    first find of the word in such a name, and the name."""
+    if not scan.ner or f.rule.role != "short":
+        return None
+    word = fold(f.text)
+    for o in mine:
+        if o.rule.role == "short" and fold(o.text) == word:
+            seen = _ner_entity(scan, o, own)
+            if seen is not None and seen[2] and seen[1] == "PERSON":
+                return o, seen[0]
+    return None
+
+
+def _more_name(seen: str, word: str, own: frozenset[str]) -> bool:
+    """Whether an entity span holds a capitalised word besides `word` and the entity's
+    own words, so another name."""
+    return any(
+        w[:1].isupper() and w.isalpha() and fold(w) != fold(word) and norm(w) not in own
+        for w in seen.split()
+    )
+
+
+def _contradicts(seen: str, wanted: str) -> bool:
+    """Whether an NER label speaks against the type: a place for a person ("Austin,
+    Texas"), a person for anything else. The small model often labels a lone surname an
+    organisation ("Trump", "Ishiba"), so that says little either way."""
+    if wanted == "PERSON":
+        return seen in _PLACES
+    return seen == "PERSON" or (seen in _PLACES) != (wanted in _PLACES)
+
+
+def _hyphen_part(core: str, word: str) -> bool:
+    """NER keeps a hyphenated compound whole ("Trump-Modi"): the word is one of its parts."""
+    return "-" in core and " " not in core and word in core.split("-")

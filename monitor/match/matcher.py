@@ -5,22 +5,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from spacy.language import Language
 
 from monitor.config import Watchlist
-from monitor.match.evidence import short_form_counts
-from monitor.match.names import inside, name_earlier, same_entity
-from monitor.match.normal import scan_text
-from monitor.match.phrases import Found, Phrases, Scan
+from monitor.match.evidence import settle, short_form_counts
+from monitor.match.finds import Found, Scan
+from monitor.match.names import inside
+from monitor.match.normal import fold, prepare, scan_text
+from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
 from monitor.match.snippet import quote, strength
-from monitor.match.topics import topic_hits
+from monitor.match.topics import glued_capital, topic_hits
 from monitor.models import Entry, Hit, Item, MatchResult
 
 NerLoader = Callable[[], Language | None]
-_TOKENIZER_CACHE = 200_000
 
 
 @dataclass
@@ -31,6 +30,7 @@ class Verdict:
     text: str  # the title, a blank line and the body: what hit offsets point into
     hits: list[Hit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reasons: dict[Hit, str] = field(default_factory=dict)  # what decided a hit, if not plain
     strength: str = "mention"
     matched: bool = False
 
@@ -43,7 +43,7 @@ class Verdict:
             snippet=snippet,
             highlights=highlights,
             strength=self.strength,
-            evidence=tuple(self.notes),
+            evidence=(*self.reasons.values(), *self.notes),
         )
 
 
@@ -58,10 +58,7 @@ class Matcher:
     ) -> None:
         self.watchlists = list(watchlists)
         self._ner = ner
-        # spaCy caches 10,000 tokenised chunks and then stops caching; a large watchlist
-        # alone would fill that, leaving every article word uncached.
-        tokenizer: Any = nlp.tokenizer
-        tokenizer.max_cache_size = max(tokenizer.max_cache_size, _TOKENIZER_CACHE)
+        prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
 
@@ -102,14 +99,20 @@ class Matcher:
 
     def _needs_ner(self, scan: Scan) -> bool:
         for wi, found in scan.found.items():
-            entities = self.watchlists[wi].entities
+            wl = self.watchlists[wi]
             for f in found:
-                if f.rule.role != "short" or not entities[f.rule.index].type:
+                if f.rule.kind == "topic":
+                    if f.rule.source[:1].isupper() and glued_capital(scan, f):
+                        return True
                     continue
-                mine = same_entity(f, found)
-                if not inside(f, mine, ("name", "alt", "exclude")) and not name_earlier(
-                    f, mine, scan.title_len
-                ):
+                if f.rule.role != "short" or not wl.entities[f.rule.index].type:
+                    continue
+                mine = [
+                    o for o in found if o.rule.kind == "entity" and o.rule.index == f.rule.index
+                ]
+                if inside(f, mine, ("name", "alt", "exclude")):
+                    continue
+                if settle(scan, f, wl.entities[f.rule.index], wl) is None:
                     return True
         return False
 
@@ -117,13 +120,16 @@ class Matcher:
         wl = self.watchlists[wi]
         verdict = Verdict(wl, scan.text)
         found = scan.found.get(wi, [])
-        hits: list[tuple[Found, str]] = []
+        hits: list[tuple[Found, str, str]] = []  # the find, its rule, what decided it
         groups: dict[tuple[str, int], list[Found]] = defaultdict(list)
         for f in found:  # only the terms that hit: cost must not grow with the watchlist
             groups[(f.rule.kind, f.rule.index)].append(f)
         for (kind, index), mine in sorted(groups.items()):
             if kind == "topic":
-                hits += [(f, "phrase") for f in topic_hits(wl.topics[index], mine, verdict.notes)]
+                hits += [
+                    (f, "phrase", _variant(f))
+                    for f in topic_hits(scan, wl.topics[index], mine, verdict.notes)
+                ]
                 continue
             entity = wl.entities[index]
             for f in mine:
@@ -136,26 +142,30 @@ class Matcher:
                     )
                     continue
                 if f.rule.role in ("name", "alt"):
-                    hits.append((f, "name" if f.rule.role == "name" else "alias"))
-                elif not inside(f, mine, ("name", "alt")) and short_form_counts(
-                    scan, f, entity, found, self.watchlists, verdict.notes
-                ):
-                    hits.append((f, "short form"))
-        verdict.hits = sorted(
-            (
-                Hit(
-                    term=f.rule.term(self.watchlists),
-                    kind=f.rule.kind,
-                    rule=rule,
-                    text=f.text,
-                    field="title" if f.start < scan.title_len else "body",
-                    start=f.start,
-                    end=f.end,
-                )
-                for f, rule in hits
-            ),
-            key=lambda h: h.start,
-        )
+                    if _name_form_holds(scan, f):
+                        rule = "name" if f.rule.role == "name" else "alias"
+                        hits.append((f, rule, _variant(f)))
+                elif not inside(f, mine, ("name", "alt")):
+                    why = short_form_counts(scan, f, entity, self.watchlists, verdict.notes)
+                    if why is not None:
+                        hits.append((f, "title" if f.rule.role == "title" else "short form", why))
+        for f, rule, why in sorted(hits, key=lambda h: (h[0].start, bool(h[0].rule.form))):
+            hit = Hit(
+                term=f.rule.term(self.watchlists),
+                kind=f.rule.kind,
+                rule=f"{rule} ({f.rule.form})" if f.rule.form else rule,
+                text=f.text,
+                field="title" if f.start < scan.title_len else "body",
+                start=f.start,
+                end=f.end,
+            )
+            if any(
+                (h.term, h.start, h.end) == (hit.term, hit.start, hit.end) for h in verdict.hits
+            ):
+                continue  # one span found by two forms of one term: the plainer stands
+            verdict.hits.append(hit)
+            if why:
+                verdict.reasons[hit] = why
         if not verdict.hits:
             return verdict
         verdict.strength = strength(verdict.hits, scan.lead_end)
@@ -172,3 +182,20 @@ class Matcher:
         else:
             verdict.matched = True
         return verdict
+
+
+def _variant(f: Found) -> str:
+    """How the text met the watchlist's words, where not as written."""
+    if f.rule.form:
+        return f"{f.text!r} for {f.rule.source!r}: {f.rule.form}"
+    if fold(f.text) != fold(f.rule.source):
+        return f"{f.text!r} for {f.rule.source!r}: the same words, folded and by lemma"
+    return ""
+
+
+def _name_form_holds(scan: Scan, f: Found) -> bool:
+    """A name family name first counts only as a name is written: capitalised ("Kelly
+    mark" is no Mark Kelly)."""
+    if f.rule.form != "family name first":
+        return True
+    return all(w[:1].isupper() for w in f.text.split())

@@ -1,24 +1,66 @@
-"""Person names in news style: a full name first, then the surname; a capitalised word
-glued to a surname makes another name of it; another person's full name claims a bare
-surname that follows it."""
+"""Person names in news style: a full name first, then the surname; the person's own
+given name, initials or brackets before the surname ("Lloyd J. Austin"); a courtesy or
+office title before it; a capitalised word glued to a surname makes another name of it;
+another person named in the article with that word claims a bare surname."""
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Token
 
-from monitor.match.phrases import Found, Scan
+from monitor.match.finds import Found, Scan
+from monitor.match.normal import fold
 
-# Words that may stand before a name without making it another name ("Premier Li").
-TITLES = frozenset(
-    """mr mrs ms miss dr prof sir dame lord lady president vice prime premier minister
-    secretary chancellor general gen admiral adm colonel col captain capt lieutenant
-    senator sen representative rep governor gov mayor ambassador envoy chairman
-    chairwoman chair director commissioner judge justice king queen prince princess pope
-    cardinal bishop rev father sheikh emir deputy chief spokesman spokeswoman state
-    defense defence foreign treasury finance trade climate special""".split()
+# Courtesy and office titles that say a person is meant ("Mr Sunak", "Premier Li"): news
+# style, not frequency, so a short list is the source.
+HEAD_TITLES = frozenset(
+    """mr mrs ms miss mx dr prof sir dame lord lady president premier minister secretary
+    chancellor pm general gen admiral adm colonel col captain capt lieutenant marshal
+    senator sen representative rep congressman congresswoman governor gov mayor
+    ambassador envoy chairman chairwoman chair director commissioner judge justice king
+    queen prince princess emperor pope cardinal bishop rev ayatollah sheikh emir imam
+    rabbi spokesman spokeswoman leader""".split()
 )
+# Words that may stand before a name inside a title without making it another name.
+TITLES = HEAD_TITLES | frozenset(
+    """vice prime deputy chief state defense defence foreign treasury finance trade
+    climate special supreme crown field interim acting""".split()
+)
+# Words before a title that make it another holder's ("former president").
+_PAST = frozenset("former ex late then outgoing".split())  # as written: "later" is no "late"
+# Capitalised by spelling, not as names: "On Saturday Young scored".
+_CALENDAR = frozenset(n.lower() for n in (*calendar.day_name, *calendar.month_name) if n)
+_TITLE_CASE = 0.6  # share of capitalised headline words above which capitals tell nothing
+_OPENERS = frozenset(""". ! ? " “ : « „ ‘ ' ( [ — – |""".split())
+_SUFFIXES = frozenset("jr jr. sr sr. ii iii iv".split())
+_PARTICLES = frozenset(
+    "da de di do dos das del della du la le van von der den bin bint ibn al el".split()
+)
+
+
+@dataclass(frozen=True)
+class NameParts:
+    family: str
+    given: tuple[str, ...]
+
+
+def name_parts(name: str) -> NameParts | None:
+    """A person's family name (the last word, less "Jr." and the like) and given names
+    (less initials and particles such as "da", "bin"); None for a one-word name."""
+    words = name.split()
+    while words and words[-1].lower() in _SUFFIXES:
+        words.pop()
+    if len(words) < 2:
+        return None
+    given = tuple(
+        w
+        for w in words[:-1]
+        if w.lower() not in _PARTICLES and len(w.strip(".")) > 1 and not w.endswith(".")
+    )
+    return NameParts(words[-1], given)
 
 
 def same_entity(f: Found, found: Iterable[Found]) -> list[Found]:
@@ -46,52 +88,168 @@ def name_earlier(f: Found, mine: Iterable[Found], title_len: int) -> bool:
     return any(o.end <= f.start for o in names)
 
 
-def other_name_earlier(scan: Scan, f: Found, mine: Iterable[Found]) -> str | None:
-    """A bare short form after another full name with the same word ("Robin Li ... Li
-    said") means that person."""
+def other_name(
+    scan: Scan, f: Found, mine: Iterable[Found], own: frozenset[str] = frozenset()
+) -> tuple[Found, str] | None:
+    """A bare short form in an article that names another person with the same word in
+    full ("Robin Li ... Li said") means that person: the first find of the word that
+    stands in another name, and that name. A name the watchlist excludes ("Melania
+    Trump") is declared not to be the entity, and claims nothing."""
+    word = fold(f.text)
+    mine = list(mine)
     for earlier in mine:
-        if earlier.rule.role == "short" and earlier.end <= f.start:
-            vote, _ = shape_vote(scan, earlier)
+        if (
+            earlier.rule.role == "short"
+            and fold(earlier.text) == word
+            and not inside(earlier, mine, ("exclude",))
+        ):
+            vote, _ = shape_vote(scan, earlier, own)
             if vote < 0:
-                return _glued_name(scan, earlier)
+                return earlier, _glued_name(scan, earlier)
     return None
 
 
 def _glued_name(scan: Scan, f: Found) -> str:
     doc = scan.doc
     start, end = f.tok_start, f.tok_end
-    if start > 0 and doc[start - 1].is_title:
+    if start > 0 and _capital(doc[start - 1]):
         start -= 1
-    if end < len(doc) and doc[end].is_title:
+    if end < len(doc) and _capital(doc[end]):
         end += 1
     return doc[start:end].text
 
 
-def shape_vote(scan: Scan, f: Found) -> tuple[int, str]:
-    """A capitalised non-title word glued to the short form makes it part of another name.
-    Title Case headlines capitalise every word, so they tell nothing."""
+def title_case_headline(scan: Scan, f: Found) -> bool:
+    """Title Case headlines capitalise every word, so capitals in them tell nothing."""
+    if f.start >= scan.title_len:
+        return False
+    if scan.title_case is None:
+        words = []
+        for t in scan.doc:
+            if t.idx >= scan.title_len:
+                break
+            if t.is_alpha:
+                words.append(t.is_title or t.is_upper)
+        scan.title_case = bool(words) and sum(words) / len(words) > _TITLE_CASE
+    return scan.title_case
+
+
+def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple[int, str]:
+    """A capitalised non-title word glued to the short form makes it part of another
+    name; so does one glued to a double-barrelled name it stands in ("Neil
+    Duncan-Jordan"), and initials ("A.L. Kennedy"). Words in `own` (the norms of the
+    entity's own names, context and titles: "Trump Administration") and the names of
+    days and months do not."""
+    if title_case_headline(scan, f):
+        return 0, ""
     doc = scan.doc
-    if f.start < scan.title_len:
-        words = [t for t in doc if t.idx < scan.title_len and t.is_alpha]
-        if words and sum(t.is_title for t in words) / len(words) > 0.6:
-            return 0, ""
-    after = doc[f.tok_end] if f.tok_end < len(doc) else None
-    before = doc[f.tok_start - 1] if f.tok_start > 0 else None
+    start, end = f.tok_start, f.tok_end
+    if start >= 2 and doc[start - 1].text == "-" and _capital(doc[start - 2]):
+        start -= 2
+    elif end + 1 < len(doc) and doc[end].text == "-" and _capital(doc[end + 1]):
+        end += 2
+    after = doc[end] if end < len(doc) else None
+    before = doc[start - 1] if start > 0 else None
     for neighbour in (after, before):
         if (
             neighbour is not None
-            and neighbour.is_title
-            and neighbour.is_alpha
-            and neighbour.lower_ not in TITLES
-            and not (neighbour is before and _sentence_initial(doc, f.tok_start - 1))
+            and (_capital(neighbour) or (neighbour is before and _initials(neighbour)))
+            and neighbour.norm_ not in TITLES
+            and neighbour.norm_ not in own
+            and neighbour.lower_ not in _CALENDAR
+            and not (neighbour is before and sentence_initial(doc, start - 1))
         ):
             return -2, f"glued to {neighbour.text!r}, so part of another name"
     return 0, ""
 
 
-def _sentence_initial(doc: Doc, i: int) -> bool:
+def _initials(t: Token) -> bool:
+    return (
+        t.text.endswith(".")
+        and t.text.replace(".", "").isalpha()
+        and t.text[0].isupper()
+        and len(t.text.replace(".", "")) <= 3
+    )
+
+
+def _capital(t: Token) -> bool:
+    return t.is_alpha and t.text[0].isupper() and not t.is_upper
+
+
+def title_before(doc: Doc, i: int) -> str | None:
+    """The courtesy or office title right before token i ("President", "Mr"), if any."""
+    if i == 0:
+        return None
+    prev = doc[i - 1]
+    word = prev.norm_.rstrip(".")
+    if word in HEAD_TITLES and (i < 2 or fold(doc[i - 2].text) not in _PAST):
+        return prev.text
+    return None
+
+
+def past_holder(doc: Doc, i: int) -> bool:
+    """Whether the title starting at token i is a former holder's ("former president",
+    "ex-president")."""
+    j = i - 1
+    while j >= 0 and doc[j].text == "-":
+        j -= 1
+    return j >= 0 and fold(doc[j].text) in _PAST
+
+
+def proper_noun(scan: Scan, f: Found) -> bool:
+    """Written as a name is: capitalised inside a sentence (not at its start, not in a
+    Title Case headline), so not the common word ("Rice" of "Rice prices rose")."""
+    doc = scan.doc
+    return (
+        f.text[:1].isupper()
+        and not f.text.isupper()
+        and not sentence_initial(doc, f.tok_start)
+        and not title_case_headline(scan, f)
+    )
+
+
+def sentence_initial(doc: Doc, i: int) -> bool:
     """Capitals at the start of a sentence or a line say nothing about names."""
     if i == 0:
         return True
     prev = doc[i - 1]
-    return prev.text in (".", "!", "?", '"', "“", ":") or (prev.is_space and "\n" in prev.text)
+    return prev.text in _OPENERS or (prev.is_space and "\n" in prev.text)
+
+
+def own_name_before(doc: Doc, i: int, given: Iterable[str]) -> str | None:
+    """The entity's own given name written before the family name at token i, as news
+    writes it: with initials, a middle name or brackets between ("Lloyd J. Austin",
+    "[Donald] Trump"), a given name left out ("Tayyip Erdogan" for Recep Tayyip Erdogan)
+    or spelt another way ("Massoud" for Masoud, "Vladmir" for Vladimir). The words from
+    that given name on, or None."""
+    own = [fold(g) for g in given]
+    j, middle = i - 1, 0
+    while j >= 0 and i - j <= 5:
+        t = doc[j]
+        if t.text in ("[", "]", "(", ")") or (len(t.text.rstrip(".")) == 1 and t.text[0].isupper()):
+            j -= 1
+            continue
+        if not _capital(t):
+            return None
+        if any(_close(fold(t.text), g) for g in own):
+            return doc[j:i].text
+        middle += 1
+        if middle > 1:
+            return None
+        j -= 1
+    return None
+
+
+def _close(a: str, b: str) -> bool:
+    """The same name in another spelling: at most one edit apart (two for long names)."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 2 or min(len(a), len(b)) < 4:
+        return False
+    allowed = 2 if min(len(a), len(b)) >= 7 else 1
+    row = list(range(len(b) + 1))
+    for x, ca in enumerate(a, 1):
+        prev, row[0] = row[0], x
+        for y, cb in enumerate(b, 1):
+            prev, row[y] = row[y], min(row[y] + 1, row[y - 1] + 1, prev + (ca != cb))
+    return row[-1] <= allowed

@@ -1,61 +1,48 @@
 """Phrases: every term of every watchlist in one PhraseMatcher, keyed on each word's
 normal form, so a pass costs about the same for ten terms as for ten thousand; and the
-finds of one article."""
+finds of one article.
+
+Besides the words as written, a rule is made for each form a newsroom writes them in:
+a name's hyphens as spaces ("Ocasio Cortez"), a Korean given name hyphenated ("Kim
+Jong-un"), a two-word person's name family name first ("Takaichi Sanae"); a topic
+phrase's hyphen, space and closed forms ("cyber-attack", "cyber attack", "cyberattack",
+and a closed compound split where both halves are common English words); a prefix form
+(`hack*`) for every word of the vocabulary that begins with it, added as the word is
+first seen, so it costs nothing per article.
+"""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from spacy.attrs import ORTH
+from spacy.attrs import NORM, ORTH
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-from monitor.config import Topic, Watchlist
-from monitor.match.normal import SENTENCE_END, scan_text, stem
-from monitor.match.prefilter import key_of
+from monitor.config import Entity, Topic, Watchlist
+from monitor.match.finds import Found, Rule, Scan
+from monitor.match.names import name_parts
+from monitor.match.normal import SENTENCE_END, fold, inflections, norm, scan_text
+from monitor.match.prior import common_word
+from monitor.match.scripts import INFLECTION_LETTERS, Unspaced, inflected_stem, non_latin
+from monitor.match.scripts import unspaced as is_unspaced
 from monitor.models import Item
 
 # Roles that can make a match on their own; the others only weigh or veto one.
-_PRIMARY = frozenset(("name", "alt", "short", "phrase", "all", "near_a", "near_b"))
+_PRIMARY = frozenset(("name", "alt", "short", "title", "phrase", "all", "near_a", "near_b"))
 _LEAD_CHARS = 300
-
-
-@dataclass(frozen=True)
-class Rule:
-    wl: int
-    kind: str  # "entity" or "topic"
-    index: int  # the entity's or topic's position in its watchlist
-    role: str  # name alt short exclude context | phrase all none near_a near_b
-    group: int = -1  # the all_of group
-
-    def term(self, watchlists: Sequence[Watchlist]) -> str:
-        wl = watchlists[self.wl]
-        return (wl.entities[self.index] if self.kind == "entity" else wl.topics[self.index]).name
-
-
-@dataclass(frozen=True)
-class Found:
-    rule: Rule
-    tok_start: int
-    tok_end: int
-    start: int
-    end: int
-    text: str
-
-
-@dataclass
-class Scan:
-    item: Item
-    text: str
-    title_len: int
-    lead_end: int
-    doc: Doc
-    found: dict[int, list[Found]]  # by watchlist
-    ner: Any = None
+_LCP_KEY = 3  # a common start shorter than this is a weaker key than the words themselves
+_FLUSH = 10_000  # phrases tokenised in one doc
+_KEY = "monitor-term"
+_SPLIT = re.compile(r"[\s\-‐–]+")
+_NAME_ALONE = 3  # letters a name needs to stand on its own
+_SYLLABLE = 4  # letters: a Korean given name's syllables ("Jong Un", "Jae myung") are short
+_COMPOUND_ZIPF = 3.5  # both halves of a closed compound at least this common in English
 
 
 class Phrases:
@@ -65,69 +52,243 @@ class Phrases:
         self._nlp = nlp
         self._normalised: set[int] = set()
         self._matcher = PhraseMatcher(nlp.vocab, attr="NORM")
-        self._rules: dict[int, list[Rule]] = defaultdict(list)
-        self.keys: set[str] = set()  # one per primary phrase, for the prefilter
+        # every pattern under one key, told apart by its words' NORM ids: a key of its own
+        # would cost a vocabulary entry per pattern
+        self._rules: dict[tuple[int, ...], list[Rule]] = {}
+        self._new: list[list[int]] = []
+        self._keyed: set[tuple[int, ...]] = set()
+        self._building = True
+        self._word_norms: dict[str, int] = {}  # while building
+        self._unspaced = Unspaced()
+        # prefix forms: folded prefix -> (words before it, rule, most letters after it)
+        self._prefixes: dict[str, list[tuple[tuple[str, ...], Rule, int | None]]] = {}
+        self._prefix_lengths: list[int] = []
+        self.keys: set[str] = set()  # for the prefilter: one of them is in any match
+        self._pending: list[tuple[str, Rule, bool]] | None = []
         for wi, wl in enumerate(watchlists):
             for ei, entity in enumerate(wl.entities):
-                self._add(entity.name, Rule(wi, "entity", ei, "name"))
-                name_words = {stem(w) for w in self._words(entity.name)}
-                for alias in entity.aliases:
-                    words = [stem(w) for w in self._words(alias)]
-                    short = len(words) == 1 or set(words) <= name_words
-                    self._add(alias, Rule(wi, "entity", ei, "short" if short else "alt"))
-                for phrase in entity.exclude:
-                    self._add(phrase, Rule(wi, "entity", ei, "exclude"))
-                for phrase in entity.context:
-                    self._add(phrase, Rule(wi, "entity", ei, "context"))
+                self._add_entity(wi, ei, entity)
             for ti, topic in enumerate(wl.topics):
                 self._add_topic(wi, ti, topic)
+        self._flush()
 
-    def _words(self, phrase: str) -> list[str]:
-        return [t.text for t in self._nlp.make_doc(phrase) if not t.is_punct]
+    @staticmethod
+    def _words(phrase: str) -> list[str]:
+        """A phrase's words, as far as telling short forms from full names goes."""
+        return [w for w in _SPLIT.split(phrase) if w.strip(".,;:'’()")]
+
+    def _add_entity(self, wi: int, ei: int, entity: Entity) -> None:
+        def rule(role: str, form: str = "", source: str = "") -> Rule:
+            return Rule(wi, "entity", ei, role, form=form, source=source or entity.name)
+
+        person = entity.type == "PERSON"
+        self._add_name(entity.name, rule("name"), person)
+        parts = name_parts(entity.name) if person else None
+        name_norms = {norm(w) for w in self._words(entity.name)}
+        declared = {norm(a) for a in entity.aliases}
+        for alias in entity.aliases:
+            words = [norm(w) for w in self._words(alias.rstrip("*"))]
+            if non_latin(alias) and not non_latin(entity.name):
+                # how that press writes the name: counts like the name
+                self._add_script(alias, rule("alt", "another script", alias))
+            elif len(words) == 1 or set(words) <= name_norms:
+                self._add_phrase(alias, rule("short", source=alias))
+            else:
+                self._add_name(alias, rule("alt", source=alias), person)
+        if parts is not None and parts.given:
+            # two letters are too few for a name on its own ("Un" of Kim Jong Un, "Yi")
+            for word, form in [(parts.family, "last name")] + [
+                (g, "first name") for g in parts.given
+            ]:
+                if len(word) >= _NAME_ALONE and norm(word) not in declared:
+                    self._add(word, rule("short", form, word))
+                    declared.add(norm(word))
+        for title in entity.titles:
+            self._add_phrase(title, rule("title", "declared title", title))
+        for phrase in entity.exclude:
+            self._add_phrase(phrase, rule("exclude", source=phrase))
+        for phrase in entity.context:
+            self._add_phrase(phrase, rule("context", source=phrase))
+
+    def _add_name(self, name: str, rule: Rule, person: bool) -> None:
+        """A name as written, its hyphens as spaces, a Korean given name hyphenated, and a
+        two-word person's name family name first."""
+        if is_unspaced(name):
+            self._add_script(name, rule)
+            return
+        self._add(name, rule)
+        words = name.replace("-", " ").split()
+        if "-" in name:
+            self._add(" ".join(words), _with(rule, "hyphen as space"))
+        if person and len(words) >= 3 and all(len(w) <= _SYLLABLE for w in words[-2:]):
+            self._add(" ".join(words[:-2] + ["-".join(words[-2:])]), _with(rule, "hyphenated"))
+        if person and len(words) == 2 and "-" not in name:
+            self._add(f"{words[1]} {words[0]}", _with(rule, "family name first"))
 
     def _add_topic(self, wi: int, ti: int, topic: Topic) -> None:
+        def rule(role: str, phrase: str, group: int = -1) -> Rule:
+            return Rule(wi, "topic", ti, role, group, source=phrase)
+
         for phrase in topic.phrases:
-            self._add_variants(phrase, Rule(wi, "topic", ti, "phrase"))
+            self._add_phrase(phrase, rule("phrase", phrase), variants=True)
         for gi, group in enumerate(topic.all_of):
             for phrase in group:
-                self._add_variants(phrase, Rule(wi, "topic", ti, "all", gi))
+                self._add_phrase(phrase, rule("all", phrase, gi), variants=True)
         for phrase in topic.none_of:
-            self._add_variants(phrase, Rule(wi, "topic", ti, "none"))
+            self._add_phrase(phrase, rule("none", phrase), variants=True)
         if topic.near is not None:
             for phrase in topic.near.a:
-                self._add_variants(phrase, Rule(wi, "topic", ti, "near_a"))
+                self._add_phrase(phrase, rule("near_a", phrase), variants=True)
             for phrase in topic.near.b:
-                self._add_variants(phrase, Rule(wi, "topic", ti, "near_b"))
+                self._add_phrase(phrase, rule("near_b", phrase), variants=True)
+
+    def _add_phrase(self, phrase: str, rule: Rule, variants: bool = False) -> None:
+        if phrase.endswith("*"):
+            self._add_prefix(phrase[:-1], _with(rule, f"prefix {phrase}"), None)
+        elif is_unspaced(phrase) or non_latin(phrase):
+            self._add_script(phrase, rule)
+        elif variants:
+            self._add_variants(phrase, rule)
+        else:
+            self._add(phrase, rule)
+
+    def _add_script(self, phrase: str, rule: Rule) -> None:
+        """An alias or phrase in another script: a substring where words are not spaced,
+        else a phrase whose Cyrillic last word may take an ending."""
+        if phrase.endswith("*"):
+            self._add_prefix(phrase[:-1], _with(rule, f"prefix {phrase}"), None)
+        elif is_unspaced(phrase):
+            self._unspaced.add(phrase, rule)
+            if rule.role in _PRIMARY:
+                self.keys.add(fold(phrase))
+        else:
+            self._add(phrase, rule)
+            words = self._words(phrase)
+            stem = inflected_stem(fold(words[-1])) if words and not words[-1].isupper() else None
+            if stem is not None:
+                self._add_prefix(
+                    " ".join([*words[:-1], stem]), _with(rule, "inflected"), INFLECTION_LETTERS
+                )
 
     def _add_variants(self, phrase: str, rule: Rule) -> None:
         """Topic phrases also match their hyphen and spacing variants: "mil-to-mil",
-        "mil to mil"; "cyber security", "cyber-security", "cybersecurity"."""
+        "mil to mil"; "cyber security", "cyber-security", "cybersecurity"; and a closed
+        compound of two common words its open forms ("cyberattack": "cyber-attack")."""
         words = phrase.replace("-", " ").split()
+        if len(words) == 1:
+            split = _compound(words[0])
+            if split:
+                words = list(split)
         variants = {phrase}
         if "-" in phrase or len(words) == 2:
             variants |= {" ".join(words), "-".join(words), "".join(words)}
-        for variant in variants:
-            self._add(variant, rule)
+        for variant in sorted(variants):
+            self._add(variant, rule if variant == phrase else _with(rule, "spelt " + variant))
 
-    def _add(self, phrase: str, rule: Rule) -> None:
-        pattern = self._normalise(self._nlp.make_doc(phrase))
-        name = "term:" + " ".join(t.norm_ for t in pattern)
-        match_id = self._nlp.vocab.strings.add(name)
-        if match_id not in self._rules:
-            self._matcher.add(name, [pattern])
-        if rule not in self._rules[match_id]:
-            self._rules[match_id].append(rule)
+    def _add_prefix(self, before: str, rule: Rule, most: int | None) -> None:
+        """A prefix form: its last word is a prefix; words of the vocabulary that begin
+        with it become phrases as they are first seen."""
+        words = self._words(before) or [before]
+        prefix = fold(words[-1])
+        self._prefixes.setdefault(prefix, []).append((tuple(words[:-1]), rule, most))
         if rule.role in _PRIMARY:
-            self.keys.add(key_of([t.norm_ for t in pattern]))
+            self.keys.add(max([prefix, *(_word_key(norm(w)) for w in words[:-1])], key=len))
+        for orth in list(self._normalised):  # words already seen
+            self._expand(self._nlp.vocab[orth].orth_, prefixes={prefix})
+
+    def _expand(self, word: str, prefixes: set[str] | None = None) -> None:
+        folded = fold(word)
+        for length in self._prefix_lengths if prefixes is None else [len(p) for p in prefixes]:
+            if length > len(folded):
+                break
+            for before, rule, most in self._prefixes.get(folded[:length], ()):
+                if most is None or len(folded) - length <= most:
+                    self._add(" ".join([*before, word]), rule, key=False)
+
+    def _add(self, phrase: str, rule: Rule, key: bool = True) -> None:
+        if self._pending is not None:  # while building: tokenised all at once in _flush
+            self._pending.append((phrase, rule, key))
+            return
+        pattern = self._normalise(self._nlp.make_doc(phrase))
+        self._add_pattern([t.norm for t in pattern if not t.is_space], rule, key)
+
+    def _flush(self) -> None:
+        """Tokenises the watchlists' phrases: one of plain words (letters only, no
+        tokenizer exception) word by word, the others in one doc, one phrase a line; one
+        tokenizer call and one Doc instead of one each per phrase."""
+        pending, self._pending = self._pending or [], None
+        self._prefix_lengths = sorted({len(p) for p in self._prefixes})
+        tokenizer: Any = self._nlp.tokenizer
+        special = tokenizer.rules or {}
+        rest = []
+        for phrase, rule, key in pending:
+            words = phrase.split(" ")
+            if all(w.isalpha() and w not in special for w in words):
+                self._add_pattern([self._norm_of(w) for w in words], rule, key)
+            else:
+                rest.append((phrase, rule, key))
+        for at in range(0, len(rest), _FLUSH):
+            chunk = rest[at : at + _FLUSH]
+            doc = self._normalise(tokenizer("\n".join(p for p, _, _ in chunk)))
+            norms = doc.to_array(NORM).tolist()
+            breaks = [t.i for t in doc if t.is_space and "\n" in t.text]
+            starts, ends = [0] + [b + 1 for b in breaks], [*breaks, len(doc)]
+            spaces = {t.i for t in doc if t.is_space}
+            for (_, rule, key), start, end in zip(chunk, starts, ends, strict=True):
+                ids = [norms[i] for i in range(start, end) if i not in spaces]
+                self._add_pattern(ids, rule, key)
+        self._building = False
+        self._word_norms = {}
+        self._commit()
+
+    def _norm_of(self, word: str) -> int:
+        known = self._word_norms.get(word)
+        if known is not None:
+            return known
+        lexeme = self._nlp.vocab[word]
+        if lexeme.orth not in self._normalised:
+            self._normalised.add(lexeme.orth)
+            lexeme.norm_ = norm(word)
+            if self._prefix_lengths:
+                self._expand(word)
+        self._word_norms[word] = int(lexeme.norm)
+        return int(lexeme.norm)
+
+    def _add_pattern(self, ids: list[int], rule: Rule, key: bool) -> None:
+        if not ids:
+            return
+        ids_of = tuple(ids)
+        rules = self._rules.get(ids_of)
+        if rules is None:
+            rules = self._rules[ids_of] = []
+            self._new.append(ids)
+            if not self._building:
+                self._commit()
+        if rule not in rules:
+            rules.append(rule)
+        if key and rule.role in _PRIMARY and ids_of not in self._keyed:
+            self._keyed.add(ids_of)
+            strings = self._nlp.vocab.strings
+            self.keys |= _phrase_keys([w for w in map(strings.__getitem__, ids) if _is_word(w)])
+
+    def _commit(self) -> None:
+        """Hands the new patterns to the PhraseMatcher, all at once."""
+        if self._new:
+            matcher: Any = self._matcher  # takes the NORM ids of a pattern as well as a Doc
+            matcher.add(_KEY, self._new)
+            self._new = []
 
     def _normalise(self, doc: Doc) -> Doc:
-        """Sets each new word's NORM to its stem, once per vocabulary entry."""
+        """Sets each new word's NORM, once per vocabulary entry, and makes the phrases of
+        the prefix forms it completes."""
         seen = self._normalised
         vocab = self._nlp.vocab
         for orth in set(doc.to_array(ORTH).tolist()) - seen:
             seen.add(orth)
             lexeme = vocab[orth]
-            lexeme.norm_ = stem(lexeme.lower_)
+            lexeme.norm_ = norm(lexeme.orth_)
+            if self._prefix_lengths and lexeme.is_alpha:
+                self._expand(lexeme.orth_)
         return doc
 
     def scan(self, item: Item, wanted: set[int]) -> Scan:
@@ -136,15 +297,85 @@ class Phrases:
         text = scan_text(item)
         doc = self._normalise(self._nlp.make_doc(text))
         found: dict[int, list[Found]] = defaultdict(list)
-        for match_id, start, end in self._matcher(doc):
-            first, last = doc[start], doc[end - 1]
-            begin, finish = first.idx, last.idx + len(last.text)
-            for rule in self._rules[match_id]:
+        norms = doc.to_array(NORM)
+        matches = [
+            (rule, start, end)
+            for _, start, end in self._matcher(doc)
+            for rule in self._rules[tuple(norms[start:end].tolist())]
+            if rule.wl in wanted
+        ]
+        # a short form inside its own entity's full name ("Blinken" in "Antony Blinken")
+        # is that name, nothing more: left out here, it costs nothing later
+        names: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for rule, start, end in matches:
+            if rule.role in ("name", "alt"):
+                names[(rule.wl, rule.index)].append((start, end))
+        for rule, start, end in matches:
+            if rule.role == "short" and any(
+                s <= start and end <= e for s, e in names.get((rule.wl, rule.index), ())
+            ):
+                continue
+            begin, finish = doc[start].idx, doc[end - 1].idx + len(doc[end - 1])
+            found[rule.wl].append(Found(rule, start, end, begin, finish, text[begin:finish]))
+        for begin, finish, rules in self._unspaced.finditer(text):
+            span = doc.char_span(begin, finish, alignment_mode="expand")
+            if span is None:
+                continue
+            for rule in rules:
                 if rule.wl in wanted:
                     found[rule.wl].append(
-                        Found(rule, start, end, begin, finish, text[begin:finish])
+                        Found(rule, span.start, span.end, begin, finish, text[begin:finish])
                     )
         body_start = len(title) + 2
         lead = SENTENCE_END.search(text, body_start + 1)
         lead_end = min(lead.end() if lead else len(text), body_start + _LEAD_CHARS)
         return Scan(item, text, len(title), lead_end, doc, found)
+
+
+def _with(rule: Rule, form: str) -> Rule:
+    return Rule(rule.wl, rule.kind, rule.index, rule.role, rule.group, form, rule.source)
+
+
+def _compound(word: str) -> tuple[str, str] | None:
+    """A closed compound's halves, where both are common English words ("cyber",
+    "attack"); None for a word that is not one ("embargo", "tariff")."""
+    w = word.lower()
+    if not w.isalpha() or len(w) < 7:
+        return None
+    best = max(
+        ((min(common_word(w[:i]), common_word(w[i:])), i) for i in range(3, len(w) - 2)),
+        default=(0.0, 0),
+    )
+    return (w[: best[1]], w[best[1] :]) if best[0] >= _COMPOUND_ZIPF else None
+
+
+def _is_word(norm_text: str) -> bool:
+    return norm_text.isalnum() or any(c.isalnum() for c in norm_text)
+
+
+@cache
+def _word_key(n: str) -> str:
+    """A string every word with the norm `n` holds: the longest common start of the
+    words with that lemma, and of the norm less a final "y" (the S-stemmer's plurals)."""
+    forms = {n[:-1] if n.endswith("y") and len(n) > 1 else n, *inflections().get(n, ())}
+    start: str = min(forms)
+    end: str = max(forms)
+    i = 0
+    while i < min(len(start), len(end)) and start[i] == end[i]:
+        i += 1
+    return start[:i]
+
+
+def _phrase_keys(norms: Sequence[str]) -> set[str]:
+    """The keys of a phrase: the longest common start of its longest-keyed word, or,
+    where that is short, every word with that word's lemma."""
+    if not norms:
+        return {""}
+    if len(norms) == 1:
+        best = norms[0]
+        key = _word_key(best)
+    else:
+        key, best = max(((_word_key(n), n) for n in norms), key=lambda kn: len(kn[0]))
+    if len(key) >= _LCP_KEY or key == best:
+        return {key}
+    return {best[:-1] if best.endswith("y") else best, *inflections().get(best, ())}

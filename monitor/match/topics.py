@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 from monitor.config import Topic
-from monitor.match.phrases import Found
+from monitor.match.finds import Found, Scan
+from monitor.match.names import proper_noun, shape_vote
 
 
-def topic_hits(topic: Topic, found: list[Found], notes: list[str]) -> list[Found]:
+def topic_hits(scan: Scan, topic: Topic, found: list[Found], notes: list[str]) -> list[Found]:
     by_role: dict[str, list[Found]] = defaultdict(list)
     for f in found:
+        if f.rule.role != "none" and _in_a_name(scan, f):
+            notes.append(f"topic {topic.name!r}: {f.text!r} at {f.start} is part of a name")
+            continue
         by_role[f.rule.role].append(f)
     if not found:
         return []
@@ -34,3 +38,28 @@ def topic_hits(topic: Topic, found: list[Found], notes: list[str]) -> list[Found
             return []
         hits += [x for pair in pairs[:1] for x in pair]
     return hits
+
+
+def glued_capital(scan: Scan, f: Found) -> bool:
+    """A one-word find written as a name inside a sentence and glued to another
+    capitalised word: perhaps part of a name."""
+    return f.tok_end - f.tok_start == 1 and proper_noun(scan, f) and shape_vote(scan, f)[0] < 0
+
+
+def _in_a_name(scan: Scan, f: Found) -> bool:
+    """A phrase the watchlist writes in lower case, glued that way, is part of a name
+    ("Tonya Hacker", "Jonathan Hackett"); one it writes capitalised ("Kashmir") is, when
+    the NER model reads a longer person's name there ("Kashmir Hill"). A capitalised
+    phrase of several words is a title ("The Equifax Data Breach"), not a name."""
+    if not glued_capital(scan, f):
+        return False
+    if f.rule.source[:1].islower():
+        return True
+    ent = scan.entity_over(f.start, f.end)
+    return (
+        ent is not None
+        and ent.label_ == "PERSON"
+        and ent.start_char <= f.start
+        and f.end <= ent.end_char
+        and (ent.start_char, ent.end_char) != (f.start, f.end)
+    )
