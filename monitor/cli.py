@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from monitor import config as config_mod
-from monitor import fetch, logs, parse, runtime
+from monitor import fetch, logs, runtime
 from monitor.archive import Archive
 from monitor.config import Config, Watchlist
 from monitor.db import conninfo, make_engine, migrate, revision_of
@@ -340,6 +340,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _load_items(source: str, cfg: Config) -> list[Item]:
+    from monitor import parse  # feedparser, for this command only
+
     if source.startswith(("http://", "https://")):
         http = cfg.settings.http
         with fetch.http_client(cfg.settings) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
@@ -171,6 +171,7 @@ class Database:
             raise StoreError(f"database error: {exc}") from exc
 
     def _insert(self, model: type[SQLModel] | Table) -> Any:
-        """INSERT that understands ON CONFLICT DO NOTHING on both databases."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(model)
+        """INSERT that understands ON CONFLICT DO NOTHING on both databases (from the
+        engine's own dialect: importing PostgreSQL's for SQLite costs start-up time)."""
+        name = "postgresql" if self.engine.dialect.name == "postgresql" else "sqlite"
+        return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(model)

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import httpx
 
-from monitor import dedupe, fetch, health, parse
+from monitor import dedupe, fetch, health
 from monitor.alert import Alerter
 from monitor.config import Config, Settings, Watchlist
 from monitor.digests import Digests
@@ -171,6 +171,8 @@ def process(feed: FeedState, fetched: Fetched, deps: Processing) -> FeedOutcome:
             elapsed=fetched.elapsed,
         )
         return FeedOutcome(feed.name, True, 304, record=record, elapsed=fetched.elapsed)
+    from monitor import parse  # feedparser: a poll where every feed answers 304 needs none
+
     parsed = parse.parse(fetched)
     entries = [dedupe.identify(item) for item in parsed.items]
     if parsed.warning:

@@ -32,7 +32,13 @@ from monitor.service import processor_for
 
 log = logging.getLogger(__name__)
 # What the fork server imports once, so that a worker starts in milliseconds, not seconds.
-_PRELOAD = ["monitor.runtime.passes", "monitor.match", "spacy.lang.en"]
+_PRELOAD = [
+    "monitor.runtime.passes",
+    "monitor.parse",
+    "numpy",
+    "monitor.match",
+    "spacy.lang.en",
+]
 _READY = "ready"
 _STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its feed
 
