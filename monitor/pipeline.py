@@ -40,7 +40,7 @@ from monitor.store import Store
 
 log = logging.getLogger(__name__)
 _RECORD_BATCH = 200  # poll results written per transaction
-POOL_AFTER = 2.0  # seconds of processing waiting here before pass workers are worth starting
+_POOL_AFTER = 2.0  # seconds of processing waiting here before pass workers are worth starting
 _FIRST_GUESS = 0.02  # seconds a body takes to process, until one has been timed here
 _LINGER = 0.05  # seconds a step waits for more answers of a burst before writing them
 
@@ -461,7 +461,7 @@ class Poller:
         local = self._local
         waiting = len(self._sure) + (local.waiting if local is not None else 0)
         cost = local.cost if local is not None else _FIRST_GUESS
-        if waiting * cost < POOL_AFTER:
+        if waiting * cost < _POOL_AFTER:
             return
         log.info(
             "pass workers starting",
@@ -474,10 +474,11 @@ class Poller:
 
     def _to_pool(self, pool: FeedPool, body: _Body) -> None:
         def done(future: Future[FeedOutcome]) -> None:
-            outcome: FeedOutcome | None = None
-            if future.cancelled() or self._stop.is_set() and future.exception() is not None:
+            exc = None if future.cancelled() else future.exception()
+            outcome: FeedOutcome | None
+            if future.cancelled() or (exc is not None and self._stop.is_set()):
                 outcome = None  # the pool closed, or a stop ended its worker: due again
-            elif (exc := future.exception()) is not None:
+            elif exc is not None:
                 outcome = _failed(body.feed, exc, body.deps)
             else:
                 outcome = future.result()
