@@ -164,11 +164,14 @@ SANCTIONS_FILE = 10_000  # entities a watchlist file: config.py refuses files ov
 def sanctions(n: int, rng: random.Random) -> list[dict[str, Any]]:
     """Watchlists shaped like a sanctions list: people with transliterated and reordered
     names, and companies with a shorter form and an acronym (a typed short form); split
-    into files of SANCTIONS_FILE entities, all alerting one channel."""
+    into files of SANCTIONS_FILE entities, all alerting one channel. The names end in a
+    consonant, which no word of the articles does: like most of a real list, they are
+    not in the day's news (the articles' own terms still alert)."""
     swaps = [("v", "w"), ("i", "y"), ("k", "c"), ("ou", "u"), ("e", "a")]
+    endings = ["ov", "ev", "in", "ski", "enko", "ian", "ar", "ul"]
 
     def word() -> str:
-        return rng.choice(WORDS).capitalize()
+        return (rng.choice(WORDS) + rng.choice(endings)).capitalize()
 
     def variant(name: str) -> str:
         a, b = rng.choice(swaps)
