@@ -2,7 +2,8 @@
 
 A poll where every feed answers 304 builds no matcher, imports neither spaCy nor Alembic
 nor slack-sdk, and starts no worker process; a poll with many changed feeds hands them
-to pass workers, and every alert still goes out once. (How fast is bench/poll.py's.)
+to pass workers, and every alert still goes out once, whatever is killed when. (How
+fast is bench/poll.py's.)
 """
 
 from __future__ import annotations
@@ -138,3 +139,51 @@ def test_polls_killed_at_random_moments_lose_and_double_nothing(
         assert conn.execute("SELECT count(*) FROM article").fetchone() == (110,)
     titles = sorted(str(m["text"]).split(" http")[0] for m in slack.messages)
     assert titles == sorted(f"Qin Gang in town {f}" for f in range(0, 110, 5))
+
+
+def pass_workers(root: int) -> list[int]:
+    """The pass worker processes under `root`: the fork server's children."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"forkserver" in cmdline:
+                parents[int(entry.name)] = int(fields[1])
+    servers = {pid for pid, ppid in parents.items() if ppid == root}
+    return [pid for pid, ppid in parents.items() if ppid in servers]
+
+
+def test_a_pass_worker_killed_mid_poll_costs_only_its_own_feed(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    feeds = []
+    for f in range(150):  # no ETags: 150 bodies, enough for the workers
+        items = [{"title": f"Qin Gang in town {f}" if f % 10 == 0 else f"Rain {f}", "guid": f"{f}"}]
+        feed_server.routes[f"/f{f}.xml"] = Route(rss(items), delay=0.02)
+        feeds.append({"name": f"f{f}", "url": feed_server.url(f"/f{f}.xml")})
+    cfg = write_config(tmp_path / "c", feeds, settings={"poll_processes": 2})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env["MONITOR_DATABASE_URL"] = f"sqlite:///{tmp_path / 'poll.db'}"
+    command = [sys.executable, "-m", "monitor", "--config", str(cfg), "poll"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(workers := pass_workers(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert workers, "no pass worker started"
+    time.sleep(0.5)
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    log = err.decode()
+    failed = [line for line in log.splitlines() if "feed failed" in line]
+    assert len(failed) <= 1 and all("pass worker" in line for line in failed), failed
+    again = subprocess.run(command, env=env, capture_output=True, timeout=120, check=True)
+    assert "feeds=150 failed=0" in again.stderr.decode()
+    alerts = (out + again.stdout).decode().splitlines()
+    assert sorted(a.split("] ")[1].split(" http")[0] for a in alerts) == sorted(
+        f"Qin Gang in town {f}" for f in range(0, 150, 10)
+    )
