@@ -78,12 +78,19 @@ def _alembic(connection: Connection) -> AlembicConfig:
 
 
 def take_turns(connection: Connection | Session, key: int) -> None:
-    """On PostgreSQL, waits until no other process holds `key`, and holds it to the end of
-    the transaction: workers starting together then set things up one at a time. SQLite
-    runs one writer at a time anyway."""
-    bind = connection if isinstance(connection, Connection) else connection.get_bind()
-    if bind.dialect.name == "postgresql":
+    """Waits until no other process is setting up, and holds that to the end of the
+    transaction: processes starting together (a cron poll beside a service, workers)
+    then read what the one before wrote instead of writing it again. On PostgreSQL an
+    advisory lock on `key`; on SQLite, which runs one writer at a time, the write lock
+    taken now (BEGIN IMMEDIATE) instead of at the transaction's first write, after its
+    reads."""
+    conn = connection if isinstance(connection, Connection) else connection.connection()
+    if conn.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        if raw is not None and not raw.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @functools.cache
@@ -117,19 +124,16 @@ def _at_head(engine: Engine) -> bool:
 def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) -> None:
     """Brings the schema to `revision` with Alembic, in one transaction that holds the
     schema to itself: several processes starting at once on a new database take turns
-    (an advisory lock on PostgreSQL, BEGIN EXCLUSIVE on SQLite), and the later ones find
-    the schema current. Safe to run at every start: a database already at head costs one
-    query, and Alembic is not even imported."""
+    (take_turns), and the later ones find the schema current. Safe to run at every
+    start: a database already at head costs one query, and Alembic is not imported."""
     try:
         if revision == "head" and _at_head(engine):
             return
         from alembic import command
 
         with engine.connect() as connection:
-            if connection.dialect.name == "sqlite":
-                # DDL then commits with the version stamp, or not at all: a crash
-                # mid-migration leaves no half-made schema behind
-                connection.exec_driver_sql("BEGIN EXCLUSIVE")
+            # on SQLite too the DDL then commits with the version stamp, or not at all: a
+            # crash mid-migration leaves no half-made schema behind
             take_turns(connection, _MIGRATE_LOCK)
             command.upgrade(_alembic(connection), revision)
             connection.commit()

@@ -111,8 +111,12 @@ def test_two_polls_started_at_once_on_a_new_database(
     feed_server.routes["/f.xml"] = Route(
         rss([{"title": "Qin Gang returns", "guid": "1", "link": "https://n.example/1"}])
     )
-    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
-    for attempt in range(3):
+    feeds = [{"name": "f", "url": feed_server.url("/f.xml")}]
+    for f in range(30):  # more to sync: both processes add the feeds of a new database
+        feed_server.routes[f"/quiet{f}.xml"] = Route(rss([]))
+        feeds.append({"name": f"quiet{f}", "url": feed_server.url(f"/quiet{f}.xml")})
+    cfg = write_config(tmp_path / "c", feeds)
+    for attempt in range(4):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
         env["MONITOR_DATABASE_URL"] = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
         go = tmp_path / f"go{attempt}"
