@@ -62,17 +62,30 @@ pool = PassPool(cfg.settings.poll_processes, cfg)
 service = build(cfg, pool=pool)
 for ready in pool.start():  # as `monitor run` does at start-up: not part of a cycle
     ready.result()
-# CPU seconds of this process and its pass workers, from /proc (the machine is shared:
-# wall time alone does not say what the cycle itself used)
-pids = [os.getpid(), *pool._pool._processes]
+# CPU seconds of this process and its pass workers (its descendants: they need not be
+# its children), from /proc (the machine is shared: wall time alone does not say what
+# the cycle itself used)
 
-def cpu(pids=pids):
-    total = 0.0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def _stats():
+    out = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    out[int(entry.name)] = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                pass
+    return out
+
+def cpu(pids=None):
+    stats = _stats()
+    if pids is None:
+        pids, grew = {os.getpid()}, True
+        while grew:
+            more = {p for p, f in stats.items() if int(f[1]) in pids} - pids
+            pids, grew = pids | more, bool(more)
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum((int(stats[p][11]) + int(stats[p][12])) / tick for p in pids if p in stats)
 
 server = [int(sys.argv[5])]
 
@@ -91,7 +104,7 @@ for name in sys.argv[4].split(","):
             pages[kind] = pages.get(kind, 0) + n
     figures[name + "_pages"] = pages
     figures[name + "_extract"] = sum(getattr(o, "extract_seconds", 0.0) for o in outcomes)
-figures["processes"] = len(pool.start()) if pool.wants(len(service.feeds)) else 1
+figures["processes"] = 1 + len(pool.start())
 service.close()
 print(json.dumps(figures))
 """

@@ -16,26 +16,27 @@ from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import spacy
 from sqlalchemy import Engine
 
 from monitor import config as config_mod
-from monitor import extract, fetch, logs, parse, runtime
+from monitor import extract, fetch, logs, runtime
 from monitor.archive import Archive
 from monitor.config import Config, Watchlist
 from monitor.db import conninfo, make_engine, migrate, revision_of
 from monitor.errors import ConfigError, MonitorError, ParseError, UnsafeDocument, UsageError
 from monitor.feeds import FeedStore
 from monitor.health import assess
-from monitor.match import Matcher, Verdict
 from monitor.models import Entry, Fetched, Item, utcnow
 from monitor.outbox import Outbox
 from monitor.pipeline import check_health, run_feeds
 from monitor.redact import redact
 from monitor.runtime.passes import PassPool
-from monitor.service import build, load_ner
+from monitor.service import build, matcher_for
+
+if TYPE_CHECKING:
+    from monitor.match import Verdict
 
 log = logging.getLogger("monitor.cli")
 Row = dict[str, Any]  # one stored match or delivery, as listed
@@ -354,6 +355,8 @@ def _iso(value: datetime | None) -> str | None:
 def _load_items(source: str, cfg: Config) -> list[Item]:
     """A feed's items, an article page's text (read as full_text reads one), or a plain
     text file as one article."""
+    from monitor import parse  # feedparser, for this command only
+
     url = source.startswith(("http://", "https://"))
     if url:
         http = cfg.settings.http
@@ -421,7 +424,7 @@ def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
 
 
 def _explain(cfg: Config, args: argparse.Namespace) -> int:
-    matcher = Matcher(_pick(cfg, args.watchlist), spacy.blank("en"), load_ner)
+    matcher = matcher_for(_pick(cfg, args.watchlist))
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
         if item.article:
@@ -456,7 +459,7 @@ def _describe(verdict: Verdict) -> str:
 def _backtest(cfg: Config, args: argparse.Namespace) -> int:
     [watchlist] = _pick(cfg, args.watchlist)
     since = utcnow() - config_mod.parse_duration(args.since)
-    matcher = Matcher([watchlist], spacy.blank("en"), load_ner)
+    matcher = matcher_for([watchlist])
     per_day: Counter[str] = Counter()
     stories: set[str] = set()
     with _database(cfg) as engine:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from monitor.errors import StoreError, UsageError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 
 def make_engine(url: str) -> Engine:
@@ -63,9 +65,12 @@ def conninfo(database_url: str) -> str:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATE_LOCK = 0x6D6F6E69  # "moni": PostgreSQL advisory lock held while migrating
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)
 
 
 def _alembic(connection: Connection) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -73,21 +78,65 @@ def _alembic(connection: Connection) -> AlembicConfig:
 
 
 def take_turns(connection: Connection | Session, key: int) -> None:
-    """On PostgreSQL, waits until no other process holds `key`, and holds it to the end of
-    the transaction: workers starting together then set things up one at a time. SQLite
-    runs one writer at a time anyway."""
-    bind = connection if isinstance(connection, Connection) else connection.get_bind()
-    if bind.dialect.name == "postgresql":
+    """Waits until no other process is setting up, and holds that to the end of the
+    transaction: processes starting together (a cron poll beside a service, workers)
+    then read what the one before wrote instead of writing it again. On PostgreSQL an
+    advisory lock on `key`; on SQLite, which runs one writer at a time, the write lock
+    taken now (BEGIN IMMEDIATE) instead of at the transaction's first write, after its
+    reads."""
+    conn = connection if isinstance(connection, Connection) else connection.connection()
+    if conn.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        if raw is not None and not raw.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@functools.cache
+def head() -> str | None:
+    """The newest revision, read from the migration files' `revision` and `down_revision`
+    lines without importing Alembic (a start-up cost); None when that is not one plain
+    answer, and then Alembic itself decides."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            found = re.findall(r"[\"']([^\"']+)[\"']", value)
+            (revisions if name == "revision" else parents).update(found)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _at_head(engine: Engine) -> bool:
+    """One query: is the stored revision the newest? (False for a new database.)"""
+    newest = head()
+    if newest is None:
+        return False
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except SQLAlchemyError:
+        return False
+    return [row[0] for row in stored] == [newest]
 
 
 def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) -> None:
-    """Brings the schema to `revision` with Alembic; safe to run at every start, also by
-    several workers starting at once on PostgreSQL (they take turns)."""
+    """Brings the schema to `revision` with Alembic, in one transaction that holds the
+    schema to itself: several processes starting at once on a new database take turns
+    (take_turns), and the later ones find the schema current. Safe to run at every
+    start: a database already at head costs one query, and Alembic is not imported."""
     try:
-        with engine.begin() as connection:
+        if revision == "head" and _at_head(engine):
+            return
+        from alembic import command
+
+        with engine.connect() as connection:
+            # on SQLite too the DDL then commits with the version stamp, or not at all: a
+            # crash mid-migration leaves no half-made schema behind
             take_turns(connection, _MIGRATE_LOCK)
             command.upgrade(_alembic(connection), revision)
+            connection.commit()
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
     finally:
@@ -96,12 +145,16 @@ def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) ->
 
 
 def revision_of(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def new_revision(engine: Engine, message: str) -> None:
     """For developers: writes a migration for the difference between models and schema."""
+    from alembic import command
+
     with engine.begin() as connection:
         command.revision(_alembic(connection), message=message, autogenerate=True)
 
@@ -122,6 +175,7 @@ class Database:
             raise StoreError(f"database error: {exc}") from exc
 
     def _insert(self, model: type[SQLModel] | Table) -> Any:
-        """INSERT that understands ON CONFLICT DO NOTHING on both databases."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(model)
+        """INSERT that understands ON CONFLICT DO NOTHING on both databases (from the
+        engine's own dialect: importing PostgreSQL's for SQLite costs start-up time)."""
+        name = "postgresql" if self.engine.dialect.name == "postgresql" else "sqlite"
+        return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(model)

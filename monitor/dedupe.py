@@ -7,15 +7,15 @@ that hash. The database's unique constraints on both are the last guard.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import numpy as np
 
 from monitor.models import Entry, Item
 
@@ -135,9 +135,19 @@ ROWS = 4
 _MIN_WORDS = 15  # shorter texts share too many shingles by chance
 _SIM_WORDS = 400
 _PRIME = 4_294_967_311  # > 2**32, so (a*h + b) stays inside uint64
-_seeds = np.random.default_rng(20230724)
-_A = _seeds.integers(1, _PRIME, size=BANDS * ROWS, dtype=np.uint64)
-_B = _seeds.integers(0, _PRIME, size=BANDS * ROWS, dtype=np.uint64)
+
+
+@functools.cache
+def _hashes() -> tuple[Any, Any]:
+    """The MinHash coefficients; numpy is imported on first need (it is a tenth of a
+    second of every start, and a poll with nothing new needs no fingerprint)."""
+    import numpy as np
+
+    seeds = np.random.default_rng(20230724)
+    return (
+        seeds.integers(1, _PRIME, size=BANDS * ROWS, dtype=np.uint64),
+        seeds.integers(0, _PRIME, size=BANDS * ROWS, dtype=np.uint64),
+    )
 
 
 _STOPWORDS = frozenset(
@@ -153,6 +163,9 @@ def minhash(text: str) -> tuple[int, ...] | None:
     words = [w for w in _WORDS.findall(text.lower()) if w not in _STOPWORDS][:_SIM_WORDS]
     if len(words) < _MIN_WORDS:
         return None
+    import numpy as np
+
+    mult, add = _hashes()
     shingles = np.fromiter(
         (
             zlib.crc32(f"{a} {b} {c}".encode())
@@ -160,7 +173,7 @@ def minhash(text: str) -> tuple[int, ...] | None:
         ),
         dtype=np.uint64,
     )
-    signature = ((_A[:, None] * shingles[None, :] + _B[:, None]) % _PRIME).min(axis=1)
+    signature = ((mult[:, None] * shingles[None, :] + add[:, None]) % _PRIME).min(axis=1)
     return tuple(int(v) for v in signature)
 
 

@@ -144,10 +144,11 @@ PAGE_OUTCOMES = (
 class Page:
     """How reading one linked page went, and the article text found on it."""
 
-    outcome: str  # one of PAGE_OUTCOMES
+    outcome: str  # one of PAGE_OUTCOMES, or "fetched": read, not yet extracted
     text: str | None = None
     error: str | None = None  # what failed, for the log
     seconds: float = 0.0  # of CPU, spent extracting it
+    fetched: Fetched | None = None  # the page as fetched, until extracted
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -182,17 +182,14 @@ class Pages:
                     with self._lock:
                         spent = self._spent.get(job.host, 0.0)
                         self._spent[job.host] = spent + time.monotonic() - started
-            with _EXTRACTING:
-                cpu = time.thread_time()  # not wall time: other threads hold the GIL too
-                page = extract.page(fetched)
-                page = Page(page.outcome, page.text, page.error, time.thread_time() - cpu)
+            page = Page("fetched", fetched=fetched)
         except FetchError as exc:
             page = Page(outcome(exc), error=exc.reason)
         except Exception as exc:  # noqa: BLE001 - a page must never cost its item
             url, error = redact(job.url), redact(repr(exc))
             log.error("page crashed", extra={"url": url, "error": error}, exc_info=exc)
             page = Page("error", error=error)
-        if page.outcome != "extracted":
+        if page.fetched is None:
             log.debug(
                 "page not read",
                 extra={"url": redact(job.url), "outcome": page.outcome, "error": page.error},
@@ -222,6 +219,26 @@ class Pages:
             self._pool.shutdown(wait=True)
         if self._client is not None:
             self._client.close()
+
+
+def extracted(page: Page) -> Page:
+    """A fetched page with its article's text (or why there is none); any other as it is.
+    Called where the feed's body is processed: in the processing thread or a pass worker,
+    so extraction, like parsing, uses every core."""
+    if page.fetched is None:
+        return page
+    with _EXTRACTING:
+        cpu = time.thread_time()  # not wall time: other threads hold the GIL too
+        done = extract.page(page.fetched)
+        seconds = time.thread_time() - cpu
+    if done.outcome != "extracted":
+        log.debug(
+            "page not read",
+            extra={"url": redact(page.fetched.url), "outcome": done.outcome, "error": done.error},
+        )
+    # a link another feed asked for first is counted once, as that feed's fetch
+    outcome = "reused" if page.outcome == "reused" and done.text else done.outcome
+    return Page(outcome, done.text, done.error, seconds)
 
 
 def gather(futures: Mapping[str, Future[Page]], then: Callable[[dict[str, Page]], None]) -> None:
@@ -254,6 +271,8 @@ def _reused(known: Future[Page]) -> Future[Page]:
     """Another feed's answer for the same link, counted as reused, not fetched."""
     future: Future[Page] = Future()
     known.add_done_callback(
-        lambda done: future.set_result(Page("reused", done.result().text, done.result().error))
+        lambda done: future.set_result(
+            replace(done.result(), outcome="reused") if done.result().fetched else done.result()
+        )
     )
     return future

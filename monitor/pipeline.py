@@ -1,62 +1,104 @@
-"""The one place the stages meet: fetch -> parse -> dedupe -> (pages) -> match -> store, for
-one feed (`process`) and for one cycle of many (`run_feeds`); deliver.py sends what they
-stored.
+"""The one place the stages meet: fetch -> parse -> dedupe -> match -> store, for one feed
+(`process`), for feeds in flight (`Poller`) and for one cycle (`run_feeds`); deliver.py
+sends what they stored.
 
-Fetches run concurrently in threads (they wait on the network); parsing, matching and
-storing run one feed at a time in the calling thread, and cycles of many feeds are dealt
-out to worker processes that each do all of it (runtime/passes.py). A feed that fails is
-logged with its id, backed off, and never stops the others.
+Fetches run concurrently in threads (they wait on the network), and each feed goes on
+alone as its answer comes: a 304 or a failure is recorded, a body is processed (parse,
+dedupe, match, store) by one thread here, or by pass worker processes
+(runtime/passes.py) once more bodies wait than that thread could work through in the
+time the workers take to start. So a cycle of unchanged feeds starts no process and
+builds no matcher, no feed waits for a slower one, and a feed that fails is logged with
+its id, backed off, and never stops the others.
 
 Full text (a feed's `full_text`): the feed's fetch thread also parses and dedupes it
-(`_read`), which says which items are new and may alert; it hands their links to the
-cycle's `pages.Pages` and returns at once. Pages fetches them in threads of its own,
-per host in turn, and extracts each as it arrives, in this process (a pass worker's, in
-big cycles). When a feed's last page is read, its future completes and the calling
-thread matches and stores it like any other (`process`): no thread ever waits on a page,
-feeds without full text take exactly the path they took before, and a page that fails
-leaves its item matched on the feed's text. The text is stored with the article, and
-each page's outcome too (`monitor feeds`, /metrics). Old items (backfill) and items seen
-before are never fetched, nor is a link already fetched this cycle or stored with text.
+(`_read`), which says which items are new and may alert, and hands their links to the
+poller's `pages.Pages`, which fetches them in threads of its own, per host in turn. When
+a feed's last page has come, the feed goes on like any other, its pages with it: they
+are extracted where its body is processed (the processing thread here, or a pass
+worker), so extraction, like parsing, uses every core. No thread waits on a page, feeds
+without full text take exactly the path they took before, and a page that fails leaves
+its item matched on the feed's text. Old items (backfill) and items seen before are
+never fetched, nor is a link already asked for or stored with text.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+import time
+from collections import Counter, deque
+from collections.abc import KeysView, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from monitor import dedupe, fetch, health, pages, parse
+from monitor import dedupe, fetch, health, pages
 from monitor.alert import Alerter
-from monitor.config import Config, FullText, Settings
+from monitor.config import Config, FullText, Settings, Watchlist
 from monitor.digests import Digests
 from monitor.errors import FetchError, MonitorError, StoreError
 from monitor.feeds import FeedState, FeedStore
-from monitor.match import Matcher
-from monitor.models import Entry, Fetched, FetchResult, Page, utcnow
+from monitor.models import Entry, Fetched, FetchResult, MatchResult, Page, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox, policies
 from monitor.redact import redact
 from monitor.store import Store
 
+if TYPE_CHECKING:
+    from monitor.parse import ParsedFeed
+
 log = logging.getLogger(__name__)
 _RECORD_BATCH = 200  # poll results written per transaction
+_POOL_AFTER = 2.0  # seconds of processing waiting here before pass workers are worth starting
+_FIRST_GUESS = 0.02  # seconds a body takes to process, until one has been timed here
+_LINGER = 0.05  # seconds a step waits for more answers of a burst before writing them
+
+
+class Matching(Protocol):
+    """The matcher as the stages use it (service.LazyMatcher builds it on first use)."""
+
+    @property
+    def watchlists(self) -> list[Watchlist]: ...
+
+    @property
+    def built(self) -> bool: ...
+
+    def match(
+        self, entries: Sequence[Entry], feed: str | None = None
+    ) -> list[tuple[Entry, list[MatchResult]]]: ...
+
+
+class Processing(Protocol):
+    """What taking a fetched feed from parse to store needs, here or in a pass worker."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def matcher(self) -> Matching: ...
 
 
 class FeedPool(Protocol):
-    """Runs a cycle's feed passes elsewhere (see runtime/passes.py)."""
+    """Worker processes that take fetched feeds from parse to store (runtime/passes.py)."""
 
-    def wants(self, feeds: int) -> bool: ...
+    @property
+    def enabled(self) -> bool: ...
 
-    def start(self) -> object: ...
+    @property
+    def started(self) -> bool: ...
 
-    def run(self, feeds: Sequence[FeedState]) -> list[FeedOutcome]: ...
+    def start(self) -> list[Future[None]]: ...
+
+    def submit(
+        self, feed: FeedState, fetched: Fetched, read: Read | None
+    ) -> Future[FeedOutcome]: ...
 
     def configure(self, config: Config) -> None: ...
 
@@ -74,9 +116,9 @@ class Deps:
     outbox: Outbox
     notices: Notices
     digests: Digests
-    matcher: Matcher
+    matcher: Matching
     alerter: Alerter
-    pool: FeedPool | None = None  # worker processes for cycles of many feeds
+    pool: FeedPool | None = None  # worker processes for cycles with many bodies
 
 
 @dataclass
@@ -99,13 +141,10 @@ class Read:
     """A feed's body read: its new entries, those that may alert, and (full text) the
     pages of those, by entry key."""
 
-    parsed: parse.ParsedFeed
+    parsed: ParsedFeed
     new: list[Entry]
     alertable: list[Entry]
     pages: dict[str, Page] = field(default_factory=dict)
-
-
-Polled = tuple[Fetched, Read | None]  # what a fetch thread hands to process()
 
 
 def _fetch(feed: FeedState, deps: Deps, hosts: fetch.HostLimits) -> Fetched:
@@ -146,9 +185,12 @@ def _hint(*hints: timedelta | None) -> timedelta | None:
     return max(given) if given else None
 
 
-def process(feed: FeedState, fetched: Fetched, deps: Deps, read: Read | None = None) -> FeedOutcome:
-    """Everything after the fetch for one feed (after `_read` and the pages too, when a
-    fetch thread did those); raises MonitorError on a bad feed."""
+def process(
+    feed: FeedState, fetched: Fetched, deps: Processing, read: Read | None = None
+) -> FeedOutcome:
+    """Everything after the fetch for one feed (after `_read`, when a fetch thread did it
+    to read the feed's pages); raises MonitorError on a bad feed. The matcher is built
+    only when there is something new to match."""
     now = utcnow()
     if fetched.not_modified:
         record = FetchResult(
@@ -161,6 +203,8 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps, read: Read | None = N
         )
         return FeedOutcome(feed.name, True, 304, record=record, elapsed=fetched.elapsed)
     read = read or _read(feed, fetched, deps)
+    if read.pages:
+        read = replace(read, pages={k: pages.extracted(p) for k, p in read.pages.items()})
     parsed = read.parsed
     alertable = [_with_page(e, read.pages.get(e.key)) for e in read.alertable]
     matches = [
@@ -204,9 +248,11 @@ def process(feed: FeedState, fetched: Fetched, deps: Deps, read: Read | None = N
     return outcome
 
 
-def _read(feed: FeedState, fetched: Fetched, deps: Deps) -> Read:
+def _read(feed: FeedState, fetched: Fetched, deps: Processing) -> Read:
     """Parse and dedupe: the feed's new entries, and those that may alert (on a first
     fetch only those within backfill)."""
+    from monitor import parse  # feedparser: a poll where every feed answers 304 needs none
+
     now = utcnow()
     parsed = parse.parse(fetched)
     entries = [dedupe.identify(item) for item in parsed.items]
@@ -238,52 +284,17 @@ def _full_text(feed: FeedState, settings: Settings) -> FullText:
     return settings.full_text if feed.full_text is None else feed.full_text
 
 
-def _submit(
-    pool: ThreadPoolExecutor,
-    feed: FeedState,
-    deps: Deps,
-    hosts: fetch.HostLimits,
-    linked: pages.Pages,
-) -> Future[Polled]:
-    """The feed's fetch, in a fetch thread; with full text, its pages' too (the future
-    completes when the last is read)."""
-    if _full_text(feed, deps.settings) is False:
-        return pool.submit(lambda: (_fetch(feed, deps, hosts), None))
-    done: Future[Polled] = Future()
-    pool.submit(_fetch_with_pages, feed, deps, hosts, linked, done)
-    return done
-
-
-def _fetch_with_pages(
-    feed: FeedState,
-    deps: Deps,
-    hosts: fetch.HostLimits,
-    linked: pages.Pages,
-    done: Future[Polled],
-) -> None:
-    """In a fetch thread: the feed, its `_read`, and its new items' pages handed to
-    `linked`, whose threads complete `done` when the last page is read."""
-    if not done.set_running_or_notify_cancel():
-        return  # the cycle stopped before this feed's turn
+def settle(
+    feed: FeedState, fetched: Fetched, deps: Processing, read: Read | None = None
+) -> FeedOutcome:
+    """process(), with a failure turned into the feed's failed outcome."""
     try:
-        fetched = _fetch(feed, deps, hosts)
-        if fetched.not_modified:
-            done.set_result((fetched, None))
-            return
-        read = _read(feed, fetched, deps)
-        settings = deps.settings
-        want = pages.wanted(
-            read.alertable, _full_text(feed, settings), settings.full_text_min_words
-        )
-        stored = deps.store.page_texts(e.story_key for e in want) if want else {}
-        futures = linked.read(want, stored)
-    except BaseException as exc:  # noqa: BLE001 - handed to the thread that processes it
-        done.set_exception(exc)
-        return
-    pages.gather(futures, lambda got: done.set_result((fetched, replace(read, pages=got))))
+        return process(feed, fetched, deps, read)
+    except Exception as exc:  # noqa: BLE001 - a broken feed must not stop the others
+        return _failed(feed, exc, deps)
 
 
-def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
+def _failed(feed: FeedState, exc: BaseException, deps: Processing) -> FeedOutcome:
     errors = feed.errors_in_row + 1
     status = exc.status if isinstance(exc, FetchError) else None
     reason = redact(str(exc))
@@ -317,57 +328,289 @@ def _failed(feed: FeedState, exc: BaseException, deps: Deps) -> FeedOutcome:
     )
 
 
+@dataclass(frozen=True)
+class _Body:
+    feed: FeedState
+    fetched: Fetched
+    deps: Deps
+    read: Read | None = None  # already read (full text: with its pages)
+
+
+# What comes back for a feed in flight: its fetch's answer (with its pages, for full
+# text) or error, its outcome once processed, or None when it was dropped unprocessed
+# (at a stop); a bare None wakes `step`.
+_Answer = Fetched | tuple[Fetched, Read] | FeedOutcome | BaseException | None
+_Event = tuple[FeedState, Deps, _Answer] | None
+
+
+class _Local:
+    """One thread that processes bodies here, in turn, and knows what one costs."""
+
+    def __init__(self, done: queue.SimpleQueue[_Event]) -> None:
+        self._done = done
+        self._bodies: deque[_Body] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.cost = _FIRST_GUESS  # seconds per body, once the matcher is built
+        self._timed = 0
+        self._thread = threading.Thread(target=self._run, name="process", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._bodies)
+
+    def put(self, body: _Body) -> None:
+        with self._cond:
+            self._bodies.append(body)
+            self._cond.notify()
+
+    def take_all(self) -> list[_Body]:
+        """The bodies not yet begun (to hand to the pass workers, or to drop)."""
+        with self._cond:
+            taken = list(self._bodies)
+            self._bodies.clear()
+        return taken
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._bodies and not self._closed:
+                    self._cond.wait()
+                if not self._bodies:
+                    return
+                body = self._bodies.popleft()
+            timed = body.deps.matcher.built  # the matcher's one-off build is not a body's cost
+            started = time.monotonic()
+            outcome = settle(body.feed, body.fetched, body.deps, body.read)
+            if timed:
+                took = time.monotonic() - started
+                self.cost = took if not self._timed else 0.7 * self.cost + 0.3 * took
+                self._timed += 1
+            self._done.put((body.feed, body.deps, outcome))
+
+
+class Poller:
+    """Feeds in flight, each going on alone: `add` starts fetching the feeds not already
+    in flight, `step` takes what has come back and returns the feeds finished, their
+    results written. One thread calls both; the fetch threads, the processing thread
+    and the pass workers only report back to it."""
+
+    def __init__(self, deps: Deps, stop: threading.Event | None = None) -> None:
+        self.deps = deps  # feeds added from now on use these (the service's current deps)
+        self._stop = stop or threading.Event()
+        http = deps.settings.http
+        self._hosts = fetch.HostLimits(http.per_host)
+        self._fetchers = ThreadPoolExecutor(http.concurrency, thread_name_prefix="fetch")
+        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self._flying: dict[int, Future[None]] = {}  # feed id -> its fetch
+        self._sure: set[int] = set()  # fetches in flight that will bring a body
+        self._local: _Local | None = None
+        self._pages: pages.Pages | None = None  # made when a feed first wants its pages
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._flying)
+
+    @property
+    def in_flight(self) -> KeysView[int]:
+        return self._flying.keys()
+
+    def add(self, feeds: Sequence[FeedState]) -> int:
+        """Starts fetching each feed not in flight; returns how many it started."""
+        added = 0
+        for feed in feeds:
+            if feed.id in self._flying:
+                continue
+            if not (feed.etag or feed.last_modified):  # nothing to make the GET conditional
+                self._sure.add(feed.id)
+            self._flying[feed.id] = self._fetchers.submit(self._fetch, feed, self.deps)
+            added += 1
+        self._consider_pool()
+        return added
+
+    def wake(self) -> None:
+        """Makes a waiting `step` return now (at a stop)."""
+        self._events.put(None)
+
+    def step(self, timeout: float | None = None) -> list[FeedOutcome]:
+        """Takes what has come back, waiting up to `timeout` (None: until something does)
+        if nothing has; returns the feeds finished since the last step, their results
+        written."""
+        finished: list[tuple[FeedState, FeedOutcome]] = []
+        if not self._flying and timeout is None:
+            return []
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            event = None
+        # answers come in bursts: gather a burst (up to _LINGER) so its results take one
+        # transaction, not one each
+        until = time.monotonic() + _LINGER
+        while event is not None:
+            self._take(*event, finished)
+            if len(finished) >= min(_RECORD_BATCH, len(self._flying)):
+                break
+            try:
+                event = self._events.get(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                break
+        if self._stop.is_set():
+            self._drop_waiting()
+        records = [o.record for _, o in finished if o.record is not None]
+        for i in range(0, len(records), _RECORD_BATCH):
+            _record(self.deps, records[i : i + _RECORD_BATCH])
+        for feed, _ in finished:
+            self._flying.pop(feed.id, None)
+        return [outcome for _, outcome in finished]
+
+    def close(self) -> None:
+        """Stops taking work; fetches still running are not waited for."""
+        self._fetchers.shutdown(wait=False, cancel_futures=True)
+        if self._pages is not None:
+            self._pages.close()
+        if self._local is not None:
+            self._local.take_all()
+            self._local.close()
+
+    def _fetch(self, feed: FeedState, deps: Deps) -> None:  # in a fetch thread
+        try:
+            fetched = _fetch(feed, deps, self._hosts)
+            mode = _full_text(feed, deps.settings)
+            if mode is not False and not fetched.not_modified:
+                self._read_pages(feed, deps, fetched, mode)
+                return
+            answer: _Answer = fetched
+        except Exception as exc:  # noqa: BLE001 - reported as the feed's failure
+            answer = exc
+        self._events.put((feed, deps, answer))
+
+    def _read_pages(self, feed: FeedState, deps: Deps, fetched: Fetched, mode: FullText) -> None:
+        """In a fetch thread: the feed read, and its new items' pages asked for; the feed
+        is reported back when its last page has come."""
+        read = _read(feed, fetched, deps)
+        want = pages.wanted(read.alertable, mode, deps.settings.full_text_min_words)
+        if not want:
+            self._events.put((feed, deps, (fetched, read)))
+            return
+        stored = deps.store.page_texts(e.story_key for e in want)
+        if self._pages is None:
+            self._pages = pages.Pages(deps.settings, self._hosts)
+        pages.gather(
+            self._pages.read(want, stored),
+            lambda got: self._events.put((feed, deps, (fetched, replace(read, pages=got)))),
+        )
+
+    def _take(
+        self,
+        feed: FeedState,
+        deps: Deps,
+        what: _Answer,
+        finished: list[tuple[FeedState, FeedOutcome]],
+    ) -> None:
+        if what is None:  # dropped unprocessed: no result to write, due again as it was
+            self._flying.pop(feed.id, None)
+            return
+        if isinstance(what, FeedOutcome):
+            if what.status != 304 and what.ok:
+                log.info(
+                    "feed polled",
+                    extra={
+                        "feed": feed.name,
+                        "feed_id": feed.id,
+                        "status": what.status,
+                        "new": what.new_items,
+                        "alerts_queued": what.queued,
+                    },
+                )
+            finished.append((feed, what))
+            return
+        self._sure.discard(feed.id)
+        if isinstance(what, BaseException):
+            finished.append((feed, _failed(feed, what, deps)))
+            return
+        fetched, read = what if isinstance(what, tuple) else (what, None)
+        if fetched.not_modified:
+            finished.append((feed, process(feed, fetched, deps)))
+        elif self._stop.is_set():
+            self._flying.pop(feed.id, None)
+        else:
+            self._hand_off(_Body(feed, fetched, deps, read))
+
+    def _hand_off(self, body: _Body) -> None:
+        pool = body.deps.pool
+        if pool is not None and pool.started:
+            self._to_pool(pool, body)
+            return
+        if self._local is None:
+            self._local = _Local(self._events)
+        self._local.put(body)
+        self._consider_pool()
+
+    def _consider_pool(self) -> None:
+        """Starts the pass workers once the bodies waiting here, and those sure to come
+        (feeds fetched without validators), would take longer here than they take to start."""
+        pool = self.deps.pool
+        if pool is None or not pool.enabled or pool.started:
+            return
+        local = self._local
+        waiting = len(self._sure) + (local.waiting if local is not None else 0)
+        cost = local.cost if local is not None else _FIRST_GUESS
+        if waiting * cost < _POOL_AFTER:
+            return
+        log.info(
+            "pass workers starting",
+            extra={"bodies_waiting": waiting, "seconds_each": round(cost, 4)},
+        )
+        pool.start()
+        if local is not None:
+            for body in local.take_all():
+                self._to_pool(pool, body)
+
+    def _to_pool(self, pool: FeedPool, body: _Body) -> None:
+        def done(future: Future[FeedOutcome]) -> None:
+            exc = None if future.cancelled() else future.exception()
+            outcome: FeedOutcome | None
+            if future.cancelled() or (exc is not None and self._stop.is_set()):
+                outcome = None  # the pool closed, or a stop ended its worker: due again
+            elif exc is not None:
+                outcome = _failed(body.feed, exc, body.deps)
+            else:
+                outcome = future.result()
+            self._events.put((body.feed, body.deps, outcome))
+
+        pool.submit(body.feed, body.fetched, body.read).add_done_callback(done)
+
+    def _drop_waiting(self) -> None:
+        """At a stop: fetches not begun are cancelled, bodies not begun are dropped."""
+        for feed_id, fetching in list(self._flying.items()):
+            if fetching.cancel():
+                del self._flying[feed_id]
+        if self._local is not None:
+            for body in self._local.take_all():
+                self._flying.pop(body.feed.id, None)
+
+
 def run_feeds(
     feeds: Sequence[FeedState], deps: Deps, stop: threading.Event | None = None
 ) -> list[FeedOutcome]:
-    """Fetches the feeds concurrently and processes each as its body arrives; a cycle of
-    many feeds is dealt out to worker processes instead (they finish their share even when
-    `stop` is set: every write is a transaction)."""
+    """One cycle: every feed fetched and, if it changed, processed; returns when all are
+    done. When `stop` is set, feeds not begun are left for later and what is under way
+    finishes (every write is a transaction)."""
+    poller = Poller(deps, stop)
     outcomes: list[FeedOutcome] = []
-    if not feeds:
-        return outcomes
-    if deps.pool is not None and deps.pool.wants(len(feeds)):
-        return deps.pool.run(feeds)
-    hosts = fetch.HostLimits(deps.settings.http.per_host)
-    workers = min(deps.settings.http.concurrency, len(feeds))
-    unrecorded: list[FetchResult] = []
-    with (
-        pages.Pages(deps.settings, hosts) as linked,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool,
-    ):
-        futures: dict[Future[Polled], FeedState] = {
-            _submit(pool, feed, deps, hosts, linked): feed for feed in feeds
-        }
-        try:
-            for future in as_completed(futures):
-                feed = futures[future]
-                if stop is not None and stop.is_set():
-                    for pending in futures:
-                        pending.cancel()
-                    break
-                try:
-                    fetched, read = future.result()
-                    outcome = process(feed, fetched, deps, read)
-                    if outcome.status != 304:
-                        log.info(
-                            "feed polled",
-                            extra={
-                                "feed": feed.name,
-                                "feed_id": feed.id,
-                                "status": outcome.status,
-                                "new": outcome.new_items,
-                                "alerts_queued": outcome.queued,
-                            },
-                        )
-                except Exception as exc:  # noqa: BLE001 - a broken feed must not stop the others
-                    outcome = _failed(feed, exc, deps)
-                outcomes.append(outcome)
-                if outcome.record is not None:
-                    unrecorded.append(outcome.record)
-                if len(unrecorded) >= _RECORD_BATCH:
-                    _record(deps, unrecorded)
-        finally:
-            _record(deps, unrecorded)
+    try:
+        poller.add(feeds)
+        while poller.busy:
+            outcomes += poller.step()
+    finally:
+        poller.close()
     return outcomes
 
 

@@ -1,4 +1,9 @@
-"""Wiring: the single place where clients, engine, models and sinks are built."""
+"""Wiring: the single place where clients, engine, models and sinks are built.
+
+What only some runs need is built on first use, so a process starts in a fraction of a
+second: the matcher (spaCy, the NER model) when an article is to be matched, slack-sdk
+when Slack is configured, Alembic when the schema is behind.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,33 @@ import hashlib
 import importlib
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import spacy
-from slack_sdk import WebClient
-from slack_sdk.webhook import WebhookClient
-from spacy.language import Language
+from typing import TYPE_CHECKING
 
 from monitor import config as config_mod
 from monitor.alert import Alerter
 from monitor.alert.console import ConsoleAlerter
-from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.archive import Archive
-from monitor.config import Config, Settings
+from monitor.config import Config, Settings, Watchlist
 from monitor.db import make_engine, migrate
 from monitor.deliver import Deliverer, DeliveryReport
 from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
 from monitor.fetch import http_client
-from monitor.match import Matcher
-from monitor.models import utcnow
+from monitor.models import Entry, MatchResult, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox
-from monitor.pipeline import Deps, FeedPool
+from monitor.pipeline import Deps, FeedPool, Processing
 from monitor.store import Store
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+    from monitor.match import Matcher
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +67,60 @@ def load_ner() -> Language | None:
     return None
 
 
+def matcher_for(watchlists: Sequence[Watchlist]) -> Matcher:
+    """A Matcher on a blank English pipeline (importing spaCy takes half a second)."""
+    import spacy
+
+    from monitor.match import Matcher
+
+    return Matcher(watchlists, spacy.blank("en"), load_ner)
+
+
+class LazyMatcher:
+    """The Matcher, built on first use: a cycle with nothing new to match never pays for
+    spaCy or for compiling the watchlists (minutes for hundreds of thousands of terms)."""
+
+    def __init__(self, watchlists: Sequence[Watchlist]) -> None:
+        self.watchlists = list(watchlists)
+        self._matcher: Matcher | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._matcher is not None
+
+    def match(
+        self, entries: Sequence[Entry], feed: str | None = None
+    ) -> list[tuple[Entry, list[MatchResult]]]:
+        if not entries:
+            return []
+        return self._built().match(entries, feed=feed)
+
+    def _built(self) -> Matcher:
+        with self._lock:
+            if self._matcher is None:
+                started = time.monotonic()
+                self._matcher = matcher_for(self.watchlists)
+                log.info(
+                    "matcher built",
+                    extra={
+                        "watchlists": len(self.watchlists),
+                        "entities": sum(len(w.entities) for w in self.watchlists),
+                        "topics": sum(len(w.topics) for w in self.watchlists),
+                        "seconds": round(time.monotonic() - started, 2),
+                    },
+                )
+            return self._matcher
+
+
 def alerter(settings: Settings) -> Alerter:
+    """The configured sink; slack-sdk is imported only when Slack is configured."""
     slack = settings.slack
     if slack.token:
+        from slack_sdk import WebClient
+
+        from monitor.alert.slack import SlackAlerter, retry_handlers
+
         return SlackAlerter(
             WebClient(
                 base_url=_with_slash(slack.api_url or WebClient.BASE_URL),
@@ -73,6 +130,10 @@ def alerter(settings: Settings) -> Alerter:
             )
         )
     if slack.webhook_url:
+        from slack_sdk.webhook import WebhookClient
+
+        from monitor.alert.slack import WebhookAlerter, retry_handlers
+
         return WebhookAlerter(
             WebhookClient(slack.webhook_url, timeout=15, retry_handlers=retry_handlers())
         )
@@ -128,9 +189,8 @@ class Service:
                 if getattr(new.settings, name) != getattr(self.config.settings, name)
             ]
             log.warning("monitor.yaml changes take effect on restart: %s", ", ".join(changed))
-        matcher = Matcher(new.watchlists, spacy.blank("en"), load_ner)
         self.feeds = self.deps.feeds.sync(new.feeds, new.interval, new.backfill)
-        self.deps = replace(self.deps, matcher=matcher)
+        self.deps = replace(self.deps, matcher=LazyMatcher(new.watchlists))
         self.config = replace(new, settings=self.config.settings)
         if self.deps.pool is not None:
             self.deps.pool.configure(self.config)
@@ -174,7 +234,7 @@ class Service:
 
 
 def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:
-    """Clients, database and matcher for one process (the service or a pass worker)."""
+    """Clients, database and (lazily) the matcher for the service's process."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
     return Deps(
@@ -185,10 +245,27 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
         outbox=Outbox(engine),
         notices=Notices(engine),
         digests=Digests(engine),
-        matcher=Matcher(config.watchlists, spacy.blank("en"), load_ner),
+        matcher=LazyMatcher(config.watchlists),
         alerter=sink or alerter(settings),
         pool=pool,
     )
+
+
+@dataclass(frozen=True)
+class Processor:
+    """What a pass worker process needs to take a fetched feed from parse to store."""
+
+    settings: Settings
+    store: Store
+    matcher: LazyMatcher
+
+
+def processor_for(config: Config) -> Processing:
+    """A pass worker's own database engine and (lazily) matcher; it fetches nothing and
+    sends nothing, so it has no HTTP client and no sink."""
+    settings = config.settings
+    engine = make_engine(settings.effective_database_url())
+    return Processor(settings, Store(engine), LazyMatcher(config.watchlists))
 
 
 def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Service:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +17,8 @@ from sqlmodel import SQLModel
 
 from monitor.archive import Archive
 from monitor.cli import main
-from monitor.db import make_engine, migrate, revision_of
+from monitor.db import head, make_engine, migrate, revision_of
+from monitor.errors import StoreError
 from monitor.feeds import FeedStore
 from monitor.models import Sent, utcnow
 from monitor.outbox import Outbox
@@ -61,6 +66,83 @@ def _head() -> str:
     with engine.connect() as conn:
         head = ScriptDirectory.from_config(_alembic(conn)).get_current_head()
     return str(head)
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    assert head() == _head()
+
+
+def test_a_failed_migration_leaves_no_half_made_schema(tmp_path: Path) -> None:
+    """On SQLite too the migration is one transaction: what a crash (or an error) stops
+    half-way is rolled back whole, so the next start migrates from scratch."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'half.db'}")
+    with engine.begin() as conn:  # in the way of the first schema's last table
+        conn.execute(text("CREATE TABLE delivery (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(StoreError, match="cannot migrate database"):
+        migrate(engine)
+    with engine.connect() as conn:
+        tables = {
+            row[0]
+            for row in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+        }
+    assert tables == {"delivery"}, "tables made before the error were kept"
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE delivery"))
+    migrate(engine)
+    assert revision_of(engine) == _head()
+    engine.dispose()
+
+
+# Two `monitor poll` started at the same moment: each imports, then waits for the other.
+AT_ONCE = """
+import os, sys, time
+from monitor.cli import main
+go = sys.argv[1]
+open(f"{go}.{os.getpid()}", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+sys.exit(main(["--config", sys.argv[2], "poll"]))
+"""
+
+
+def test_two_polls_started_at_once_on_a_new_database(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    feed_server.routes["/f.xml"] = Route(
+        rss([{"title": "Qin Gang returns", "guid": "1", "link": "https://n.example/1"}])
+    )
+    feeds = [{"name": "f", "url": feed_server.url("/f.xml")}]
+    for f in range(30):  # more to sync: both processes add the feeds of a new database
+        feed_server.routes[f"/quiet{f}.xml"] = Route(rss([]))
+        feeds.append({"name": f"quiet{f}", "url": feed_server.url(f"/quiet{f}.xml")})
+    cfg = write_config(tmp_path / "c", feeds)
+    for attempt in range(4):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+        env["MONITOR_DATABASE_URL"] = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        go = tmp_path / f"go{attempt}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", AT_ONCE, str(go), str(cfg)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        while len(list(tmp_path.glob(f"go{attempt}.*"))) < 2:
+            assert all(p.poll() is None for p in procs), procs[0].communicate()
+            time.sleep(0.01)
+        go.touch()
+        results = [p.communicate(timeout=60) for p in procs]
+        for proc, (_, err) in zip(procs, results, strict=True):
+            assert proc.returncode == 0, err
+            assert "cannot migrate" not in err
+        # the schema is current, and the one alert went out once between them
+        assert [line for out, _ in results for line in out.splitlines()] == [
+            "[us-china -> #china-desk] Qin Gang returns https://n.example/1 "
+            "(matched: Qin Gang; about; feed: f)"
+        ]
 
 
 def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:

@@ -1,86 +1,273 @@
-"""Whole feed passes (fetch -> parse -> dedupe -> match -> store) in worker processes, each
-taking a share of a cycle's feeds, so a cycle of many feeds uses every core: one
-process's GIL cannot fetch, parse, match and write fast enough for thousands of feeds.
+"""Pass worker processes: each takes fetched feeds from parse to store (parse, dedupe,
+match, store) one at a time, so a cycle with many changed feeds uses every core: one
+process's GIL cannot parse, match and write fast enough for thousands of feeds. The
+service fetches; a worker is handed a body when it is free, and fetches nothing.
 
-A worker process builds its own clients, engine and matcher (service.deps_for); the
+The workers start only when a cycle has more bodies than the service could process in
+the time they take to start (pipeline.Poller decides), forked from a server that has
+imported the pipeline and spaCy once, and each builds its matcher on first need. The
 service only ever sees this pool through pipeline.FeedPool.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+import queue
+import signal
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
+from monitor import logs
 from monitor.config import Config
+from monitor.errors import MonitorError
 from monitor.feeds import FeedState
-from monitor.pipeline import Deps, FeedOutcome, run_feeds
-from monitor.service import deps_for
+from monitor.models import Fetched
+from monitor.pipeline import FeedOutcome, Read, settle
+from monitor.service import processor_for
 
-POOL_FROM = 20  # feeds in a cycle before worker processes are worth their start-up
-_deps: Deps | None = None  # each worker process's own clients, database engine and matcher
+log = logging.getLogger(__name__)
+# What the fork server imports once, so that a worker starts in milliseconds, not seconds.
+_PRELOAD = [
+    "monitor.runtime.passes",
+    "monitor.parse",
+    "numpy",
+    "monitor.match",
+    "spacy.lang.en",
+]
+_READY = "ready"
+_STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its feed
 
 
-def _start_worker(config: Config) -> None:
-    global _deps
-    _deps = deps_for(config)
+class WorkerDied(MonitorError):
+    """A pass worker exited (killed, out of memory, a crash) before answering: its feed
+    fails this time, with this as the reason, and is polled again on its interval."""
 
 
-def _run_share(feeds: Sequence[FeedState]) -> list[FeedOutcome]:
-    assert _deps is not None, "worker started without its dependencies"
-    return run_feeds(feeds, _deps)
+def _work(config: Config, conn: Connection, log_setup: tuple[str, str] | None) -> None:
+    """A worker process: answers each (feed, fetched, read) it is sent with the feed's outcome,
+    until the service closes the connection."""
+    # Ctrl-C reaches the whole process group: the service decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_setup is not None:
+        logs.setup(*log_setup)
+    processor = processor_for(config)
+    conn.send(_READY)
+    while True:
+        try:
+            feed, fetched, read = conn.recv()
+        except EOFError:
+            return
+        conn.send(settle(feed, fetched, processor, read))
 
 
-def _ready() -> None:
-    """Nothing: submitting it makes a worker start."""
+def _log_setup() -> tuple[str, str] | None:
+    """The service's log level and form, for its workers to log alike."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, logs.TextFormatter | logs.JsonFormatter):
+            form = "json" if isinstance(handler.formatter, logs.JsonFormatter) else "text"
+            level = logging.getLevelName(logging.getLogger("monitor").getEffectiveLevel())
+            return str(level), form
+    return None
+
+
+class _Worker:
+    """One worker process and the service's end of its pipe."""
+
+    def __init__(self, context: Any, config: Config, generation: int) -> None:
+        self.generation = generation
+        self.ready = False
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_work, args=(config, child, _log_setup()), name="monitor-pass", daemon=True
+        )
+        try:
+            self.process.start()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, this worker is not there
+            raise WorkerDied(f"pass worker could not start: {exc!r}") from exc
+        finally:
+            child.close()
+
+    def wait_ready(self) -> None:
+        self._answer()
+        self.ready = True
+
+    def run(self, feed: FeedState, fetched: Fetched, read: Read | None) -> FeedOutcome:
+        try:
+            self.conn.send((feed, fetched, read))
+        except OSError as exc:
+            raise self._died() from exc
+        outcome: FeedOutcome = self._answer()
+        return outcome
+
+    def _answer(self) -> Any:
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._died() from exc
+
+    def _died(self) -> WorkerDied:
+        self.process.join(1)
+        return WorkerDied(f"pass worker {self.process.pid} exited ({self.process.exitcode})")
+
+    def stop(self) -> None:
+        """Closes the pipe (the worker exits when idle), or kills it if it does not."""
+        self.conn.close()
+        self.process.join(_STOP_WAIT)
+        if self.process.is_alive():
+            self.kill()
+
+    def kill(self) -> None:
+        """For a worker that has written nothing (still starting) or will not stop."""
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+@dataclass
+class _Job:
+    feed: FeedState
+    fetched: Fetched
+    read: Read | None
+    future: Future[FeedOutcome]
 
 
 class PassPool:
-    """Worker processes, started on first use and kept until the config changes."""
+    """Worker processes, started on first need and kept until closed. Each has a thread
+    here that takes the next waiting job when its worker is free, so a busy or slow
+    worker never holds up jobs another could take, and a worker that dies costs only its
+    own feed (it is started again for the next)."""
 
     def __init__(self, workers: int | None, config: Config) -> None:
-        self._workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._size = workers if workers is not None else (os.cpu_count() or 1)
         self._config = config
-        self._pool: ProcessPoolExecutor | None = None
+        self._generation = 0  # bumped by configure(): workers of an older one restart
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._ready: list[Future[None]] = []
+        self._workers: dict[int, _Worker] = {}  # by thread, while it has one
+        self._closing = False
 
     @property
     def enabled(self) -> bool:
-        return self._workers > 1
+        return self._size > 1
 
-    def wants(self, feeds: int) -> bool:
-        return self.enabled and feeds >= POOL_FROM
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
 
     def start(self) -> list[Future[None]]:
-        """Starts the workers now (they take a moment to import and build their matcher)
-        and returns futures that finish when each is ready; callers need not wait."""
-        if self._pool is None:
-            # spawn, not fork: the parent has threads (scheduler, fetchers) whose locks a
-            # forked child could inherit held.
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=context,
-                initializer=_start_worker,
-                initargs=(self._config,),
-            )
-        return [self._pool.submit(_ready) for _ in range(self._workers)]
+        """Starts the workers now (if not yet) and returns futures that finish as each is
+        ready; nobody need wait for them."""
+        with self._lock:
+            if not self._threads:
+                self._closing = False
+                self._ready = [Future() for _ in range(self._size)]
+                self._threads = [
+                    threading.Thread(target=self._serve, args=(i,), name=f"pass-{i}", daemon=True)
+                    for i in range(self._size)
+                ]
+                for thread in self._threads:
+                    thread.start()
+            return list(self._ready)
 
-    def run(self, feeds: Sequence[FeedState]) -> list[FeedOutcome]:
-        """Every feed's pass, the feeds dealt out to the workers in turn."""
-        if self._pool is None:
-            self.start()
-        assert self._pool is not None
-        shares = [list(feeds[i :: self._workers]) for i in range(self._workers)]
-        futures = [self._pool.submit(_run_share, share) for share in shares if share]
-        return [outcome for future in futures for outcome in future.result()]
+    def submit(
+        self, feed: FeedState, fetched: Fetched, read: Read | None = None
+    ) -> Future[FeedOutcome]:
+        self.start()
+        future: Future[FeedOutcome] = Future()
+        self._jobs.put(_Job(feed, fetched, read, future))
+        return future
 
     def configure(self, config: Config) -> None:
-        """A reloaded config: workers restart with it on next use."""
-        self._config = config
-        self.close()
+        """A reloaded config: each worker restarts with it before its next feed."""
+        with self._lock:
+            self._config = config
+            self._generation += 1
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        """Waiting jobs are cancelled, idle workers stop, a worker still starting is
+        killed (it has written nothing), a busy one finishes its feed first."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+            self._closing = True
+            starting = [w for w in self._workers.values() if not w.ready]
+        if not threads:
+            return
+        for worker in starting:
+            worker.kill()
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.future.cancel()
+        for _ in threads:
+            self._jobs.put(None)
+        for thread in threads:
+            thread.join(_STOP_WAIT)
+        with self._lock:
+            stuck = list(self._workers.values())
+        for worker in stuck:  # a feed that will not finish: its transaction rolls back
+            worker.kill()
+        for thread in threads:
+            thread.join()
+
+    def _launch(self, index: int) -> _Worker:
+        # forked from a fork server, not from here: the service has threads (scheduler,
+        # fetchers) whose locks a child forked from it could inherit held
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        with self._lock:
+            config, generation = self._config, self._generation
+        worker = _Worker(context, config, generation)
+        with self._lock:
+            self._workers[index] = worker
+            closing = self._closing
+        try:
+            if closing:
+                raise WorkerDied("the pool is closing")
+            worker.wait_ready()
+        except WorkerDied:
+            worker.kill()
+            with self._lock:
+                self._workers.pop(index, None)
+            raise
+        return worker
+
+    def _serve(self, index: int) -> None:
+        """One worker's thread: starts it, then hands it one waiting job at a time."""
+        worker: _Worker | None = None
+        ready = self._ready[index]
+        try:
+            worker = self._launch(index)
+            ready.set_result(None)
+        except WorkerDied as exc:
+            ready.set_exception(exc)
+            if not self._closing:
+                log.error("pass worker failed to start", extra={"error": str(exc)})
+        while (job := self._jobs.get()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                if worker is not None and worker.generation != self._generation:
+                    worker.stop()
+                    worker = None
+                if worker is None:
+                    worker = self._launch(index)
+                job.future.set_result(worker.run(job.feed, job.fetched, job.read))
+            except Exception as exc:  # noqa: BLE001 - the job fails, the thread goes on
+                job.future.set_exception(exc)
+                if worker is not None:  # in an unknown state: a fresh one for the next job
+                    worker.kill()
+                worker = None
+        if worker is not None:
+            worker.stop()
+        with self._lock:
+            self._workers.pop(index, None)
