@@ -376,7 +376,7 @@ def crash_mid_send(
 ) -> float:
     """`monitor run` killed with SIGKILL while its one alert is claimed and not confirmed,
     and started again at once. Returns how many seconds after the restart the alert
-    landed (negative: before it)."""
+    landed (negative: before it), and the restarted process's log."""
     feed_server.routes["/f.xml"] = Route(rss(qin_items(1)))
     cfg = write_config(
         tmp_path / "c",
@@ -401,7 +401,8 @@ def crash_mid_send(
     finally:
         err, _ = stop_service(second)
     assert titles(slack) == {"Qin Gang story 0": 1}, err[-3000:]
-    return float(slack.messages[0]["ts"]) - restarted
+    assert "cannot check a lost send" not in err and "dead sender sends=1" in err
+    return float(slack.messages[0]["ts"]) - restarted, err
 
 
 def test_killed_during_a_rate_limit_wait_the_alert_comes_once_soon_after_restart(
@@ -409,16 +410,20 @@ def test_killed_during_a_rate_limit_wait_the_alert_comes_once_soon_after_restart
 ) -> None:
     # Slack answered 429 "retry after 60 s"; the process died waiting. Nothing landed,
     # and the restart knows no other sender is alive: it looks, finds nothing, posts.
-    landed = crash_mid_send(
+    landed, err = crash_mid_send(
         feed_server, slack, tmp_path, Reply(status=429, retry_after=60), in_flight="1s"
     )
+    assert "unconfirmed send will be posted again" in err
     assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
 
 
 def test_killed_while_a_post_hangs_unanswered_the_alert_comes_once_soon_after_restart(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
-    landed = crash_mid_send(feed_server, slack, tmp_path, Reply(status=500, hang=5), in_flight="1s")
+    landed, err = crash_mid_send(
+        feed_server, slack, tmp_path, Reply(status=500, hang=5), in_flight="1s"
+    )
+    assert "unconfirmed send will be posted again" in err
     assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
 
 
@@ -427,7 +432,8 @@ def test_killed_while_a_post_is_landing_the_restart_finds_it_and_posts_nothing(
 ) -> None:
     # The post lands 1.5 s after it reached Slack, after its sender died: the restart
     # looks for it only once `in_flight` has passed, finds it, and posts nothing.
-    landed = crash_mid_send(feed_server, slack, tmp_path, Reply(hang=1.5), in_flight="3s")
+    landed, err = crash_mid_send(feed_server, slack, tmp_path, Reply(hang=1.5), in_flight="3s")
+    assert "lost send found in slack" in err
     assert landed <= 10
 
 
