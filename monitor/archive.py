@@ -89,7 +89,7 @@ class Archive(Database):
             )
             s.execute(
                 delete(DeliveryRow).where(
-                    col(DeliveryRow.kind) == "digest",
+                    col(DeliveryRow.kind).in_(("digest", "flood")),
                     col(DeliveryRow.status) == "sent",
                     col(DeliveryRow.id).notin_(still_listed),
                 )

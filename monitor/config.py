@@ -240,6 +240,12 @@ class DeliverySettings(_Model):
     channel_interval: Duration = timedelta(seconds=1)  # Slack allows ~1 message/s a channel
     max_per_second: float = Field(default=10.0, gt=0)  # across all channels
     lease: Duration = timedelta(minutes=2)  # a send unconfirmed for this long is checked
+    # a crashed sender's request may still land this long after it died: its send is
+    # looked for after that (at start, once no other sender is alive)
+    in_flight: Duration = timedelta(seconds=3)
+    # more never-tried alerts than this for one channel from one cycle: one flood message
+    flood_threshold: int = Field(default=20, ge=1)
+    flood_window: Duration = timedelta(minutes=1)  # alerts this close together are one cycle
 
 
 class QueueSettings(_Model):

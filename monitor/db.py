@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import importlib
+import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -179,3 +183,159 @@ class Database:
         engine's own dialect: importing PostgreSQL's for SQLite costs start-up time)."""
         name = "postgresql" if self.engine.dialect.name == "postgresql" else "sqlite"
         return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(model)
+
+
+class Lock(Protocol):
+    """A lock between processes, released by the operating system or the database when
+    its process dies, however it dies."""
+
+    def try_exclusive(self) -> bool:
+        """Takes the lock alone if no process holds it in any way; never waits."""
+        ...
+
+    def share(self) -> None:
+        """Holds the lock shared with others (waiting out a moment's exclusive hold);
+        an exclusive hold of this process becomes a shared one."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class FileLock:
+    """flock(2) on a file: what a SQLite database beside it can offer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
+
+    def try_exclusive(self) -> bool:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def share(self) -> None:
+        fcntl.flock(self._file(), fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops its lock
+            self._fd = None
+
+
+class LockSession:
+    """One PostgreSQL session holding this process's advisory locks: they last as long as
+    the session, so they end when the process dies. Advisory locks belong to a whole
+    database, so their keys are named within our schema: deployments in other schemas of
+    the same database never meet. Threads share the session, one statement at a time.
+    Should the connection drop, the next call opens another and first takes again the
+    shared locks it held."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+        self._schema = ""
+        self._mutex = threading.Lock()
+        self._shared: list[str] = []  # names held shared, to take again on a new session
+
+    def _key(self, name: str) -> int:
+        digest = hashlib.blake2b(f"monitor:{self._schema}:{name}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)
+
+    def _execute(self, function: str, name: str) -> bool:
+        if self._connection is None:
+            self._connection = self._engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            self._schema = str(self._connection.execute(text("SELECT current_schema()")).scalar())
+            for held in self._shared:
+                self._connection.execute(
+                    text("SELECT pg_advisory_lock_shared(:key)"), {"key": self._key(held)}
+                )
+        result = self._connection.execute(
+            text(f"SELECT {function}(:key)"), {"key": self._key(name)}
+        )
+        return result.scalar() is not False
+
+    def call(self, function: str, name: str) -> bool:
+        with self._mutex:
+            try:
+                done = self._execute(function, name)
+            except SQLAlchemyError as exc:
+                if self._connection is not None:
+                    self._connection.invalidate()
+                    self._connection = None
+                raise StoreError(f"database error taking a lock: {exc}") from exc
+            if function == "pg_advisory_lock_shared":
+                self._shared.append(name)
+            elif function == "pg_advisory_unlock_shared" and name in self._shared:
+                self._shared.remove(name)
+            return done
+
+    def close(self) -> None:
+        with self._mutex:
+            self._shared.clear()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+class AdvisoryLock:
+    """A session advisory lock on PostgreSQL, named by a string."""
+
+    def __init__(self, session: LockSession, name: str) -> None:
+        self._session = session
+        self._name = name
+        self._held: list[str] = []  # how it is held: "exclusive", "shared"
+
+    def try_exclusive(self) -> bool:
+        if self._session.call("pg_try_advisory_lock", self._name):
+            self._held.append("exclusive")
+            return True
+        return False
+
+    def share(self) -> None:
+        self._session.call("pg_advisory_lock_shared", self._name)
+        if "exclusive" in self._held:  # shared first, then let go: never unheld between
+            self._session.call("pg_advisory_unlock", self._name)
+            self._held.remove("exclusive")
+        self._held.append("shared")
+
+    def release(self) -> None:
+        while self._held:
+            held = self._held.pop()
+            unlock = "pg_advisory_unlock" if held == "exclusive" else "pg_advisory_unlock_shared"
+            self._session.call(unlock, self._name)
+
+
+class Locks:
+    """Named locks between the processes that share this database: flock(2) files beside
+    a SQLite file, advisory locks on PostgreSQL. None where neither exists (SQLite in
+    memory): then nothing can be proven about other processes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._session = LockSession(engine) if engine.dialect.name == "postgresql" else None
+
+    @property
+    def server(self) -> bool:
+        """Whether processes on other hosts see these locks (a database server's)."""
+        return self._session is not None
+
+    def lock(self, name: str) -> Lock | None:
+        if self._session is not None:
+            return AdvisoryLock(self._session, name)
+        database = self._engine.url.database
+        if self._engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            return None
+        return FileLock(Path(f"{database}.{name}.lock"))
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()

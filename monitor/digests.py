@@ -1,19 +1,30 @@
 """Digests: held deliveries gathered into one message each schedule boundary, or when
-quiet hours end."""
+quiet hours end; and floods, a cycle's too many alerts for one channel, gathered into
+one message as soon as they are seen."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlmodel import col
+from sqlalchemy import func, select, update
+from sqlmodel import Session, col
 
 from monitor.config import Watchlist
 from monitor.db import Database
-from monitor.models import DeliveryRow, utcnow
+from monitor.models import DeliveryRow, as_utc, utcnow
 
-DIGEST_PART = 20  # stories per digest message; Slack allows 50 blocks
+DIGEST_PART = 20  # stories per digest message (and listed in a flood); Slack allows 50 blocks
+
+
+@dataclass(frozen=True)
+class Flood:
+    delivery_id: int
+    channel: str
+    watchlist: str
+    alerts: int
 
 
 class Digests(Database):
@@ -69,3 +80,92 @@ class Digests(Database):
                         )
                         made += 1
         return made
+
+    def floods(
+        self, now: datetime, threshold: int, window: timedelta, channel: str | None = None
+    ) -> list[Flood]:
+        """Gathers floods into one message each (in one channel, if given): more than
+        `threshold` alerts for a channel, never tried yet, created within `window` of the
+        first of them, i.e. from one poll cycle, whichever process or worker stored them.
+        Those already sent stay sent; what a later cycle brings counts afresh."""
+        fresh = (
+            col(DeliveryRow.status) == "pending",
+            col(DeliveryRow.kind) == "alert",
+            col(DeliveryRow.attempts) == 0,
+            col(DeliveryRow.next_attempt_at) <= now,
+        )
+        busy = select(col(DeliveryRow.channel)).where(*fresh)
+        if channel is not None:
+            busy = busy.where(col(DeliveryRow.channel) == channel)
+        busy = busy.group_by(col(DeliveryRow.channel)).having(func.count() > threshold)
+        made: list[Flood] = []
+        with self._session() as s:
+            for name in s.execute(busy).scalars().all():
+                created = col(DeliveryRow.created_at)
+                waiting = (*fresh, col(DeliveryRow.channel) == name)
+                times = s.execute(select(created).where(*waiting).order_by(created)).scalars()
+                for start in _cycles([as_utc(t) for t in times], threshold, window):
+                    cycle = (*waiting, created >= start, created < start + window)
+                    flood = self._flood(s, name, cycle)
+                    if flood is not None:
+                        made.append(flood)
+        return made
+
+    def _flood(self, s: Session, channel: str, cycle: tuple[Any, ...]) -> Flood | None:
+        """One flood message for the rows `cycle` selects, unless another deliverer has
+        just gathered them (its message has the key of their first row)."""
+        first = s.execute(select(func.min(col(DeliveryRow.id))).where(*cycle)).scalar()
+        if first is None:
+            return None
+        names = s.execute(select(col(DeliveryRow.watchlist)).where(*cycle).distinct())
+        watchlist = ", ".join(sorted(names.scalars()))[:200]
+        made = s.execute(
+            self._insert(DeliveryRow)
+            .values(
+                key=f"flood|{channel}|{first}",
+                kind="flood",
+                watchlist=watchlist,
+                channel=channel,
+                mentions=[],
+                status="pending",
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+            .returning(DeliveryRow.id)
+        ).scalar()
+        if made is None:
+            return None
+        result: Any = s.execute(
+            update(DeliveryRow).where(*cycle).values(status="digested", digest_id=made)
+        )
+        alerts = int(result.rowcount)
+        s.execute(
+            update(DeliveryRow)
+            .where(col(DeliveryRow.id) == made)
+            .values(label=f"{alerts} alerts in one poll cycle")
+        )
+        # their stories' follow-ups have no thread to go to: the flood message stands for them
+        gathered = select(col(DeliveryRow.key)).where(col(DeliveryRow.digest_id) == made)
+        s.execute(
+            update(DeliveryRow)
+            .where(
+                col(DeliveryRow.thread_of).in_(gathered),
+                col(DeliveryRow.status).in_(("pending", "held")),
+            )
+            .values(status="digested", digest_id=made)
+        )
+        return Flood(made, channel, watchlist, alerts)
+
+
+def _cycles(times: Sequence[datetime], threshold: int, window: timedelta) -> list[datetime]:
+    """The start of each run of more than `threshold` times within `window` of its first."""
+    starts, i = [], 0
+    while i < len(times):
+        j = i + 1
+        while j < len(times) and times[j] < times[i] + window:
+            j += 1
+        if j - i > threshold:
+            starts.append(times[i])
+        i = j
+    return starts

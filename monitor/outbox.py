@@ -1,10 +1,11 @@
 """The delivery outbox: what must be sent, what was, and what to do about the rest.
 
 Rows are written in the same transaction as their match (see Store.save, which calls
-`queue`). A deliverer claims a row (pending -> sending, one attempt counted) before
-it sends and records the outcome after, so a crash between the two leaves a row in
-"sending": the next deliverer checks Slack for it (the message carries the row's key
-in its metadata) before posting again.
+`queue`): one per (watchlist, story, channel), and one per other article of the story
+(a follow-up); another feed's copy of the same article adds none. A deliverer claims a
+row (pending -> sending, one attempt counted) before it sends and records the outcome
+after, so a crash between the two leaves a row in "sending": a deliverer checks Slack
+for it (the message carries the row's key in its metadata) before posting again.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from sqlmodel import Session, col
 
 from monitor.config import Watchlist
 from monitor.db import Database
+from monitor.dedupe import canonical_url, content_hash
+from monitor.digests import DIGEST_PART
 from monitor.models import (
     ArticleRow,
     ChannelRow,
     DeliveryRow,
     FeedRow,
+    Item,
     MatchRow,
     Outgoing,
     Sent,
     Story,
+    as_utc,
     utcnow,
 )
 
@@ -56,6 +61,37 @@ def alert_key(watchlist: str, story_key: str, channel: str) -> str:
     return f"{watchlist}|{story_key}|{channel}"
 
 
+UNSENT = ("pending", "held")  # states in which a delivery may still change what it shows
+
+
+def article_identity(url: str | None, title: str, body: str) -> str:
+    """What makes two stored articles the same article: the canonical link, or for an
+    article without one, its text. Copies of one article from several feeds share it."""
+    link = canonical_url(url) if url else None
+    if link:
+        return f"url:{link}"
+    return "hash:" + content_hash(Item(title, None, None, body, "", None))
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """One delivery of a story in a channel, with the article it names."""
+
+    delivery_id: int
+    key: str
+    status: str
+    digest_id: int | None
+    match_id: int
+    article_id: int
+    strength: str
+    published: datetime | None
+    identity: str
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> bool:
+    return a is not None and b is not None and as_utc(a) < as_utc(b)
+
+
 def queue(
     session: Session,
     insert: Callable[[type[DeliveryRow]], Any],
@@ -71,51 +107,118 @@ def queue(
 ) -> int:
     """Adds the delivery a new match calls for; returns 1 if one was queued.
 
-    The first match of a story gets the story's alert. A later copy (another outlet, or
+    The first match of a story gets the story's alert. A copy of an article already in
+    the story (the same canonical link from another feed) is never posted again; an
+    unsent delivery takes it instead when it was published earlier, so the alert names
+    the earliest copy. A different article of the story (another outlet's link, or
     near-identical text) becomes a thread follow-up, a separate alert, or nothing, as
-    the watchlist's `followups` says.
+    the watchlist's `followups` says; published before the story's unsent alert, it
+    takes the alert's place, and the article it displaces becomes that follow-up.
     """
     parent_key = alert_key(watchlist, story_key, channel)
-    parent = session.execute(
-        select(col(DeliveryRow.status)).where(col(DeliveryRow.key) == parent_key)
-    ).scalar()
     status = "held" if policy.hold else "pending"
-    values: dict[str, Any] = {
-        "key": parent_key,
-        "kind": "alert",
-        "thread_of": None,
-        "mentions": list(policy.mentions) if strength == "about" else [],
+    row = {
+        "watchlist": watchlist,
+        "story_key": story_key,
+        "channel": channel,
+        "next_attempt_at": now,
+        "created_at": now,
     }
-    if parent is not None:
-        if policy.followups == "ignore":
-            return 0
-        if policy.followups == "separate":
-            values["key"] = f"{parent_key}|{article_id}"
-        else:
-            values = {
-                "key": f"{parent_key}|also|{article_id}",
-                "kind": "followup",
-                "thread_of": parent_key,
-                "mentions": [],
-            }
-            if parent in ("held", "digested"):
-                status = "held"
-    stmt = (
-        insert(DeliveryRow)
-        .values(
-            match_id=match_id,
-            watchlist=watchlist,
-            story_key=story_key,
-            channel=channel,
-            status=status,
-            next_attempt_at=now,
-            created_at=now,
-            **values,
+
+    def add(values: dict[str, Any]) -> int:
+        stmt = insert(DeliveryRow).values(**row, **values).on_conflict_do_nothing()
+        return len(session.execute(stmt.returning(DeliveryRow.id)).all())
+
+    mentions = list(policy.mentions)
+    alert = {"key": parent_key, "kind": "alert", "thread_of": None, "status": status}
+    if add({**alert, "match_id": match_id, "mentions": mentions if strength == "about" else []}):
+        return 1
+    copies = _story(session, watchlist, story_key, channel, match_id)
+    new = next(c for c in copies if c.delivery_id == 0)
+    known = [c for c in copies if c.delivery_id != 0]
+    parent = next((c for c in known if c.key == parent_key), None)
+    if parent is None or _flooded(session, parent):
+        return 0  # (a copy of a story posted in a flood message adds nothing to it)
+    same = next((c for c in known if c.identity == new.identity), None)
+    if same is not None:
+        if same.status in UNSENT and _earlier(new.published, same.published):
+            _rename(session, same, new, mentions if same.key == parent_key else [])
+        return 0
+    copy = new
+    earlier = parent.status in UNSENT and _earlier(new.published, parent.published)
+    if earlier and _rename(session, parent, new, mentions):
+        copy = parent  # the article the alert named now follows it
+    if policy.followups == "ignore":
+        return 0
+    if policy.followups == "separate":
+        values = {
+            **alert,
+            "key": f"{parent_key}|{copy.article_id}",
+            "mentions": mentions if copy.strength == "about" else [],
+        }
+    else:
+        values = {
+            "key": f"{parent_key}|also|{copy.article_id}",
+            "kind": "followup",
+            "thread_of": parent_key,
+            "mentions": [],
+            "status": "held" if parent.status in ("held", "digested") else status,
+        }
+    return add({**values, "match_id": copy.match_id})
+
+
+def _story(s: Session, watchlist: str, story_key: str, channel: str, match_id: int) -> list[_Copy]:
+    """The story's deliveries in the channel, and the new article (delivery_id 0)."""
+    rows = s.execute(
+        select(DeliveryRow, MatchRow, ArticleRow)
+        .join(MatchRow, col(MatchRow.id) == DeliveryRow.match_id)
+        .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+        .where(
+            col(DeliveryRow.watchlist) == watchlist,
+            col(DeliveryRow.story_key) == story_key,
+            col(DeliveryRow.channel) == channel,
+            col(DeliveryRow.kind).in_(("alert", "followup")),
         )
-        .on_conflict_do_nothing()
-        .returning(DeliveryRow.id)
+    ).all()
+    new = s.execute(
+        select(MatchRow, ArticleRow)
+        .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+        .where(col(MatchRow.id) == match_id)
+    ).one()
+    return [
+        _Copy(
+            delivery_id=(d.id or 0) if d is not None else 0,
+            key=d.key if d is not None else "",
+            status=d.status if d is not None else "",
+            digest_id=d.digest_id if d is not None else None,
+            match_id=m.id or 0,
+            article_id=a.id or 0,
+            strength=m.strength,
+            published=a.published_at,
+            identity=article_identity(a.url, a.title, a.body),
+        )
+        for d, m, a in [*rows, (None, *new)]
+    ]
+
+
+def _flooded(s: Session, parent: _Copy) -> bool:
+    if parent.status != "digested" or parent.digest_id is None:
+        return False
+    kind = s.execute(select(col(DeliveryRow.kind)).where(col(DeliveryRow.id) == parent.digest_id))
+    return kind.scalar() == "flood"
+
+
+def _rename(s: Session, delivery: _Copy, copy: _Copy, mentions: list[str]) -> bool:
+    """Points an unsent delivery at an earlier copy; False if it went out meanwhile."""
+    values: dict[str, Any] = {"match_id": copy.match_id}
+    if copy.strength == "about" and mentions:
+        values["mentions"] = mentions  # never drops a mention the delivery had
+    result: Any = s.execute(
+        update(DeliveryRow)
+        .where(col(DeliveryRow.id) == delivery.delivery_id, col(DeliveryRow.status).in_(UNSENT))
+        .values(**values)
     )
-    return len(session.execute(stmt).all())
+    return bool(result.rowcount == 1)
 
 
 class Outbox(Database):
@@ -146,8 +249,12 @@ class Outbox(Database):
     def _outgoing(self, s: Session, row: DeliveryRow, thread_ts: str | None) -> Outgoing:
         if row.kind == "notice":
             stories: list[Story] = []
-        elif row.kind == "digest":
-            children = select(col(DeliveryRow.match_id)).where(col(DeliveryRow.digest_id) == row.id)
+        elif row.kind in ("digest", "flood"):
+            children = select(col(DeliveryRow.match_id)).where(
+                col(DeliveryRow.digest_id) == row.id, col(DeliveryRow.kind) == "alert"
+            )
+            if row.kind == "flood":  # the count is in its label; the first ones are listed
+                children = children.order_by(col(DeliveryRow.id)).limit(DIGEST_PART)
             stories = self._stories(s, children)
         else:
             stories = self._stories(s, [row.match_id])
@@ -187,8 +294,10 @@ class Outbox(Database):
             for m, a, feed in s.execute(stmt)
         ]
 
-    def claim(self, delivery_id: int) -> bool:
-        """pending -> sending, counting the attempt; False if another deliverer has it."""
+    def claim(self, delivery_id: int, thread_ts: str | None = None) -> Outgoing | None:
+        """pending -> sending, counting the attempt; None if another deliverer has it (or
+        it went into a flood message). The delivery comes back as claimed: a copy stored
+        since it was read may have changed the article it names."""
         with self._session() as s:
             result: Any = s.execute(
                 update(DeliveryRow)
@@ -199,7 +308,10 @@ class Outbox(Database):
                     attempts=col(DeliveryRow.attempts) + 1,
                 )
             )
-            return bool(result.rowcount == 1)
+            if result.rowcount != 1:
+                return None
+            row = s.execute(select(DeliveryRow).where(col(DeliveryRow.id) == delivery_id))
+            return self._outgoing(s, row.scalar_one(), thread_ts)
 
     def sent(self, delivery_id: int, channel: str, sent: Sent) -> None:
         with self._session() as s:
@@ -231,14 +343,20 @@ class Outbox(Database):
                 )
             )
 
-    def release(self, delivery_id: int) -> None:
-        """Back to pending after a lost send was looked for and not found."""
+    def release(self, delivery_id: int, attempts: int) -> bool:
+        """Back to pending after a lost send was looked for and not found; only if no one
+        has claimed it again since (its attempts still count `attempts`)."""
         with self._session() as s:
-            s.execute(
+            result: Any = s.execute(
                 update(DeliveryRow)
-                .where(col(DeliveryRow.id) == delivery_id, col(DeliveryRow.status) == "sending")
+                .where(
+                    col(DeliveryRow.id) == delivery_id,
+                    col(DeliveryRow.status) == "sending",
+                    col(DeliveryRow.attempts) == attempts,
+                )
                 .values(status="pending", attempt_started_at=None, next_attempt_at=utcnow())
             )
+            return bool(result.rowcount == 1)
 
     def unconfirmed(
         self, started_before: datetime | None, channel: str | None = None

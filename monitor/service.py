@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +23,8 @@ from monitor.alert import Alerter
 from monitor.alert.console import ConsoleAlerter
 from monitor.archive import Archive
 from monitor.config import Config, Settings, Watchlist
-from monitor.db import make_engine, migrate
-from monitor.deliver import Deliverer, DeliveryReport
+from monitor.db import Locks, make_engine, migrate
+from monitor.deliver import Deliverer, DeliveryReport, Orphans, Senders
 from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
@@ -164,6 +164,7 @@ class Service:
     deps: Deps
     feeds: list[FeedState]
     stamp: tuple[tuple[str, int, int], ...] = ()
+    _senders: Senders | None = field(default=None, repr=False)
 
     def reload(self) -> bool:
         """Applies an edited config directory: watchlists and feeds take effect at once.
@@ -212,10 +213,27 @@ class Service:
             counts = Archive(self.deps.store.engine).prune(utcnow() - retention)
             log.info("pruned", extra={"matches": counts["matches"], "articles": counts["articles"]})
 
-    def deliverer(self, channel: str | None = None) -> Deliverer:
-        """A deliverer for every channel, or (queue mode) for one."""
+    @property
+    def senders(self) -> Senders:
+        """This process among those sending alerts (see deliver.Senders): the locks that
+        let a restart settle a crashed sender's sends at once instead of after a lease."""
+        if self._senders is None:
+            deps = self.deps
+            locks = Locks(deps.outbox.engine)
+            self._senders = Senders(deps.outbox, locks, deps.settings.delivery.in_flight)
+        return self._senders
+
+    def deliverer(self, channel: str | None = None, orphans: Orphans | None = None) -> Deliverer:
+        """A deliverer for every channel: this process joins the senders, and the first
+        to find no other alive settles what dead ones left. Or (queue mode) one for a
+        channel, within its turn (`senders.turn`), which says what the channel's dead
+        senders left."""
         deps = self.deps
-        return Deliverer(deps.outbox, deps.alerter, deps.settings.delivery, channel=channel)
+        if channel is None:
+            orphans = self.senders.join()
+        return Deliverer(
+            deps.outbox, deps.alerter, deps.settings.delivery, channel=channel, orphans=orphans
+        )
 
     def deliver(
         self,
@@ -227,6 +245,8 @@ class Service:
         return deliverer.run(stop)
 
     def close(self) -> None:
+        if self._senders is not None:
+            self._senders.close()
         if self.deps.pool is not None:
             self.deps.pool.close()
         self.deps.client.close()

@@ -129,7 +129,9 @@ class Reply:
     """One scripted answer: an HTTP status, or a Slack error code in a 200.
 
     `lose` posts the message and then drops the connection before answering, the way a
-    crash or a network cut loses the outcome of a send.
+    crash or a network cut loses the outcome of a send. `lag` holds the request that long
+    before Slack counts it, as a loaded machine or network delays a request on its way;
+    `hang` holds the answer after it was counted.
     """
 
     status: int = 200
@@ -137,6 +139,7 @@ class Reply:
     retry_after: int | None = None
     hang: float = 0.0
     lose: bool = False
+    lag: float = 0.0
 
 
 def channel_id(name: str) -> str:
@@ -193,6 +196,9 @@ class FakeSlack:
                     owner.calls += 1
                     owner.auth.append(self.headers.get("Authorization") or "")
                     reply = owner._next_reply()
+                if reply.lag:
+                    time.sleep(reply.lag)
+                with owner.lock:
                     channel = channel_id(str(payload.get("channel", "webhook")))
                     now = time.monotonic()
                     if (

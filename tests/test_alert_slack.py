@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
 from slack_sdk.webhook import WebhookClient
 
 from monitor.alert.slack import (
@@ -16,6 +19,7 @@ from monitor.alert.slack import (
     SECTION_MAX,
     SlackAlerter,
     WebhookAlerter,
+    as_json,
     escape,
     render,
     retry_handlers,
@@ -247,3 +251,57 @@ def test_webhook(slack: FakeSlack) -> None:
     sink.send(ALERT)
     assert slack.messages[0]["blocks"] == render(ALERT)[1]
     assert sink.find(ALERT, datetime.now(UTC)) is None
+
+
+def mrkdwn_of(text: str, blocks: list[dict[str, Any]]) -> list[str]:
+    """Every mrkdwn string of a message: the fallback text, sections, context elements."""
+    out = [text]
+    for block in blocks:
+        if block["type"] == "section":
+            out.append(block["text"]["text"])
+        if block["type"] == "context":
+            out += [e["text"] for e in block["elements"]]
+    return out
+
+
+def assert_well_formed(strings: list[str]) -> None:
+    for s in strings:
+        assert not re.search(r"&(?!amp;|lt;|gt;)", s), f"a cut escape in {s[-40:]!r}"
+        body = s.removeprefix("> ")  # a quote's mark
+        assert body.count("<") == body.count(">"), f"a cut link in {s[-60:]!r}"
+        assert len(s) <= 3000
+
+
+def test_clipping_never_cuts_an_escape_or_a_link() -> None:
+    long_url = "https://news.example/" + "a&b" * 1200  # no section holds it whole
+    for title in ("&" * 700, "Q&A: <Qin Gang> " * 60, "x" * 2990 + "&&&&"):
+        story = Story(**{**STORY.__dict__, "title": title, "url": long_url, "snippet": "a&b" * 600})
+        alert = Outgoing(**{**ALERT.__dict__, "stories": [story]})
+        text, blocks = render(alert)
+        assert_well_formed(mrkdwn_of(text, blocks))
+        headline = blocks[0]["text"]["text"]
+        assert "news.example" not in headline + text  # dropped, not cut
+        assert headline.startswith("*" + escape(title[:3])) and headline.endswith("*")
+        digest = Outgoing(**{**ALERT.__dict__, "kind": "digest", "stories": [story] * 3})
+        assert_well_formed(mrkdwn_of(*render(digest)))
+
+
+def test_a_link_that_fits_is_kept_whole() -> None:
+    url = "https://news.example/" + "a" * 2000
+    story = Story(**{**STORY.__dict__, "title": "Qin & Wang", "url": url})
+    text, blocks = render(Outgoing(**{**ALERT.__dict__, "stories": [story]}))
+    assert blocks[0]["text"]["text"] == f"*<{url}|Qin &amp; Wang>*"
+    assert text == f"Qin &amp; Wang {url}"
+
+
+def test_a_layout_slack_would_refuse_is_a_permanent_failure() -> None:
+    notice = Outgoing(**{**ALERT.__dict__, "kind": "notice", "stories": [], "label": "x"})
+    assert render(notice)[1] == [
+        {"type": "section", "text": {"type": "mrkdwn", "text": ":warning: x"}}
+    ]
+    with pytest.raises(AlertError) as info:
+        as_json([SectionBlock(text=MarkdownTextObject(text="y" * 3001))])
+    assert info.value.permanent and "3000" in str(info.value)
+    with pytest.raises(AlertError) as info:
+        as_json([SectionBlock(text=MarkdownTextObject(text="y"))] * 51)
+    assert info.value.permanent

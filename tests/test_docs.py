@@ -78,6 +78,15 @@ SAMPLES = {
         [COPY],
         thread_ts="1689240600.000100",
     ),
+    "flood": Outgoing(
+        4,
+        "flood|#china-desk|41",
+        "flood",
+        "us-china",
+        "#china-desk",
+        DIGEST,  # the first ones of the flood: the count is in the label
+        label="240 alerts in one poll cycle",
+    ),
     "digest": Outgoing(
         3,
         "us-china|digest|2023-07-14T07:00:00+00:00|#china-desk|0",

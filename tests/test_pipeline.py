@@ -18,13 +18,21 @@ from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 
 NOW = datetime.now(UTC)
+QIN_TEXT = (
+    "Foreign Minister Qin Gang has not been seen in public for three weeks, and the ministry "
+    "in Beijing declined on Tuesday to say where he was or when he would return, fuelling "
+    "speculation about his health and his standing with the leadership. Diplomats in the "
+    "capital said his absence from a regional meeting in Jakarta, where a deputy attended "
+    "in his place, had been noticed by every delegation present."
+)
 
 WORLD = [
     {
         "title": "Qin Gang absent from Beijing talks",
         "link": "https://news.example/qin?utm_source=rss",
         "guid": "w1",
-        "description": "Foreign Minister Qin Gang has not been seen for weeks.",
+        "description": QIN_TEXT,
+        "published": NOW - timedelta(hours=1),
     },
     {
         "title": "Weather: rain in London",
@@ -46,12 +54,14 @@ WORLD = [
     },
 ]
 ASIA = [
-    # the same story as w1 through another outlet: one alert per (watchlist, story)
+    # the same story as w1 through another outlet (near-identical text under its own
+    # link): one alert per (watchlist, story), naming the earlier copy
     {
         "title": "Where is Qin Gang?",
-        "link": "https://www.news.example/qin#top",
+        "link": "https://asia.example/2023/where-is-qin",
         "guid": "a1",
-        "description": "Questions mount over China's foreign minister.",
+        "description": QIN_TEXT,
+        "published": NOW - timedelta(minutes=30),
     },
     {
         "title": "FENTANYL TALKS RESUME",

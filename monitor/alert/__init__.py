@@ -2,7 +2,7 @@
 
 A sink raises AlertError on failure (`permanent` when retrying cannot help,
 `retry_after` when the service asked for a pause) and never touches the database: the
-deliverer in pipeline.py records outcomes in the outbox.
+deliverer in deliver.py records outcomes in the outbox.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from monitor.models import Outgoing, Sent
 
 class Alerter(Protocol):
     name: str
+    # whether the deliverer paces its messages (channel_interval, max_per_second, 429
+    # pauses): a service with rate limits is; stdout is not
+    paced: bool
 
     def send(self, out: Outgoing) -> Sent:
         """Posts the message and says where it landed."""

@@ -1,4 +1,5 @@
-"""The sink used when no Slack is configured: one line per alert on stdout."""
+"""The sink used when no Slack is configured: one line per alert on stdout, unpaced (a
+terminal has no rate limit)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from monitor.models import Outgoing, Sent
 
 class ConsoleAlerter:
     name = "stdout"
+    paced = False
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
@@ -22,6 +24,11 @@ class ConsoleAlerter:
             stream.write(f"{prefix} {out.label}\n")
         if out.kind == "digest":
             stream.write(f"{prefix} digest {out.label}: {len(out.stories)} stories\n")
+        if out.kind == "flood":
+            stream.write(
+                f"{prefix} flood: {out.label}; the first {len(out.stories)}, "
+                f"all in `monitor matches`:\n"
+            )
         for story in out.stories:
             line = " ".join(f"{story.title} {story.url or ''}".split())
             lead = "  also reported by " + story.feed + ":" if out.kind == "followup" else ""

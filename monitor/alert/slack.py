@@ -1,9 +1,11 @@
-"""Slack sinks: Block Kit messages through slack-sdk, with its retry handlers.
+"""Slack sinks: Block Kit messages built from slack-sdk's typed blocks (which check
+Slack's limits), sent through its clients with its retry handlers.
 
-Every piece of feed text is escaped for mrkdwn before it is placed in a message, so
-a headline can never ping `<!channel>`, mention someone or fake a link. Mentions come
-only from the watchlist's `notify`. Each message carries its delivery's tag in
-Slack message metadata, so a send whose answer was lost can be found again.
+Every piece of feed text is escaped for mrkdwn as it is placed in a message, so a
+headline can never ping `<!channel>`, mention someone or fake a link; text is clipped
+before it is escaped and links are never cut. Mentions come only from the watchlist's
+`notify`. Each message carries its delivery's tag in Slack message metadata, so a send
+whose answer was lost can be found again.
 """
 
 from __future__ import annotations
@@ -11,19 +13,29 @@ from __future__ import annotations
 import http.client
 import re
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackObjectFormationError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
 from slack_sdk.webhook import WebhookClient
 
 from monitor.errors import AlertError
@@ -45,16 +57,97 @@ PERMANENT = {
     "invalid_blocks": "Slack rejected the message layout",
     "restricted_action": "the workspace does not let this app post there",
 }
-SECTION_MAX = 3000  # characters in a section's text
-HEADER_MAX = 150  # characters in a header
+SECTION_MAX = 3000  # characters in a section's text (the SDK checks it too)
+HEADER_MAX = 150  # characters in a header (the SDK checks it too)
 BLOCKS_MAX = 50  # blocks in a message
-_TEXT_MAX = 3000
+CONTEXT_MAX = 300  # characters we allow one context element: a line, not a page
+TEXT_MAX = 3000  # characters of the notification fallback `text`
+TITLE_MAX = 500  # characters of a headline, before escaping
+SNIPPET_MAX = 1000
 _CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{8,}$")
+_WIDTH = {"&": 5, "<": 4, ">": 4}  # what escaping makes of Slack's control characters
 
 
 def escape(text: str) -> str:
     """Slack's three control characters; everything else is literal in mrkdwn."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# A message's text is put together from pieces, then fitted to a limit: plain text is
+# clipped before it is escaped (never `&am…`), our own markup and links are whole or
+# absent (never `<https://news.example/aaa…`). A link that does not fit leaves its
+# label, as plain text.
+
+
+@dataclass(frozen=True)
+class Plain:
+    """Text from a feed, escaped when it is placed; clipped if it must be."""
+
+    text: str
+    bold: bool = False
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Our own markup (mentions, quote marks, separators), or a bare escaped URL: whole."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str | None  # escaped, as _safe_url gives it; None for no link
+    label: str
+    bold: bool = False
+
+
+Piece = Plain | Mark | Link
+
+
+def _clip_escaped(text: str, room: int) -> str:
+    """The longest start of `text` whose escaped form and an ellipsis fit `room`, for a
+    text whose escaped form does not."""
+    used = 0
+    for end, char in enumerate(text):
+        used += _WIDTH.get(char, 1)
+        if used + 1 > room:
+            return escape(text[:end].rstrip()) + "…"
+    return escape(text)
+
+
+def fit(pieces: Sequence[Piece], limit: int) -> str:
+    """The pieces as mrkdwn, at most `limit` characters; what does not fit is left off
+    (plain text clipped with an ellipsis)."""
+    out: list[str] = []
+    used = 0
+    for piece in pieces:
+        room = limit - used
+        if isinstance(piece, Link) and piece.url:
+            label = f"<{piece.url}|{escape(piece.label)}>"
+            text = f"*{label}*" if piece.bold else label
+            if len(text) <= room:
+                out.append(text)
+                used += len(text)
+                continue
+            piece = Plain(piece.label, piece.bold)  # the link is dropped, the label stays
+        elif isinstance(piece, Link):
+            piece = Plain(piece.label, piece.bold)
+        if isinstance(piece, Mark):
+            if len(piece.text) > room:
+                break
+            out.append(piece.text)
+            used += len(piece.text)
+            continue
+        stars = "*" if piece.bold and piece.text.strip() else ""
+        whole = escape(piece.text)
+        if len(whole) + 2 * len(stars) <= room:
+            out.append(f"{stars}{whole}{stars}")
+            used += len(whole) + 2 * len(stars)
+            continue
+        if room > 2 * len(stars) + 1:
+            out.append(f"{stars}{_clip_escaped(piece.text, room - 2 * len(stars))}{stars}")
+        break
+    return "".join(out).rstrip()
 
 
 def _safe_url(url: str | None) -> str | None:
@@ -66,33 +159,32 @@ def _safe_url(url: str | None) -> str | None:
     return escape(url).replace("|", "%7C")
 
 
-def _clip(text: str, limit: int) -> str:
+def _plain_clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _title(story: Story) -> str:
-    return _clip(" ".join(story.title.split()) or "(untitled)", 500)
+    return _plain_clip(" ".join(story.title.split()) or "(untitled)", TITLE_MAX)
 
 
-def _link(story: Story) -> str:
-    url = _safe_url(story.url)
-    return f"<{url}|{escape(_title(story))}>" if url else escape(_title(story))
+def _link(story: Story, bold: bool = False) -> Link:
+    return Link(_safe_url(story.url), _title(story), bold)
 
 
 def _when(story: Story) -> str:
     return story.published.strftime("%Y-%m-%d %H:%M UTC") if story.published else "undated"
 
 
-def _bold_hits(snippet: str, highlights: list[tuple[int, int]]) -> str:
-    out, pos = [], 0
+def _bold_hits(snippet: str, highlights: list[tuple[int, int]]) -> list[Piece]:
+    out: list[Piece] = []
+    pos = 0
     for start, end in sorted(highlights):
         if start < pos or end > len(snippet):
             continue
-        out.append(escape(snippet[pos:start]))
-        out.append(f"*{escape(snippet[start:end])}*")
+        out += [Plain(snippet[pos:start]), Plain(snippet[start:end], bold=True)]
         pos = end
-    out.append(escape(snippet[pos:]))
-    return "".join(out)
+    out.append(Plain(snippet[pos:]))
+    return [p for p in out if not isinstance(p, Plain) or p.text]
 
 
 def _mentions(ids: list[str]) -> str:
@@ -108,89 +200,126 @@ def _mentions(ids: list[str]) -> str:
     return " ".join(parts)
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SECTION_MAX)}}
+def _section(*pieces: Piece) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=fit(pieces, SECTION_MAX)))
+
+
+def _context(*elements: tuple[Sequence[Piece], int]) -> ContextBlock:
+    return ContextBlock(
+        elements=[MarkdownTextObject(text=fit(pieces, limit)) for pieces, limit in elements]
+    )
+
+
+def _text(*stories: tuple[Sequence[Piece], Story]) -> str:
+    """The notification fallback: each story's title and bare URL after its lead."""
+    pieces: list[Piece] = []
+    for lead, story in stories:
+        if pieces:
+            pieces.append(Mark("; "))
+        pieces += [*lead, Plain(_title(story))]
+        if url := _safe_url(story.url):
+            pieces.append(Mark(f" {url}"))
+    return fit(pieces, TEXT_MAX)
 
 
 def render(out: Outgoing) -> tuple[str, list[dict[str, Any]]]:
-    """The notification fallback `text` (always title and URL) and the Block Kit `blocks`."""
-    if out.kind == "digest":
-        return _render_digest(out)
-    if out.kind == "notice":
-        return escape(out.label), [_section(f":warning: {escape(out.label)}")]
-    [story] = out.stories[:1] or [Story("(story unavailable)", None, "", None, [], "", [])]
-    url = _safe_url(story.url)
-    if out.kind == "followup":
-        text = _clip(
-            f"Also reported by {escape(story.feed)}: {escape(_title(story))} {url or ''}".strip(),
-            _TEXT_MAX,
-        )
-        return text, [
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": _clip(
-                            f"Also reported by *{escape(story.feed)}* · {_when(story)}: "
-                            f"{_link(story)}",
-                            SECTION_MAX,
-                        ),
-                    }
-                ],
-            }
-        ]
-    ping = _mentions(out.mentions)
-    text = _clip(" ".join(p for p in (ping, escape(_title(story)), url or "") if p), _TEXT_MAX)
-    headline = f"*{_link(story)}*"
-    blocks: list[dict[str, Any]] = [_section(f"{ping} {headline}" if ping else headline)]
-    what = "About" if story.strength == "about" else "Mentions"
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [
-                {"type": "mrkdwn", "text": _clip(f"{escape(story.feed)} · {_when(story)}", 300)},
-                {
-                    "type": "mrkdwn",
-                    "text": _clip(
-                        f"{what}: " + ", ".join(f"*{escape(m)}*" for m in story.matched), 300
-                    ),
-                },
-            ],
-        }
-    )
-    if story.snippet:
-        quote = _bold_hits(_clip(story.snippet, 1000), story.highlights)
-        blocks.append(_section("> " + quote.replace("\n", " ")))
-    return text, blocks
+    """The notification fallback `text` (always title and URL) and the Block Kit
+    `blocks`, built as slack-sdk's typed blocks, which check Slack's limits."""
+    text, blocks = _render(out)
+    return text, as_json(blocks)
 
 
-def _render_digest(out: Outgoing) -> tuple[str, list[dict[str, Any]]]:
-    count = len(out.stories)
-    title = f"{out.watchlist}: {count} {'story' if count == 1 else 'stories'} {out.label}"
-    groups: dict[str, list[Story]] = defaultdict(list)
-    for story in out.stories:
-        groups[story.matched[0] if story.matched else "other"].append(story)
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _clip(title, HEADER_MAX)}}
-    ]
-    for term, stories in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        lines = [f"*{escape(term)}* ({len(stories)})"]
-        for story in stories:
-            lines.append(f"• {_link(story)} — {escape(story.feed)}, {_when(story)}")
-        text = ""
-        for line in lines:  # one section per ~3,000 characters
-            if len(text) + len(line) + 1 > SECTION_MAX:
-                blocks.append(_section(text))
-                text = ""
-            text = f"{text}\n{line}" if text else line
-        blocks.append(_section(text))
+def as_json(blocks: Sequence[Block]) -> list[dict[str, Any]]:
+    """The blocks as Slack takes them, checked by slack-sdk against Slack's limits: a
+    message Slack would refuse is a permanent failure, never sent to be refused."""
     if len(blocks) > BLOCKS_MAX:
-        blocks = blocks[: BLOCKS_MAX - 1] + [_section("… more in `monitor matches`")]
-    fallback = f"{escape(title)}: " + "; ".join(
-        f"{escape(_title(s))} {_safe_url(s.url) or ''}".strip() for s in out.stories
-    )
-    return _clip(fallback, _TEXT_MAX), blocks
+        raise AlertError(f"cannot build the message: {len(blocks)} blocks", permanent=True)
+    try:
+        return [block.to_dict() for block in blocks]
+    except SlackObjectFormationError as exc:
+        raise AlertError(f"cannot build the message: {exc}", permanent=True) from exc
+
+
+def _render(out: Outgoing) -> tuple[str, list[Block]]:
+    if out.kind in ("digest", "flood"):
+        return _render_listing(out)
+    if out.kind == "notice":
+        return fit([Plain(out.label)], TEXT_MAX), [_section(Mark(":warning: "), Plain(out.label))]
+    [story] = out.stories[:1] or [Story("(story unavailable)", None, "", None, [], "", [])]
+    if out.kind == "followup":
+        also: list[Piece] = [
+            Mark("Also reported by "),
+            Plain(story.feed, bold=True),
+            Mark(f" · {_when(story)}: "),
+            _link(story),
+        ]
+        by: list[Piece] = [Mark("Also reported by "), Plain(story.feed), Mark(": ")]
+        return _text((by, story)), [_context((also, SECTION_MAX))]
+    ping = _mentions(out.mentions)
+    lead: list[Piece] = [Mark(f"{ping} ")] if ping else []
+    what = "About" if story.strength == "about" else "Mentions"
+    terms: list[Piece] = [Mark(f"{what}: ")]
+    for i, term in enumerate(story.matched):
+        terms += [Mark(", ")] if i else []
+        terms.append(Plain(term, bold=True))
+    blocks: list[Block] = [
+        _section(*lead, _link(story, bold=True)),
+        _context(([Plain(f"{story.feed} · {_when(story)}")], CONTEXT_MAX), (terms, CONTEXT_MAX)),
+    ]
+    if story.snippet:
+        snippet = _plain_clip(story.snippet, SNIPPET_MAX).replace("\n", " ")
+        blocks.append(_section(Mark("> "), *_bold_hits(snippet, story.highlights)))
+    return _text((lead, story)), blocks
+
+
+def _lines(lines: Sequence[str]) -> list[Block]:
+    """Lines of a list packed into as few sections as Slack's limit allows."""
+    blocks: list[Block] = []
+    text = ""
+    for line in lines:
+        if text and len(text) + len(line) + 1 > SECTION_MAX:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
+            text = ""
+        text = f"{text}\n{line}" if text else line
+    if text:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
+    return blocks
+
+
+def _entry(story: Story) -> str:
+    return fit([Mark("• "), _link(story), Plain(f" — {story.feed}, {_when(story)}")], SECTION_MAX)
+
+
+def _render_listing(out: Outgoing) -> tuple[str, list[Block]]:
+    """A digest (the period's stories by entity or topic) or a flood (its count, then
+    the first ones, and where to find them all)."""
+    if out.kind == "flood":
+        title = f"{out.watchlist}: {out.label}"
+        listed = "`monitor matches`"
+        if ", " not in out.watchlist:  # one watchlist (a flood may span a channel's several)
+            listed = f"`monitor matches --watchlist {out.watchlist}`"
+        note = f"The first {len(out.stories)} of them; all, and why they matched: {listed}"
+        blocks: list[Block] = [
+            HeaderBlock(text=PlainTextObject(text=_plain_clip(title, HEADER_MAX))),
+            _context(([Mark(note)], CONTEXT_MAX)),
+            *_lines([_entry(story) for story in out.stories]),
+        ]
+    else:
+        count = len(out.stories)
+        title = f"{out.watchlist}: {count} {'story' if count == 1 else 'stories'} {out.label}"
+        groups: dict[str, list[Story]] = defaultdict(list)
+        for story in out.stories:
+            groups[story.matched[0] if story.matched else "other"].append(story)
+        blocks = [HeaderBlock(text=PlainTextObject(text=_plain_clip(title, HEADER_MAX)))]
+        for term, stories in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            heading = fit([Plain(term, bold=True), Mark(f" ({len(stories)})")], SECTION_MAX)
+            blocks += _lines([heading, *(_entry(story) for story in stories)])
+    if len(blocks) > BLOCKS_MAX:
+        blocks = [*blocks[: BLOCKS_MAX - 1], _section(Mark("… more in `monitor matches`"))]
+    if not out.stories:
+        return fit([Plain(title)], TEXT_MAX), blocks
+    first: list[Piece] = [Plain(title), Mark(": ")]
+    return _text(*((first if i == 0 else [], story) for i, story in enumerate(out.stories))), blocks
 
 
 def message(out: Outgoing) -> dict[str, Any]:
@@ -241,6 +370,7 @@ def _failure(exc: Exception, channel: str) -> AlertError:
 
 class SlackAlerter:
     name = "slack"
+    paced = True
 
     def __init__(self, client: WebClient) -> None:
         self._client = client
@@ -320,6 +450,7 @@ class WebhookAlerter:
     look for a lost send, so a crash mid-send may repeat that one message."""
 
     name = "webhook"
+    paced = True
 
     def __init__(self, client: WebhookClient) -> None:
         self._client = client

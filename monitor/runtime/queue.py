@@ -10,7 +10,10 @@ through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE 
 - A worker that dies stops its heartbeat; after `queue.stalled_after` the recovery job
   puts its jobs back in the queue for the others. Taking over is safe: a poll job whose
   feed was polled since it was queued does nothing, and the outbox keeps alerts
-  exactly-once (claim before send, look for a lost send before posting again).
+  exactly-once (claim before send, look for a lost send before posting again). A
+  delivery job holds its channel's lock while it sends, so the worker that takes over a
+  dead one's channel knows the sends it left unconfirmed are nobody's, and settles them
+  at once (see deliver.Senders).
 
 The database stays the source of truth (feed due times, the outbox); the queue only says
 who does what now, so jobs carry ids, never data.
@@ -279,9 +282,12 @@ class QueueWorker:
             self._queue(DELIVER, f"channel:{channel}", channel=channel)
 
     def deliver(self, channel: str) -> None:
+        """This worker's turn at a channel. Sends its dead predecessor left unconfirmed
+        are settled at once: the turn proves that worker is gone (see deliver.Senders)."""
         budget = self.service.config.settings.queue.delivery_budget.total_seconds()
-        deliverer = self.service.deliverer(channel=channel)
-        report = deliverer.run(self.stop, time.monotonic() + budget)
+        with self.service.senders.turn(channel) as orphans:
+            deliverer = self.service.deliverer(channel=channel, orphans=orphans)
+            report = deliverer.run(self.stop, time.monotonic() + budget)
         if report.sent or report.failed or report.dead or report.recovered:
             log.info(
                 "channel delivered",
