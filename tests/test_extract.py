@@ -19,6 +19,7 @@ from monitor import extract as extraction
 from monitor.extract import extract
 from monitor.parse import html_to_text
 from tests.conftest import SHARED
+from tests.peak import PEAK_KB
 
 ARTICLES = SHARED / "corpus" / "articles"
 URL = "http://fakehost/test/page.html"  # the address readability's tests give every page
@@ -94,21 +95,6 @@ def assert_keeps_the_article(rows: list[Row]) -> None:
 
 
 # Each hostile page is built and extracted in a child, which reports its own peak RSS.
-# ru_maxrss alone would not do: Linux carries the parent's high-water mark over exec, so
-# a child of a large pytest starts at its parent's size. VmHWM is the child's own.
-PEAK_KB = """
-import resource
-
-def peak_kb():
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-"""
 _CHILD = (
     PEAK_KB
     + """

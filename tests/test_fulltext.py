@@ -24,8 +24,9 @@ from monitor.cli import main
 from monitor.db import make_engine
 from monitor.models import ArticleRow, Item, MatchRow
 from tests.conftest import write_config
+from tests.peak import PEAK_KB
 from tests.servers import FakeSlack, FeedServer, Route, rss
-from tests.test_extract import PEAK_KB, assert_keeps_the_article, corpus_pages, row
+from tests.test_extract import assert_keeps_the_article, corpus_pages, row
 from tests.test_run import start_service, stop_service, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from monitor import config as config_mod
 from monitor.cli import main
 from monitor.service import build
 from tests.conftest import write_config
+from tests.peak import MONITOR
 from tests.servers import FakeSlack, FeedServer, RawServer, Route, rss, running, trickle_headers
 
 CONNECT, READ = 5, 5
@@ -44,7 +43,7 @@ class Run:
     code: int
     started: float  # time.monotonic() when the process was started
     ended: float
-    peak_mb: float  # the process's peak resident memory
+    peak_mb: float  # the process's own peak resident memory; inf if it never reported
     out: str
     err: str
 
@@ -54,36 +53,34 @@ class Run:
 
 
 def run_monitor(cfg: Path, *args: str, kill_after: float = 60) -> Run:
-    """`monitor --config cfg ARGS` in a subprocess, with its own peak RSS (from wait4)."""
+    """`monitor --config cfg ARGS` in a subprocess, with its own peak RSS (VmHWM)."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (_ADDRESS_SPACE, _ADDRESS_SPACE))
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "--config", str(cfg), *args],
-            stdout=out,
-            stderr=err,
-            preexec_fn=limit,
-        )
-        killer = threading.Timer(kill_after, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        ended = time.monotonic()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err, peak = (Path(tmp) / name for name in ("out", "err", "peak"))
+        with out.open("wb") as out_file, err.open("wb") as err_file:
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", MONITOR, str(peak), "--config", str(cfg), *args],
+                stdout=out_file,
+                stderr=err_file,
+                preexec_fn=limit,
+            )
+            try:
+                proc.wait(timeout=kill_after)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            ended = time.monotonic()
         run = Run(
             proc.returncode,
             started,
             ended,
-            usage.ru_maxrss / 1024,
-            out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"),
+            int(peak.read_text() or 0) / 1024 if peak.exists() else float("inf"),
+            out.read_text(errors="replace"),
+            err.read_text(errors="replace"),
         )
     print(f"\nmonitor {' '.join(args)}: exit {run.code}, {run.seconds:.1f}s, {run.peak_mb:.0f} MB")
     return run
