@@ -118,7 +118,8 @@ def test_polls_killed_at_random_moments_lose_and_double_nothing(
         items = [{"title": f"Qin Gang in town {f}" if f % 5 == 0 else f"Rain {f}", "guid": f"{f}"}]
         feed_server.routes[f"/f{f}.xml"] = Route(rss(items))
         feeds.append({"name": f"f{f}", "url": feed_server.url(f"/f{f}.xml")})
-    cfg = write_config(tmp_path / "c", feeds, settings={"poll_processes": 2})
+    settings = {"poll_processes": 2, "delivery": {"flood_threshold": 1000}}  # one by one
+    cfg = write_config(tmp_path / "c", feeds, settings=settings)
     db = tmp_path / "kill.db"
     env = {
         **os.environ,
