@@ -39,11 +39,8 @@ format: $(VENV)/.test-installed
 test: lint
 	$(PY) -m pytest
 
-bench: $(VENV)/.test-installed
-	$(PY) bench/match.py
-	$(PY) bench/pipeline.py
-	$(PY) bench/poll.py
-	$(PY) bench/scale.py
+bench: $(VENV)/.test-installed  ## every benchmark, then one table of their ratios
+	$(PY) bench/table.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import record  # noqa: E402
 from bench.poll import items as generated_items  # noqa: E402
 from bench.poll import start_server  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
@@ -195,6 +196,16 @@ def main() -> None:
                 f"{ft['cold'] / plain['cold']:.0f}x the time, "
                 f"{ft['cold_cpu'] / plain['cold_cpu']:.0f}x the CPU)"
             )
+            record(
+                "fulltext",
+                f"run {run}: full_text true, share of CPU in extraction",
+                f"{ft['cold_extract'] / ft['cold_cpu']:.0%}",
+            )
+            record(
+                "fulltext",
+                f"run {run}: full_text true vs false, time of a cold cycle",
+                f"{ft['cold'] / plain['cold']:.0f}x",
+            )
 
         rng = random.Random(5)
         plain_feeds = []
@@ -231,9 +242,15 @@ def main() -> None:
                     for this, then in zip(figures["this"], figures[args.baseline], strict=True)
                 ]
                 what = "CPU" if kind.endswith("_cpu") else "time"
+                shown = ", ".join(f"{r:.2f}x" for r in ratios)
                 print(
-                    f"{kind.split('_')[0]}: this tree takes "
-                    f"{', '.join(f'{r:.2f}x' for r in ratios)} the {what} of {args.baseline}"
+                    f"{kind.split('_')[0]}: this tree takes {shown} the {what} of {args.baseline}"
+                )
+                record(
+                    "fulltext",
+                    f"feeds without full text, {kind}: this tree vs {args.baseline}",
+                    shown,
+                    "~1x",
                 )
         server.terminate()
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
+from bench.figures import record  # noqa: E402
 from bench.poll import items, start_server  # noqa: E402
 from monitor import config as config_mod  # noqa: E402
 from monitor.db import make_engine, migrate  # noqa: E402
@@ -198,6 +199,7 @@ def main() -> None:
             f"warm {base_warm.seconds / warm.seconds:.2f}x"
         )
         print(f"{n} workers vs {counts[0]}: {ratios}")
+        record("scale", f"queue mode, {n} workers vs {counts[0]}", ratios)
 
 
 if __name__ == "__main__":
