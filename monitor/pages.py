@@ -2,14 +2,15 @@
 fetcher under the feeds' rules and read for their article's text (extract.py), so an
 item is matched on what the article says, not only on the feed's teaser.
 
-One `Pages` serves one poll cycle of one process. Each page is fetched once: a link
-already asked for in the cycle (by another feed) shares that answer, and the caller
+One `Pages` serves one round of fetches in one process (pipeline.Poller: the feeds that
+joined it while it was open, at most a few minutes). Each page is fetched once: a link
+already asked for in the round (by another feed) shares that answer, and the caller
 hands in the links whose text is stored already, which are not fetched again.
 
 Fetches run in threads of their own, a host's pages queued for at most `per_host`
-runners at once (sharing the cycle's HostLimits with the feeds' fetches), so a slow
+runners at once (sharing the poller's HostLimits with the feeds' fetches), so a slow
 publisher holds only its own pages, never a thread that another host's page or any feed
-is waiting for. A host gets one deadline of fetching per connection slot in a cycle
+is waiting for. A host gets one deadline of fetching per connection slot in a round
 (`per_host` x (connect + read timeout)); its pages still queued after that are skipped,
 which bounds what one slow or dead publisher can cost a feed (about twice the deadline)
 without cutting a fast one short (hundreds of pages a cycle). Extraction runs right
@@ -43,7 +44,7 @@ from monitor.redact import redact
 
 log = logging.getLogger(__name__)
 _EXTRACTING = threading.Lock()  # one extraction at a time in this process (see above)
-_STOPPED = Page("skipped", error="the cycle stopped")
+_STOPPED = Page("skipped", error="the poll stopped")
 
 
 def wanted(entries: Sequence[Entry], mode: FullText, min_words: int) -> list[Entry]:
@@ -91,7 +92,7 @@ class Pages:
         self._hosts = hosts
         http = settings.http
         self._deadline = (http.connect_timeout + http.read_timeout).total_seconds()
-        self._budget = self._deadline * http.per_host  # of fetching, per host and cycle
+        self._budget = self._deadline * http.per_host  # of fetching, per host and round
         self._lock = threading.Lock()
         self._known: dict[str, Future[Page]] = {}  # by canonical link (the story key)
         self._queues: dict[str, deque[_Job]] = {}  # by host
@@ -160,7 +161,7 @@ class Pages:
                 job = queue.popleft()
                 spent = self._spent.get(host, 0.0)
             if spent >= self._budget:
-                page = Page("skipped", error=f"{host} took {spent:.0f}s of fetching this cycle")
+                page = Page("skipped", error=f"{host} took {spent:.0f}s of fetching this round")
             else:
                 page = self._fetch(job)
             job.future.set_result(page)
@@ -205,9 +206,9 @@ class Pages:
                 self._client = fetch.http_client(self._settings)
             return self._client
 
-    def close(self) -> None:
-        """Skips what is still queued, waits for the fetches in flight (each bounded by
-        the deadline) and closes the client."""
+    def stop(self) -> None:
+        """Skips what is still queued, and whatever is asked for from now on; fetches in
+        flight go on."""
         with self._lock:
             self._closed = True
             left = [job for queue in self._queues.values() for job in queue]
@@ -215,6 +216,11 @@ class Pages:
                 queue.clear()
         for job in left:
             job.future.set_result(_STOPPED)
+
+    def close(self) -> None:
+        """Stops, waits for the fetches in flight (each bounded by the deadline) and
+        closes the client."""
+        self.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         if self._client is not None:

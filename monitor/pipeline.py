@@ -56,6 +56,9 @@ _RECORD_BATCH = 200  # poll results written per transaction
 _POOL_AFTER = 2.0  # seconds of processing waiting here before pass workers are worth starting
 _FIRST_GUESS = 0.02  # seconds a body takes to process, until one has been timed here
 _LINGER = 0.05  # seconds a step waits for more answers of a burst before writing them
+# A round of page fetches (one pages.Pages: its per-host budgets, its shared answers) takes
+# new feeds for at most this long, and ends when its last feed's results are written.
+_PAGES_ROUND = 300.0
 
 
 class Matching(Protocol):
@@ -412,7 +415,11 @@ class Poller:
         self._flying: dict[int, Future[None]] = {}  # feed id -> its fetch
         self._sure: set[int] = set()  # fetches in flight that will bring a body
         self._local: _Local | None = None
-        self._pages: pages.Pages | None = None  # made when a feed first wants its pages
+        self._pages_lock = threading.Lock()  # fetch threads open rounds, this thread ends them
+        self._pages: pages.Pages | None = None  # the round new feeds join, if one is open
+        self._pages_since = 0.0
+        self._rounds: dict[pages.Pages, int] = {}  # every round not ended: feeds still in it
+        self._reading: dict[int, pages.Pages] = {}  # feed id -> the round of its pages
 
     @property
     def busy(self) -> bool:
@@ -467,14 +474,17 @@ class Poller:
         for i in range(0, len(records), _RECORD_BATCH):
             _record(self.deps, records[i : i + _RECORD_BATCH])
         for feed, _ in finished:
-            self._flying.pop(feed.id, None)
+            self._land(feed.id)
         return [outcome for _, outcome in finished]
 
     def close(self) -> None:
         """Stops taking work; fetches still running are not waited for."""
         self._fetchers.shutdown(wait=False, cancel_futures=True)
-        if self._pages is not None:
-            self._pages.close()
+        with self._pages_lock:
+            rounds, self._pages = list(self._rounds), None
+            self._rounds.clear()
+        for round_ in rounds:
+            round_.close()
         if self._local is not None:
             self._local.take_all()
             self._local.close()
@@ -500,12 +510,41 @@ class Poller:
             self._events.put((feed, deps, (fetched, read)))
             return
         stored = deps.store.page_texts(e.story_key for e in want)
-        if self._pages is None:
-            self._pages = pages.Pages(deps.settings, self._hosts)
         pages.gather(
-            self._pages.read(want, stored),
+            self._join_round(feed.id, deps).read(want, stored),
             lambda got: self._events.put((feed, deps, (fetched, replace(read, pages=got)))),
         )
+
+    def _join_round(self, feed_id: int, deps: Deps) -> pages.Pages:
+        """In a fetch thread: the round of page fetches this feed's pages go to, opened if
+        none is or the open one is too old to take more."""
+        with self._pages_lock:
+            now = time.monotonic()
+            round_ = self._pages
+            if round_ is None or now - self._pages_since > _PAGES_ROUND:
+                round_ = self._pages = pages.Pages(deps.settings, self._hosts)
+                self._pages_since = now
+                self._rounds[round_] = 0
+            self._rounds[round_] += 1
+            self._reading[feed_id] = round_
+            return round_
+
+    def _land(self, feed_id: int) -> None:
+        """A feed is no longer in flight (its results written, or dropped); the round of
+        its pages ends with its last feed, so budgets and answers never outlive it (a
+        link asked for later is then found among the stored texts)."""
+        self._flying.pop(feed_id, None)
+        with self._pages_lock:
+            round_ = self._reading.pop(feed_id, None)
+            if round_ is None:
+                return
+            self._rounds[round_] -= 1
+            if self._rounds[round_]:
+                return
+            del self._rounds[round_]
+            if round_ is self._pages:
+                self._pages = None
+        round_.close()  # nothing of it in flight: returns at once
 
     def _take(
         self,
@@ -515,7 +554,7 @@ class Poller:
         finished: list[tuple[FeedState, FeedOutcome]],
     ) -> None:
         if what is None:  # dropped unprocessed: no result to write, due again as it was
-            self._flying.pop(feed.id, None)
+            self._land(feed.id)
             return
         if isinstance(what, FeedOutcome):
             if what.status != 304 and what.ok:
@@ -539,7 +578,7 @@ class Poller:
         if fetched.not_modified:
             finished.append((feed, process(feed, fetched, deps)))
         elif self._stop.is_set():
-            self._flying.pop(feed.id, None)
+            self._land(feed.id)
         else:
             self._hand_off(_Body(feed, fetched, deps, read))
 
@@ -588,13 +627,18 @@ class Poller:
         pool.submit(body.feed, body.fetched, body.read).add_done_callback(done)
 
     def _drop_waiting(self) -> None:
-        """At a stop: fetches not begun are cancelled, bodies not begun are dropped."""
+        """At a stop: fetches not begun are cancelled, pages not begun are skipped, bodies
+        not begun are dropped."""
         for feed_id, fetching in list(self._flying.items()):
             if fetching.cancel():
-                del self._flying[feed_id]
+                self._land(feed_id)
+        with self._pages_lock:
+            rounds = list(self._rounds)
+        for round_ in rounds:
+            round_.stop()
         if self._local is not None:
             for body in self._local.take_all():
-                self._flying.pop(body.feed.id, None)
+                self._land(body.feed.id)
 
 
 def run_feeds(

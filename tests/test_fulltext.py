@@ -19,10 +19,13 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from monitor import config as config_mod
 from monitor import extract
 from monitor.cli import main
 from monitor.db import make_engine
 from monitor.models import ArticleRow, Item, MatchRow
+from monitor.pipeline import Poller
+from monitor.service import build
 from tests.conftest import write_config
 from tests.peak import PEAK_KB
 from tests.servers import FakeSlack, FeedServer, Route, rss
@@ -280,6 +283,47 @@ def test_a_slow_publisher_costs_its_feed_a_bounded_time(
     assert 2 <= timeouts <= 3 and outcomes.count("skipped") == 6 - timeouts, outcomes
     assert sum(feed_server.hits.get(p, 0) for p in paths) == timeouts
     assert all(_matched(db)[feed_server.url(p)] == ["Qin Gang"] for p in paths)
+
+
+def test_a_long_running_poller_gives_each_round_of_pages_its_own_budget(
+    feed_server: FeedServer, tmp_path: Path, db: str
+) -> None:
+    """`monitor run` keeps one Poller for its life: a host that spent its budget on a slow
+    page in one round has its pages read again once that round's feeds are done."""
+    slow = Route(_ARTICLE_HTML.encode(), content_type="text/html", trickle=0.2)
+    feed_server.routes["/slow/0"] = feed_server.routes["/slow/1"] = slow
+    items = [
+        {"title": f"Qin Gang {i}", "guid": str(i), "link": feed_server.url(f"/slow/{i}")}
+        for i in range(2)
+    ]
+    feed_server.routes["/f.xml"] = Route(rss(items))
+    cfg = write_config(
+        tmp_path / "c",
+        [{"name": "f", "url": feed_server.url("/f.xml"), "full_text": True}],
+        [QIN],
+        {"http": {"connect_timeout": "1s", "read_timeout": "1s", "per_host": 1}},
+    )
+    service = build(config_mod.load(cfg))
+    poller = Poller(service.deps)
+
+    def cycle() -> None:
+        poller.add(service.deps.feeds.states(service.feeds))
+        while poller.busy:
+            poller.step()
+
+    try:
+        cycle()
+        first = _articles(db)
+        assert first[feed_server.url("/slow/0")].page_outcome == "timeout"
+        feed_server.routes["/fast"] = Route(_ARTICLE_HTML.encode(), content_type="text/html")
+        fast = {"title": "Qin Gang 2", "guid": "2", "link": feed_server.url("/fast")}
+        feed_server.routes["/f.xml"] = Route(rss([*items, fast]))
+        cycle()
+    finally:
+        poller.close()
+        service.close()
+    assert _articles(db)[feed_server.url("/fast")].page_outcome == "extracted"
+    assert feed_server.hits["/fast"] == 1
 
 
 def test_modes_backfill_and_each_page_fetched_once(
