@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from monitor.match import Verdict
 
 log = logging.getLogger("monitor.cli")
-Row = dict[str, Any]  # one stored match or delivery, as listed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,7 +233,11 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
         conninfo(cfg.settings.effective_database_url())  # PostgreSQL, or say so now
     runner = runtime.pick(mode)
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
-    idle = runner(service, runtime.Control(stop, reload, http=args.http))
+    try:
+        idle = runner(service, runtime.Control(stop, reload, http=args.http))
+    except BaseException:
+        service.close()
+        raise
     if not idle:
         # A fetch is still waiting on the network. Every write is a committed or
         # rolled-back transaction, so leaving now cannot half-write anything.

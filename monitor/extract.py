@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from monitor.models import Fetched, Page
 from monitor.parse import tidy
+from monitor.redact import redact
 
 if TYPE_CHECKING:
     from lxml.etree import _Element
@@ -195,7 +196,7 @@ def extract(
     try:
         document = trafilatura.bare_extraction(text, url=url, **SETTINGS)
     except Exception as exc:  # a heuristic library meeting any page: its bug costs the page only
-        log.warning("extraction failed url=%s error=%r", url, exc)
+        log.warning("extraction failed", extra={"url": redact(url), "error": redact(repr(exc))})
         return None
     body = getattr(document, "body", None)
     if body is None:

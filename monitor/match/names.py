@@ -63,10 +63,6 @@ def name_parts(name: str) -> NameParts | None:
     return NameParts(words[-1], given)
 
 
-def same_entity(f: Found, found: Iterable[Found]) -> list[Found]:
-    return [o for o in found if o.rule.kind == "entity" and o.rule.index == f.rule.index]
-
-
 def inside(f: Found, found: Iterable[Found], roles: tuple[str, ...]) -> bool:
     """Whether another find of one of `roles` covers f ("Qin" inside "Qin dynasty")."""
     return any(
