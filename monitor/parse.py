@@ -14,9 +14,6 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin
 
-import feedparser
-from feedparser.encodings import convert_to_utf8
-
 from monitor.errors import ParseError, UnsafeDocument
 from monitor.models import Fetched, Item, as_utc, http_date
 from monitor.redact import redact
@@ -226,6 +223,11 @@ def _feedparser(body: bytes, fetched: Fetched) -> Any:
     nor has its URIs resolved, since it is only ever reduced to text here (scripts and
     styles dropped): those two passes cost feedparser about a third of its time.
     Every body is first looked at as the parsers will read it, for entity declarations."""
+    # Imported here: a poll where every feed answers 304 never parses (and the full-text
+    # path imports this module for `tidy` alone).
+    import feedparser
+    from feedparser.encodings import convert_to_utf8
+
     unsafe = _unsafe_entities(convert_to_utf8(dict(fetched.headers), body, {}))
     if unsafe:
         raise UnsafeDocument(fetched.url, unsafe)
