@@ -508,10 +508,12 @@ class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport with the connection pool dialling through `backend`."""
 
     def __init__(self, backend: DeadlineBackend, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        # one context for both pools: loading the CA bundle is ~20 ms of a process's start
+        ssl_context = httpx.create_ssl_context()
+        super().__init__(verify=ssl_context, **kwargs)
         limits = kwargs.get("limits", httpx.Limits())
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -254,3 +254,23 @@ def test_a_slow_feed_holds_up_no_other_feed_nor_its_alerts(
             proc.kill()
     assert slack.messages[0]["text"].startswith("Qin Gang is back")
     assert "maximum number of running instances" not in err
+
+
+def test_the_command_as_a_process_keeps_its_exit_code_and_all_its_output(
+    tmp_path: Path,
+) -> None:
+    """`monitor` leaves without the interpreter's teardown (cli.run): what it printed
+    into a pipe's buffer must still all come out, and its exit code be its own."""
+    feeds = [{"name": f"f{i}", "url": f"not a url {i}"} for i in range(3000)]
+    cfg = write_config(tmp_path / "c", feeds)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "--config", str(cfg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # as cron runs it
+    )
+    assert done.returncode == 2, done.stderr
+    problems = [line for line in done.stdout.splitlines() if "feeds.yaml" in line]
+    assert len(problems) == 3000, done.stdout[-500:]
+    assert "Traceback" not in done.stderr
