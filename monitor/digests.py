@@ -62,7 +62,9 @@ class Digests(Database):
                     for part, chunk in enumerate(parts):
                         suffix = f" ({part + 1}/{len(parts)})" if len(parts) > 1 else ""
                         digest = DeliveryRow(
-                            key=f"{wl.name}|digest|{until.isoformat()}|{channel}|{part}",
+                            # named by its first row, not its part: a row committed after
+                            # this boundary's digest was made gets a digest of its own
+                            key=f"{wl.name}|digest|{until.isoformat()}|{channel}|{chunk[0].id}",
                             kind="digest",
                             watchlist=wl.name,
                             channel=channel,

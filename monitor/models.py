@@ -311,7 +311,8 @@ class DeliveryRow(SQLModel, table=True):
     """The outbox: written with its match, sent later, never deleted.
 
     `key` is unique: "<watchlist>|<story>|<channel>" for a story's alert, with
-    "|also|<article>" for a follow-up and "|digest|<period>|<part>" for a digest.
+    "|also|<article>" for a follow-up and "|digest|<period>|<channel>|<first row id>" for
+    a digest.
     status: held (waiting for a digest) -> digested, or pending -> sending -> sent | dead.
     """
 

@@ -296,6 +296,30 @@ def test_digests_gather_held_deliveries(db: tuple[Store, Outbox]) -> None:
     assert all(p.kind == "digest" and p.label.endswith(("(1/2)", "(2/2)")) for p in parts)
 
 
+def test_a_held_row_stored_late_gets_a_digest_of_its_own(db: tuple[Store, Outbox]) -> None:
+    """A store whose transaction began before a digest boundary can commit after that
+    boundary's digest was made: its row is gathered into one more digest, and making it
+    must not collide with the first (the key is unique) and stop all delivery."""
+    store, outbox = db
+    [feed] = feeds(store, "world")
+    held = {"us-china": Policy(hold=True, followups="thread")}
+    wl = Watchlist.model_validate(
+        {
+            "name": "us-china",
+            "channel": "#china-desk",
+            "topics": [{"name": "t"}],
+            "delivery": "digest",
+            "digest": "hourly",
+        }
+    )
+    later = utcnow() + timedelta(hours=1)
+    save(store, feed, entry("1", "https://n.example/1", title="Qin Gang 1"), policies=held)
+    assert Digests(outbox.engine).make([wl], later) == 1
+    save(store, feed, entry("2", "https://n.example/2", title="Qin Gang 2"), policies=held)
+    assert Digests(outbox.engine).make([wl], later) == 1  # same boundary, a second digest
+    assert sorted(len(p.stories) for p in outbox.due(later)) == [1, 1]
+
+
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/wal.db")
     migrate(engine)
