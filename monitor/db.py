@@ -210,7 +210,10 @@ class FileLock:
 
     def _file(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:  # a read-only or vanished data dir: one line, no traceback
+                raise StoreError(f"cannot open the lock file {self.path}: {exc.strerror}") from exc
         return self._fd
 
     def try_exclusive(self) -> bool:

@@ -245,12 +245,18 @@ class Service:
         return deliverer.run(stop)
 
     def close(self) -> None:
-        if self._senders is not None:
-            self._senders.close()
-        if self.deps.pool is not None:
-            self.deps.pool.close()
-        self.deps.client.close()
-        self.deps.store.engine.dispose()
+        """Lets go of everything, each part whatever became of the one before (a database
+        gone away must not leave the pass workers running)."""
+        try:
+            if self._senders is not None:
+                self._senders.close()
+        finally:
+            try:
+                if self.deps.pool is not None:
+                    self.deps.pool.close()
+            finally:
+                self.deps.client.close()
+                self.deps.store.engine.dispose()
 
 
 def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:

@@ -220,3 +220,18 @@ def test_an_item_older_than_retention_never_alerts_again(
     feed_server.routes["/f.xml"] = Route(rss([fresh, old]))  # e.g. its record was pruned
     main(["--config", str(cfg), "poll"])
     assert [m["text"].split(" https")[0] for m in slack_env.messages] == ["Qin Gang today"]
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender lock lives beside the SQLite file; where it cannot be made (here a
+    directory stands in its place), `monitor poll` says so in one line, exit 1."""
+    db = tmp_path / "m.db"
+    (tmp_path / "m.db.sender.lock").mkdir()
+    monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{db}")
+    cfg = write_config(tmp_path / "c", [])
+    assert main(["--config", str(cfg), "poll"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the lock file" in err and "m.db.sender.lock" in err, err
+    assert "Traceback" not in err
