@@ -696,6 +696,8 @@ def _read_yaml(path: Path) -> _Doc:
     def scalar(node: yaml.Node) -> Any:
         """The scalar as YAML types it; one it cannot build (`2024-02-30` reads as a date
         that does not exist) is a problem where it stands."""
+        if node.tag == _STR_TAG:  # most of any file: its text, as PyYAML would build it
+            return node.value
         try:
             return constructor.construct_object(node)
         except yaml.MarkedYAMLError as exc:
@@ -732,6 +734,9 @@ def _read_yaml(path: Path) -> _Doc:
 
     doc.data = convert(root, ())
     return doc
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _at(exc: yaml.MarkedYAMLError) -> tuple[int, int]:
