@@ -266,6 +266,18 @@ def test_unconfirmed_sends_are_listed_after_their_lease(db: tuple[Store, Outbox]
     assert [o.delivery_id for o in outbox.due(utcnow())] == [out.delivery_id]
 
 
+def _hourly_digest() -> Watchlist:
+    return Watchlist.model_validate(
+        {
+            "name": "us-china",
+            "channel": "#china-desk",
+            "topics": [{"name": "t"}],
+            "delivery": "digest",
+            "digest": "hourly",
+        }
+    )
+
+
 def test_digests_gather_held_deliveries(db: tuple[Store, Outbox]) -> None:
     store, outbox = db
     [feed] = feeds(store, "world")
@@ -278,15 +290,7 @@ def test_digests_gather_held_deliveries(db: tuple[Store, Outbox]) -> None:
             policies=held,
         )
     assert outbox.due(utcnow()) == []
-    wl = Watchlist.model_validate(
-        {
-            "name": "us-china",
-            "channel": "#china-desk",
-            "topics": [{"name": "t"}],
-            "delivery": "digest",
-            "digest": "hourly",
-        }
-    )
+    wl = _hourly_digest()
     assert Digests(outbox.engine).make([wl], utcnow()) == 0  # held after the last boundary
     later = utcnow() + timedelta(hours=1)
     assert Digests(outbox.engine).make([wl], later) == 2  # 25 stories: 20 + 5
@@ -303,15 +307,7 @@ def test_a_held_row_stored_late_gets_a_digest_of_its_own(db: tuple[Store, Outbox
     store, outbox = db
     [feed] = feeds(store, "world")
     held = {"us-china": Policy(hold=True, followups="thread")}
-    wl = Watchlist.model_validate(
-        {
-            "name": "us-china",
-            "channel": "#china-desk",
-            "topics": [{"name": "t"}],
-            "delivery": "digest",
-            "digest": "hourly",
-        }
-    )
+    wl = _hourly_digest()
     later = utcnow() + timedelta(hours=1)
     save(store, feed, entry("1", "https://n.example/1", title="Qin Gang 1"), policies=held)
     assert Digests(outbox.engine).make([wl], later) == 1
