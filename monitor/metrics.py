@@ -30,10 +30,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
+from monitor.errors import StoreError
 from monitor.health import assess
 from monitor.models import PAGE_OUTCOMES, ArticleRow, DeliveryRow, MatchRow, utcnow
+from monitor.redact import redact
 
 if TYPE_CHECKING:
     from monitor.pipeline import FeedOutcome
@@ -99,6 +102,16 @@ class StoredCounts(Collector):
         self._service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The counts, or none when the database cannot give them: the scrape keeps the
+        process's own metrics, and /healthz says what is wrong with the database."""
+        try:
+            families = list(self._counts())
+        except (SQLAlchemyError, StoreError) as exc:
+            log.warning("stored counts unavailable", extra={"error": redact(str(exc))})
+            return
+        yield from families
+
+    def _counts(self) -> Iterator[GaugeMetricFamily]:
         service = self._service
         deps, settings = service.deps, service.config.settings
         now = utcnow()

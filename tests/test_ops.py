@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 
 import jsonschema
@@ -13,6 +14,9 @@ import yaml
 from monitor import config as config_mod
 from monitor.cli import main
 from monitor.logs import JsonFormatter, TextFormatter
+from monitor.metrics import Metrics, StoredCounts
+from monitor.service import build
+from tests.conftest import write_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "monitor" / "example"
 
@@ -86,3 +90,24 @@ def test_text_log_lines_quote_values_that_would_split() -> None:
         _record(feed="bbc", feed_id=3, error='HTTP 503 key="x"', retry=None)
     )
     assert line == 'feed failed feed=bbc feed_id=3 error="HTTP 503 key=\\"x\\"" retry=-'
+
+
+def test_a_scrape_keeps_the_process_metrics_when_the_database_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/metrics reads stored counts at each scrape; a database that fails them (here a
+    table gone) leaves the process's own metrics, not a failed scrape."""
+    db = tmp_path / "m.db"
+    monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{db}")
+    service = build(config_mod.load(write_config(tmp_path / "c", [])))
+    try:
+        metrics = Metrics()
+        metrics.registry.register(StoredCounts(service))
+        assert b"monitor_articles " in metrics.render()
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TABLE delivery")
+        scrape = metrics.render().decode()
+    finally:
+        service.close()
+    assert "process_cpu_seconds_total" in scrape and "monitor_fetches_total" in scrape
+    assert "monitor_articles " not in scrape
