@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from monitor.dedupe import identify  # noqa: E402
 from monitor.match import Matcher  # noqa: E402
 from monitor.models import Entry, Item  # noqa: E402
 from monitor.service import load_ner  # noqa: E402
+from tests.peak import peak_kb  # noqa: E402
 
 COMMON = (
     "the a of to and in said on for with was that by he it as at from his her an were are "
@@ -230,17 +230,8 @@ def build_only(n: int) -> None:
     took, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(
         f"{n} entities: built in {cpu:.2f} s of CPU ({cpu / n * 1e6:.0f} us each; {took:.2f} s "
-        f"wall), peak {_peak_mb():.0f} MB"
+        f"wall), peak {peak_kb() / 1024:.0f} MB"
     )
-
-
-def _peak_mb() -> float:
-    """This process's peak resident memory. Not getrusage's ru_maxrss: that keeps the
-    parent's high-water mark across fork and exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

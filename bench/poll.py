@@ -56,6 +56,7 @@ from monitor.pipeline import run_feeds  # noqa: E402
 from monitor.runtime.passes import PassPool  # noqa: E402
 from monitor.service import build  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
+from tests.peak import PEAK_KB  # noqa: E402
 from tests.servers import rss  # noqa: E402
 
 COMMON = (
@@ -451,19 +452,22 @@ def entity_scale(
 
 # The matcher's construction alone, in a process of its own: time and peak RSS after the
 # config is loaded, then after the matcher is built.
-BUILD = """
-import resource, sys, time
+BUILD = (
+    PEAK_KB
+    + """
+import sys, time
 from pathlib import Path
 from monitor import config
 from monitor.service import matcher_for
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_kb() / 1024
 started = time.perf_counter()
 watchlists = config.load(Path(sys.argv[1])).watchlists
 loaded, load_peak = time.perf_counter(), peak()
 matcher_for(watchlists)
 print(loaded - started, load_peak, time.perf_counter() - loaded, peak())
 """
+)
 
 
 if __name__ == "__main__":

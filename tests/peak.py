@@ -6,10 +6,13 @@ so a child of a large pytest starts at its parent's size. VmHWM is the child's o
 
 from __future__ import annotations
 
-PEAK_KB = """
+import inspect
 import resource
 
-def peak_kb():
+
+def peak_kb() -> int:
+    """This process's own peak resident memory, in kB (VmHWM; ru_maxrss where there is
+    no /proc)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -18,7 +21,10 @@ def peak_kb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-"""
+
+
+# The same function as source, for a child started with `python -c`.
+PEAK_KB = "import resource\n" + inspect.getsource(peak_kb).replace(" -> int", "")
 
 # `python -c MONITOR PEAK_FILE ARGS...`: `monitor ARGS...`, its own peak (kB) written to
 # PEAK_FILE as it exits; the exit code is monitor's.

@@ -405,24 +405,19 @@ def crash_mid_send(
     return float(slack.messages[0]["ts"]) - restarted, err
 
 
-def test_killed_during_a_rate_limit_wait_the_alert_comes_once_soon_after_restart(
-    feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # Slack answered 429 "retry after 60 s"; the process died waiting. Nothing landed,
+        # and the restart knows no other sender is alive: it looks, finds nothing, posts.
+        pytest.param(Reply(status=429, retry_after=60), id="during-a-rate-limit-wait"),
+        pytest.param(Reply(status=500, hang=5), id="while-a-post-hangs-unanswered"),
+    ],
+)
+def test_killed_mid_send_the_alert_comes_once_soon_after_restart(
+    feed_server: FeedServer, slack: FakeSlack, tmp_path: Path, reply: Reply
 ) -> None:
-    # Slack answered 429 "retry after 60 s"; the process died waiting. Nothing landed,
-    # and the restart knows no other sender is alive: it looks, finds nothing, posts.
-    landed, err = crash_mid_send(
-        feed_server, slack, tmp_path, Reply(status=429, retry_after=60), in_flight="1s"
-    )
-    assert "unconfirmed send will be posted again" in err
-    assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
-
-
-def test_killed_while_a_post_hangs_unanswered_the_alert_comes_once_soon_after_restart(
-    feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
-) -> None:
-    landed, err = crash_mid_send(
-        feed_server, slack, tmp_path, Reply(status=500, hang=5), in_flight="1s"
-    )
+    landed, err = crash_mid_send(feed_server, slack, tmp_path, reply, in_flight="1s")
     assert "unconfirmed send will be posted again" in err
     assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
 

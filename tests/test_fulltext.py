@@ -27,7 +27,7 @@ from monitor.models import ArticleRow, Item, MatchRow
 from monitor.pipeline import Poller
 from monitor.service import build
 from tests.conftest import write_config
-from tests.peak import PEAK_KB
+from tests.peak import MONITOR
 from tests.servers import FakeSlack, FeedServer, Route, rss
 from tests.test_extract import assert_keeps_the_article, corpus_pages, row
 from tests.test_run import start_service, stop_service, wait_for
@@ -470,20 +470,10 @@ def test_explain_an_article_page_shows_the_hits_in_its_text(
     assert "discount codes" not in out
 
 
-_POLL_CHILD = (
-    PEAK_KB
-    + """
-import json, sys
-from monitor.cli import main
-code = main(["--config", sys.argv[1], "poll"])
-print(json.dumps({"code": code, "peak_mb": peak_kb() / 1024}))
-"""
-)
-
-
-def _peak_of_poll(cfg: Path, db_url: str) -> float:
+def _peak_of_poll(cfg: Path, db_url: str, tmp_path: Path) -> float:
+    peak = tmp_path / f"{Path(db_url).stem}.peak"
     done = subprocess.run(
-        [sys.executable, "-c", _POLL_CHILD, str(cfg)],
+        [sys.executable, "-c", MONITOR, str(peak), "--config", str(cfg), "poll"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -491,9 +481,7 @@ def _peak_of_poll(cfg: Path, db_url: str) -> float:
         env={"MONITOR_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["code"] == 0
-    return float(report["peak_mb"])
+    return int(peak.read_text()) / 1024
 
 
 def test_peak_memory_of_a_poll_reading_hostile_pages_is_bounded(
@@ -530,7 +518,9 @@ def test_peak_memory_of_a_poll_reading_hostile_pages_is_bounded(
     peaks: dict[str, float] = {}
     for feed in feeds:
         cfg = write_config(tmp_path / feed["name"], [feed], [QIN])
-        peaks[feed["name"]] = _peak_of_poll(cfg, f"sqlite:///{tmp_path / feed['name']}.db")
+        peaks[feed["name"]] = _peak_of_poll(
+            cfg, f"sqlite:///{tmp_path / feed['name']}.db", tmp_path
+        )
     stored = _articles(f"sqlite:///{tmp_path / 'hostile'}.db")
     outcomes = {path: stored[feed_server.url(path)].page_outcome for path in hostile}
     print(f"\npeak RSS of monitor poll: {peaks}; hostile pages: {outcomes}")
