@@ -31,7 +31,6 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import httpx
@@ -101,17 +100,6 @@ class Pages:
         self._closed = False
         self._pool: ThreadPoolExecutor | None = None
         self._client: httpx.Client | None = None
-
-    def __enter__(self) -> Pages:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def read(self, entries: Sequence[Entry], stored: Mapping[str, str]) -> dict[str, Future[Page]]:
         """Each entry's page (by entry key), answered at once for links whose text is
