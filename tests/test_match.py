@@ -681,6 +681,25 @@ def test_an_entity_name_in_a_title_case_headline_counts_and_lower_case_does_not(
 
 
 @pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("Why Rice, Not Beijing, Decides it", ["Condoleezza Rice"]),
+        ("Why the Rice Talks Failed", []),
+        ("War and Peace in the Age of Rice", []),
+        ("Rice prices rise as harvest fails", []),
+    ],
+    ids=["sentence-case", "title-case", "title-case-minor-words", "headline-initial"],
+)
+def test_a_capital_inside_a_sentence_case_headline_marks_a_name(
+    title: str, expected: list[str]
+) -> None:
+    """Title Case leaves only minor words in lower case; any other word in lower case
+    ("it") makes the headline sentence case, where a capital inside it marks a name."""
+    wl = watch(entities=[person("Condoleezza Rice")])
+    assert matched("The story.", title=title, watchlists=[wl]) == expected
+
+
+@pytest.mark.parametrize(
     ("phrase", "text"),
     [
         ("embargo", "The shipment was embargoed."),

@@ -33,7 +33,12 @@ TITLES = HEAD_TITLES | frozenset(
 _PAST = frozenset("former ex late then outgoing".split())  # as written: "later" is no "late"
 # Capitalised by spelling, not as names: "On Saturday Young scored".
 _CALENDAR = frozenset(n.lower() for n in (*calendar.day_name, *calendar.month_name) if n)
-_TITLE_CASE = 0.6  # share of capitalised headline words above which capitals tell nothing
+# The words Title Case leaves in lower case (articles, conjunctions, short prepositions:
+# the AP and Chicago styles); any other word in lower case makes a headline sentence case.
+_MINOR = frozenset(
+    """a an the and but or nor for so yet as at by in of off on per to up via vs v with
+    from into onto over upon than amid""".split()
+)
 _OPENERS = frozenset(""". ! ? " “ : « „ ‘ ' ( [ — – |""".split())
 _SUFFIXES = frozenset("jr jr. sr sr. ii iii iv".split())
 _PARTICLES = frozenset(
@@ -116,17 +121,26 @@ def _glued_name(scan: Scan, f: Found) -> str:
 
 
 def title_case_headline(scan: Scan, f: Found) -> bool:
-    """Title Case headlines capitalise every word, so capitals in them tell nothing."""
+    """Title Case headlines capitalise every word but the minor ones, so capitals in them
+    tell nothing; one other word in lower case ("Could Trump can AUKUS?") makes the
+    headline sentence case, where a capital inside it marks a name. A word after a hyphen
+    ("Trump-charming") or with a capital inside ("iPhone") says neither."""
     if f.start >= scan.title_len:
         return False
     if scan.title_case is None:
-        words = []
+        capitals = 0
+        scan.title_case = True
         for t in scan.doc:
             if t.idx >= scan.title_len:
                 break
-            if t.is_alpha:
-                words.append(t.is_title or t.is_upper)
-        scan.title_case = bool(words) and sum(words) / len(words) > _TITLE_CASE
+            if not t.is_alpha or (t.i > 0 and t.nbor(-1).text == "-"):
+                continue
+            if not t.is_lower:
+                capitals += 1
+            elif t.text not in _MINOR:
+                scan.title_case = False
+                break
+        scan.title_case = scan.title_case and capitals > 1
     return scan.title_case
 
 
