@@ -214,6 +214,17 @@ def test_ner_alone_is_one_piece_of_evidence_not_the_verdict() -> None:
 
 @pytest.mark.parametrize(
     "text",
+    ["Critics said Li had failed the company.", "The market fell after Li spoke, analysts said."],
+)
+def test_a_person_read_by_ner_inside_a_sentence_is_not_yet_this_li(text: str) -> None:
+    """NER reading PERSON on a capital inside a sentence resolves the word, not the
+    bearer: a surname millions share needs evidence of this person."""
+    li = person("Li Shangfu", aliases=["Li"], titles=["defence minister"], context=["PLA"])
+    assert matched(text, ner_model, [watch(entities=[li])]) == []
+
+
+@pytest.mark.parametrize(
+    "text",
     [
         "Kerry Washington starred in the film about climate.",
         "Storms hit County Kerry as climate scientists warned of more.",
