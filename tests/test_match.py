@@ -766,6 +766,24 @@ def test_a_capitalised_topic_inside_a_persons_name_is_no_hit() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Notes.\nStephen Hackett's fundraiser raised money.", []),
+        ("Notes.\nHackers stole the data, officials said.", ["hacking"]),
+        ("Officials said Hacking, not theft, was the cause.", ["hacking"]),
+    ],
+    ids=["a-persons-name-at-a-line-start", "the-word-at-a-line-start", "no-name-read-there"],
+)
+def test_a_lower_case_topic_read_as_part_of_a_persons_name_is_no_hit(
+    text: str, expected: list[str]
+) -> None:
+    """Shape cannot tell a given name at a line's start from any first word, so the
+    NER model reads it; only a person's name takes the find."""
+    wl = watch(topics=[{"name": "hacking", "phrases": ["hack*"]}])
+    assert matched(text, ner_model, [wl]) == expected
+
+
+@pytest.mark.parametrize(
     "phrase",
     ["ha*", "h*ck", "hack *", "*", "two* words"],
     ids=["short", "inside", "spaced", "bare", "not-last"],

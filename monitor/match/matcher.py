@@ -16,7 +16,7 @@ from monitor.match.normal import fold, prepare, scan_text
 from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
 from monitor.match.snippet import quote, strength
-from monitor.match.topics import glued_capital, topic_hits
+from monitor.match.topics import needs_a_reading, topic_hits
 from monitor.models import Entry, Hit, Item, MatchResult
 
 NerLoader = Callable[[], Language | None]
@@ -102,7 +102,7 @@ class Matcher:
             wl = self.watchlists[wi]
             for f in found:
                 if f.rule.kind == "topic":
-                    if f.rule.source[:1].isupper() and glued_capital(scan, f):
+                    if needs_a_reading(scan, f):
                         return True
                     continue
                 if f.rule.role != "short" or not wl.entities[f.rule.index].type:

@@ -40,21 +40,30 @@ def topic_hits(scan: Scan, topic: Topic, found: list[Found], notes: list[str]) -
     return hits
 
 
-def glued_capital(scan: Scan, f: Found) -> bool:
-    """A one-word find written as a name inside a sentence and glued to another
-    capitalised word: perhaps part of a name."""
-    return f.tok_end - f.tok_start == 1 and proper_noun(scan, f) and shape_vote(scan, f)[0] < 0
+def needs_a_reading(scan: Scan, f: Found) -> bool:
+    """Whether only the NER model can tell if a topic's find stands in a name: a word
+    written as a name inside a sentence that the shape alone does not settle (a
+    lower-case phrase glued to a capital is settled: part of a name)."""
+    if f.tok_end - f.tok_start != 1 or not proper_noun(scan, f):
+        return False
+    glued = shape_vote(scan, f)[0] < 0
+    return glued if f.rule.source[:1].isupper() else not glued
 
 
 def _in_a_name(scan: Scan, f: Found) -> bool:
-    """A phrase the watchlist writes in lower case, glued that way, is part of a name
-    ("Tonya Hacker", "Jonathan Hackett"); one it writes capitalised ("Kashmir") is, when
-    the NER model reads a longer person's name there ("Kashmir Hill"). A capitalised
-    phrase of several words is a title ("The Equifax Data Breach"), not a name."""
-    if not glued_capital(scan, f):
+    """A phrase the watchlist writes in lower case, glued to a capital, is part of a name
+    ("Tonya Hacker", "Jonathan Hackett"); so is one written as a name inside a sentence
+    where the NER model reads a longer person's name ("Stephen Hackett's" at a line's
+    start); one it writes capitalised ("Kashmir") is part of a name only glued to a
+    capital and read so ("Kashmir Hill"). A capitalised phrase of several words is a
+    title ("The Equifax Data Breach"), not a name."""
+    if f.tok_end - f.tok_start != 1 or not proper_noun(scan, f):
         return False
-    if f.rule.source[:1].islower():
+    glued = shape_vote(scan, f)[0] < 0
+    if glued and f.rule.source[:1].islower():
         return True
+    if not glued and f.rule.source[:1].isupper():
+        return False
     ent = scan.entity_over(f.start, f.end)
     return (
         ent is not None
