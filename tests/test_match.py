@@ -685,6 +685,42 @@ def test_an_excluded_name_claims_no_bare_surname() -> None:
     ) == ["Donald Trump"]
 
 
+TRUMPS = ["Eric Trump", "Melania Trump", "Trump Tower"]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "text", "expected"),
+    [
+        (TRUMPS, "Officials said Trump would travel to Paris.", ["Donald Trump"]),
+        ([], "Officials said Trump would travel to Paris.", []),
+        (["Melania Trump"], "Officials said Trump would travel to Paris.", []),
+        (TRUMPS, "Melania Trump spoke. Officials said Trump would travel.", []),
+        (TRUMPS, "Trump suits beat every other suit in the game.", []),
+        (TRUMPS, "Officials said he held a trump card.", []),
+    ],
+    ids=[
+        "namesakes-listed",
+        "none-listed",
+        "one-listed",
+        "a-namesake-in-the-article",
+        "no-name-reading",
+        "lower-case",
+    ],
+)
+def test_namesakes_listed_in_exclude_settle_who_else_a_surname_could_be(
+    exclude: list[str], text: str, expected: list[str]
+) -> None:
+    wl = watch(entities=[person("Donald Trump", exclude=exclude)])
+    assert matched(text, ner_model, [wl]) == expected
+
+
+def test_one_excluded_namesake_says_nothing_of_the_other_lis() -> None:
+    li = person("Li Shangfu", aliases=["Li"], exclude=["Li Qiang"])
+    assert (
+        matched("Critics said Li had failed the company.", ner_model, [watch(entities=[li])]) == []
+    )
+
+
 def test_an_entity_name_in_a_title_case_headline_counts_and_lower_case_does_not() -> None:
     wl = watch(entities=[person("Rishi Sunak")])
     assert matched("He spoke.", title="Sunak Says He Will Stay", watchlists=[wl]) == ["Rishi Sunak"]

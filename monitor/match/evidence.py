@@ -9,15 +9,16 @@ hit), or the entity's own given name before the surname ("Lloyd J. Austin"); aga
 another person named in the article with that word ("Robin Li ... Li said"). Then
 votes: the entity's declared title right before (+2, "Defense Secretary Austin", and
 its head word alone: "Secretary Austin") or a courtesy or office title (+1, "Mr",
-"President"); the headline (+1); a hyphenated compound (+1, "pro-Trump", "Merkel-era");
-a possessive (+1); the name vote (+1 when the English NER model sees a name there, or
-without it a capital inside a sentence; -1 when NER says a place for a person; -2 when
-it sees a longer, different name); the word's shape (-2 when a capitalised non-title
-word is glued to it); context (+1 per distinct `context` word or other watchlist term
-present, at most +2). The votes needed come from the prior (prior.py): 1 for a rare
-word, 2 for a common one, 3 for the commonest; 1 for a short form of several words. A
-short form two watched people share counts only on evidence of one's own: a declared
-title, or a context word the other does not declare.
+"President"); the headline (+1); namesakes the entity excludes, two or more and none in
+the article (+1, "Eric Trump, Melania Trump"); a hyphenated compound (+1, "pro-Trump",
+"Merkel-era"); a possessive (+1); the name vote (+1 when the English NER model sees a
+name there, or without it a capital inside a sentence; -1 when NER says a place for a
+person; -2 when it sees a longer, different name); the word's shape (-2 when a
+capitalised non-title word is glued to it); context (+1 per distinct `context` word or
+other watchlist term present, at most +2). The votes needed come from the prior
+(prior.py): 1 for a rare word, 2 for a common one, 3 for the commonest; 1 for a short
+form of several words. A short form two watched people share counts only on evidence of
+one's own: a declared title, or a context word the other does not declare.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ def _name_votes(
         votes.append((1, f"title {title!r}"))
     if f.start < scan.title_len:
         votes.append((1, "in the headline, where news names the well known by surname"))
+    namesakes = _namesakes(entity, f.text)
+    if len(namesakes) > 1 and not any(
+        o.rule.role == "exclude" and o.rule.source in namesakes for o in mine
+    ):
+        votes.append((1, f"its namesakes are declared apart ({', '.join(namesakes)})"))
+        own = 1
     compound = _compound(scan, f)
     if compound:
         votes.append((1, f"in the compound {compound!r}"))
@@ -208,6 +215,15 @@ def _name_votes(
     votes.append(named)
     votes.append(shape_vote(scan, f, own_words(entity)))
     return own
+
+
+def _namesakes(entity: Entity, word: str) -> list[str]:
+    """The names with that surname the entity excludes ("Melania Trump" for Donald
+    Trump). A watchlist that lists two or more has told who else the surname could be,
+    which is what the word's commonness as a name stands for; one excluded name only
+    fences that one off ("Li Qiang" says nothing of the other Lis)."""
+    name = norm(word)
+    return [x for x in entity.exclude if len(x.split()) > 1 and name in map(norm, x.split())]
 
 
 def own_words(entity: Entity) -> frozenset[str]:
