@@ -82,6 +82,7 @@ def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
     assert proc.returncode == 0, err
     assert elapsed < 10
     assert len(slack.messages) == 4
@@ -107,6 +108,7 @@ def test_run_exits_quickly_even_while_a_fetch_hangs(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
     assert proc.returncode == 0, err
     assert elapsed < 10, err
 
@@ -149,6 +151,7 @@ def test_edited_watchlists_apply_without_a_restart(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
     [ops] = slack.in_channel("#ops")
     assert ops["text"].startswith("Config edit rejected, the last good config stays in force:")
     assert f"{watchlist}:4:1: YAML syntax:" in ops["text"]
@@ -222,9 +225,10 @@ def test_http_endpoint_reports_health_and_metrics(
 def test_a_slow_feed_holds_up_no_other_feed_nor_its_alerts(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
-    """Polling is continuous: while one fetch takes 20 s, the other feeds are polled on
-    their interval and a new item of theirs alerts at once."""
-    feed_server.routes["/slow.xml"] = Route(rss(ITEMS), delay=20)
+    """Polling is continuous: while one fetch hangs, the other feeds are polled on their
+    interval and a new item of theirs alerts at once. The hang (90 s) outlasts both waits
+    with room to spare on a loaded machine, so only a poll that waits for it fails."""
+    feed_server.routes["/slow.xml"] = Route(rss(ITEMS), delay=90)
     feed_server.routes["/a.xml"] = Route(rss([]), etag='"a"')
     feed_server.routes["/b.xml"] = Route(rss([]), etag='"b1"')
     slow_host = f"localhost:{feed_server.port}"  # another host: no per-host slot shared
@@ -235,23 +239,24 @@ def test_a_slow_feed_holds_up_no_other_feed_nor_its_alerts(
             {"name": "a", "url": feed_server.url("/a.xml"), "interval": "1s"},
             {"name": "b", "url": feed_server.url("/b.xml"), "interval": "1s"},
         ],
-        settings={"http": {"connect_timeout": "30s", "read_timeout": "60s"}},
+        settings={"http": {"connect_timeout": "30s", "read_timeout": "120s"}},
     )
     proc = start_service(cfg, slack, tmp_path / "slow.db")
     try:
         assert wait_for(lambda: feed_server.in_flight.get(slow_host) == 1)
         polled = feed_server.hits.get("/a.xml", 0)
         # the other feeds go on being polled every second while the slow fetch hangs
-        assert wait_for(lambda: feed_server.hits.get("/a.xml", 0) >= polled + 3, timeout=8)
+        assert wait_for(lambda: feed_server.hits.get("/a.xml", 0) >= polled + 3, timeout=30)
         news = {"title": "Qin Gang is back", "link": "https://n.example/back", "guid": "back"}
         feed_server.routes["/b.xml"] = Route(rss([news]), etag='"b2"')
-        assert wait_for(lambda: len(slack.messages) == 1, timeout=8), "b's alert waited"
+        assert wait_for(lambda: len(slack.messages) == 1, timeout=30), "b's alert waited"
         assert feed_server.in_flight.get(slow_host) == 1, "the slow fetch is still under way"
         assert feed_server.hits.get("/slow.xml") == 1, "a feed in flight is not fetched again"
         err, _ = stop_service(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
     assert slack.messages[0]["text"].startswith("Qin Gang is back")
     assert "maximum number of running instances" not in err
 
