@@ -44,10 +44,16 @@ def needs_a_reading(scan: Scan, f: Found) -> bool:
     """Whether only the NER model can tell if a topic's find stands in a name: a word
     written as a name inside a sentence that the shape alone does not settle (a
     lower-case phrase glued to a capital is settled: part of a name)."""
+    glued = _glued(scan, f)
+    return glued is not None and glued == f.rule.source[:1].isupper()
+
+
+def _glued(scan: Scan, f: Found) -> bool | None:
+    """For one word written as a name inside a sentence, whether a capitalised word is
+    glued to it; None for any other find."""
     if f.tok_end - f.tok_start != 1 or not proper_noun(scan, f):
-        return False
-    glued = shape_vote(scan, f)[0] < 0
-    return glued if f.rule.source[:1].isupper() else not glued
+        return None
+    return shape_vote(scan, f)[0] < 0
 
 
 def _in_a_name(scan: Scan, f: Found) -> bool:
@@ -57,12 +63,10 @@ def _in_a_name(scan: Scan, f: Found) -> bool:
     start); one it writes capitalised ("Kashmir") is part of a name only glued to a
     capital and read so ("Kashmir Hill"). A capitalised phrase of several words is a
     title ("The Equifax Data Breach"), not a name."""
-    if f.tok_end - f.tok_start != 1 or not proper_noun(scan, f):
-        return False
-    glued = shape_vote(scan, f)[0] < 0
+    glued = _glued(scan, f)
     if glued and f.rule.source[:1].islower():
         return True
-    if not glued and f.rule.source[:1].isupper():
+    if not needs_a_reading(scan, f):
         return False
     ent = scan.entity_over(f.start, f.end)
     return (
