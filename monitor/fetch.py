@@ -87,6 +87,9 @@ def fetch(
         try:
             moved = _permanent_redirect(url, history, resp)
             if resp.status_code == 304:
+                # a 304 has no body (h11 holds it to none, whatever Content-Length says),
+                # but until its end is read the pool cannot reuse the connection
+                resp.read()
                 return Fetched(
                     located,
                     304,

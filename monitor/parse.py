@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import functools
 import io
 import json
 import logging
@@ -228,6 +229,7 @@ def _feedparser(body: bytes, fetched: Fetched) -> Any:
     import feedparser
     from feedparser.encodings import convert_to_utf8
 
+    _cache_base_uris()
     unsafe = _unsafe_entities(convert_to_utf8(dict(fetched.headers), body, {}))
     if unsafe:
         raise UnsafeDocument(fetched.url, unsafe)
@@ -237,6 +239,17 @@ def _feedparser(body: bytes, fetched: Fetched) -> Any:
         resolve_relative_uris=False,
         sanitize_html=False,
     )
+
+
+@functools.cache
+def _cache_base_uris() -> None:
+    """feedparser makes the base URI safe and absolute again at every start tag, joining
+    it to itself (`make_safe_absolute_uri(base, base)`): with a base (the Content-Location
+    given it) that is about a quarter of its time. The function is pure (two strings in,
+    one out), so a small cache in front of it answers the same for a fraction of that."""
+    from feedparser import mixin
+
+    mixin.make_safe_absolute_uri = functools.lru_cache(maxsize=64)(mixin.make_safe_absolute_uri)
 
 
 def _unprefix(body: bytes) -> bytes:

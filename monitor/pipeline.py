@@ -6,9 +6,11 @@ Fetches run concurrently in threads (they wait on the network), and each feed go
 alone as its answer comes: a 304 or a failure is recorded, a body is processed (parse,
 dedupe, match, store) by one thread here, or by pass worker processes
 (runtime/passes.py) once more bodies wait than that thread could work through in the
-time the workers take to start. So a cycle of unchanged feeds starts no process and
-builds no matcher, no feed waits for a slower one, and a feed that fails is logged with
-its id, backed off, and never stops the others.
+time the workers take to start; while they start, that thread reads (parses and
+dedupes: most of a body's work) the bodies waiting for them, which then only match and
+store. So a cycle of unchanged feeds starts no process and builds no matcher, no feed
+waits for a slower one, and a feed that fails is logged with its id, backed off, and
+never stops the others.
 
 Full text (a feed's `full_text`): the feed's fetch thread also parses and dedupes it
 (`_read`), which says which items are new and may alert, and hands their links to the
@@ -347,11 +349,12 @@ _Event = tuple[FeedState, Deps, _Answer] | None
 
 
 class _Local:
-    """One thread that processes bodies here, in turn, and knows what one costs."""
+    """One thread that processes bodies here, in turn, and knows what one costs; or only
+    reads them (parse, dedupe) while the pass workers that will process them start."""
 
     def __init__(self, done: queue.SimpleQueue[_Event]) -> None:
         self._done = done
-        self._bodies: deque[_Body] = deque()
+        self._bodies: deque[tuple[_Body, bool]] = deque()  # and whether only to read it
         self._cond = threading.Condition()
         self._closed = False
         self.cost = _FIRST_GUESS  # seconds per body, once the matcher is built
@@ -363,15 +366,16 @@ class _Local:
     def waiting(self) -> int:
         return len(self._bodies)
 
-    def put(self, body: _Body) -> None:
+    def put(self, body: _Body, read_only: bool = False) -> None:
+        """Queues a body to process, or (`read_only`) to read and report back read."""
         with self._cond:
-            self._bodies.append(body)
+            self._bodies.append((body, read_only))
             self._cond.notify()
 
     def take_all(self) -> list[_Body]:
         """The bodies not yet begun (to hand to the pass workers, or to drop)."""
         with self._cond:
-            taken = list(self._bodies)
+            taken = [body for body, _ in self._bodies]
             self._bodies.clear()
         return taken
 
@@ -388,7 +392,10 @@ class _Local:
                     self._cond.wait()
                 if not self._bodies:
                     return
-                body = self._bodies.popleft()
+                body, read_only = self._bodies.popleft()
+            if read_only:
+                self._done.put((body.feed, body.deps, self._read(body)))
+                continue
             timed = body.deps.matcher.built  # the matcher's one-off build is not a body's cost
             started = time.monotonic()
             outcome = settle(body.feed, body.fetched, body.deps, body.read)
@@ -397,6 +404,13 @@ class _Local:
                 self.cost = took if not self._timed else 0.7 * self.cost + 0.3 * took
                 self._timed += 1
             self._done.put((body.feed, body.deps, outcome))
+
+    @staticmethod
+    def _read(body: _Body) -> _Answer:
+        try:
+            return body.fetched, _read(body.feed, body.fetched, body.deps)
+        except Exception as exc:  # noqa: BLE001 - reported as the feed's failure
+            return exc
 
 
 class Poller:
@@ -470,6 +484,8 @@ class Poller:
                 break
         if self._stop.is_set():
             self._drop_waiting()
+        else:
+            self._to_ready_pool()
         records = [o.record for _, o in finished if o.record is not None]
         for i in range(0, len(records), _RECORD_BATCH):
             _record(self.deps, records[i : i + _RECORD_BATCH])
@@ -585,12 +601,27 @@ class Poller:
     def _hand_off(self, body: _Body) -> None:
         pool = body.deps.pool
         if pool is not None and pool.started:
-            self._to_pool(pool, body)
+            if body.read is not None or _ready(pool):
+                self._to_pool(pool, body)
+            else:  # parsing is most of a body's work: done here while the workers start
+                self._local_thread().put(body, read_only=True)
             return
+        self._local_thread().put(body)
+        self._consider_pool()
+
+    def _local_thread(self) -> _Local:
         if self._local is None:
             self._local = _Local(self._events)
-        self._local.put(body)
-        self._consider_pool()
+        return self._local
+
+    def _to_ready_pool(self) -> None:
+        """Once the pass workers are ready, the bodies still waiting here go to them unread."""
+        pool, local = self.deps.pool, self._local
+        if pool is None or local is None or not local.waiting or not pool.started:
+            return
+        if _ready(pool):
+            for body in local.take_all():
+                self._to_pool(pool, body)
 
     def _consider_pool(self) -> None:
         """Starts the pass workers once the bodies waiting here, and those sure to come
@@ -610,7 +641,7 @@ class Poller:
         pool.start()
         if local is not None:
             for body in local.take_all():
-                self._to_pool(pool, body)
+                self._hand_off(body)
 
     def _to_pool(self, pool: FeedPool, body: _Body) -> None:
         def done(future: Future[FeedOutcome]) -> None:
@@ -639,6 +670,11 @@ class Poller:
         if self._local is not None:
             for body in self._local.take_all():
                 self._land(body.feed.id)
+
+
+def _ready(pool: FeedPool) -> bool:
+    """Whether every pass worker of a started pool has started (or failed to)."""
+    return all(worker.done() for worker in pool.start())
 
 
 def run_feeds(

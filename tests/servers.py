@@ -40,10 +40,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class FeedServer:
-    """Serves routes by path; honours If-None-Match with a 304 like a well-behaved publisher."""
+    """Serves routes by path; honours If-None-Match with a 304 like a well-behaved publisher.
+    With `keep_alive` it speaks HTTP/1.1 and keeps connections open, as most publishers
+    do; `connections` counts those it accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = False) -> None:
         self.routes: dict[str, Route] = {}
+        self.connections = 0
         self.hits: dict[str, int] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.in_flight: dict[str, int] = {}  # by Host header
@@ -52,6 +55,13 @@ class FeedServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with owner.lock:
+                    owner.connections += 1
+
             def log_message(self, *args: Any) -> None:
                 pass
 

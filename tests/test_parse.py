@@ -44,6 +44,26 @@ def test_atom_entry_becomes_clean_item() -> None:
     assert item.published == datetime(2023, 7, 24, 2, 0, tzinfo=UTC)
 
 
+def test_links_resolve_against_each_entrys_xml_base() -> None:
+    """feedparser's base URIs are cached (parse._cache_base_uris): each entry still
+    resolves against its own xml:base, an unsafe one still falls back to its parent's."""
+    body = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://a.example/x/"><title>T</title>
+<entry><title>1</title><link href="one"/><id>urn:1</id></entry>
+<entry xml:base="/y/"><title>2</title><link href="two"/><id>urn:2</id></entry>
+<entry xml:base="javascript:alert(1)//"><title>3</title><link href="three"/><id>urn:3</id></entry>
+<entry><title>4</title><link href="four"/><id>urn:4</id></entry>
+</feed>"""
+    for _ in range(2):  # the second time from the cache
+        feed = parse(doc(body, {"content-location": "https://feeds.example/dir/feed.xml"}))
+        assert [i.link for i in feed.items] == [
+            "https://a.example/x/one",
+            "https://a.example/y/two",
+            "https://a.example/x/three",
+            "https://a.example/x/four",
+        ]
+
+
 def test_html_to_text_unescapes_and_skips_scripts() -> None:
     assert (
         html_to_text("<p>a&amp;b &lt;c&gt;</p><style>x{}</style><div>d&nbsp;e</div>")

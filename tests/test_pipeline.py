@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +13,10 @@ import pytest
 from monitor import config as config_mod
 from monitor.archive import Archive
 from monitor.cli import main
+from monitor.config import Config
 from monitor.feeds import FeedState
-from monitor.pipeline import next_due, run_feeds
+from monitor.models import Fetched
+from monitor.pipeline import FeedOutcome, Processing, Read, next_due, run_feeds, settle
 from monitor.service import build
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
@@ -430,3 +434,57 @@ def test_near_identical_copies_under_other_links_join_the_story(
     parent, reply = slack_env.messages
     assert parent["text"].startswith("Qin Gang missing")
     assert reply["thread_ts"] == parent["ts"] and reply["text"].startswith("Also reported by b")
+
+
+class _StartingPool:
+    """A pool whose one worker is still starting until it has been handed `starting`
+    feeds; it processes each feed at once, here, and notes whether it came read."""
+
+    enabled = True
+
+    def __init__(self, processing: Processing, starting: int) -> None:
+        self._processing = processing
+        self._starting = starting
+        self._ready: Future[None] = Future()
+        self.started = False
+        self.came_read: list[bool] = []
+
+    def start(self) -> list[Future[None]]:
+        self.started = True
+        return [self._ready]
+
+    def submit(self, feed: FeedState, fetched: Fetched, read: Read | None) -> Future[FeedOutcome]:
+        self.came_read.append(read is not None)
+        if len(self.came_read) == self._starting:
+            self._ready.set_result(None)
+        done: Future[FeedOutcome] = Future()
+        done.set_result(settle(feed, fetched, self._processing, read))
+        return done
+
+    def configure(self, config: Config) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_bodies_are_read_here_while_the_pass_workers_start(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """Parsing is most of a body's work: until the workers are ready the service parses
+    and dedupes the bodies waiting for them; once they are, bodies go to them unread."""
+    feeds = []
+    for f in range(120):  # no ETags: 120 bodies sure to come, enough to start the pool
+        items = [{"title": f"Rain {f}-{i}", "guid": f"{f}-{i}"} for i in range(3)]
+        feed_server.routes[f"/f{f}.xml"] = Route(rss(items))
+        feeds.append({"name": f"f{f}", "url": feed_server.url(f"/f{f}.xml")})
+    cfg = config_mod.load(write_config(tmp_path / "c", feeds))
+    service = build(cfg)
+    pool = _StartingPool(service.deps, starting=5)
+    deps = replace(service.deps, pool=pool)
+    try:
+        outcomes = run_feeds(deps.feeds.states(service.feeds), deps)
+    finally:
+        service.close()
+    assert [o.new_items for o in outcomes if o.ok] == [3] * 120
+    assert pool.came_read[:5] == [True] * 5 and not all(pool.came_read)

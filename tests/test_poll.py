@@ -54,6 +54,19 @@ def test_conditional_get_returns_304(client: httpx.Client, feed_server: FeedServ
     assert sent["if-modified-since"] == "Sun, 29 Nov 2026 00:00:00 GMT"
 
 
+def test_unchanged_feeds_reuse_one_connection(tmp_path: Path) -> None:
+    """A 304 is read to its end, so the pool keeps its connection for the next fetch."""
+    with running(FeedServer(keep_alive=True)) as server, http_client(_settings(tmp_path)) as c:
+        server.routes["/f"] = Route(BODY, etag='"v1"')
+        first = fetch(c, server.url("/f"), max_bytes=10**6, deadline=5)
+        again = [
+            fetch(c, server.url("/f"), etag=first.etag, max_bytes=10**6, deadline=5)
+            for _ in range(3)
+        ]
+    assert all(f.not_modified for f in again)
+    assert server.hits["/f"] == 4 and server.connections == 1
+
+
 def test_gzip_transfer_is_decoded(client: httpx.Client, feed_server: FeedServer) -> None:
     feed_server.routes["/gz"] = Route(BODY, gzip=True)
     got = fetch(client, feed_server.url("/gz"), max_bytes=10**6, deadline=5)

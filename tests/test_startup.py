@@ -21,10 +21,13 @@ from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
 
 # What a cycle with nothing new must not load: the matcher's spaCy, the migrations'
-# Alembic, queue mode's procrastinate, the parsers of feeds and pages, and any
-# multiprocessing start method (loaded when the first process is started).
+# Alembic, queue mode's procrastinate, the parsers of feeds and pages, httpx's own
+# command line (rich, click), and any multiprocessing start method (loaded when the
+# first process is started).
 HEAVY = (
     "spacy",
+    "rich",
+    "click",
     "alembic",
     "feedparser",
     "trafilatura",

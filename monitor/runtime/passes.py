@@ -38,6 +38,7 @@ _PRELOAD = [
     "numpy",
     "monitor.match",
     "spacy.lang.en",
+    "monitor.runtime.warm",
 ]
 _READY = "ready"
 _STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its feed
