@@ -128,8 +128,7 @@ def title_case_headline(scan: Scan, f: Found) -> bool:
     if f.start >= scan.title_len:
         return False
     if scan.title_case is None:
-        capitals = 0
-        scan.title_case = True
+        capitals, sentence_case = 0, False
         for t in scan.doc:
             if t.idx >= scan.title_len:
                 break
@@ -138,9 +137,9 @@ def title_case_headline(scan: Scan, f: Found) -> bool:
             if not t.is_lower:
                 capitals += 1
             elif t.text not in _MINOR:
-                scan.title_case = False
+                sentence_case = True
                 break
-        scan.title_case = scan.title_case and capitals > 1
+        scan.title_case = not sentence_case and capitals > 1
     return scan.title_case
 
 

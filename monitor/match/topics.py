@@ -44,7 +44,12 @@ def needs_a_reading(scan: Scan, f: Found) -> bool:
     """Whether only the NER model can tell if a topic's find stands in a name: a word
     written as a name inside a sentence that the shape alone does not settle (a
     lower-case phrase glued to a capital is settled: part of a name)."""
-    glued = _glued(scan, f)
+    return _unsettled(f, _glued(scan, f))
+
+
+def _unsettled(f: Found, glued: bool | None) -> bool:
+    """A capitalised phrase glued to a capital, or a lower-case one not glued: the shape
+    says neither name nor word."""
     return glued is not None and glued == f.rule.source[:1].isupper()
 
 
@@ -66,7 +71,7 @@ def _in_a_name(scan: Scan, f: Found) -> bool:
     glued = _glued(scan, f)
     if glued and f.rule.source[:1].islower():
         return True
-    if not needs_a_reading(scan, f):
+    if not _unsettled(f, glued):
         return False
     ent = scan.entity_over(f.start, f.end)
     return (
