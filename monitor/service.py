@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -247,16 +248,13 @@ class Service:
     def close(self) -> None:
         """Lets go of everything, each part whatever became of the one before (a database
         gone away must not leave the pass workers running)."""
-        try:
+        with ExitStack() as parts:  # closed last to first: senders, pool, client, engine
+            parts.callback(self.deps.store.engine.dispose)
+            parts.callback(self.deps.client.close)
+            if self.deps.pool is not None:
+                parts.callback(self.deps.pool.close)
             if self._senders is not None:
-                self._senders.close()
-        finally:
-            try:
-                if self.deps.pool is not None:
-                    self.deps.pool.close()
-            finally:
-                self.deps.client.close()
-                self.deps.store.engine.dispose()
+                parts.callback(self._senders.close)
 
 
 def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:
