@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= config
 
-.PHONY: run poll check test lint format bench clean
+.PHONY: run poll check test lint format bench bytecode clean
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,20 @@ $(VENV)/.test-installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 
-run: $(VENV)/.run-installed  ## the service on the example config, SQLite in ./data
+# Bytecode for our own modules, written even where PYTHONDONTWRITEBYTECODE is set (as in
+# many containers and CI machines): an editable install is never compiled by pip, so every
+# `monitor` process, pass worker and test subprocess would compile the package again
+# (0.2 s of a 1.4 s `monitor poll` with nothing new, measured). Up-to-date files are skipped.
+bytecode:
+	$(PY) -m compileall -q monitor
+
+run: $(VENV)/.run-installed bytecode  ## the service on the example config, SQLite in ./data
 	$(PY) -m monitor --config $(CONFIG) run
 
-poll: $(VENV)/.run-installed  ## one pass over every feed
+poll: $(VENV)/.run-installed bytecode  ## one pass over every feed
 	$(PY) -m monitor --config $(CONFIG) poll
 
-check: $(VENV)/.run-installed
+check: $(VENV)/.run-installed bytecode
 	$(PY) -m monitor --config $(CONFIG) check
 
 lint: $(VENV)/.test-installed
@@ -36,10 +43,10 @@ format: $(VENV)/.test-installed
 	$(VENV)/bin/ruff format monitor tests bench
 	$(VENV)/bin/ruff check --fix monitor tests bench
 
-test: lint
+test: lint bytecode
 	$(PY) -m pytest
 
-bench: $(VENV)/.test-installed  ## every benchmark, then one table of their ratios
+bench: $(VENV)/.test-installed bytecode  ## every benchmark, then one table of their ratios
 	$(PY) bench/table.py
 
 clean:
