@@ -149,8 +149,9 @@ def test_no_regression_from_the_figures_reached() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 11 open: P 0.956 (target 0.99) with R 0.981 (target 0.98 met); when both are"
-    " met this passes, and strict xfail makes that fail until FLOOR and this mark are updated",
+    reason="issue 11: P 0.956 (target 0.99, blocked on word senses: see README) with R 0.981"
+    " (target 0.98 met); when both are met this passes, and strict xfail makes that fail until"
+    " FLOOR and this mark are updated",
 )
 def test_precision_and_recall_meet_the_targets() -> None:
     precision, recall, report = measured()
