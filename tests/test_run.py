@@ -61,6 +61,13 @@ def stop_service(proc: subprocess.Popen[str]) -> tuple[str, float]:
     return err, time.monotonic() - started
 
 
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kills a service a failed test left running, and reaps it and closes its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -80,9 +87,7 @@ def test_run_polls_on_schedule_alerts_once_and_stops_on_sigterm(
         assert wait_for(lambda: len(slack.messages) == 4), "new item never alerted"
         err, elapsed = stop_service(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
+        reap(proc)
     assert proc.returncode == 0, err
     assert elapsed < 10
     assert len(slack.messages) == 4
@@ -106,9 +111,7 @@ def test_run_exits_quickly_even_while_a_fetch_hangs(
         assert wait_for(lambda: feed_server.hits.get("/hang.xml", 0) >= 1)
         err, elapsed = stop_service(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
+        reap(proc)
     assert proc.returncode == 0, err
     assert elapsed < 10, err
 
@@ -149,9 +152,7 @@ def test_edited_watchlists_apply_without_a_restart(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
+        reap(proc)
     [ops] = slack.in_channel("#ops")
     assert ops["text"].startswith("Config edit rejected, the last good config stays in force:")
     assert f"{watchlist}:4:1: YAML syntax:" in ops["text"]
@@ -254,9 +255,7 @@ def test_a_slow_feed_holds_up_no_other_feed_nor_its_alerts(
         assert feed_server.hits.get("/slow.xml") == 1, "a feed in flight is not fetched again"
         err, _ = stop_service(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reaps it and closes its pipes
+        reap(proc)
     assert slack.messages[0]["text"].startswith("Qin Gang is back")
     assert "maximum number of running instances" not in err
 
