@@ -200,6 +200,9 @@ ByteCount = Annotated[
 ]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Text = Annotated[str, AfterValidator(_non_blank)]
+# A sense, in the desk's words: one sentence a reader would write, not a document. The
+# meaning model reads its first 128 word pieces, about 400 characters.
+Sense = Annotated[str, AfterValidator(_non_blank), Field(max_length=400)]
 
 
 class _Model(BaseModel):
@@ -370,6 +373,8 @@ class Entity(_Model):
     titles: list[Text] = []
     context: list[Text] = []
     exclude: list[Text] = []
+    about: Sense | None = None  # who this is ("UK health secretary, Labour MP")
+    not_about: list[Sense] = Field(default=[], max_length=20)  # who else the name could be
 
     @field_validator("type")
     @classmethod
@@ -404,6 +409,8 @@ class Topic(_Model):
     all_of: list[list[Phrase]] = []
     none_of: list[Phrase] = []
     near: Near | None = None
+    about: Sense | None = None  # the sense the desk means
+    not_about: list[Sense] = Field(default=[], max_length=20)  # senses it does not
 
     @model_validator(mode="after")
     def _default_phrases(self) -> Topic:
