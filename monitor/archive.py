@@ -46,6 +46,7 @@ class Archive(Database):
                     "created_at": _iso(m.created_at),
                     "delivery": d.status if d else None,
                     "slack_ts": d.slack_ts if d else None,
+                    "joined": m.joined,  # why it went into another outlet's story
                 }
                 for m, a, f, d in s.execute(stmt)
             ]

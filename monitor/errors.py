@@ -6,6 +6,7 @@ MonitorError
  ├── ParseError    a feed's body is not a feed (names the URL)
  │    └── UnsafeDocument  a body refused unparsed: it could exhaust memory
  ├── StoreError    the database refused or is unreachable
+ ├── MeaningError  the meaning model is missing or its weights are not the ones pinned
  └── AlertError    a sink refused an alert; `permanent` says retrying cannot help
 """
 
@@ -76,6 +77,11 @@ class UnsafeDocument(ParseError):
 
 class StoreError(MonitorError):
     pass
+
+
+class MeaningError(MonitorError):
+    """The meaning model cannot be had: its package is missing, or its weights fail their
+    checksum. Terms that declare senses cannot be judged without it."""
 
 
 class UsageError(MonitorError):

@@ -165,6 +165,20 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Gist:
+    """What one alerting article says first (events.py): its headline and lead as the
+    meaning model reads them, their proper names, the watched terms it matched, and when."""
+
+    vector: tuple[float, ...]
+    names: frozenset[str]
+    terms: frozenset[str]
+    at: datetime | None
+
+    def stored(self) -> dict[str, Any]:
+        return {"v": list(self.vector), "n": sorted(self.names)}
+
+
+@dataclass(frozen=True)
 class MatchResult:
     """Why one entry matched one watchlist."""
 
@@ -175,6 +189,7 @@ class MatchResult:
     highlights: tuple[tuple[int, int], ...] = ()  # character ranges of hits in `snippet`
     strength: str = "mention"  # "about": in the headline or lead, or repeated
     evidence: tuple[str, ...] = field(default=())
+    gist: Gist | None = None  # for telling whether it reports an event already alerted
 
     @property
     def matched(self) -> list[str]:
@@ -304,6 +319,10 @@ class MatchRow(SQLModel, table=True):
     highlights: list[list[int]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    # The article's gist ({"v": vector, "n": names}), and why it joined an earlier story
+    # of another outlet as the same event (events.py), if it did.
+    gist: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    joined: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 

@@ -8,14 +8,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlmodel import Session, SQLModel, col
 
 from monitor.db import Database
 from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
+from monitor.events import WINDOW as EVENT_WINDOW
+from monitor.events import Joined, earliest_event, stored_gist
 from monitor.feeds import record
-from monitor.models import ArticleRow, Entry, FeedRow, FetchResult, MatchResult, MatchRow, utcnow
+from monitor.models import (
+    ArticleRow,
+    Entry,
+    FeedRow,
+    FetchResult,
+    Gist,
+    MatchResult,
+    MatchRow,
+    utcnow,
+)
 from monitor.outbox import Policy, queue
 
 CHUNK = 400  # values in one IN (...) list
@@ -93,12 +105,19 @@ class Store(Database):
                 stmt = self._insert(_ARTICLES).on_conflict_do_nothing()
                 stmt = stmt.returning(_ARTICLES.c.id, _ARTICLES.c.key)
                 ids.update({r.key: r.id for r in s.connection().execute(stmt, rows)})
+            recent = _RecentStories(s, now)
             for entry, results in matches:
                 article_id = ids.get(entry.key)
                 if article_id is None:
                     continue  # another worker stored it first and owns its matches
-                story_key = stories.get(entry.key, entry.story_key)
                 for m in results:
+                    story_key = stories.get(entry.key, entry.story_key)
+                    joined = recent.event_of(m.watchlist, story_key, m.gist)
+                    if joined is not None:
+                        story_key = joined.story_key
+                    extra: dict[str, Any] = {"joined": str(joined)} if joined else {}
+                    if m.gist is not None:
+                        extra["gist"] = m.gist.stored()
                     stmt = (
                         self._insert(MatchRow)
                         .values(
@@ -111,6 +130,7 @@ class Store(Database):
                             strength=m.strength,
                             highlights=[list(h) for h in m.highlights],
                             created_at=now,
+                            **extra,
                         )
                         .on_conflict_do_nothing()
                         .returning(MatchRow.id)
@@ -118,6 +138,7 @@ class Store(Database):
                     match_id = s.execute(stmt).scalar()
                     if match_id is None:
                         continue
+                    recent.add(m.watchlist, story_key, m.gist)
                     queued += queue(
                         s,
                         self._insert,
@@ -179,6 +200,50 @@ class Store(Database):
                     out[e.key] = match
                     break
         return out
+
+
+class _RecentStories:
+    """The stories each watchlist alerted within the events window, with their articles'
+    gists, read once per watchlist per save: a new article is compared with them all."""
+
+    def __init__(self, s: Session, now: datetime) -> None:
+        self._s = s
+        self._now = now
+        self._by_watchlist: dict[str, list[tuple[str, Gist]]] = {}
+
+    def event_of(self, watchlist: str, story_key: str, new: Gist | None) -> Joined | None:
+        """The earlier story of another article whose event `new` reports, if any."""
+        stories = self._stories(watchlist)
+        if new is None or any(key == story_key for key, _ in stories):
+            return None  # its own story is already alerted: it joins that one
+        return earliest_event(new, stories)
+
+    def add(self, watchlist: str, story_key: str, new: Gist | None) -> None:
+        if new is not None:
+            self._stories(watchlist).append((story_key, new))
+
+    def _stories(self, watchlist: str) -> list[tuple[str, Gist]]:
+        if watchlist not in self._by_watchlist:
+            stmt = (
+                select(
+                    col(MatchRow.story_key),
+                    col(MatchRow.gist),
+                    col(MatchRow.matched),
+                    col(ArticleRow.published_at),
+                    col(ArticleRow.seen_at),
+                )
+                .join(ArticleRow, col(ArticleRow.id) == col(MatchRow.article_id))
+                .where(
+                    col(MatchRow.watchlist) == watchlist,
+                    col(MatchRow.created_at) >= self._now - 2 * EVENT_WINDOW,
+                )
+            )
+            self._by_watchlist[watchlist] = [
+                (key, stored_gist(gist, matched, published or seen))
+                for key, gist, matched, published, seen in self._s.execute(stmt)
+                if gist
+            ]
+        return self._by_watchlist[watchlist]
 
 
 def _band_columns(e: Entry, bands: tuple[int, ...] | None) -> dict[str, object]:

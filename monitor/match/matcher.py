@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spacy.language import Language
 
 from monitor.config import Watchlist
+from monitor.events import gist, gist_text
 from monitor.match.evidence import settle, short_form_counts
 from monitor.match.finds import Found, Scan
 from monitor.match.names import inside
 from monitor.match.normal import fold, prepare, scan_text
 from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
+from monitor.match.senses import MeaningLoader, read, senses_of
 from monitor.match.snippet import quote, strength
 from monitor.match.topics import needs_a_reading, topic_hits
+from monitor.meaning import DEFAULT_MODEL, Meaning, load, locate
 from monitor.models import Entry, Hit, Item, MatchResult
 
 NerLoader = Callable[[], Language | None]
+
+
+def default_meaning() -> Meaning:
+    """The packaged meaning model, loaded on first use."""
+    return load(locate(DEFAULT_MODEL))
 
 
 @dataclass
@@ -55,9 +63,12 @@ class Matcher:
         ner: NerLoader,
         *,
         prefilter: bool = True,  # False: every article through spaCy (to measure the scan)
+        meaning: MeaningLoader = default_meaning,
     ) -> None:
         self.watchlists = list(watchlists)
         self._ner = ner
+        self._meaning = meaning
+        self._senses = senses_of(self.watchlists)
         prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
@@ -74,7 +85,13 @@ class Matcher:
             results = [v.result() for v in verdicts if v.matched]
             if results:
                 out.append((entry, results))
-        return out
+        if not out:
+            return out
+        vectors = self._meaning().vectors([gist_text(entry.item) for entry, _ in out])
+        return [
+            (entry, [replace(r, gist=gist(entry.item, v, r.matched)) for r in results])
+            for (entry, results), v in zip(out, vectors, strict=True)
+        ]
 
     def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
         return self._judge([item], feed)[0]
@@ -149,6 +166,7 @@ class Matcher:
                     why = short_form_counts(scan, f, entity, self.watchlists, verdict.notes)
                     if why is not None:
                         hits.append((f, "title" if f.rule.role == "title" else "short form", why))
+        hits = self._in_sense(scan, wi, hits, verdict.notes)
         for f, rule, why in sorted(hits, key=lambda h: (h[0].start, bool(h[0].rule.form))):
             hit = Hit(
                 term=f.rule.term(self.watchlists),
@@ -182,6 +200,29 @@ class Matcher:
         else:
             verdict.matched = True
         return verdict
+
+    def _in_sense(
+        self, scan: Scan, wi: int, hits: list[tuple[Found, str, str]], notes: list[str]
+    ) -> list[tuple[Found, str, str]]:
+        """The hits read in the sense their term is about; the others set aside, with why."""
+        by_term: dict[tuple[str, int], list[tuple[Found, str, str]]] = defaultdict(list)
+        for h in hits:
+            by_term[(h[0].rule.kind, h[0].rule.index)].append(h)
+        kept: list[tuple[Found, str, str]] = []
+        for (kind, index), mine in by_term.items():
+            senses = self._senses.get((wi, kind, index))
+            if senses is None:
+                kept += mine
+                continue
+            mine.sort(key=lambda h: h[0].start)
+            for h, reading in zip(
+                mine, read(self._meaning(), senses, scan, [h[0] for h in mine]), strict=True
+            ):
+                if reading is not None:
+                    notes.append(f"sense of {h[0].text!r} at {h[0].start}: {reading}")
+                if reading is None or reading.kept:
+                    kept.append(h)
+        return kept
 
 
 def _variant(f: Found) -> str:
