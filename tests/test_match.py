@@ -941,3 +941,30 @@ def test_words_of_the_name_together_name_one_thing() -> None:
     assert (
         matched("Revolutionary guards of the old order.", watchlists=[watch(entities=[irgc])]) == []
     )
+
+
+# --- issue 20: credit the right person ------------------------------------------------
+
+BLINKEN = person("Antony Blinken", aliases=["Blinken"], context=["State Department"])
+
+
+@pytest.mark.parametrize(
+    ("entity", "title", "text"),
+    [
+        (BLINKEN, "Antony J. Blinken meets Gulf ministers", "The talks ran late."),
+        (BLINKEN, "Talks ran late", "On Monday Antony J. Blinken met Gulf ministers."),
+        (person("Lloyd Austin"), "Lloyd J. Austin meets Gulf ministers", "The talks ran late."),
+    ],
+    ids=["alias-surname-headline", "alias-surname-body", "derived-surname"],
+)
+def test_a_middle_initial_counts_whether_or_not_the_surname_is_an_alias(
+    entity: dict[str, Any], title: str, text: str
+) -> None:
+    assert matched(text, title=title, watchlists=[watch(entities=[entity])]) == [entity["name"]]
+
+
+def test_another_given_name_with_an_initial_is_another_person() -> None:
+    assert (
+        matched("Alan J. Blinken, a dentist, said so.", watchlists=[watch(entities=[BLINKEN])])
+        == []
+    )

@@ -33,6 +33,7 @@ from monitor.config import Entity, Watchlist
 from monitor.match.finds import Found, Scan
 from monitor.match.names import (
     TITLES,
+    NameParts,
     name_earlier,
     name_parts,
     other_name,
@@ -70,7 +71,7 @@ def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | Non
     mine = index.by_entity[rule.index]
     if rule.role == "short" and name_earlier(f, mine, scan.title_len):
         return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
-    parts = name_parts(entity.name) if rule.form == "last name" else None
+    parts = _surname_of(entity, f)
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
         return Settled(True, f"{where} accepted: the name written {written!r}")
@@ -259,6 +260,16 @@ def _same_sentence(scan: Scan, a: Found, b: Found) -> bool:
         return True
     start, end = sorted((a.start, b.start))
     return SENTENCE_END.search(scan.text, start, end) is None
+
+
+def _surname_of(entity: Entity, f: Found) -> NameParts | None:
+    """The parts of a person's name when the short form is its family name, whether the
+    rules made it from the name ("last name") or the watchlist declared it as an alias:
+    "Antony J. Blinken" is written the same way either way."""
+    if f.rule.role != "short" or entity.type != "PERSON":
+        return None
+    parts = name_parts(entity.name)
+    return parts if parts is not None and norm(f.text) == norm(parts.family) else None
 
 
 def _what(f: Found) -> str:
