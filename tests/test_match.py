@@ -968,3 +968,51 @@ def test_another_given_name_with_an_initial_is_another_person() -> None:
         matched("Alan J. Blinken, a dentist, said so.", watchlists=[watch(entities=[BLINKEN])])
         == []
     )
+
+
+TRUMP = person(
+    "Donald Trump",
+    titles=["US president"],
+    context=["White House", "Washington"],
+    exclude=["Eric Trump", "Melania Trump"],
+)
+
+
+@pytest.mark.parametrize(
+    ("entity", "title", "text"),
+    [
+        (
+            TRUMP,
+            "Trump threatens tariffs on Denmark",
+            "The White House said so.\nRead More: Starmer Breaks With Trump Over Greenland\n",
+        ),
+        (
+            TRUMP,
+            "Aid cuts loom",
+            "Officials said the Trump Administration would cut aid to Washington's allies.",
+        ),
+        (person("Jens Stoltenberg"), "Aid cuts loom", "Critics of the Stoltenberg Government met."),
+    ],
+    ids=["link-text", "administration", "government"],
+)
+def test_title_case_and_offices_make_no_other_name(
+    entity: dict[str, Any], title: str, text: str
+) -> None:
+    """A run of Title Case words is no evidence that a capitalised neighbour forms
+    another person's name, and an office named after its holder is no given name."""
+    assert matched(text, ner_model, [watch(entities=[entity])], title=title) == [entity["name"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Photo by Anna Stoltenberg and Tom Smith\nOn Monday, Stoltenberg said it was ready.",
+        "Critics of Anna Stoltenberg met. On Monday, Stoltenberg said it was ready.",
+        "The Stoltenberg Foundation met. On Monday, Stoltenberg said it was ready.",
+    ],
+    ids=["a-line-of-names", "sentence-case", "not-an-office"],
+)
+def test_a_capitalised_neighbour_outside_title_case_still_claims_the_surname(text: str) -> None:
+    """Capitalised words with no minor word among them are a line of names, not a
+    headline; and a body that is no office makes another name."""
+    assert matched(text, watchlists=[watch(entities=[person("Jens Stoltenberg")])]) == []

@@ -36,13 +36,14 @@ from monitor.match.names import (
     NameParts,
     name_earlier,
     name_parts,
+    not_a_name,
     other_name,
     own_name_before,
     past_holder,
     proper_noun,
     shape_vote,
     title_before,
-    title_case_headline,
+    title_case,
 )
 from monitor.match.normal import SENTENCE_END, fold, norm
 from monitor.match.prior import COMMON, DISTINCTIVE, needed
@@ -84,12 +85,7 @@ def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | Non
         if past_holder(scan.doc, f.tok_start):
             return Settled(False, f"{where} rejected: a former holder")
         after = f.tok_end < len(scan.doc) and scan.doc[f.tok_end]
-        if (
-            after
-            and after.is_alpha
-            and after.text[0].isupper()
-            and not title_case_headline(scan, f)
-        ):
+        if after and after.is_alpha and after.text[0].isupper() and not title_case(scan, f):
             return Settled(False, None)  # the title of the name that follows
     elif not entity.type and not entity.context and rule.form not in _IMPLICIT:
         return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
@@ -374,9 +370,9 @@ def _ner_entity(
     scan: Scan, f: Found, own: frozenset[str] = frozenset()
 ) -> tuple[str, str, bool] | None:
     """The NER entity over a find, on the find's line: its text, its label, and whether
-    it is a longer, different name (titles, the entity's own words such as "Trump
-    Administration", a possessive, digits and the capitals of a Title Case headline
-    aside)."""
+    it is a longer, different name (titles, offices and the entity's own words such as
+    "Trump Administration", a capitalised "The", a possessive, digits and capitals in
+    Title Case aside)."""
     ent = scan.entity_over(f.start, f.end)
     if ent is None:
         return None
@@ -384,7 +380,7 @@ def _ner_entity(
     line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
     word = fold(f.text)
     seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
-    kept = [w for w in seen.split() if fold(w).rstrip(".") not in TITLES and norm(w) not in own]
+    kept = [w for w in seen.split() if not not_a_name(w, own)]
     core = fold(" ".join(kept))
     if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"
         core = word
@@ -392,7 +388,7 @@ def _ner_entity(
     longer = (
         core != word
         and not _hyphen_part(core, word)
-        and not title_case_headline(scan, f)
+        and not title_case(scan, f)
         and _more_name(seen, f.text, own)
     )
     return seen, ent.label_, longer
@@ -423,10 +419,10 @@ def _named_by_ner(
 
 
 def _more_name(seen: str, word: str, own: frozenset[str]) -> bool:
-    """Whether an entity span holds a capitalised word besides `word` and the entity's
-    own words, so another name."""
+    """Whether an entity span holds a capitalised word besides `word` that may make a
+    name (not a title, office, minor word or one of the entity's own), so another name."""
     return any(
-        w[:1].isupper() and w.isalpha() and fold(w) != fold(word) and norm(w) not in own
+        w[:1].isupper() and w.isalpha() and fold(w) != fold(word) and not not_a_name(w, own)
         for w in seen.split()
     )
 
