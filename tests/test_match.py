@@ -1016,3 +1016,30 @@ def test_a_capitalised_neighbour_outside_title_case_still_claims_the_surname(tex
     """Capitalised words with no minor word among them are a line of names, not a
     headline; and a body that is no office makes another name."""
     assert matched(text, watchlists=[watch(entities=[person("Jens Stoltenberg")])]) == []
+
+
+MODI = person(
+    "Narendra Modi", titles=["Indian prime minister"], context=["India", "BJP", "New Delhi"]
+)
+XI = person("Xi Jinping", titles=["Chinese president"], context=["China", "Beijing"])
+
+
+@pytest.mark.parametrize(
+    ("entities", "title", "expected"),
+    [
+        ([MODI], "PM Modi-Xi Jinping informal summit in Wuhan", ["Narendra Modi"]),
+        ([MODI, XI], "Xi Jinping-Modi summit ends in Wuhan", ["Xi Jinping", "Narendra Modi"]),
+        ([MODI, XI], "Labour's Neil Duncan-Modi said it", []),
+        ([MODI, XI], "Labour's Neil Modi-Duncan said it", []),
+    ],
+    ids=["first-of-two-names", "second-of-two-names", "double-barrelled", "double-barrelled-first"],
+)
+@pytest.mark.parametrize("ner", [no_model, ner_model], ids=["shape", "ner"])
+def test_a_hyphen_joining_two_names_hides_neither(
+    entities: list[dict[str, Any]], title: str, expected: list[str], ner: Callable[[], Any]
+) -> None:
+    """A capital after a hyphenated pair belongs to its second half ("Xi Jinping"); one
+    before it makes a double-barrelled surname of the pair unless a known full name ends
+    at the hyphen. Modi's desk does not watch Xi."""
+    wl = watch(entities=entities)
+    assert matched("Leaders met on Saturday.", ner, [wl], title=title) == expected

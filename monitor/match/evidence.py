@@ -34,6 +34,7 @@ from monitor.match.finds import Found, Scan
 from monitor.match.names import (
     TITLES,
     NameParts,
+    joined_names,
     name_earlier,
     name_parts,
     not_a_name,
@@ -370,16 +371,21 @@ def _ner_entity(
     scan: Scan, f: Found, own: frozenset[str] = frozenset()
 ) -> tuple[str, str, bool] | None:
     """The NER entity over a find, on the find's line: its text, its label, and whether
-    it is a longer, different name (titles, offices and the entity's own words such as
-    "Trump Administration", a capitalised "The", a possessive, digits and capitals in
-    Title Case aside)."""
+    it is a longer, different name (a name joined by a hyphen, titles, offices and the
+    entity's own words such as "Trump Administration", a capitalised "The", a
+    possessive, digits and capitals in Title Case aside)."""
     ent = scan.entity_over(f.start, f.end)
     if ent is None:
         return None
-    line_start = scan.text.rfind("\n", 0, f.start) + 1
-    line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
+    start = max(ent.start_char, scan.text.rfind("\n", 0, f.start) + 1)
+    end = min(ent.end_char, scan.text.find("\n", f.end) % (len(scan.text) + 1))
+    doc = scan.doc
+    if f.tok_end < len(doc) and doc[f.tok_end].text == "-":
+        end = min(end, f.end)  # "Modi-Xi Jinping": what follows the hyphen is Xi's
+    if f.tok_start > 0 and doc[f.tok_start - 1].text == "-" and joined_names(scan, f.tok_start - 1):
+        start = max(start, f.start)
     word = fold(f.text)
-    seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
+    seen = scan.text[start:end]
     kept = [w for w in seen.split() if not not_a_name(w, own)]
     core = fold(" ".join(kept))
     if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"

@@ -206,15 +206,20 @@ def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple
     """A capitalised word glued to the short form makes it part of another name; so
     does one glued to a double-barrelled name it stands in ("Neil Duncan-Jordan"), and
     initials ("A.L. Kennedy"). Titles, the entity's own words, offices and the names of
-    days and months do not (`not_a_name`), nor capitals in Title Case."""
+    days and months do not (`not_a_name`), nor capitals in Title Case. A hyphen that
+    joins two names (`joined_names`) hides neither: a capital after the second belongs
+    to it ("Modi-Xi Jinping")."""
     if title_case(scan, f):
         return 0, ""
     doc = scan.doc
     start, end = f.tok_start, f.tok_end
-    if start >= 2 and doc[start - 1].text == "-" and _capital(doc[start - 2]):
+    if (
+        start >= 2
+        and doc[start - 1].text == "-"
+        and _capital(doc[start - 2])
+        and not joined_names(scan, start - 1)
+    ):
         start -= 2
-    elif end + 1 < len(doc) and doc[end].text == "-" and _capital(doc[end + 1]):
-        end += 2
     after = doc[end] if end < len(doc) else None
     before = doc[start - 1] if start > 0 else None
     for neighbour in (after, before):
@@ -226,6 +231,19 @@ def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple
         ):
             return -2, f"glued to {neighbour.text!r}, so part of another name"
     return 0, ""
+
+
+def joined_names(scan: Scan, hyphen: int) -> bool:
+    """Whether the hyphen at token `hyphen` joins two names ("Xi Jinping-Modi talks")
+    rather than the halves of one double-barrelled surname ("Neil Duncan-Jordan"): a
+    full name the watchlists know ends at it. A capital after a hyphenated pair always
+    belongs to its second half, since a double-barrelled surname is never followed by
+    its given name, so only the word before the hyphen needs this test."""
+    return any(
+        o.tok_end == hyphen and o.rule.role in ("name", "alt")
+        for found in scan.found.values()
+        for o in found
+    )
 
 
 def _initials(t: Token) -> bool:
