@@ -1043,3 +1043,37 @@ def test_a_hyphen_joining_two_names_hides_neither(
     at the hyphen. Modi's desk does not watch Xi."""
     wl = watch(entities=entities)
     assert matched("Leaders met on Saturday.", ner, [wl], title=title) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "snippet"),
+    [
+        (
+            "Talks first. Officials said the U.S. and Iran will meet in Geneva. Other news.",
+            "Officials said the U.S. and Iran will meet in Geneva.",
+        ),
+        (
+            "Talks first. Iran will meet in Geneva as the U.S. and Israel watch. Other news.",
+            "Iran will meet in Geneva as the U.S. and Israel watch.",
+        ),
+        (
+            "Talks first. Dr. Ali Vaez said on Jan. 5 that Iran would come. Other news.",
+            "Dr. Ali Vaez said on Jan. 5 that Iran would come.",
+        ),
+        (
+            "Talks first. He flew home to the U.S. The Iran talks resumed. Other news.",
+            "The Iran talks resumed.",
+        ),
+        (
+            "Talks first. Aid went to Iran. Mr Vaez said so. Other news.",
+            "Aid went to Iran.",
+        ),
+    ],
+    ids=["initials-before", "initials-after", "titles-and-months", "opener-ends", "plain-end"],
+)
+def test_a_snippet_is_not_cut_at_an_abbreviation(text: str, snippet: str) -> None:
+    """A full stop after initials or a month ends a sentence only before a sentence
+    opener ("The", "It"); after a title (Mr., Dr., Gen.) never."""
+    wl = watch(topics=[{"name": "Iran", "phrases": ["Iran"]}])
+    [(_, [result])] = Matcher([wl], spacy.blank("en"), no_model).match([identify(item(text))])
+    assert result.snippet == snippet

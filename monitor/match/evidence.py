@@ -46,7 +46,7 @@ from monitor.match.names import (
     title_before,
     title_case,
 )
-from monitor.match.normal import SENTENCE_END, fold, norm
+from monitor.match.normal import fold, norm, sentence_end
 from monitor.match.prior import COMMON, DISTINCTIVE, needed
 
 TITLE_ALONE_NEEDS = 1
@@ -256,7 +256,7 @@ def _same_sentence(scan: Scan, a: Found, b: Found) -> bool:
     if a.start < scan.title_len:
         return True
     start, end = sorted((a.start, b.start))
-    return SENTENCE_END.search(scan.text, start, end) is None
+    return sentence_end(scan.text, start, end) is None
 
 
 def _surname_of(entity: Entity, f: Found) -> NameParts | None:
