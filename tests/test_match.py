@@ -1077,3 +1077,65 @@ def test_a_snippet_is_not_cut_at_an_abbreviation(text: str, snippet: str) -> Non
     wl = watch(topics=[{"name": "Iran", "phrases": ["Iran"]}])
     [(_, [result])] = Matcher([wl], spacy.blank("en"), no_model).match([identify(item(text))])
     assert result.snippet == snippet
+
+
+RAHMAN = person("Tarique Rahman", context=["Bangladesh", "BNP", "Dhaka"])
+
+
+def hit_texts(text: str, entity: dict[str, Any]) -> list[str]:
+    matcher = Matcher([watch(entities=[entity])], spacy.blank("en"), no_model)
+    return [h.text for _, results in matcher.match([identify(item(text))]) for h in results[0].hits]
+
+
+@pytest.mark.parametrize(
+    ("entity", "text", "hits"),
+    [
+        (
+            RAHMAN,
+            "Tarique Rahman returned to Dhaka. His father Ziaur Rahman founded the BNP, "
+            "and Shafiqur Rahman leads Jamaat. Mustafizur Rahman took three wickets.",
+            ["Tarique Rahman"],
+        ),
+        (
+            person("Donald Trump", titles=["US president"]),
+            "Donald Trump spoke. Prime Minister Donald Tusk replied.",
+            ["Donald Trump"],
+        ),
+        (
+            RAHMAN,
+            "Tarique Rahman returned to Dhaka. Rahman said he would run.",
+            ["Tarique Rahman", "Rahman"],
+        ),
+        (
+            person("Donald Trump", titles=["US president"]),
+            "Donald Trump spoke. Prime Minister Donald Tusk met President Trump.",
+            ["Donald Trump", "Trump"],
+        ),
+        (RAHMAN, "Tarique Rahman returned. Mr Rahman said so.", ["Tarique Rahman", "Rahman"]),
+        (
+            RAHMAN,
+            "Tarique Rahman returned. Yesterday Rahman said so.",
+            ["Tarique Rahman", "Rahman"],
+        ),
+        (
+            RAHMAN,
+            "Tarique Rahman returned. Then BNP Rahman and Dhaka Rahman",
+            ["Tarique Rahman", "Rahman", "Rahman"],
+        ),
+    ],
+    ids=[
+        "other-given-names",
+        "other-surname",
+        "bare-surname-counts",
+        "president-counts",
+        "courtesy-title-counts",
+        "sentence-opener-counts",
+        "own-words-count",
+    ],
+)
+def test_each_mention_is_credited_to_its_own_person(
+    entity: dict[str, Any], text: str, hits: list[str]
+) -> None:
+    """Another given name before the surname, or another surname after the given name,
+    is another person, even once the entity is named in full."""
+    assert hit_texts(text, entity) == hits

@@ -4,8 +4,10 @@ means the watched entity, weighed the way a reader weighs it.
 First the surface: a name is written with a capital ("rice prices" is no Rice); an
 all-capital word is an acronym, not a name written "Un"; a first name counts only
 after a title ("President Prabowo"); a word inside another watched person's full name
-is theirs. Decisive: the full name earlier in the article (or anywhere, for a headline
-hit), or the entity's own given name before the surname ("Lloyd J. Austin"); against:
+is theirs. Decisive: the entity's own given name before the surname ("Lloyd J. Austin");
+against: another given name before the surname or another surname after the given name
+("Ziaur Rahman", "Donald Tusk"), which is another person even once the entity is named;
+for: the full name earlier in the article (or anywhere, for a headline hit); against:
 another person named in the article with that word ("Robin Li ... Li said"). Then
 votes: the entity's declared title right before (+2, "Defense Secretary Austin", and
 its head word alone: "Secretary Austin") or a courtesy or office title (+1, "Mr",
@@ -34,6 +36,7 @@ from monitor.match.finds import Found, Scan
 from monitor.match.names import (
     TITLES,
     NameParts,
+    another_persons_name,
     joined_names,
     name_earlier,
     name_parts,
@@ -71,12 +74,16 @@ def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | Non
             return Settled(False, surface and f"{where} rejected: {surface}")
     index = scan.index(rule.wl)
     mine = index.by_entity[rule.index]
-    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
-        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
     parts = _surname_of(entity, f)
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
         return Settled(True, f"{where} accepted: the name written {written!r}")
+    whole = name_parts(entity.name) if rule.role == "short" and entity.type == "PERSON" else None
+    someone = whole and another_persons_name(scan, f, whole, own_words(entity))
+    if someone:
+        return Settled(False, f"{where} rejected: part of another person's name {someone!r}")
+    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
+        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
     owner = _inside_other_name(f, index.names)
     if owner is not None:
         return Settled(False, None)

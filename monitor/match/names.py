@@ -15,6 +15,7 @@ from spacy.tokens import Doc, Token
 
 from monitor.match.finds import Found, Scan
 from monitor.match.normal import fold, norm
+from monitor.match.prior import DISTINCTIVE, common_word
 
 # Courtesy and office titles that say a person is meant ("Mr Sunak", "Premier Li"): news
 # style, not frequency, so a short list is the source.
@@ -231,6 +232,34 @@ def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple
         ):
             return -2, f"glued to {neighbour.text!r}, so part of another name"
     return 0, ""
+
+
+def another_persons_name(
+    scan: Scan, f: Found, parts: NameParts, own: frozenset[str] = frozenset()
+) -> str | None:
+    """The full name of someone else that a short form stands in, on the side where the
+    rest of the entity's name would stand: another given name before its family name
+    ("Ziaur Rahman" for Tarique Rahman), another surname after its given name ("Prime
+    Minister Donald Tusk" for Donald Trump). That mention is another person's even
+    where the entity is named in full elsewhere. Titles, offices and the entity's own
+    words (`not_a_name`) are no name, nor capitals in Title Case; a word that opens a
+    sentence is capitalised anyway, so there only a word rare in English ("Mustafizur",
+    not "Yesterday") is read as a given name."""
+    doc, word = scan.doc, norm(f.text)
+    if word == norm(parts.family):
+        i = f.tok_start - 1
+        if i < 0 or (sentence_initial(doc, i) and common_word(doc[i].lower_) >= DISTINCTIVE):
+            return None
+    elif word in {norm(g) for g in parts.given}:
+        i = f.tok_end
+        if i >= len(doc):
+            return None
+    else:
+        return None
+    t = doc[i]
+    if not _capital(t) or not_a_name(t.text, own) or title_case(scan, f):
+        return None
+    return doc[min(i, f.tok_start) : max(i + 1, f.tok_end)].text
 
 
 def joined_names(scan: Scan, hyphen: int) -> bool:
