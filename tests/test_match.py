@@ -941,3 +941,201 @@ def test_words_of_the_name_together_name_one_thing() -> None:
     assert (
         matched("Revolutionary guards of the old order.", watchlists=[watch(entities=[irgc])]) == []
     )
+
+
+# --- issue 20: credit the right person ------------------------------------------------
+
+BLINKEN = person("Antony Blinken", aliases=["Blinken"], context=["State Department"])
+
+
+@pytest.mark.parametrize(
+    ("entity", "title", "text"),
+    [
+        (BLINKEN, "Antony J. Blinken meets Gulf ministers", "The talks ran late."),
+        (BLINKEN, "Talks ran late", "On Monday Antony J. Blinken met Gulf ministers."),
+        (person("Lloyd Austin"), "Lloyd J. Austin meets Gulf ministers", "The talks ran late."),
+    ],
+    ids=["alias-surname-headline", "alias-surname-body", "derived-surname"],
+)
+def test_a_middle_initial_counts_whether_or_not_the_surname_is_an_alias(
+    entity: dict[str, Any], title: str, text: str
+) -> None:
+    assert matched(text, title=title, watchlists=[watch(entities=[entity])]) == [entity["name"]]
+
+
+def test_another_given_name_with_an_initial_is_another_person() -> None:
+    assert (
+        matched("Alan J. Blinken, a dentist, said so.", watchlists=[watch(entities=[BLINKEN])])
+        == []
+    )
+
+
+TRUMP = person(
+    "Donald Trump",
+    titles=["US president"],
+    context=["White House", "Washington"],
+    exclude=["Eric Trump", "Melania Trump"],
+)
+
+
+@pytest.mark.parametrize(
+    ("entity", "title", "text"),
+    [
+        (
+            TRUMP,
+            "Trump threatens tariffs on Denmark",
+            "The White House said so.\nRead More: Starmer Breaks With Trump Over Greenland\n",
+        ),
+        (
+            TRUMP,
+            "Aid cuts loom",
+            "Officials said the Trump Administration would cut aid to Washington's allies.",
+        ),
+        (person("Jens Stoltenberg"), "Aid cuts loom", "Critics of the Stoltenberg Government met."),
+    ],
+    ids=["link-text", "administration", "government"],
+)
+def test_title_case_and_offices_make_no_other_name(
+    entity: dict[str, Any], title: str, text: str
+) -> None:
+    """A run of Title Case words is no evidence that a capitalised neighbour forms
+    another person's name, and an office named after its holder is no given name."""
+    assert matched(text, ner_model, [watch(entities=[entity])], title=title) == [entity["name"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Photo by Anna Stoltenberg and Tom Smith\nOn Monday, Stoltenberg said it was ready.",
+        "Critics of Anna Stoltenberg met. On Monday, Stoltenberg said it was ready.",
+        "The Stoltenberg Foundation met. On Monday, Stoltenberg said it was ready.",
+    ],
+    ids=["a-line-of-names", "sentence-case", "not-an-office"],
+)
+def test_a_capitalised_neighbour_outside_title_case_still_claims_the_surname(text: str) -> None:
+    """Capitalised words with no minor word among them are a line of names, not a
+    headline; and a body that is no office makes another name."""
+    assert matched(text, watchlists=[watch(entities=[person("Jens Stoltenberg")])]) == []
+
+
+MODI = person(
+    "Narendra Modi", titles=["Indian prime minister"], context=["India", "BJP", "New Delhi"]
+)
+XI = person("Xi Jinping", titles=["Chinese president"], context=["China", "Beijing"])
+
+
+@pytest.mark.parametrize(
+    ("entities", "title", "expected"),
+    [
+        ([MODI], "PM Modi-Xi Jinping informal summit in Wuhan", ["Narendra Modi"]),
+        ([MODI, XI], "Xi Jinping-Modi summit ends in Wuhan", ["Xi Jinping", "Narendra Modi"]),
+        ([MODI, XI], "Labour's Neil Duncan-Modi said it", []),
+        ([MODI, XI], "Labour's Neil Modi-Duncan said it", []),
+    ],
+    ids=["first-of-two-names", "second-of-two-names", "double-barrelled", "double-barrelled-first"],
+)
+@pytest.mark.parametrize("ner", [no_model, ner_model], ids=["shape", "ner"])
+def test_a_hyphen_joining_two_names_hides_neither(
+    entities: list[dict[str, Any]], title: str, expected: list[str], ner: Callable[[], Any]
+) -> None:
+    """A capital after a hyphenated pair belongs to its second half ("Xi Jinping"); one
+    before it makes a double-barrelled surname of the pair unless a known full name ends
+    at the hyphen. Modi's desk does not watch Xi."""
+    wl = watch(entities=entities)
+    assert matched("Leaders met on Saturday.", ner, [wl], title=title) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "snippet"),
+    [
+        (
+            "Talks first. Officials said the U.S. and Iran will meet in Geneva. Other news.",
+            "Officials said the U.S. and Iran will meet in Geneva.",
+        ),
+        (
+            "Talks first. Iran will meet in Geneva as the U.S. and Israel watch. Other news.",
+            "Iran will meet in Geneva as the U.S. and Israel watch.",
+        ),
+        (
+            "Talks first. Dr. Ali Vaez said on Jan. 5 that Iran would come. Other news.",
+            "Dr. Ali Vaez said on Jan. 5 that Iran would come.",
+        ),
+        (
+            "Talks first. He flew home to the U.S. The Iran talks resumed. Other news.",
+            "The Iran talks resumed.",
+        ),
+        (
+            "Talks first. Aid went to Iran. Mr Vaez said so. Other news.",
+            "Aid went to Iran.",
+        ),
+    ],
+    ids=["initials-before", "initials-after", "titles-and-months", "opener-ends", "plain-end"],
+)
+def test_a_snippet_is_not_cut_at_an_abbreviation(text: str, snippet: str) -> None:
+    """A full stop after initials or a month ends a sentence only before a sentence
+    opener ("The", "It"); after a title (Mr., Dr., Gen.) never."""
+    wl = watch(topics=[{"name": "Iran", "phrases": ["Iran"]}])
+    [(_, [result])] = Matcher([wl], spacy.blank("en"), no_model).match([identify(item(text))])
+    assert result.snippet == snippet
+
+
+RAHMAN = person("Tarique Rahman", context=["Bangladesh", "BNP", "Dhaka"])
+
+
+def hit_texts(text: str, entity: dict[str, Any]) -> list[str]:
+    matcher = Matcher([watch(entities=[entity])], spacy.blank("en"), no_model)
+    return [h.text for _, results in matcher.match([identify(item(text))]) for h in results[0].hits]
+
+
+@pytest.mark.parametrize(
+    ("entity", "text", "hits"),
+    [
+        (
+            RAHMAN,
+            "Tarique Rahman returned to Dhaka. His father Ziaur Rahman founded the BNP, "
+            "and Shafiqur Rahman leads Jamaat. Mustafizur Rahman took three wickets.",
+            ["Tarique Rahman"],
+        ),
+        (
+            person("Donald Trump", titles=["US president"]),
+            "Donald Trump spoke. Prime Minister Donald Tusk replied.",
+            ["Donald Trump"],
+        ),
+        (
+            RAHMAN,
+            "Tarique Rahman returned to Dhaka. Rahman said he would run.",
+            ["Tarique Rahman", "Rahman"],
+        ),
+        (
+            person("Donald Trump", titles=["US president"]),
+            "Donald Trump spoke. Prime Minister Donald Tusk met President Trump.",
+            ["Donald Trump", "Trump"],
+        ),
+        (RAHMAN, "Tarique Rahman returned. Mr Rahman said so.", ["Tarique Rahman", "Rahman"]),
+        (
+            RAHMAN,
+            "Tarique Rahman returned. Yesterday Rahman said so.",
+            ["Tarique Rahman", "Rahman"],
+        ),
+        (
+            RAHMAN,
+            "Tarique Rahman returned. Then BNP Rahman and Dhaka Rahman",
+            ["Tarique Rahman", "Rahman", "Rahman"],
+        ),
+    ],
+    ids=[
+        "other-given-names",
+        "other-surname",
+        "bare-surname-counts",
+        "president-counts",
+        "courtesy-title-counts",
+        "sentence-opener-counts",
+        "own-words-count",
+    ],
+)
+def test_each_mention_is_credited_to_its_own_person(
+    entity: dict[str, Any], text: str, hits: list[str]
+) -> None:
+    """Another given name before the surname, or another surname after the given name,
+    is another person, even once the entity is named in full."""
+    assert hit_texts(text, entity) == hits

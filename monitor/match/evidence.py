@@ -4,8 +4,10 @@ means the watched entity, weighed the way a reader weighs it.
 First the surface: a name is written with a capital ("rice prices" is no Rice); an
 all-capital word is an acronym, not a name written "Un"; a first name counts only
 after a title ("President Prabowo"); a word inside another watched person's full name
-is theirs. Decisive: the full name earlier in the article (or anywhere, for a headline
-hit), or the entity's own given name before the surname ("Lloyd J. Austin"); against:
+is theirs. Decisive: the entity's own given name before the surname ("Lloyd J. Austin");
+against: another given name before the surname or another surname after the given name
+("Ziaur Rahman", "Donald Tusk"), which is another person even once the entity is named;
+for: the full name earlier in the article (or anywhere, for a headline hit); against:
 another person named in the article with that word ("Robin Li ... Li said"). Then
 votes: the entity's declared title right before (+2, "Defense Secretary Austin", and
 its head word alone: "Secretary Austin") or a courtesy or office title (+1, "Mr",
@@ -33,17 +35,21 @@ from monitor.config import Entity, Watchlist
 from monitor.match.finds import Found, Scan
 from monitor.match.names import (
     TITLES,
+    NameParts,
+    another_persons_name,
+    joined_names,
     name_earlier,
     name_parts,
+    not_a_name,
     other_name,
     own_name_before,
     past_holder,
     proper_noun,
     shape_vote,
     title_before,
-    title_case_headline,
+    title_case,
 )
-from monitor.match.normal import SENTENCE_END, fold, norm
+from monitor.match.normal import fold, norm, sentence_end
 from monitor.match.prior import COMMON, DISTINCTIVE, needed
 
 TITLE_ALONE_NEEDS = 1
@@ -68,12 +74,16 @@ def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | Non
             return Settled(False, surface and f"{where} rejected: {surface}")
     index = scan.index(rule.wl)
     mine = index.by_entity[rule.index]
-    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
-        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
-    parts = name_parts(entity.name) if rule.form == "last name" else None
+    parts = _surname_of(entity, f)
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
         return Settled(True, f"{where} accepted: the name written {written!r}")
+    whole = name_parts(entity.name) if rule.role == "short" and entity.type == "PERSON" else None
+    someone = whole and another_persons_name(scan, f, whole, own_words(entity))
+    if someone:
+        return Settled(False, f"{where} rejected: part of another person's name {someone!r}")
+    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
+        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
     owner = _inside_other_name(f, index.names)
     if owner is not None:
         return Settled(False, None)
@@ -83,12 +93,7 @@ def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | Non
         if past_holder(scan.doc, f.tok_start):
             return Settled(False, f"{where} rejected: a former holder")
         after = f.tok_end < len(scan.doc) and scan.doc[f.tok_end]
-        if (
-            after
-            and after.is_alpha
-            and after.text[0].isupper()
-            and not title_case_headline(scan, f)
-        ):
+        if after and after.is_alpha and after.text[0].isupper() and not title_case(scan, f):
             return Settled(False, None)  # the title of the name that follows
     elif not entity.type and not entity.context and rule.form not in _IMPLICIT:
         return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
@@ -258,7 +263,17 @@ def _same_sentence(scan: Scan, a: Found, b: Found) -> bool:
     if a.start < scan.title_len:
         return True
     start, end = sorted((a.start, b.start))
-    return SENTENCE_END.search(scan.text, start, end) is None
+    return sentence_end(scan.text, start, end) is None
+
+
+def _surname_of(entity: Entity, f: Found) -> NameParts | None:
+    """The parts of a person's name when the short form is its family name, whether the
+    rules made it from the name ("last name") or the watchlist declared it as an alias:
+    "Antony J. Blinken" is written the same way either way."""
+    if f.rule.role != "short" or entity.type != "PERSON":
+        return None
+    parts = name_parts(entity.name)
+    return parts if parts is not None and norm(f.text) == norm(parts.family) else None
 
 
 def _what(f: Found) -> str:
@@ -363,17 +378,22 @@ def _ner_entity(
     scan: Scan, f: Found, own: frozenset[str] = frozenset()
 ) -> tuple[str, str, bool] | None:
     """The NER entity over a find, on the find's line: its text, its label, and whether
-    it is a longer, different name (titles, the entity's own words such as "Trump
-    Administration", a possessive, digits and the capitals of a Title Case headline
-    aside)."""
+    it is a longer, different name (a name joined by a hyphen, titles, offices and the
+    entity's own words such as "Trump Administration", a capitalised "The", a
+    possessive, digits and capitals in Title Case aside)."""
     ent = scan.entity_over(f.start, f.end)
     if ent is None:
         return None
-    line_start = scan.text.rfind("\n", 0, f.start) + 1
-    line_end = scan.text.find("\n", f.end) % (len(scan.text) + 1)
+    start = max(ent.start_char, scan.text.rfind("\n", 0, f.start) + 1)
+    end = min(ent.end_char, scan.text.find("\n", f.end) % (len(scan.text) + 1))
+    doc = scan.doc
+    if f.tok_end < len(doc) and doc[f.tok_end].text == "-":
+        end = min(end, f.end)  # "Modi-Xi Jinping": what follows the hyphen is Xi's
+    if f.tok_start > 0 and doc[f.tok_start - 1].text == "-" and joined_names(scan, f.tok_start - 1):
+        start = max(start, f.start)
     word = fold(f.text)
-    seen = scan.text[max(ent.start_char, line_start) : min(ent.end_char, line_end)]
-    kept = [w for w in seen.split() if fold(w).rstrip(".") not in TITLES and norm(w) not in own]
+    seen = scan.text[start:end]
+    kept = [w for w in seen.split() if not not_a_name(w, own)]
     core = fold(" ".join(kept))
     if core.startswith(word + "'s"):  # "Trump's Council of Economic Advisers"
         core = word
@@ -381,7 +401,7 @@ def _ner_entity(
     longer = (
         core != word
         and not _hyphen_part(core, word)
-        and not title_case_headline(scan, f)
+        and not title_case(scan, f)
         and _more_name(seen, f.text, own)
     )
     return seen, ent.label_, longer
@@ -412,10 +432,10 @@ def _named_by_ner(
 
 
 def _more_name(seen: str, word: str, own: frozenset[str]) -> bool:
-    """Whether an entity span holds a capitalised word besides `word` and the entity's
-    own words, so another name."""
+    """Whether an entity span holds a capitalised word besides `word` that may make a
+    name (not a title, office, minor word or one of the entity's own), so another name."""
     return any(
-        w[:1].isupper() and w.isalpha() and fold(w) != fold(word) and norm(w) not in own
+        w[:1].isupper() and w.isalpha() and fold(w) != fold(word) and not not_a_name(w, own)
         for w in seen.split()
     )
 

@@ -1,7 +1,9 @@
 """Person names in news style: a full name first, then the surname; the person's own
 given name, initials or brackets before the surname ("Lloyd J. Austin"); a courtesy or
-office title before it; a capitalised word glued to a surname makes another name of it;
-another person named in the article with that word claims a bare surname."""
+office title before it; a capitalised word glued to a surname makes another name of it,
+unless it is an office ("Trump Administration") or the words stand in Title Case (a
+headline, or link text in the body); another person named in the article with that
+word claims a bare surname."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from spacy.tokens import Doc, Token
 
 from monitor.match.finds import Found, Scan
-from monitor.match.normal import fold
+from monitor.match.normal import fold, norm
+from monitor.match.prior import DISTINCTIVE, common_word
 
 # Courtesy and office titles that say a person is meant ("Mr Sunak", "Premier Li"): news
 # style, not frequency, so a short list is the source.
@@ -39,7 +42,18 @@ _MINOR = frozenset(
     """a an the and but or nor for so yet as at by in of off on per to up via vs v with
     from into onto over upon than amid""".split()
 )
+# Offices and bodies named after their holder ("Trump Administration", "Starmer
+# Government"): a capitalised one after a surname makes no other person's name.
+OFFICES = frozenset(
+    """administration government cabinet presidency regime ministry camp campaign team era
+    doctrine""".split()
+)
 _OPENERS = frozenset(""". ! ? " “ : « „ ‘ ' ( [ — – |""".split())
+# Clause marks that bound a run of words in the body for the Title Case test.
+_CLAUSE_MARKS = _OPENERS | frozenset(""". ! ? ; ” » ) ]""".split())
+# A Title Case run with no capitalised minor word is told from a list of names by its
+# length: no one's name runs to this many capitalised words.
+_TITLE_RUN = 6
 _SUFFIXES = frozenset("jr jr. sr sr. ii iii iv".split())
 _PARTICLES = frozenset(
     "da de di do dos das del della du la le van von der den bin bint ibn al el".split()
@@ -143,33 +157,122 @@ def title_case_headline(scan: Scan, f: Found) -> bool:
     return scan.title_case
 
 
+def title_case(scan: Scan, f: Found) -> bool:
+    """Whether the find stands in Title Case, where capitals tell nothing: a Title Case
+    headline, or a run of the body written like one (link text such as "Read More:
+    Starmer Breaks With Trump Over Greenland", a headline quoted on its own line)."""
+    if f.start < scan.title_len:
+        return title_case_headline(scan, f)
+    return title_case_run(scan.doc, f.tok_start, f.tok_end)
+
+
+def title_case_run(doc: Doc, start: int, end: int) -> bool:
+    """Whether the clause holding tokens [start, end) (bounded by line breaks and clause
+    marks) is written in Title Case: no word in lower case but the minor ones, and
+    either a capitalised minor word after its first word ("With", "Over": sentence
+    case never writes them so, and no name holds them) or at least _TITLE_RUN
+    capitalised words (more than any name runs to)."""
+    lo, hi = start, end
+    while lo > 0 and not _clause_mark(doc[lo - 1]):
+        lo -= 1
+    while hi < len(doc) and not _clause_mark(doc[hi]):
+        hi += 1
+    capitals, minor_capital, first = 0, False, True
+    for t in doc[lo:hi]:
+        if not t.is_alpha or (t.i > 0 and t.nbor(-1).text == "-"):
+            continue
+        if t.is_lower:
+            if t.text not in _MINOR:
+                return False
+        else:
+            capitals += 1
+            minor_capital |= not first and t.lower_ in _MINOR
+        first = False
+    return minor_capital or capitals >= _TITLE_RUN
+
+
+def _clause_mark(t: Token) -> bool:
+    return t.text in _CLAUSE_MARKS or (t.is_space and "\n" in t.text)
+
+
+def not_a_name(word: str, own: frozenset[str]) -> bool:
+    """Capitalised words that make no other person's name with a neighbour: titles, the
+    entity's own words (`own`: norms of its names, context and titles), offices named
+    after their holder ("Trump Administration"), days and months, minor words."""
+    n, folded = norm(word), fold(word)
+    return n in TITLES or n in own or n in OFFICES or folded in _CALENDAR or folded in _MINOR
+
+
 def shape_vote(scan: Scan, f: Found, own: frozenset[str] = frozenset()) -> tuple[int, str]:
-    """A capitalised non-title word glued to the short form makes it part of another
-    name; so does one glued to a double-barrelled name it stands in ("Neil
-    Duncan-Jordan"), and initials ("A.L. Kennedy"). Words in `own` (the norms of the
-    entity's own names, context and titles: "Trump Administration") and the names of
-    days and months do not."""
-    if title_case_headline(scan, f):
+    """A capitalised word glued to the short form makes it part of another name; so
+    does one glued to a double-barrelled name it stands in ("Neil Duncan-Jordan"), and
+    initials ("A.L. Kennedy"). Titles, the entity's own words, offices and the names of
+    days and months do not (`not_a_name`), nor capitals in Title Case. A hyphen that
+    joins two names (`joined_names`) hides neither: a capital after the second belongs
+    to it ("Modi-Xi Jinping")."""
+    if title_case(scan, f):
         return 0, ""
     doc = scan.doc
     start, end = f.tok_start, f.tok_end
-    if start >= 2 and doc[start - 1].text == "-" and _capital(doc[start - 2]):
+    if (
+        start >= 2
+        and doc[start - 1].text == "-"
+        and _capital(doc[start - 2])
+        and not joined_names(scan, start - 1)
+    ):
         start -= 2
-    elif end + 1 < len(doc) and doc[end].text == "-" and _capital(doc[end + 1]):
-        end += 2
     after = doc[end] if end < len(doc) else None
     before = doc[start - 1] if start > 0 else None
     for neighbour in (after, before):
         if (
             neighbour is not None
             and (_capital(neighbour) or (neighbour is before and _initials(neighbour)))
-            and neighbour.norm_ not in TITLES
-            and neighbour.norm_ not in own
-            and neighbour.lower_ not in _CALENDAR
+            and not not_a_name(neighbour.text, own)
             and not (neighbour is before and sentence_initial(doc, start - 1))
         ):
             return -2, f"glued to {neighbour.text!r}, so part of another name"
     return 0, ""
+
+
+def another_persons_name(
+    scan: Scan, f: Found, parts: NameParts, own: frozenset[str] = frozenset()
+) -> str | None:
+    """The full name of someone else that a short form stands in, on the side where the
+    rest of the entity's name would stand: another given name before its family name
+    ("Ziaur Rahman" for Tarique Rahman), another surname after its given name ("Prime
+    Minister Donald Tusk" for Donald Trump). That mention is another person's even
+    where the entity is named in full elsewhere. Titles, offices and the entity's own
+    words (`not_a_name`) are no name, nor capitals in Title Case; a word that opens a
+    sentence is capitalised anyway, so there only a word rare in English ("Mustafizur",
+    not "Yesterday") is read as a given name."""
+    doc, word = scan.doc, norm(f.text)
+    if word == norm(parts.family):
+        i = f.tok_start - 1
+        if i < 0 or (sentence_initial(doc, i) and common_word(doc[i].lower_) >= DISTINCTIVE):
+            return None
+    elif word in {norm(g) for g in parts.given}:
+        i = f.tok_end
+        if i >= len(doc):
+            return None
+    else:
+        return None
+    t = doc[i]
+    if not _capital(t) or not_a_name(t.text, own) or title_case(scan, f):
+        return None
+    return doc[min(i, f.tok_start) : max(i + 1, f.tok_end)].text
+
+
+def joined_names(scan: Scan, hyphen: int) -> bool:
+    """Whether the hyphen at token `hyphen` joins two names ("Xi Jinping-Modi talks")
+    rather than the halves of one double-barrelled surname ("Neil Duncan-Jordan"): a
+    full name the watchlists know ends at it. A capital after a hyphenated pair always
+    belongs to its second half, since a double-barrelled surname is never followed by
+    its given name, so only the word before the hyphen needs this test."""
+    return any(
+        o.tok_end == hyphen and o.rule.role in ("name", "alt")
+        for found in scan.found.values()
+        for o in found
+    )
 
 
 def _initials(t: Token) -> bool:
@@ -213,7 +316,7 @@ def proper_noun(scan: Scan, f: Found) -> bool:
         f.text[:1].isupper()
         and not f.text.isupper()
         and not sentence_initial(doc, f.tok_start)
-        and not title_case_headline(scan, f)
+        and not title_case(scan, f)
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from functools import cache, lru_cache
 from typing import Any
 
@@ -26,7 +27,22 @@ from spacy.util import compile_prefix_regex, load_language_data, registry
 from monitor.models import Item
 
 MAX_TEXT = 100_000
-SENTENCE_END = re.compile(r"[.!?…。！？](?=[\"'”’)\]]*\s)|[。！？]|\n")
+_SENTENCE_MARK = re.compile(r"[.!?…。！？](?=[\"'”’)\]]*\s)|[。！？]|\n")
+_WORD_BEFORE = re.compile(r"[^\W\d_][\w.]*$")
+_WORD_AFTER = re.compile(r"[\"'”’)\]\s]*([^\W\d_]+)")
+# Abbreviations that stand before a name or a number and so never end a sentence.
+_BEFORE_NAMES = frozenset(
+    """mr mrs ms dr st gen sen rep gov lt col capt prof rev sgt maj adm cmdr fr hon pres
+    supt insp no vs""".split()
+)
+# Abbreviations a sentence may end with ("in the U.S. The next day"), told apart by the
+# word after them: a sentence opener below, where a name or a common noun rarely stands.
+_AFTER_ONLY = frozenset("jan feb mar apr jun jul aug sep sept oct nov dec approx est".split())
+_SENTENCE_OPENERS = frozenset(
+    """the a an and but or so yet if when while as after before it its he his she her they
+    their we our i this that these those there then in on at for from by with however
+    meanwhile""".split()
+)
 _STEM_KEEP = frozenset(("news", "series", "species", "means", "politics", "economics", "physics"))
 _DROP = dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff"), None)
 _HYPHENS = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2212"), "-")
@@ -136,6 +152,42 @@ def stem(word: str) -> str:
     if w.endswith("s") and not w.endswith(("us", "ss")):
         return w[:-1]
     return w
+
+
+def sentence_ends(text: str, start: int = 0, stop: int | None = None) -> Iterator[int]:
+    """The offsets just past each sentence end in text[start:stop]: a full stop, a
+    question or exclamation mark before a space, or a line break. A full stop after an
+    abbreviation ends no sentence ("the U.S. and Iran", "Mr. Trump", "Jan. 5"): one
+    before a name (Mr., Dr., Gen.) never does; one after initials (U.S., U.K., J.) or a
+    month does only when a sentence opener ("The", "It", "But") follows. The
+    compromise: "in the U.S. Congress" stays one sentence, and so, wrongly, does a
+    sentence ending "in the U.S." followed by one starting with a name."""
+    end = len(text) if stop is None else stop
+    for m in _SENTENCE_MARK.finditer(text, start, end):
+        if m.group() != "." or not _abbreviation(text, m.start()):
+            yield m.end()
+
+
+def sentence_end(text: str, start: int, stop: int | None = None) -> int | None:
+    """The offset just past the first sentence end in text[start:stop], if any."""
+    return next(sentence_ends(text, start, stop), None)
+
+
+def _abbreviation(text: str, dot: int) -> bool:
+    """Whether the full stop at `dot` closes an abbreviation within a sentence."""
+    before = _WORD_BEFORE.search(text, max(0, dot - 12), dot)
+    if before is None:
+        return False
+    word = before.group().lower()
+    if word in _BEFORE_NAMES:
+        return True
+    initials = len(word.replace(".", "")) <= 3 and all(len(p) == 1 for p in word.split("."))
+    if not (initials and before.group()[:1].isupper()) and word not in _AFTER_ONLY:
+        return False
+    after = _WORD_AFTER.match(text, dot + 1)
+    return (
+        after is None or after.group(1).lower() not in _SENTENCE_OPENERS or after.group(1).islower()
+    )
 
 
 @lru_cache(maxsize=_NORM_CACHE)

@@ -27,7 +27,7 @@ from spacy.tokens import Doc
 from monitor.config import Entity, Topic, Watchlist
 from monitor.match.finds import Found, Rule, Scan
 from monitor.match.names import name_parts
-from monitor.match.normal import SENTENCE_END, fold, inflections, norm, scan_text
+from monitor.match.normal import fold, inflections, norm, scan_text, sentence_end
 from monitor.match.prior import common_word
 from monitor.match.scripts import INFLECTION_LETTERS, Unspaced, inflected_stem, non_latin
 from monitor.match.scripts import unspaced as is_unspaced
@@ -327,8 +327,8 @@ class Phrases:
                         Found(rule, span.start, span.end, begin, finish, text[begin:finish])
                     )
         body_start = len(title) + 2
-        lead = SENTENCE_END.search(text, body_start + 1)
-        lead_end = min(lead.end() if lead else len(text), body_start + _LEAD_CHARS)
+        lead = sentence_end(text, body_start + 1)
+        lead_end = min(len(text) if lead is None else lead, body_start + _LEAD_CHARS)
         return Scan(item, text, len(title), lead_end, doc, found)
 
 

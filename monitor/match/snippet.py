@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from monitor.match.normal import SENTENCE_END
+from monitor.match.normal import sentence_end, sentence_ends
 from monitor.models import Hit
 
 _SNIPPET = 300
@@ -40,10 +40,10 @@ def quote(text: str, hits: Sequence[Hit]) -> tuple[str, tuple[tuple[int, int], .
 def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
     """The sentence holding [start, end), trimmed to about _SNIPPET characters."""
     begin = max(0, start - _SNIPPET)
-    for m in SENTENCE_END.finditer(text, max(0, start - _SNIPPET), start):
-        begin = m.end()
-    stop = SENTENCE_END.search(text, end)
-    finish = stop.end() if stop else len(text)
+    for at in sentence_ends(text, max(0, start - _SNIPPET), start):
+        begin = at
+    stop = sentence_end(text, end)
+    finish = len(text) if stop is None else stop
     if finish - begin > _SNIPPET:
         begin = max(begin, start - _SNIPPET // 2)
         finish = min(finish, max(end, begin + _SNIPPET))
