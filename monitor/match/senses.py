@@ -22,7 +22,7 @@ import numpy as np
 
 from monitor.config import Entity, Topic, Watchlist
 from monitor.match.finds import Found, Scan
-from monitor.match.normal import SENTENCE_END
+from monitor.match.normal import sentence_end, sentence_ends
 from monitor.match.prior import common_word
 from monitor.meaning import Meaning
 
@@ -146,10 +146,9 @@ def context(scan: Scan, f: Found) -> str:
         return f"{title}. {text[title_len:lead_end].strip()}"
     at = f.start
     begin = title_len
-    for m in SENTENCE_END.finditer(text, max(title_len, at - 400), at):
-        begin = m.end()
-    stop = SENTENCE_END.search(text, at + len(MASK))
-    end = stop.end() if stop else len(text)
+    for offset in sentence_ends(text, max(title_len, at - 400), at):
+        begin = offset
+    end = sentence_end(text, at + len(MASK)) or len(text)
     return f"{title}. {text[begin:end].strip()}"
 
 
