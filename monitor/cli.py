@@ -13,36 +13,29 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import Engine
-
-from monitor import config as config_mod
-from monitor import extract, fetch, logs, runtime
-from monitor.archive import Archive
-from monitor.config import Config, Watchlist
-from monitor.db import conninfo, make_engine, migrate, revision_of
+import monitor
+from monitor import logs
 from monitor.errors import ConfigError, MonitorError, ParseError, UnsafeDocument, UsageError
-from monitor.feeds import FeedStore
-from monitor.health import assess
-from monitor.models import Entry, Fetched, Item, utcnow
-from monitor.outbox import Outbox
-from monitor.pipeline import check_health, run_feeds
-from monitor.redact import redact
-from monitor.runtime.passes import PassPool
-from monitor.service import build, matcher_for
 
+# Everything else (pydantic, SQLAlchemy, httpx, spaCy, ...) is imported inside the command
+# that needs it: `monitor --help` and `--version` answer about as fast as Python starts.
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from monitor.config import Config, Watchlist
     from monitor.match import Verdict
+    from monitor.models import Fetched, Item
 
 log = logging.getLogger("monitor.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description=__doc__)
+    p.add_argument("--version", action="version", version=f"monitor {monitor.__version__}")
     p.add_argument(
         "--config",
         type=Path,
@@ -104,9 +97,28 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        # the reader went away (`monitor matches | head`): what it wanted it has
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    with suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command in _WITHOUT_CONFIG:
         logs.setup((args.log_level or "INFO").upper(), args.log_format)
         return _WITHOUT_CONFIG[args.command](args)
+    from monitor import config as config_mod
+
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
@@ -141,6 +153,8 @@ def run() -> NoReturn:
 
 def _init(args: argparse.Namespace) -> int:
     """Copies the bundled example configuration, refusing to overwrite anything."""
+    from importlib import resources
+
     target: Path = args.directory
     if target.exists() and any(target.iterdir()):
         print(f"{target}: not empty; choose a new directory", file=sys.stderr)
@@ -156,6 +170,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from monitor import config as config_mod
+
     out: Path = args.out or args.config / "schema"
     out.mkdir(parents=True, exist_ok=True)
     for name, schema in config_mod.json_schemas().items():
@@ -168,6 +184,8 @@ def _schema(args: argparse.Namespace) -> int:
 @contextmanager
 def _database(cfg: Config) -> Iterator[Engine]:
     """The configured database, its schema brought up to date, for one command."""
+    from monitor.db import make_engine, migrate
+
     engine = make_engine(cfg.settings.effective_database_url())
     try:
         migrate(engine)
@@ -177,6 +195,10 @@ def _database(cfg: Config) -> Iterator[Engine]:
 
 
 def _db(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.archive import Archive
+    from monitor.db import revision_of
+    from monitor.models import utcnow
+
     with _database(cfg) as engine:
         if args.action == "upgrade":
             print(f"database at revision {revision_of(engine)}")
@@ -186,7 +208,7 @@ def _db(cfg: Config, args: argparse.Namespace) -> int:
             raise UsageError(
                 "no retention configured: set `retention` in monitor.yaml or pass --older-than"
             )
-        cutoff = utcnow() - config_mod.parse_duration(age)
+        cutoff = utcnow() - _duration("--older-than", age)
         counts = Archive(engine).prune(cutoff, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(
@@ -196,12 +218,29 @@ def _db(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(flag: str, value: str | timedelta) -> timedelta:
+    """A command line's duration, or a one-line error naming it and the accepted forms."""
+    from monitor.config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r}: not a duration; write it like 30m, 12h, 2d or 1w "
+            "(units ms, s, m, h, d, w; sums like 1h30m)"
+        ) from None
+
+
 def _check(cfg: Config, args: argparse.Namespace) -> int:
     print(f"ok: {cfg.root}: {len(cfg.feeds)} feeds, {len(cfg.watchlists)} watchlists")
     return 0
 
 
 def _poll(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.pipeline import check_health, run_feeds
+    from monitor.runtime.passes import PassPool
+    from monitor.service import build
+
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
         outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
@@ -226,6 +265,11 @@ def _poll(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor import runtime
+    from monitor.db import conninfo
+    from monitor.runtime.passes import PassPool
+    from monitor.service import build
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -263,9 +307,14 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _matches(cfg: Config, args: argparse.Namespace) -> int:
-    since = utcnow() - config_mod.parse_duration(args.since) if args.since else None
+    from monitor.archive import Archive
+    from monitor.models import utcnow
+
+    since = utcnow() - _duration("--since", args.since) if args.since else None
     with _database(cfg) as engine:
         rows = Archive(engine).matches(args.watchlist, since)
+    if args.watchlist and not rows:
+        _pick(cfg, args.watchlist)  # a name not configured (nor stored): say which are
     return _listing(
         rows,
         args.json,
@@ -277,16 +326,22 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _alerts(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.outbox import Outbox
+
     with _database(cfg) as engine:
         outbox = Outbox(engine)
         if args.retry:
             count = outbox.retry_dead(args.watchlist)
+            if args.watchlist and not count:
+                _pick(cfg, args.watchlist)
             print(f"{count} dead deliveries queued again")
             return 0
         statuses = ["dead"] if args.failed else None
         if args.pending:
             statuses = ["pending", "sending", "held"]
         rows = outbox.listing(statuses, args.watchlist)
+    if args.watchlist and not rows:
+        _pick(cfg, args.watchlist)
     return _listing(
         rows,
         args.json,
@@ -308,6 +363,10 @@ def _listing(
 
 
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.feeds import FeedStore
+    from monitor.health import assess
+    from monitor.models import utcnow
+
     now = utcnow()
     with _database(cfg) as engine:
         feed_store = FeedStore(engine)
@@ -371,7 +430,9 @@ def _iso(value: datetime | None) -> str | None:
 def _load_items(source: str, cfg: Config) -> list[Item]:
     """A feed's items, an article page's text (read as full_text reads one), or a plain
     text file as one article."""
-    from monitor import parse  # feedparser, for this command only
+    from monitor import extract, fetch, parse  # feedparser, for this command only
+    from monitor.models import Fetched, Item
+    from monitor.redact import redact
 
     url = source.startswith(("http://", "https://"))
     if url:
@@ -428,6 +489,8 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
 
 
 def _is_page(fetched: Fetched) -> bool:
+    from monitor import extract
+
     return extract.is_html(fetched.headers.get("content-type"), fetched.body)
 
 
@@ -440,6 +503,8 @@ def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
 
 
 def _explain(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.service import matcher_for
+
     matcher = matcher_for(_pick(cfg, args.watchlist))
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
@@ -473,8 +538,12 @@ def _describe(verdict: Verdict) -> str:
 
 
 def _backtest(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.archive import Archive
+    from monitor.models import Entry, utcnow
+    from monitor.service import matcher_for
+
     [watchlist] = _pick(cfg, args.watchlist)
-    since = utcnow() - config_mod.parse_duration(args.since)
+    since = utcnow() - _duration("--since", args.since)
     matcher = matcher_for([watchlist])
     per_day: Counter[str] = Counter()
     stories: set[str] = set()

@@ -1,0 +1,183 @@
+"""The first ten minutes (issue 22): what a new user meets at the command line, run as a
+user runs it (the `monitor` process, or its entry function) on real SQLite files and the
+test servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from tests.conftest import write_config
+from tests.servers import FakeSlack, FeedServer, Route, rss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def monitor(*args: str, db: Path | None = None, **kw: object) -> subprocess.Popen[str]:
+    """`python -m monitor ARGS` as its own process, with our package first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MONITOR_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    if db is not None:
+        env["MONITOR_DATABASE_URL"] = f"sqlite:///{db}"
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", *args],
+        env=env,
+        text=True,
+        stderr=subprocess.PIPE,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def qin_items(n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "title": f"Qin Gang story {i}",
+            "link": f"https://n.example/{i}",
+            "guid": f"g{i}",
+            "description": f"Foreign minister Qin Gang said something on day {i}.",
+        }
+        for i in range(n)
+    ]
+
+
+# 7: `--help` and `--version` answer as fast as Python starts.
+
+HEAVY = ("pydantic", "sqlalchemy", "yaml", "httpx", "spacy", "sqlmodel", "monitor.config")
+HELP = f"""
+import sys
+from monitor.cli import main
+for argv in (["--help"], ["--version"], ["matches", "--help"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print("LOADED=" + ",".join(m for m in {HEAVY!r} if m in sys.modules))
+"""
+
+
+def test_help_and_version_import_nothing_heavy() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HELP], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: monitor" in done.stdout and "monitor 0.1.0" in done.stdout
+    assert done.stdout.rsplit("LOADED=", 1)[1].strip() == ""
+
+
+def test_version_as_a_command() -> None:
+    proc = monitor("--version", stdout=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "monitor 0.1.0", err
+
+
+# 4: one-line errors for bad durations; a closed pipe ends the command quietly.
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["matches", "--since", "yesterday"],
+        ["db", "prune", "--older-than", "soon"],
+        ["backtest", "--watchlist", "us-china", "--since", "last week"],
+    ],
+)
+def test_a_bad_duration_is_a_one_line_error(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
+    cfg = write_config(tmp_path / "c", [])
+    assert main(["--config", str(cfg), *argv]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert f"{argv[-2]} {argv[-1]!r}: not a duration; write it like 30m, 12h, 2d or 1w" in line
+
+
+def _closed_early(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """Closes the reading end at once, as `| head -1` does before the output comes."""
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_explain_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(rss(qin_items(300)))
+    cfg = write_config(tmp_path / "c", [])
+    code, err = _closed_early(
+        monitor("--config", str(cfg), "explain", str(feed), stdout=subprocess.PIPE)
+    )
+    assert (code, err) == (0, "")
+
+
+def test_matches_into_a_closed_pipe_ends_quietly(
+    tmp_path: Path, feed_server: FeedServer, slack_env: FakeSlack
+) -> None:
+    feed_server.routes["/f.xml"] = Route(rss(qin_items(300)))
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
+    assert main(["--config", str(cfg), "poll"]) == 0
+    db = Path(os.environ["MONITOR_DATABASE_URL"].removeprefix("sqlite:///"))
+    code, err = _closed_early(
+        monitor("--config", str(cfg), "matches", db=db, stdout=subprocess.PIPE)
+    )
+    assert (code, err) == (0, "")
+
+
+# 8: words for people who are not developers.
+
+
+def test_yaml_syntax_errors_say_what_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(tmp_path / "c", [])
+    (cfg / "feeds.yaml").write_text(
+        "feeds:\n  - name: a\n    url: https://a.example/\n   interval: 5m\n"
+    )
+    (cfg / "watchlists" / "tabs.yaml").write_text("channel: '#x'\nentities:\n\t- name: Qin Gang\n")
+    assert main(["--config", str(cfg), "check"]) == 2
+    out = capsys.readouterr().out
+    assert f"{cfg / 'feeds.yaml'}:4:4: YAML syntax: this line does not line up" in out
+    assert (
+        f"{cfg / 'watchlists' / 'tabs.yaml'}:3:1: YAML syntax: a tab: YAML indents with spaces only"
+        in out
+    )
+    assert "<block" not in out
+
+
+def test_an_unknown_key_says_which_was_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(tmp_path / "c", [])
+    (cfg / "watchlists" / "desk.yaml").write_text(
+        "channel: '#desk'\nmin_strenght: about\nentities:\n"
+        "  - name: Lloyd Austin\n    title: [defense secretary]\n    colour: red\n"
+    )
+    assert main(["--config", str(cfg), "check"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    desk = cfg / "watchlists" / "desk.yaml"
+    assert f"{desk}:2:1: unknown key 'min_strenght'; did you mean 'min_strength'?" in out
+    assert f"{desk}:5:5: unknown key 'title'; did you mean 'titles'?" in out
+    assert any(
+        line.startswith(f"{desk}:6:5: unknown key 'colour' (keys here: name, aliases,")
+        for line in out
+    )
+
+
+@pytest.mark.parametrize("command", ["matches", "alerts"])
+def test_an_unknown_watchlist_is_named_with_those_that_exist(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
+    cfg = write_config(tmp_path / "c", [])
+    assert main(["--config", str(cfg), command, "--watchlist", "nosuch"]) == 2
+    assert capsys.readouterr().err == "no watchlist named 'nosuch' (known: us-china)\n"
