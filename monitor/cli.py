@@ -128,6 +128,11 @@ def _main(args: argparse.Namespace) -> int:
     logs.setup(
         args.log_level.upper() if args.log_level else cfg.settings.log_level, args.log_format
     )
+    for warning in cfg.warnings:
+        if args.command == "check":
+            print(f"warning: {warning}")
+        elif args.command in ("run", "poll"):
+            log.warning("config warning", extra={"warning": str(warning)})
     try:
         return _COMMANDS[args.command](cfg, args)
     except UsageError as exc:

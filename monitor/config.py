@@ -103,7 +103,8 @@ def _http_url(value: str) -> str:
     try:
         parts = urlsplit(value.strip())
         host = parts.hostname
-    except ValueError as exc:  # a malformed IPv6 literal, say
+        parts.port  # noqa: B018 - raises for a port out of 0-65535 (`:99999`)
+    except ValueError as exc:  # a malformed IPv6 literal or port, say
         raise ValueError(f"bad URL {redact(value)!r}: {exc}") from exc
     if parts.scheme not in ("http", "https") or not host:
         raise ValueError(
@@ -165,6 +166,11 @@ def _database_url(value: str | None) -> str | None:
         raise ValueError(
             f"unsupported database {url.get_backend_name()!r}: use sqlite:///path or "
             "postgresql://user@host/db"
+        )
+    if url.get_backend_name() == "sqlite" and not url.database:
+        raise ValueError(
+            f"{redact(value)!r} names no file: write it like sqlite:///data/monitor.db "
+            "(relative to the config directory) or sqlite:////var/lib/monitor/monitor.db"
         )
     return value
 
@@ -506,6 +512,7 @@ class Config:
     feeds: tuple[FeedConfig, ...]
     watchlists: tuple[Watchlist, ...]
     watchlist_files: Mapping[str, Path] = field(default_factory=dict)
+    warnings: tuple[Problem, ...] = ()  # valid, but probably not what was meant
 
     def interval(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.settings.default_interval
@@ -922,6 +929,7 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     """Loads and validates the whole config directory; raises ConfigError listing every problem."""
     env = os.environ if env is None else env
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     if not root.is_dir():
         raise ConfigError([Problem(root, 1, 1, "config directory does not exist")])
 
@@ -942,6 +950,11 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     else:
         doc = _read_yaml(feeds_path)
         parsed = _validate(FeedsFile, doc) if not doc.problems else None
+        if parsed and not parsed.feeds:
+            line, col = doc.at(("feeds",), key=True)
+            warnings.append(
+                Problem(feeds_path, line, col, "no feeds: nothing will be fetched (see README)")
+            )
         if parsed:
             feeds = list(parsed.feeds)
             _check_unique(
@@ -996,9 +1009,11 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
                 doc = _read_yaml(files[wl.name])
                 doc.problem(("feeds", i), f"feeds: no feed named {name!r} in feeds.yaml")
                 problems += doc.problems
+    if not watchlists and not problems:
+        warnings.append(Problem(wl_dir, 1, 1, "no watchlists: nothing will match (see README)"))
     if problems or settings is None:
         raise ConfigError(problems)
-    return Config(root, settings, tuple(feeds), tuple(watchlists), files)
+    return Config(root, settings, tuple(feeds), tuple(watchlists), files, tuple(warnings))
 
 
 def _check_unique(doc: _Doc, locs: list[tuple[Any, ...]], values: list[str], what: str) -> None:

@@ -180,4 +180,65 @@ def test_an_unknown_watchlist_is_named_with_those_that_exist(
     monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
     cfg = write_config(tmp_path / "c", [])
     assert main(["--config", str(cfg), command, "--watchlist", "nosuch"]) == 2
-    assert capsys.readouterr().err == "no watchlist named 'nosuch' (known: us-china)\n"
+    assert (
+        capsys.readouterr().err.splitlines()[-1] == "no watchlist named 'nosuch' (known: us-china)"
+    )
+
+
+# 6: `check` catches what would fail later; the database names its real trouble.
+
+
+def test_check_catches_what_would_fail_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(
+        tmp_path / "c",
+        [{"name": "npr", "url": "https://feeds.npr.org:99999/1004/rss.xml"}],
+        settings={"database_url": "sqlite:///"},
+    )
+    assert main(["--config", str(cfg), "check"]) == 2
+    out = capsys.readouterr().out.replace(f"{cfg}/", "")
+    assert (
+        "feeds.yaml:3:8: feeds.url: bad URL 'https://feeds.npr.org:99999/1004/rss.xml': "
+        "Port out of range 0-65535" in out.splitlines()
+    )
+    line = next(line for line in out.splitlines() if "database_url" in line)
+    assert line.startswith("monitor.yaml:") and "'sqlite:///' names no file" in line
+
+
+def test_check_warns_of_an_empty_feeds_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(tmp_path / "c", [])
+    (cfg / "feeds.yaml").write_text("# nothing yet\n")
+    assert main(["--config", str(cfg), "check"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {cfg / 'feeds.yaml'}:1:1: no feeds: nothing will be fetched" in out
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        (lambda p: p.mkdir(), "unable to open database file"),
+        (
+            lambda p: p.write_bytes(b"not a database, a note to self\n" * 100),
+            "file is not a database",
+        ),
+    ],
+    ids=["a-directory", "not-sqlite"],
+)
+def test_a_database_that_cannot_be_opened_says_why(
+    make: object,
+    cause: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = tmp_path / "monitor.db"
+    make(db)  # type: ignore[operator]
+    monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{db}")
+    cfg = write_config(tmp_path / "c", [])
+    assert main(["--config", str(cfg), "poll"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot open database sqlite:///{db}: {cause}" in err
+    assert "cannot migrate" not in err and "[SQL" not in err
