@@ -105,6 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _left_behind(old: Path, cfg: Config) -> None:
+    """One line naming a database that relative paths used to lead to."""
+    from sqlalchemy.engine import make_url
+
+    now = Path(make_url(cfg.settings.effective_database_url()).database or "")
+    log.warning(
+        "a database is left at the old place: data_dir is now read from the config "
+        "directory; move it to keep its history",
+        extra={
+            "old": str(old),
+            "now": str(now),
+            "fix": f"mkdir -p {now.parent} && mv {old}* {now.parent}/",
+        },
+    )
+
+
 def _silence_stdout() -> None:
     """Points stdout at /dev/null so the interpreter's last flush cannot fail again."""
     with suppress(OSError, ValueError):
@@ -128,6 +144,8 @@ def _main(args: argparse.Namespace) -> int:
     logs.setup(
         args.log_level.upper() if args.log_level else cfg.settings.log_level, args.log_format
     )
+    if cfg.left_behind is not None:
+        _left_behind(cfg.left_behind, cfg)
     for warning in cfg.warnings:
         if args.command == "check":
             print(f"warning: {warning}")

@@ -513,6 +513,8 @@ class Config:
     watchlists: tuple[Watchlist, ...]
     watchlist_files: Mapping[str, Path] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()  # valid, but probably not what was meant
+    # a database where data_dir pointed when it was read from the current directory
+    left_behind: Path | None = None
 
     def interval(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.settings.default_interval
@@ -1013,7 +1015,38 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
         warnings.append(Problem(wl_dir, 1, 1, "no watchlists: nothing will match (see README)"))
     if problems or settings is None:
         raise ConfigError(problems)
-    return Config(root, settings, tuple(feeds), tuple(watchlists), files, tuple(warnings))
+    settings, left_behind = _anchor(settings, root, env)
+    return Config(
+        root, settings, tuple(feeds), tuple(watchlists), files, tuple(warnings), left_behind
+    )
+
+
+def _anchor(settings: Settings, root: Path, env: Mapping[str, str]) -> tuple[Settings, Path | None]:
+    """Relative paths in monitor.yaml (data_dir, a sqlite:/// database_url) read from the
+    config directory, as people expect, so two configs never share one database by
+    accident; a URL from the environment stays as the shell meant it. Also returns the
+    database the old reading (from the current directory) would have used, if one is
+    there and is not this one: it is named at start, never silently abandoned."""
+    update: dict[str, Any] = {}
+    if not settings.data_dir.is_absolute():
+        update["data_dir"] = root.absolute() / settings.data_dir
+    url = make_url(settings.database_url) if settings.database_url else None
+    own_url = url is not None and not env.get("MONITOR_DATABASE_URL")
+    written: Path | None = None
+    if url is not None and url.get_backend_name() == "sqlite" and own_url and url.database:
+        written = Path(url.database)
+        if written != Path(":memory:") and not written.is_absolute():
+            anchored = url.set(database=str(root.absolute() / written))
+            update["database_url"] = anchored.render_as_string(hide_password=False)
+    elif url is None:
+        written = settings.data_dir / "monitor.db"
+    settings = settings.model_copy(update=update)
+    if written is None or written.is_absolute() or not written.exists():
+        return settings, None
+    now = make_url(settings.effective_database_url()).database or ""
+    if Path(now).exists() and written.resolve() == Path(now).resolve():
+        return settings, None
+    return settings, written
 
 
 def _check_unique(doc: _Doc, locs: list[tuple[Any, ...]], values: list[str], what: str) -> None:

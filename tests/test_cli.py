@@ -242,3 +242,49 @@ def test_a_database_that_cannot_be_opened_says_why(
     err = capsys.readouterr().err
     assert f"cannot open database sqlite:///{db}: {cause}" in err
     assert "cannot migrate" not in err and "[SQL" not in err
+
+
+# 2: relative paths in config files read from the config directory.
+
+
+def test_two_configs_keep_two_databases_and_an_old_one_is_named(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("MONITOR_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    feed_server.routes["/a.xml"] = Route(rss(qin_items(2)))
+    feed_server.routes["/b.xml"] = Route(rss(qin_items(3)))
+    a = write_config(tmp_path / "a", [{"name": "f", "url": feed_server.url("/a.xml")}])
+    b = write_config(tmp_path / "b", [{"name": "f", "url": feed_server.url("/b.xml")}])
+    assert main(["--config", "a", "poll"]) == 0
+    assert main(["--config", str(b), "poll"]) == 0
+    assert (a / "data" / "monitor.db").is_file() and (b / "data" / "monitor.db").is_file()
+    assert not (tmp_path / "data").exists()
+    capsys.readouterr()
+    assert main(["--config", "a", "feeds", "--json"]) == 0
+    assert '"items_seen": 2' in capsys.readouterr().out  # not b's feed, nor b's count
+
+    (tmp_path / "data").mkdir()  # where data_dir: data led before: the old database
+    (tmp_path / "data" / "monitor.db").write_bytes((b / "data" / "monitor.db").read_bytes())
+    assert main(["--config", "a", "feeds"]) == 0
+    [hint] = [line for line in capsys.readouterr().err.splitlines() if "old place" in line]
+    assert "old=data/monitor.db" in hint and f"now={a / 'data' / 'monitor.db'}" in hint
+    monkeypatch.chdir(a)  # from the config directory itself both readings are one file
+    assert main(["--config", ".", "feeds"]) == 0
+    assert "old place" not in capsys.readouterr().err
+
+
+def test_a_relative_sqlite_url_in_monitor_yaml_reads_from_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor.config import load
+
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(tmp_path / "c", [], settings={"database_url": "sqlite:///state/m.db"})
+    url = load(cfg, env={}).settings.effective_database_url()
+    assert url == f"sqlite:///{cfg / 'state' / 'm.db'}"
+    from_env = load(cfg, env={"MONITOR_DATABASE_URL": "sqlite:///here.db"})
+    assert from_env.settings.effective_database_url() == "sqlite:///here.db"  # as the shell meant
