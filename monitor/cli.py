@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from monitor.config import Config, Watchlist
     from monitor.match import Verdict
     from monitor.models import Fetched, Item
+    from monitor.service import Service
 
 log = logging.getLogger("monitor.cli")
 
@@ -314,6 +315,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     runner = runtime.pick(mode)
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
+        _announce(service)
         idle = runner(service, runtime.Control(stop, reload, http=args.http))
     except BaseException:
         service.close()
@@ -327,6 +329,19 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     service.close()
     log.info("stopped")
     return 0
+
+
+def _announce(service: Service) -> None:
+    """Says when fetching starts: after a restart no feed may be due for minutes, and a
+    silent service looks hung."""
+    from monitor.models import utcnow
+
+    now = utcnow()
+    when = service.deps.feeds.schedule(service.feeds, now).describe(now)
+    if when["feeds_due_now"]:
+        log.info("fetching the feeds that are due now", extra=when)
+    elif when["next_fetch_at"]:
+        log.info("no feed is due yet: the first fetch is at next_fetch_at", extra=when)
 
 
 def _matches(cfg: Config, args: argparse.Namespace) -> int:

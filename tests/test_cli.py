@@ -288,3 +288,45 @@ def test_a_relative_sqlite_url_in_monitor_yaml_reads_from_the_config_directory(
     assert url == f"sqlite:///{cfg / 'state' / 'm.db'}"
     from_env = load(cfg, env={"MONITOR_DATABASE_URL": "sqlite:///here.db"})
     assert from_env.settings.effective_database_url() == "sqlite:///here.db"  # as the shell meant
+
+
+# 3: after a restart, `monitor run` says when the next fetches are due.
+
+
+def test_a_restarted_service_says_when_it_fetches_next(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    feed_server.routes["/f.xml"] = Route(rss(qin_items(2)))
+    db = tmp_path / "m.db"
+    monkeypatch.setenv("MONITOR_DATABASE_URL", f"sqlite:///{db}")
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
+    assert main(["--config", str(cfg), "poll"]) == 0  # the feed is next due in 10 minutes
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = monitor("--config", str(cfg), "run", "--http", f"127.0.0.1:{port}", db=db)
+    try:
+        report: dict[str, object] = {}
+        deadline = time.monotonic() + 60
+        while not report and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    report = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert report["feeds_due_now"] == 0 and str(report["next_fetch_in"]).startswith("9m")
+    [line] = [line for line in err.splitlines() if "no feed is due yet" in line]
+    assert f"next_fetch_at={report['next_fetch_at']}" in line and "next_fetch_in=9m" in line
+    assert feed_server.hits["/f.xml"] == 1  # the service waited, as it said it would
