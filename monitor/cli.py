@@ -356,14 +356,18 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
     return _listing(
         rows,
         args.json,
+        f"{'PUBLISHED (UTC)':<16}  {'WATCHLIST':<15} {'STATE':<9} {'FEED':<15} TITLE",
         lambda row: (
-            f"{row['created_at']}  {row['watchlist']:<14} {row['delivery'] or '-':<8} "
-            f"{row['title'][:70]:<70}  [{', '.join(row['matched'])}]  {row['feed']}"
+            f"{_when(row['published_at']):<16}  {_cut(row['watchlist'], 15):<15} "
+            f"{row['delivery'] or '-':<9} {_cut(row['feed'], 15):<15} {_cut(row['title'], 40)}\n"
+            f"{'':<18}{', '.join(row['matched'])}  <{row['url'] or 'no link'}>"
         ),
+        "no matches yet" + (" in that time" if since else ""),
     )
 
 
 def _alerts(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.models import DeliveryStatus
     from monitor.outbox import Outbox
 
     with _database(cfg) as engine:
@@ -374,30 +378,71 @@ def _alerts(cfg: Config, args: argparse.Namespace) -> int:
                 _pick(cfg, args.watchlist)
             print(f"{count} dead deliveries queued again")
             return 0
-        statuses = ["dead"] if args.failed else None
+        statuses = [DeliveryStatus.DEAD] if args.failed else None
         if args.pending:
-            statuses = ["pending", "sending", "held"]
+            statuses = [DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.HELD]
         rows = outbox.listing(statuses, args.watchlist)
     if args.watchlist and not rows:
         _pick(cfg, args.watchlist)
     return _listing(
         rows,
         args.json,
-        lambda row: (
-            f"{row['created_at']}  {row['id']:>6} {row['kind']:<8} {row['status']:<9} "
-            f"{row['attempts']:>3}  {row['watchlist']:<14} {row['channel']:<16} "
-            f"{row['last_error'] or ''}"
+        f"{'ID':>6}  {'CREATED (UTC)':<16}  {'KIND':<8} {'STATUS':<9} {'TRIES':>5}  "
+        f"{'WATCHLIST':<15} CHANNEL",
+        lambda row: "\n".join(
+            [
+                f"{row['id']:>6}  {_when(row['created_at']):<16}  {row['kind']:<8} "
+                f"{row['status']:<9} {row['attempts']:>5}  {_cut(row['watchlist'], 15):<15} "
+                f"{row['channel']}",
+                _wrapped((row["title"] or "-") + (f"  <{row['url']}>" if row["url"] else ""), 8),
+            ]
+            + ([_wrapped(f"error: {row['last_error']}", 8)] if row["last_error"] else [])
         ),
+        "no dead deliveries"
+        if args.failed
+        else "no deliveries waiting"
+        if args.pending
+        else "no deliveries yet",
     )
 
 
 def _listing(
-    rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    header: str,
+    line: Callable[[dict[str, Any]], str],
+    empty: str,
 ) -> int:
-    """Rows as JSON objects, one a line, or as the command's own text lines."""
+    """Rows as JSON objects, one a line, or under a header as the command's own text
+    lines; with no rows, a line that says so (on stderr, so JSON readers get none)."""
+    if not rows:
+        print(empty, file=sys.stderr if as_json else sys.stdout)
+        return 0
+    if not as_json:
+        print(header)
     for row in rows:
         print(json.dumps(row, ensure_ascii=False) if as_json else line(row))
     return 0
+
+
+def _cut(text: str, width: int) -> str:
+    """The text, or as much as fits with an ellipsis saying there was more."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(iso: str | None) -> str:
+    """A stored ISO time (2024-05-01T09:30:00Z) as a person reads it: 2024-05-01 09:30."""
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+def _wrapped(text: str, indent: int, width: int = 100) -> str:
+    """Text shown whole, wrapped to the listing's width under the row it belongs to."""
+    import textwrap
+
+    pad = " " * indent
+    return textwrap.fill(
+        text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False
+    )
 
 
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
@@ -416,7 +461,7 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
     feeds = [(f, p) for f, p in feeds if f.name in configured]
 
     def when(value: datetime | None) -> str:
-        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+        return value.strftime("%m-%d %H:%M") if value else "never"
 
     if args.json:
         for f, outcomes in feeds:
@@ -441,18 +486,22 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
                 )
             )
         return 0
+    if not feeds:
+        print("no feeds configured: add them to feeds.yaml")
+        return 0
     print(
-        f"{'feed':<22} {'state':<10} {'last fetch (UTC)':<19}  {'HTTP':>4} {'items':>6} "
-        f"{'/day':>6} {'errors':>6}  {'next due (UTC)':<19}  {'pages 1d':>11}  last error"
+        f"{'FEED':<18} {'STATE':<10} {'FETCHED UTC':<11}  {'HTTP':>4} {'ITEMS':>6} "
+        f"{'/DAY':>5} {'ERRORS':>6}  {'NEXT UTC':<11}  {'PAGES 1D':>9}"
     )
     for f, outcomes in feeds:
         read = f"{outcomes.get('extracted', 0)}/{_fetched(outcomes)}" if outcomes else "-"
         print(
-            f"{f.name[:22]:<22} {f.state:<10} {when(f.last_fetch_at):<19}  "
-            f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>6.1f} "
-            f"{f.errors_in_row:>6}  {when(f.next_due_at):<19}  {read:>11}  "
-            f"{(f.last_error or '')[:80]}"
+            f"{_cut(f.name, 18):<18} {f.state:<10} {when(f.last_fetch_at):<11}  "
+            f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>5.1f} "
+            f"{f.errors_in_row:>6}  {when(f.next_due_at):<11}  {read:>9}"
         )
+        if f.last_error:  # whole, below its row: the reason is what there is to fix
+            print(_wrapped(f"error: {f.last_error}", 4))
     return 0
 
 

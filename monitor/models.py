@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
@@ -305,6 +306,19 @@ class MatchRow(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands: held (waiting for its digest) -> digested (sent inside
+    one), or pending -> sending -> sent, or dead (out of attempts, or refused for good:
+    `monitor alerts --failed`, then `--retry`)."""
+
+    HELD = "held"
+    DIGESTED = "digested"
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
 
 
 class DeliveryRow(SQLModel, table=True):

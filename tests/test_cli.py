@@ -330,3 +330,59 @@ def test_a_restarted_service_says_when_it_fetches_next(
     [line] = [line for line in err.splitlines() if "no feed is due yet" in line]
     assert f"next_fetch_at={report['next_fetch_at']}" in line and "next_fetch_in=9m" in line
     assert feed_server.hits["/f.xml"] == 1  # the service waited, as it said it would
+
+
+# 5: listings a person can read: headers, the times people mean, title and link, 100 columns.
+
+
+def test_listings_have_headers_titles_links_and_fit_100_columns(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    slack_env: FakeSlack,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    published = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    long_title = "Qin Gang " + "and a headline that goes on and on " * 3
+    feed_server.routes["/a.xml"] = Route(
+        rss([{"title": long_title, "link": "https://n.example/long", "published": published}])
+    )
+    broken = "/gone/" + "x" * 120 + ".xml"
+    feed_server.routes[broken] = Route(b"", status=503)
+    cfg = write_config(
+        tmp_path / "c",
+        [
+            {"name": "a", "url": feed_server.url("/a.xml")},
+            {"name": "b", "url": feed_server.url(broken)},
+        ],
+    )
+
+    def listing(*argv: str) -> list[str]:
+        capsys.readouterr()
+        assert main(["--config", str(cfg), *argv]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert all(len(line) <= 100 for line in lines), "\n".join(lines)
+        return lines
+
+    assert listing("matches") == ["no matches yet"]
+    assert listing("alerts") == ["no deliveries yet"]
+    assert main(["--config", str(cfg), "poll"]) == 0
+
+    header, row, detail = listing("matches")
+    assert header.split() == ["PUBLISHED", "(UTC)", "WATCHLIST", "STATE", "FEED", "TITLE"]
+    assert row.startswith(f"{published:%Y-%m-%d %H:%M}  us-china        sent ")  # not when stored
+    assert row.endswith("…") and row.split("sent")[1].split()[1:4] == ["Qin", "Gang", "and"]
+    assert detail.split() == ["Qin", "Gang", "<https://n.example/long>"]
+
+    header, row, *story = listing("alerts")
+    assert header.split()[:4] == ["ID", "CREATED", "(UTC)", "KIND"]
+    assert (
+        " ".join(" ".join(story).split())
+        == f"{' '.join(long_title.split())} <https://n.example/long>"
+    )
+
+    header, a, b, *error = listing("feeds")
+    assert header.split()[:3] == ["FEED", "STATE", "FETCHED"] and b.split()[1] == "failing"
+    reason = f"error: {feed_server.url(broken)}: HTTP 503 Service Unavailable"
+    assert "".join("".join(error).split()) == "".join(reason.split())  # whole, wrapped below
