@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from monitor.config import Config, Watchlist
     from monitor.match import Verdict
     from monitor.models import Fetched, Item
+    from monitor.pipeline import FeedOutcome
     from monitor.service import Service
 
 log = logging.getLogger("monitor.cli")
@@ -285,7 +286,23 @@ def _poll(cfg: Config, args: argparse.Namespace) -> int:
             "dead": report.dead,
         },
     )
+    _held_back(outcomes)
     return 0
+
+
+def _held_back(outcomes: Sequence[FeedOutcome]) -> None:
+    """After a first poll that alerted on little, says why: items older than the backfill
+    were kept without alerting, how many of those matched, and the command listing them."""
+    held = sum(o.held_back for o in outcomes)
+    if not held:
+        return
+    matching = Counter(w for o in outcomes for w in o.held_back_matching)
+    fields: dict[str, Any] = {"held_back": held, "would_have_matched": matching.total()}
+    if matching:  # backtest reads what was stored since: these were stored just now
+        fields["list_them"] = "; ".join(
+            f"monitor backtest --watchlist {w} --since 1d" for w in sorted(matching)
+        )
+    log.info("items older than the backfill were stored without alerting", extra=fields)
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> int:
@@ -448,7 +465,7 @@ def _wrapped(text: str, indent: int, width: int = 100) -> str:
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.feeds import FeedStore
     from monitor.health import assess
-    from monitor.models import utcnow
+    from monitor.models import as_utc, utcnow
 
     now = utcnow()
     with _database(cfg) as engine:
@@ -457,6 +474,7 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
         rows = feed_store.rows()
         pages = feed_store.page_counts(now - timedelta(days=1))
     configured = {f.name for f in cfg.feeds}
+    held = {r.name: (r.held_back, r.held_back_matching, r.created_at) for r in rows}
     feeds = [(assess(r, now, cfg.settings), pages.get(r.id or 0, {})) for r in rows]
     feeds = [(f, p) for f, p in feeds if f.name in configured]
 
@@ -482,6 +500,8 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
                         "pages_fetched_1d": _fetched(outcomes),
                         "pages_extracted_1d": outcomes.get("extracted", 0),
                         "pages_1d": dict(sorted(outcomes.items())),
+                        "held_back": held[f.name][0],
+                        "held_back_matching": held[f.name][1],
                     }
                 )
             )
@@ -502,6 +522,19 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
         )
         if f.last_error:  # whole, below its row: the reason is what there is to fix
             print(_wrapped(f"error: {f.last_error}", 4))
+        count, matching, since = held[f.name]
+        if count:
+            days = 1 + (now - as_utc(since)).days
+            names = [w.name for w in cfg.watchlists]
+            name = names[0] if len(names) == 1 else "NAME"
+            print(
+                _wrapped(
+                    f"first fetch: {count} items older than the backfill kept without "
+                    f"alerting; {matching} of them matched a watchlist "
+                    f"(`monitor backtest --watchlist {name} --since {days}d` lists them)",
+                    4,
+                )
+            )
     return 0
 
 

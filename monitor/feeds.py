@@ -221,6 +221,8 @@ def record(row: FeedRow, result: FetchResult) -> None:
     row.errors_in_row = 0
     row.failing_since = None
     row.items_seen += result.new_items
+    if result.held_back is not None:
+        row.held_back, row.held_back_matching = result.held_back, result.held_back_matching
     if result.new_items:
         row.last_new_at = now
     if result.status != 304:

@@ -71,6 +71,10 @@ class FetchResult:
     new_items: int = 0
     moved_to: str | None = None
     elapsed: float | None = None
+    # a first fetch: items older than the backfill, kept without alerting, and how many
+    # of those a watchlist matched
+    held_back: int | None = None
+    held_back_matching: int = 0
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ class FeedRow(SQLModel, table=True):
     health_alerted: str | None = Field(default=None, max_length=20)  # failing | stale
     next_due_at: datetime = Field(default_factory=utcnow, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+    held_back: int = 0  # first fetch: items older than the backfill, kept without alerting
+    held_back_matching: int = 0  # of those, how many a watchlist matched
 
 
 class ArticleRow(SQLModel, table=True):

@@ -386,3 +386,48 @@ def test_listings_have_headers_titles_links_and_fit_100_columns(
     assert header.split()[:3] == ["FEED", "STATE", "FETCHED"] and b.split()[1] == "failing"
     reason = f"error: {feed_server.url(broken)}: HTTP 503 Service Unavailable"
     assert "".join("".join(error).split()) == "".join(reason.split())  # whole, wrapped below
+
+
+# 1: a first poll that alerts on little says what it kept back, and where to see it.
+
+
+def test_a_first_poll_says_what_the_backfill_kept_back(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    slack_env: FakeSlack,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    old = datetime.now(UTC) - timedelta(days=3)
+    items = qin_items(4) + [{"title": "Rain all week", "link": "https://n.example/rain"}]
+    for i, item in enumerate(items):
+        item["published"] = old if i else datetime.now(UTC)  # one fresh story, four old
+    feed_server.routes["/f.xml"] = Route(rss(items))
+    cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
+    assert main(["--config", str(cfg), "poll"]) == 0
+    assert len(slack_env.messages) == 1
+    [said] = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if "older than the backfill were" in line
+    ]
+    assert "held_back=4 would_have_matched=3" in said
+    command = said.split('list_them="', 1)[1].rstrip('"')
+    assert command == "monitor backtest --watchlist us-china --since 1d"
+
+    assert main(["--config", str(cfg), "feeds", "--json"]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["held_back"], row["held_back_matching"]) == (4, 3)
+    assert main(["--config", str(cfg), "feeds"]) == 0
+    table = " ".join(capsys.readouterr().out.split())
+    assert "first fetch: 4 items older than the backfill kept without alerting; 3 of them" in table
+    assert f"`{command}` lists them" in table
+
+    assert main(["--config", str(cfg), *command.split()[1:]]) == 0  # the command named
+    listed = capsys.readouterr().out
+    assert all(f"Qin Gang story {i}" in listed for i in range(4)) and "Rain" not in listed
+
+    assert main(["--config", str(cfg), "poll"]) == 0  # the next poll has nothing to say
+    assert "older than the backfill" not in capsys.readouterr().err
