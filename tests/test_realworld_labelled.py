@@ -149,7 +149,7 @@ def test_no_regression_from_the_figures_reached() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 11: P 0.956 (target 0.99, blocked on word senses: see README) with R 0.981"
+    reason="issue 11: P 0.956 (target 0.99, blocked on word senses: see docs/matching.md) with R 0.981"
     " (target 0.98 met); when both are met this passes, and strict xfail makes that fail until"
     " FLOOR and this mark are updated",
 )
