@@ -25,7 +25,7 @@ $(VENV)/.test-installed: pyproject.toml
 bytecode:
 	$(PY) -m compileall -q monitor
 
-run: $(VENV)/.run-installed bytecode  ## the service on the example config, SQLite in ./data
+run: $(VENV)/.run-installed bytecode  ## the service on the example config, SQLite in $(CONFIG)/data
 	$(PY) -m monitor --config $(CONFIG) run
 
 poll: $(VENV)/.run-installed bytecode  ## one pass over every feed
@@ -50,4 +50,4 @@ bench: $(VENV)/.test-installed bytecode  ## every benchmark, then one table of t
 	$(PY) bench/table.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data $(CONFIG)/data .pytest_cache .mypy_cache .ruff_cache

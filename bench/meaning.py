@@ -70,7 +70,8 @@ def load_figures() -> tuple[float, float]:
     """Seconds to import and load the model, and the resident memory it adds (MB)."""
     code = (
         "import re, time\n"
-        "def rss(): return int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+        "status = lambda: open('/proc/self/status').read()\n"
+        "def rss(): return int(re.search(r'VmRSS:\\s+(\\d+)', status())[1])\n"
         "import monitor.match.matcher as m\n"
         "before = rss(); t = time.perf_counter(); m.default_meaning()\n"
         "print(time.perf_counter() - t, (rss() - before) / 1024)\n"

@@ -13,36 +13,31 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import Engine
-
-from monitor import config as config_mod
-from monitor import extract, fetch, logs, runtime
-from monitor.archive import Archive
-from monitor.config import Config, Watchlist
-from monitor.db import conninfo, make_engine, migrate, revision_of
+import monitor
+from monitor import logs
 from monitor.errors import ConfigError, MonitorError, ParseError, UnsafeDocument, UsageError
-from monitor.feeds import FeedStore
-from monitor.health import assess
-from monitor.models import Entry, Fetched, Item, utcnow
-from monitor.outbox import Outbox
-from monitor.pipeline import check_health, run_feeds
-from monitor.redact import redact
-from monitor.runtime.passes import PassPool
-from monitor.service import build, matcher_for
 
+# Everything else (pydantic, SQLAlchemy, httpx, spaCy, ...) is imported inside the command
+# that needs it: `monitor --help` and `--version` answer about as fast as Python starts.
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from monitor.config import Config, Watchlist
     from monitor.match import Verdict
+    from monitor.models import Fetched, Item
+    from monitor.pipeline import FeedOutcome
+    from monitor.service import Service
 
 log = logging.getLogger("monitor.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description=__doc__)
+    p.add_argument("--version", action="version", version=f"monitor {monitor.__version__}")
     p.add_argument(
         "--config",
         type=Path,
@@ -104,9 +99,44 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        # the reader went away (`monitor matches | head`): what it wanted it has
+        _silence_stdout()
+        return 0
+
+
+def _left_behind(old: Path, cfg: Config) -> None:
+    """One line naming a database that relative paths used to lead to."""
+    from sqlalchemy.engine import make_url
+
+    now = Path(make_url(cfg.settings.effective_database_url()).database or "")
+    log.warning(
+        "a database is left at the old place: data_dir is now read from the config "
+        "directory; move it to keep its history",
+        extra={
+            "old": str(old),
+            "now": str(now),
+            "fix": f"mkdir -p {now.parent} && mv {old}* {now.parent}/",
+        },
+    )
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    with suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command in _WITHOUT_CONFIG:
         logs.setup((args.log_level or "INFO").upper(), args.log_format)
         return _WITHOUT_CONFIG[args.command](args)
+    from monitor import config as config_mod
+
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
@@ -116,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(
         args.log_level.upper() if args.log_level else cfg.settings.log_level, args.log_format
     )
+    if cfg.left_behind is not None:
+        _left_behind(cfg.left_behind, cfg)
+    for warning in cfg.warnings:
+        if args.command == "check":
+            print(f"warning: {warning}")
+        elif args.command in ("run", "poll"):
+            log.warning("config warning", extra={"warning": str(warning)})
     try:
         return _COMMANDS[args.command](cfg, args)
     except UsageError as exc:
@@ -141,6 +178,8 @@ def run() -> NoReturn:
 
 def _init(args: argparse.Namespace) -> int:
     """Copies the bundled example configuration, refusing to overwrite anything."""
+    from importlib import resources
+
     target: Path = args.directory
     if target.exists() and any(target.iterdir()):
         print(f"{target}: not empty; choose a new directory", file=sys.stderr)
@@ -156,6 +195,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from monitor import config as config_mod
+
     out: Path = args.out or args.config / "schema"
     out.mkdir(parents=True, exist_ok=True)
     for name, schema in config_mod.json_schemas().items():
@@ -168,6 +209,8 @@ def _schema(args: argparse.Namespace) -> int:
 @contextmanager
 def _database(cfg: Config) -> Iterator[Engine]:
     """The configured database, its schema brought up to date, for one command."""
+    from monitor.db import make_engine, migrate
+
     engine = make_engine(cfg.settings.effective_database_url())
     try:
         migrate(engine)
@@ -177,6 +220,10 @@ def _database(cfg: Config) -> Iterator[Engine]:
 
 
 def _db(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.archive import Archive
+    from monitor.db import revision_of
+    from monitor.models import utcnow
+
     with _database(cfg) as engine:
         if args.action == "upgrade":
             print(f"database at revision {revision_of(engine)}")
@@ -186,7 +233,7 @@ def _db(cfg: Config, args: argparse.Namespace) -> int:
             raise UsageError(
                 "no retention configured: set `retention` in monitor.yaml or pass --older-than"
             )
-        cutoff = utcnow() - config_mod.parse_duration(age)
+        cutoff = utcnow() - _duration("--older-than", age)
         counts = Archive(engine).prune(cutoff, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(
@@ -196,12 +243,29 @@ def _db(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(flag: str, value: str | timedelta) -> timedelta:
+    """A command line's duration, or a one-line error naming it and the accepted forms."""
+    from monitor.config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r}: not a duration; write it like 30m, 12h, 2d or 1w "
+            "(units ms, s, m, h, d, w; sums like 1h30m)"
+        ) from None
+
+
 def _check(cfg: Config, args: argparse.Namespace) -> int:
     print(f"ok: {cfg.root}: {len(cfg.feeds)} feeds, {len(cfg.watchlists)} watchlists")
     return 0
 
 
 def _poll(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.pipeline import check_health, run_feeds
+    from monitor.runtime.passes import PassPool
+    from monitor.service import build
+
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
         outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
@@ -222,10 +286,31 @@ def _poll(cfg: Config, args: argparse.Namespace) -> int:
             "dead": report.dead,
         },
     )
+    _held_back(outcomes)
     return 0
 
 
+def _held_back(outcomes: Sequence[FeedOutcome]) -> None:
+    """After a first poll that alerted on little, says why: items older than the backfill
+    were kept without alerting, how many of those matched, and the command listing them."""
+    held = sum(o.held_back for o in outcomes)
+    if not held:
+        return
+    matching = Counter(w for o in outcomes for w in o.held_back_matching)
+    fields: dict[str, Any] = {"held_back": held, "would_have_matched": matching.total()}
+    if matching:  # backtest reads what was stored since: these were stored just now
+        fields["list_them"] = "; ".join(
+            f"monitor backtest --watchlist {w} --since 1d" for w in sorted(matching)
+        )
+    log.info("items older than the backfill were stored without alerting", extra=fields)
+
+
 def _run(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor import runtime
+    from monitor.db import conninfo
+    from monitor.runtime.passes import PassPool
+    from monitor.service import build
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -247,6 +332,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     runner = runtime.pick(mode)
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
+        _announce(service)
         idle = runner(service, runtime.Control(stop, reload, http=args.http))
     except BaseException:
         service.close()
@@ -262,53 +348,126 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _announce(service: Service) -> None:
+    """Says when fetching starts: after a restart no feed may be due for minutes, and a
+    silent service looks hung."""
+    from monitor.models import utcnow
+
+    now = utcnow()
+    when = service.deps.feeds.schedule(service.feeds, now).describe(now)
+    if when["feeds_due_now"]:
+        log.info("fetching the feeds that are due now", extra=when)
+    elif when["next_fetch_at"]:
+        log.info("no feed is due yet: the first fetch is at next_fetch_at", extra=when)
+
+
 def _matches(cfg: Config, args: argparse.Namespace) -> int:
-    since = utcnow() - config_mod.parse_duration(args.since) if args.since else None
+    from monitor.archive import Archive
+    from monitor.models import utcnow
+
+    since = utcnow() - _duration("--since", args.since) if args.since else None
     with _database(cfg) as engine:
         rows = Archive(engine).matches(args.watchlist, since)
+    if args.watchlist and not rows:
+        _pick(cfg, args.watchlist)  # a name not configured (nor stored): say which are
     return _listing(
         rows,
         args.json,
+        f"{'PUBLISHED (UTC)':<16}  {'WATCHLIST':<15} {'STATE':<9} {'FEED':<15} TITLE",
         lambda row: (
-            f"{row['created_at']}  {row['watchlist']:<14} {row['delivery'] or '-':<8} "
-            f"{row['title'][:70]:<70}  [{', '.join(row['matched'])}]  {row['feed']}"
-            + (f"\n    joined: {row['joined']}" if row["joined"] else "")
+            f"{_when(row['published_at']):<16}  {_cut(row['watchlist'], 15):<15} "
+            f"{row['delivery'] or '-':<9} {_cut(row['feed'], 15):<15} {_cut(row['title'], 40)}\n"
+            f"{'':<18}{', '.join(row['matched'])}  <{row['url'] or 'no link'}>"
+            + (f"\n{'':<18}joined: {row['joined']}" if row.get("joined") else "")
         ),
+        "no matches yet" + (" in that time" if since else ""),
     )
 
 
 def _alerts(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.models import DeliveryStatus
+    from monitor.outbox import Outbox
+
     with _database(cfg) as engine:
         outbox = Outbox(engine)
         if args.retry:
             count = outbox.retry_dead(args.watchlist)
+            if args.watchlist and not count:
+                _pick(cfg, args.watchlist)
             print(f"{count} dead deliveries queued again")
             return 0
-        statuses = ["dead"] if args.failed else None
+        statuses = [DeliveryStatus.DEAD] if args.failed else None
         if args.pending:
-            statuses = ["pending", "sending", "held"]
+            statuses = [DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.HELD]
         rows = outbox.listing(statuses, args.watchlist)
+    if args.watchlist and not rows:
+        _pick(cfg, args.watchlist)
     return _listing(
         rows,
         args.json,
-        lambda row: (
-            f"{row['created_at']}  {row['id']:>6} {row['kind']:<8} {row['status']:<9} "
-            f"{row['attempts']:>3}  {row['watchlist']:<14} {row['channel']:<16} "
-            f"{row['last_error'] or ''}"
+        f"{'ID':>6}  {'CREATED (UTC)':<16}  {'KIND':<8} {'STATUS':<9} {'TRIES':>5}  "
+        f"{'WATCHLIST':<15} CHANNEL",
+        lambda row: "\n".join(
+            [
+                f"{row['id']:>6}  {_when(row['created_at']):<16}  {row['kind']:<8} "
+                f"{row['status']:<9} {row['attempts']:>5}  {_cut(row['watchlist'], 15):<15} "
+                f"{row['channel']}",
+                _wrapped((row["title"] or "-") + (f"  <{row['url']}>" if row["url"] else ""), 8),
+            ]
+            + ([_wrapped(f"error: {row['last_error']}", 8)] if row["last_error"] else [])
         ),
+        "no dead deliveries"
+        if args.failed
+        else "no deliveries waiting"
+        if args.pending
+        else "no deliveries yet",
     )
 
 
 def _listing(
-    rows: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    header: str,
+    line: Callable[[dict[str, Any]], str],
+    empty: str,
 ) -> int:
-    """Rows as JSON objects, one a line, or as the command's own text lines."""
+    """Rows as JSON objects, one a line, or under a header as the command's own text
+    lines; with no rows, a line that says so (on stderr, so JSON readers get none)."""
+    if not rows:
+        print(empty, file=sys.stderr if as_json else sys.stdout)
+        return 0
+    if not as_json:
+        print(header)
     for row in rows:
         print(json.dumps(row, ensure_ascii=False) if as_json else line(row))
     return 0
 
 
+def _cut(text: str, width: int) -> str:
+    """The text, or as much as fits with an ellipsis saying there was more."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(iso: str | None) -> str:
+    """A stored ISO time (2024-05-01T09:30:00Z) as a person reads it: 2024-05-01 09:30."""
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+def _wrapped(text: str, indent: int, width: int = 100) -> str:
+    """Text shown whole, wrapped to the listing's width under the row it belongs to."""
+    import textwrap
+
+    pad = " " * indent
+    return textwrap.fill(
+        text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False
+    )
+
+
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.feeds import FeedStore
+    from monitor.health import assess
+    from monitor.models import as_utc, utcnow
+
     now = utcnow()
     with _database(cfg) as engine:
         feed_store = FeedStore(engine)
@@ -316,11 +475,12 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
         rows = feed_store.rows()
         pages = feed_store.page_counts(now - timedelta(days=1))
     configured = {f.name for f in cfg.feeds}
+    held = {r.name: (r.held_back, r.held_back_matching, r.created_at) for r in rows}
     feeds = [(assess(r, now, cfg.settings), pages.get(r.id or 0, {})) for r in rows]
     feeds = [(f, p) for f, p in feeds if f.name in configured]
 
     def when(value: datetime | None) -> str:
-        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+        return value.strftime("%m-%d %H:%M") if value else "never"
 
     if args.json:
         for f, outcomes in feeds:
@@ -341,22 +501,41 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
                         "pages_fetched_1d": _fetched(outcomes),
                         "pages_extracted_1d": outcomes.get("extracted", 0),
                         "pages_1d": dict(sorted(outcomes.items())),
+                        "held_back": held[f.name][0],
+                        "held_back_matching": held[f.name][1],
                     }
                 )
             )
         return 0
+    if not feeds:
+        print("no feeds configured: add them to feeds.yaml")
+        return 0
     print(
-        f"{'feed':<22} {'state':<10} {'last fetch (UTC)':<19}  {'HTTP':>4} {'items':>6} "
-        f"{'/day':>6} {'errors':>6}  {'next due (UTC)':<19}  {'pages 1d':>11}  last error"
+        f"{'FEED':<18} {'STATE':<10} {'FETCHED UTC':<11}  {'HTTP':>4} {'ITEMS':>6} "
+        f"{'/DAY':>5} {'ERRORS':>6}  {'NEXT UTC':<11}  {'PAGES 1D':>9}"
     )
     for f, outcomes in feeds:
         read = f"{outcomes.get('extracted', 0)}/{_fetched(outcomes)}" if outcomes else "-"
         print(
-            f"{f.name[:22]:<22} {f.state:<10} {when(f.last_fetch_at):<19}  "
-            f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>6.1f} "
-            f"{f.errors_in_row:>6}  {when(f.next_due_at):<19}  {read:>11}  "
-            f"{(f.last_error or '')[:80]}"
+            f"{_cut(f.name, 18):<18} {f.state:<10} {when(f.last_fetch_at):<11}  "
+            f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>5.1f} "
+            f"{f.errors_in_row:>6}  {when(f.next_due_at):<11}  {read:>9}"
         )
+        if f.last_error:  # whole, below its row: the reason is what there is to fix
+            print(_wrapped(f"error: {f.last_error}", 4))
+        count, matching, since = held[f.name]
+        if count:
+            days = 1 + (now - as_utc(since)).days
+            names = [w.name for w in cfg.watchlists]
+            name = names[0] if len(names) == 1 else "NAME"
+            print(
+                _wrapped(
+                    f"first fetch: {count} items older than the backfill kept without "
+                    f"alerting; {matching} of them matched a watchlist "
+                    f"(`monitor backtest --watchlist {name} --since {days}d` lists them)",
+                    4,
+                )
+            )
     return 0
 
 
@@ -372,7 +551,9 @@ def _iso(value: datetime | None) -> str | None:
 def _load_items(source: str, cfg: Config) -> list[Item]:
     """A feed's items, an article page's text (read as full_text reads one), or a plain
     text file as one article."""
-    from monitor import parse  # feedparser, for this command only
+    from monitor import extract, fetch, parse  # feedparser, for this command only
+    from monitor.models import Fetched, Item
+    from monitor.redact import redact
 
     url = source.startswith(("http://", "https://"))
     if url:
@@ -429,6 +610,8 @@ def _load_items(source: str, cfg: Config) -> list[Item]:
 
 
 def _is_page(fetched: Fetched) -> bool:
+    from monitor import extract
+
     return extract.is_html(fetched.headers.get("content-type"), fetched.body)
 
 
@@ -441,6 +624,8 @@ def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
 
 
 def _explain(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.service import matcher_for
+
     matcher = matcher_for(_pick(cfg, args.watchlist))
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
@@ -474,8 +659,12 @@ def _describe(verdict: Verdict) -> str:
 
 
 def _backtest(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.archive import Archive
+    from monitor.models import Entry, utcnow
+    from monitor.service import matcher_for
+
     [watchlist] = _pick(cfg, args.watchlist)
-    since = utcnow() - config_mod.parse_duration(args.since)
+    since = utcnow() - _duration("--since", args.since)
     matcher = matcher_for([watchlist])
     per_day: Counter[str] = Counter()
     stories: set[str] = set()

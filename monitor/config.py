@@ -6,6 +6,7 @@ Every problem is reported with the file, line and column it comes from, so
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -102,7 +103,8 @@ def _http_url(value: str) -> str:
     try:
         parts = urlsplit(value.strip())
         host = parts.hostname
-    except ValueError as exc:  # a malformed IPv6 literal, say
+        parts.port  # noqa: B018 - raises for a port out of 0-65535 (`:99999`)
+    except ValueError as exc:  # a malformed IPv6 literal or port, say
         raise ValueError(f"bad URL {redact(value)!r}: {exc}") from exc
     if parts.scheme not in ("http", "https") or not host:
         raise ValueError(
@@ -164,6 +166,11 @@ def _database_url(value: str | None) -> str | None:
         raise ValueError(
             f"unsupported database {url.get_backend_name()!r}: use sqlite:///path or "
             "postgresql://user@host/db"
+        )
+    if url.get_backend_name() == "sqlite" and not url.database:
+        raise ValueError(
+            f"{redact(value)!r} names no file: write it like sqlite:///data/monitor.db "
+            "(relative to the config directory) or sqlite:////var/lib/monitor/monitor.db"
         )
     return value
 
@@ -514,6 +521,9 @@ class Config:
     feeds: tuple[FeedConfig, ...]
     watchlists: tuple[Watchlist, ...]
     watchlist_files: Mapping[str, Path] = field(default_factory=dict)
+    warnings: tuple[Problem, ...] = ()  # valid, but probably not what was meant
+    # a database where data_dir pointed when it was read from the current directory
+    left_behind: Path | None = None
 
     def interval(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.settings.default_interval
@@ -694,7 +704,7 @@ def _read_yaml(path: Path) -> _Doc:
         return doc
     except yaml.MarkedYAMLError as exc:
         line, col = _at(exc)
-        doc.problems.append(Problem(path, line, col, f"YAML syntax: {exc.problem or exc}"))
+        doc.problems.append(Problem(path, line, col, f"YAML syntax: {_plain(exc)}"))
         return doc
     except yaml.reader.ReaderError as exc:  # a control character: located by its offset
         text = path.read_text(encoding="utf-8", errors="replace")[: exc.position]
@@ -755,6 +765,52 @@ def _read_yaml(path: Path) -> _Doc:
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+# PyYAML's words for the syntax errors people make, in theirs: nearly all are indentation.
+_PLAIN = [
+    (
+        "expected <block end>",
+        "this line does not line up with the ones above it: indent the keys of one "
+        "mapping, and the `-` items of one list, to the same column",
+    ),
+    (
+        "did not find expected key",
+        "this line does not line up with the keys above it: indent the keys of one "
+        "mapping to the same column",
+    ),
+    (
+        "did not find expected '-' indicator",
+        "a list item without its `-`, or indented differently from the items above it",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a `key:` where a value was expected: this line is indented deeper than the key "
+        "above it, or a value holds `: ` and needs quotes",
+    ),
+    ("could not find expected ':'", "a line without `key: value` where a key was expected"),
+    ("'\\t'", "a tab: YAML indents with spaces only"),
+    ("tab character", "a tab: YAML indents with spaces only"),
+    (
+        "found unexpected end of stream",
+        "the file ends inside a quoted value: a quote is never closed",
+    ),
+    ("expected ',' or ']'", "a `[` list not closed by `]`, or an item in it that needs quotes"),
+    ("expected ',' or '}'", "a `{` mapping not closed by `}`, or a value in it that needs quotes"),
+    ("found undefined alias", "`*` starts a YAML alias here: quote the text if it is text"),
+]
+
+
+def _plain(exc: yaml.MarkedYAMLError) -> str:
+    """A syntax error as a person would say it, with the hint that usually fixes it."""
+    problem = str(exc.problem or exc)
+    for words, plain in _PLAIN:
+        if words in problem:
+            opened: Any = exc.context_mark
+            if "end of stream" in words and opened is not None:
+                return f"{plain} (it opens on line {opened.line + 1})"
+            return plain
+    return f"{problem} (check this line's indentation against the lines above it)"
+
+
 def _at(exc: yaml.MarkedYAMLError) -> tuple[int, int]:
     mark: Any = exc.problem_mark or exc.context_mark
     return (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -789,7 +845,7 @@ def _validate(model: type[M], doc: _Doc, data: Any = None) -> M | None:
         for err in exc.errors():
             loc = tuple(err["loc"])
             if err["type"] == "extra_forbidden":
-                doc.problem(loc, f"unknown key {loc[-1]!r}", key=True)
+                doc.problem(loc, _unknown_key(model, loc), key=True)
             elif err["type"] == "missing":
                 doc.problem(loc[:-1], f"missing required key {loc[-1]!r}")
             else:
@@ -801,6 +857,42 @@ def _validate(model: type[M], doc: _Doc, data: Any = None) -> M | None:
                     msg = f"YAML reads {written} as {kind}: quote it if it is text"
                 doc.problem(loc, f"{where}: {msg}" if where else msg)
         return None
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Names the key and the one probably meant (`title` for `titles`), or the keys
+    that may stand there."""
+    allowed = _keys_at(model, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {loc[-1]!r}; did you mean {close[0]!r}?"
+    if allowed:
+        return f"unknown key {loc[-1]!r} (keys here: {', '.join(allowed)})"
+    return f"unknown key {loc[-1]!r}"
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the mapping at `loc` (a path of keys and list positions) may hold."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = {f.alias or name: f for name, f in current.model_fields.items()}
+        current = _model_in(fields[part].annotation) if part in fields else None
+    if current is None:
+        return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, through `list[...]`, `... | None` and `Annotated`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 # What YAML makes of an unquoted scalar, for a field that wants text.
@@ -848,6 +940,7 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     """Loads and validates the whole config directory; raises ConfigError listing every problem."""
     env = os.environ if env is None else env
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     if not root.is_dir():
         raise ConfigError([Problem(root, 1, 1, "config directory does not exist")])
 
@@ -868,6 +961,11 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     else:
         doc = _read_yaml(feeds_path)
         parsed = _validate(FeedsFile, doc) if not doc.problems else None
+        if parsed and not parsed.feeds:
+            line, col = doc.at(("feeds",), key=True)
+            warnings.append(
+                Problem(feeds_path, line, col, "no feeds: nothing will be fetched (see README)")
+            )
         if parsed:
             feeds = list(parsed.feeds)
             _check_unique(
@@ -922,9 +1020,42 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
                 doc = _read_yaml(files[wl.name])
                 doc.problem(("feeds", i), f"feeds: no feed named {name!r} in feeds.yaml")
                 problems += doc.problems
+    if not watchlists and not problems:
+        warnings.append(Problem(wl_dir, 1, 1, "no watchlists: nothing will match (see README)"))
     if problems or settings is None:
         raise ConfigError(problems)
-    return Config(root, settings, tuple(feeds), tuple(watchlists), files)
+    settings, left_behind = _anchor(settings, root, env)
+    return Config(
+        root, settings, tuple(feeds), tuple(watchlists), files, tuple(warnings), left_behind
+    )
+
+
+def _anchor(settings: Settings, root: Path, env: Mapping[str, str]) -> tuple[Settings, Path | None]:
+    """Relative paths in monitor.yaml (data_dir, a sqlite:/// database_url) read from the
+    config directory, as people expect, so two configs never share one database by
+    accident; a URL from the environment stays as the shell meant it. Also returns the
+    database the old reading (from the current directory) would have used, if one is
+    there and is not this one: it is named at start, never silently abandoned."""
+    update: dict[str, Any] = {}
+    if not settings.data_dir.is_absolute():
+        update["data_dir"] = root.absolute() / settings.data_dir
+    url = make_url(settings.database_url) if settings.database_url else None
+    own_url = url is not None and not env.get("MONITOR_DATABASE_URL")
+    written: Path | None = None
+    if url is not None and url.get_backend_name() == "sqlite" and own_url and url.database:
+        written = Path(url.database)
+        if written != Path(":memory:") and not written.is_absolute():
+            anchored = url.set(database=str(root.absolute() / written))
+            update["database_url"] = anchored.render_as_string(hide_password=False)
+    elif url is None:
+        written = settings.data_dir / "monitor.db"
+    settings = settings.model_copy(update=update)
+    if written is None or written.is_absolute() or not written.exists():
+        return settings, None
+    now = make_url(settings.effective_database_url()).database or ""
+    if Path(now).exists() and written.resolve() == Path(now).resolve():
+        return settings, None
+    return settings, written
 
 
 def _check_unique(doc: _Doc, locs: list[tuple[Any, ...]], values: list[str], what: str) -> None:

@@ -131,6 +131,7 @@ def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) ->
     (take_turns), and the later ones find the schema current. Safe to run at every
     start: a database already at head costs one query, and Alembic is not imported."""
     try:
+        _reach(engine)
         if revision == "head" and _at_head(engine):
             return
         from alembic import command
@@ -142,10 +143,30 @@ def migrate(engine: Engine, revision: str = "head", *, dispose: bool = False) ->
             command.upgrade(_alembic(connection), revision)
             connection.commit()
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
+        raise StoreError(f"cannot migrate database {engine.url!r}: {cause(exc)}") from exc
     finally:
         if dispose:
             engine.dispose()
+
+
+def _reach(engine: Engine) -> None:
+    """Connects once, so a database that cannot be opened or reached says so, in the
+    driver's words, rather than as a failed migration."""
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        hint = ""
+        if engine.dialect.name == "sqlite":
+            hint = " (is the path a writable file, and is it a SQLite database?)"
+        raise StoreError(f"cannot open database {engine.url!r}: {cause(exc)}{hint}") from exc
+
+
+def cause(exc: SQLAlchemyError) -> str:
+    """The driver's own first line, without SQLAlchemy's statement dump and links."""
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def revision_of(engine: Engine) -> str | None:

@@ -14,7 +14,7 @@ from sqlmodel import SQLModel, col
 
 from monitor.config import FeedConfig, FullText
 from monitor.db import Database, take_turns
-from monitor.models import ArticleRow, FeedRow, FetchResult, utcnow
+from monitor.models import ArticleRow, FeedRow, FetchResult, as_utc, utcnow
 from monitor.redact import redact
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,31 @@ class FeedState:
     last_success_at: datetime | None
     errors_in_row: int
     full_text: FullText | None = None  # as feeds.yaml says; None: monitor.yaml's full_text
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When fetching happens next: said at start, so a quiet service does not look hung."""
+
+    due_now: int
+    next_due_at: datetime | None  # the earliest feed not due now; None when all are
+
+    def describe(self, now: datetime) -> dict[str, Any]:
+        """The schedule as log fields and /healthz keys."""
+        wait = None if self.next_due_at is None else self.next_due_at - now
+        return {
+            "feeds_due_now": self.due_now,
+            "next_fetch_at": None
+            if self.next_due_at is None
+            else self.next_due_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "next_fetch_in": None if wait is None else _span(wait),
+        }
+
+
+def _span(wait: timedelta) -> str:
+    minutes, seconds = divmod(max(0, round(wait.total_seconds())), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 class FeedStore(Database):
@@ -83,6 +108,18 @@ class FeedStore(Database):
         with self._session() as s:
             rows = s.execute(stmt.order_by(col(FeedRow.next_due_at))).scalars()
             return [_refreshed(r, ids[r.id or 0]) for r in rows]
+
+    def schedule(self, feeds: Sequence[FeedState], now: datetime) -> Schedule:
+        """How many of the feeds are due now, and when the next of the others is."""
+        ids = [f.id for f in feeds]
+        if not ids:
+            return Schedule(0, None)
+        due_at = col(FeedRow.next_due_at)
+        mine = col(FeedRow.id).in_(ids)
+        with self._session() as s:
+            due = s.execute(select(func.count()).where(mine, due_at <= now)).scalar_one()
+            later = s.execute(select(func.min(due_at)).where(mine, due_at > now)).scalar_one()
+        return Schedule(due, as_utc(later) if later else None)
 
     def claim_due(
         self, feeds: Sequence[FeedState], now: datetime, lease: timedelta
@@ -184,6 +221,8 @@ def record(row: FeedRow, result: FetchResult) -> None:
     row.errors_in_row = 0
     row.failing_since = None
     row.items_seen += result.new_items
+    if result.held_back is not None:
+        row.held_back, row.held_back_matching = result.held_back, result.held_back_matching
     if result.new_items:
         row.last_new_at = now
     if result.status != 304:

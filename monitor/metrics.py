@@ -155,6 +155,8 @@ def health(service: Any, metrics: Metrics, scheduler_alive: Callable[[], bool]) 
         with service.deps.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         report["database"] = "ok"
+        now = utcnow()
+        report.update(service.deps.feeds.schedule(service.feeds, now).describe(now))
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy, and says why
         report["database"] = f"error: {type(exc).__name__}"
     age = None if metrics.last_cycle_at is None else time.monotonic() - metrics.last_cycle_at

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
@@ -70,6 +71,10 @@ class FetchResult:
     new_items: int = 0
     moved_to: str | None = None
     elapsed: float | None = None
+    # a first fetch: items older than the backfill, kept without alerting, and how many
+    # of those a watchlist matched
+    held_back: int | None = None
+    held_back_matching: int = 0
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,8 @@ class FeedRow(SQLModel, table=True):
     health_alerted: str | None = Field(default=None, max_length=20)  # failing | stale
     next_due_at: datetime = Field(default_factory=utcnow, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+    held_back: int = 0  # first fetch: items older than the backfill, kept without alerting
+    held_back_matching: int = 0  # of those, how many a watchlist matched
 
 
 class ArticleRow(SQLModel, table=True):
@@ -324,6 +331,19 @@ class MatchRow(SQLModel, table=True):
     gist: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     joined: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands: held (waiting for its digest) -> digested (sent inside
+    one), or pending -> sending -> sent, or dead (out of attempts, or refused for good:
+    `monitor alerts --failed`, then `--retry`)."""
+
+    HELD = "held"
+    DIGESTED = "digested"
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
 
 
 class DeliveryRow(SQLModel, table=True):

@@ -406,8 +406,15 @@ class Outbox(Database):
         statuses: Sequence[str] | None,
         watchlist: str | None,
     ) -> list[dict[str, Any]]:
+        """Deliveries, oldest first, each with its story's title and link (a digest or a
+        notice has its label instead): which story is that dead letter?"""
         with self._session() as s:
-            stmt = select(DeliveryRow).order_by(col(DeliveryRow.id))
+            stmt = (
+                select(DeliveryRow, col(ArticleRow.title), col(ArticleRow.url))
+                .outerjoin(MatchRow, col(MatchRow.id) == DeliveryRow.match_id)
+                .outerjoin(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+                .order_by(col(DeliveryRow.id))
+            )
             if statuses:
                 stmt = stmt.where(col(DeliveryRow.status).in_(statuses))
             if watchlist:
@@ -424,8 +431,10 @@ class Outbox(Database):
                     "slack_ts": r.slack_ts,
                     "key": r.key,
                     "created_at": r.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "title": title or r.label or None,
+                    "url": url,
                 }
-                for r in s.execute(stmt).scalars().all()
+                for r, title, url in s.execute(stmt).all()
             ]
 
     def retry_dead(self, watchlist: str | None) -> int:

@@ -139,6 +139,8 @@ class FeedOutcome:
     elapsed: float | None = None  # seconds the fetch took
     pages: dict[str, int] = field(default_factory=dict)  # linked pages read, by outcome
     extract_seconds: float = 0.0  # of CPU, spent extracting them
+    held_back: int = 0  # a first fetch's items older than the backfill: stored, not alerted
+    held_back_matching: list[str] = field(default_factory=list)  # watchlist of each match
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ def process(
     ]
     latest = {e.key: e for e in alertable} | {e.key: e for e, _ in matches}
     new = [latest.get(e.key, e) for e in read.new]
+    held = _held_back(feed, read, deps) if feed.last_success_at is None else []
     wanted = policies(deps.matcher.watchlists, now)
     record = FetchResult(
         feed.id,
@@ -231,11 +234,26 @@ def process(
         ),
         moved_to=fetched.moved_to,
         elapsed=fetched.elapsed,
+        held_back=None if feed.last_success_at is not None else len(read.new) - len(alertable),
+        held_back_matching=len(held),
     )
     queued = deps.store.save(feed.id, new, {e.key for e in alertable}, matches, wanted, record)
     outcome = FeedOutcome(
         feed.name, True, fetched.status, len(new), queued, elapsed=fetched.elapsed
     )
+    if record.held_back:
+        outcome.held_back = record.held_back
+        outcome.held_back_matching = [results[0].watchlist for _, results in held]
+        log.info(
+            "first fetch: items older than the backfill kept without alerting",
+            extra={
+                "feed": feed.name,
+                "feed_id": feed.id,
+                "backfill": str(feed.backfill),
+                "held_back": record.held_back,
+                "would_have_matched": len(held),
+            },
+        )
     if read.pages:
         outcome.pages = dict(Counter(p.outcome for p in read.pages.values()))
         outcome.extract_seconds = sum(p.seconds for p in read.pages.values())
@@ -277,6 +295,16 @@ def _read(feed: FeedState, fetched: Fetched, deps: Processing) -> Read:
     else:
         alertable = new
     return Read(parsed, new, alertable)
+
+
+def _held_back(
+    feed: FeedState, read: Read, deps: Processing
+) -> list[tuple[Entry, list[MatchResult]]]:
+    """A first fetch's items too old to alert that a watchlist would have matched: a new
+    user whose first poll alerts on nothing is told how much it kept back, and where."""
+    keys = {e.key for e in read.alertable}
+    old = [e for e in read.new if e.key not in keys]
+    return deps.matcher.match(old, feed=feed.name) if old else []
 
 
 def _with_page(entry: Entry, page: Page | None) -> Entry:

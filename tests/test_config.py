@@ -117,7 +117,7 @@ def test_check_reports_every_problem_with_its_location(
     lines = out.splitlines()
     expected = [
         "monitor.yaml:1:19: default_interval: bad duration 'soon': write it like 30s, 5m, 1h or 2d",
-        "monitor.yaml:3:3: unknown key 'read_timout'",
+        "monitor.yaml:3:3: unknown key 'read_timout'; did you mean 'read_timeout'?",
         "feeds.yaml:5:10: feeds.url: bad URL 'ftp://b.example/rss': must be an http:// or "
         "https:// URL with a host",
         "feeds.yaml:6:15: feeds.interval: duration must be greater than zero",
@@ -127,7 +127,7 @@ def test_check_reports_every_problem_with_its_location(
         "watchlists/desk.yaml:4:14: entities.aliases: Input should be a valid list",
         "watchlists/desk.yaml:5:11: entities.type: unknown type 'PERSONA'; one of EVENT, FAC, "
         "GPE, LANGUAGE, LAW, LOC, NORP, ORG, PERSON, PRODUCT, WORK_OF_ART",
-        "watchlists/desk.yaml:9:5: unknown key 'phrase'",
+        "watchlists/desk.yaml:9:5: unknown key 'phrase'; did you mean 'phrases'?",
     ]
     for line in expected:
         assert line in lines, f"missing: {line}\n--- got:\n{out}"

@@ -106,3 +106,60 @@ def test_sample_payloads_are_current(name: str) -> None:
     if os.environ.get("MONITOR_WRITE_DOCS"):
         path.write_text(rendered)
     assert path.read_text() == rendered, f"{path} is stale: regenerate it (see module doc)"
+
+
+# The README is a user's guide (issue 22): measurements and design notes live in docs/.
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_is_a_users_guide() -> None:
+    heads = [line for line in README.splitlines() if line.startswith("## ")]
+    for want in ("Quick start", "Slack set-up", "Commands", "Configuration reference"):
+        assert f"## {want}" in heads
+    assert "## Operations" in heads and "## Troubleshooting" in heads
+    assert "make run" in README and "make test" in README
+    assert len(README.splitlines()) < 350, "keep measurements and design notes in docs/"
+    assert "2026-" not in README, "dated measurements belong in docs/"
+
+
+def test_every_setting_is_in_the_readme_reference() -> None:
+    from monitor.config import Entity, FeedConfig, Settings, Topic, Watchlist
+
+    queue_row = next(line for line in README.splitlines() if line.startswith("| `queue.*`"))
+    for name, field in Settings.model_fields.items():
+        nested = field.annotation
+        if name == "slack":  # secrets: the environment table names them
+            assert all(f"`SLACK_{v}`" in README for v in ("BOT_TOKEN", "API_URL", "WEBHOOK_URL"))
+        elif name == "queue":
+            assert all(f"`{sub}`" in queue_row for sub in nested.model_fields)  # type: ignore[union-attr]
+        elif isinstance(nested, type) and hasattr(nested, "model_fields"):
+            for sub in nested.model_fields:
+                assert f"`{name}.{sub}`" in README, f"{name}.{sub}"
+        else:
+            assert f"| `{name}`" in README, name
+    for model in (FeedConfig, Watchlist, Entity, Topic):
+        for name, field in model.model_fields.items():
+            assert f"`{field.alias or name}`" in README, f"{model.__name__}.{name}"
+
+
+def test_readme_links_resolve() -> None:
+    import re
+
+    for target in re.findall(r"\]\(([^)#]+)\)", README):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#]+)\)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name}: {target}"
+
+
+def test_pyproject_names_its_licence_as_spdx() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"  # a table is deprecated by setuptools
+    [setuptools] = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    assert setuptools == "setuptools>=77"  # the first to read the string form

@@ -258,7 +258,7 @@ def test_failing_pages_leave_their_items_matched_on_the_feed_text(
     assert health["pages_1d"]["too_big"] == 2 and health["pages_1d"]["blocked"] == 2
     assert main(["--config", str(cfg), "feeds"]) == 0
     table = capsys.readouterr().out
-    assert "pages 1d" in table and f"1/{len(routes)}" in table
+    assert "PAGES 1D" in table and f"1/{len(routes)}" in table
 
 
 def test_a_slow_publisher_costs_its_feed_a_bounded_time(

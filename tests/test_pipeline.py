@@ -144,8 +144,8 @@ def test_matches_json_lists_what_was_stored(
     assert qin["watchlist"] == "us-china" and qin["feed"] == "world"
     assert qin["matched"] == ["Qin Gang"] and qin["delivery"] == "sent"
     assert qin["created_at"].endswith("Z") and qin["url"].startswith("https://news.example/qin")
-    assert main(["--config", str(two_feeds), "matches", "--json", "--watchlist", "other"]) == 0
-    assert capsys.readouterr().out == ""
+    assert main(["--config", str(two_feeds), "matches", "--json", "--watchlist", "other"]) == 2
+    assert capsys.readouterr().err.endswith("no watchlist named 'other' (known: us-china)\n")
 
 
 def test_feeds_table_shows_health(

@@ -152,7 +152,7 @@ def test_no_regression_from_the_figures_reached() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issues 11 and 20: P 0.977 and R 0.973 against targets of 0.99 and 0.98; when both"
+    reason="issues 11 and 20: P 0.977 and R 0.973 against 0.99 and 0.98 (docs/matching.md); when both"
     " are met this passes, and strict xfail makes that fail until FLOOR and this mark are"
     " updated",
 )
