@@ -112,7 +112,7 @@ class Store(Database):
                     continue  # another worker stored it first and owns its matches
                 for m in results:
                     story_key = stories.get(entry.key, entry.story_key)
-                    joined = recent.event_of(m.watchlist, story_key, m.gist)
+                    joined = recent.event_of(m.watchlist, story_key, m.gist, feed_id)
                     if joined is not None:
                         story_key = joined.story_key
                     extra: dict[str, Any] = {"joined": str(joined)} if joined else {}
@@ -138,7 +138,7 @@ class Store(Database):
                     match_id = s.execute(stmt).scalar()
                     if match_id is None:
                         continue
-                    recent.add(m.watchlist, story_key, m.gist)
+                    recent.add(m.watchlist, story_key, m.gist, feed_id)
                     queued += queue(
                         s,
                         self._insert,
@@ -204,25 +204,29 @@ class Store(Database):
 
 class _RecentStories:
     """The stories each watchlist alerted within the events window, with their articles'
-    gists, read once per watchlist per save: a new article is compared with them all."""
+    gists and feeds, read once per watchlist per save: a new article is compared with
+    every one from another feed (an outlet's own next story on an event is a development
+    it chose to publish apart, not another outlet's write-up of it)."""
 
     def __init__(self, s: Session, now: datetime) -> None:
         self._s = s
         self._now = now
-        self._by_watchlist: dict[str, list[tuple[str, Gist]]] = {}
+        self._by_watchlist: dict[str, list[tuple[str, Gist, int]]] = {}
 
-    def event_of(self, watchlist: str, story_key: str, new: Gist | None) -> Joined | None:
-        """The earlier story of another article whose event `new` reports, if any."""
+    def event_of(
+        self, watchlist: str, story_key: str, new: Gist | None, feed_id: int
+    ) -> Joined | None:
+        """The earlier story of another outlet's article whose event `new` reports, if any."""
         stories = self._stories(watchlist)
-        if new is None or any(key == story_key for key, _ in stories):
+        if new is None or any(key == story_key for key, _, _ in stories):
             return None  # its own story is already alerted: it joins that one
-        return earliest_event(new, stories)
+        return earliest_event(new, [(k, g) for k, g, feed in stories if feed != feed_id])
 
-    def add(self, watchlist: str, story_key: str, new: Gist | None) -> None:
+    def add(self, watchlist: str, story_key: str, new: Gist | None, feed_id: int) -> None:
         if new is not None:
-            self._stories(watchlist).append((story_key, new))
+            self._stories(watchlist).append((story_key, new, feed_id))
 
-    def _stories(self, watchlist: str) -> list[tuple[str, Gist]]:
+    def _stories(self, watchlist: str) -> list[tuple[str, Gist, int]]:
         if watchlist not in self._by_watchlist:
             stmt = (
                 select(
@@ -231,6 +235,7 @@ class _RecentStories:
                     col(MatchRow.matched),
                     col(ArticleRow.published_at),
                     col(ArticleRow.seen_at),
+                    col(ArticleRow.feed_id),
                 )
                 .join(ArticleRow, col(ArticleRow.id) == col(MatchRow.article_id))
                 .where(
@@ -239,8 +244,8 @@ class _RecentStories:
                 )
             )
             self._by_watchlist[watchlist] = [
-                (key, stored_gist(gist, matched, published or seen))
-                for key, gist, matched, published, seen in self._s.execute(stmt)
+                (key, stored_gist(gist, matched, published or seen), feed)
+                for key, gist, matched, published, seen, feed in self._s.execute(stmt)
                 if gist
             ]
         return self._by_watchlist[watchlist]
