@@ -25,6 +25,7 @@ from bench.figures import FIGURES_ENV  # noqa: E402
 RUNS = [
     ("poll.py", []),
     ("match.py", []),
+    ("meaning.py", []),
     ("pipeline.py", []),
     ("fulltext.py", []),
     ("scale.py", []),
