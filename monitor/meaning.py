@@ -14,7 +14,7 @@ sentence-transformers model exported to ONNX: a folder holding `model.onnx` and
 
 The model loads on first use, once per process (`load`), so pass workers forked after
 it is loaded share its pages. onnxruntime gets one thread: the service's own threads and
-processes are what use the cores.
+processes are what use the cores, and no graph optimisation (see Meaning).
 """
 
 from __future__ import annotations
@@ -129,6 +129,11 @@ class Meaning:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Graph optimisation folds the int8 weights into float copies: 160 MB resident
+        # instead of 36 MB, for a sentence in 4.8 ms instead of 9.5 ms. Memory is what a
+        # poll of many feeds runs short of; a sentence is read only per hit and per alert.
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.enable_cpu_mem_arena = False  # tensors freed after each run, not pooled
         self._session = onnxruntime.InferenceSession(
             weights, options, providers=["CPUExecutionProvider"]
         )

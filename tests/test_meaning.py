@@ -205,6 +205,17 @@ def test_one_event_in_other_words_is_one_story_and_another_event_is_not() -> Non
     assert earliest_event(other, [("url:a", first)]) is None
 
 
+def test_alike_articles_that_share_no_other_name_stay_apart() -> None:
+    """The trap: two articles worded alike about a watched name, with no place, actor or
+    body in common, are two stories (a template, or two visits), not one event."""
+    one, two = gists(
+        ("Qin Gang visit", "Qin Gang made a visit, officials said."),
+        ("Qin Gang visit", "Qin Gang made another visit, officials said."),
+        terms=("Qin Gang",),
+    )
+    assert one.vector and earliest_event(two, [("url:a", one)]) is None
+
+
 def test_events_far_apart_in_time_or_without_a_shared_term_stay_apart() -> None:
     first, again = gists(TALKS, TALKS_AGAIN)
     late = gist(item(*TALKS_AGAIN, hours=60), again.vector, again.terms)
@@ -247,7 +258,7 @@ CORPUS = SHARED / "corpus" / "realworld"
 corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
 # Figures reached (issue 20); the targets are in the strict xfails below.
 SENSE_FLOOR = (0.50, 0.04)  # share of false alarms removed; recall lost at most
-EVENT_FLOOR = 0.46  # extra top-level messages at most, as a share of one-per-article's
+EVENT_FLOOR = 0.51  # extra top-level messages at most, as a share of one-per-article's
 
 
 @cache
