@@ -38,6 +38,7 @@ PER_NAME = 0.03
 _LEAD = 300  # characters of the body read after the headline
 _NAME = re.compile(r"\b[A-Z][\w'’-]*[A-Za-z]")
 _COMMON_ZIPF = 5.0  # a capitalised word this common is a sentence's first word, not a name
+_FIRST_ZIPF = 3.0  # a sentence's first word counts as a name only when rare as a word
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*\s)")
 
 
@@ -50,14 +51,18 @@ def gist_text(item: Item) -> str:
 
 
 def names_in(text: str) -> frozenset[str]:
-    """The proper names of a text, folded: capitalised words that are not common words."""
+    """The proper names of a text, folded: capitalised words that are not common words.
+    A sentence's first word is capitalised whatever it is, so there it must be rare."""
     from wordfreq import zipf_frequency  # only where an article alerts: a quiet poll never
 
-    return frozenset(
-        w.casefold()
-        for w in _NAME.findall(text)
-        if zipf_frequency(w.casefold().removesuffix("'s").removesuffix("’s"), "en") < _COMMON_ZIPF
-    )
+    names = set()
+    for m in _NAME.finditer(text):
+        word = m.group().casefold().removesuffix("'s").removesuffix("’s")
+        before = text[: m.start()].rstrip(" \"'“‘(")
+        first = not before or before[-1] in ".!?:\n"
+        if zipf_frequency(word, "en") < (_FIRST_ZIPF if first else _COMMON_ZIPF):
+            names.add(word)
+    return frozenset(names)
 
 
 def gist(item: Item, vector: Sequence[float], terms: Iterable[str]) -> Gist:

@@ -258,7 +258,7 @@ CORPUS = SHARED / "corpus" / "realworld"
 corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
 # Figures reached (issue 20); the targets are in the strict xfails below.
 SENSE_FLOOR = (0.50, 0.04)  # share of false alarms removed; recall lost at most
-EVENT_FLOOR = 0.51  # extra top-level messages at most, as a share of one-per-article's
+EVENT_FLOOR = 0.54  # extra top-level messages at most, as a share of one-per-article's
 
 
 @cache
