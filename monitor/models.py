@@ -219,15 +219,15 @@ class Story:
 class Outgoing:
     """A due delivery with everything a sink needs to render it.
 
-    `kind` is "alert" (one story), "followup" (another outlet's copy of a story already
-    alerted, posted in its thread when `thread_ts` is set) or "digest" (many stories).
+    `kind` says what it posts (DeliveryKind); a follow-up goes in its story's thread when
+    `thread_ts` is set.
     `key` is the delivery's unique key; sinks that can carry it with the message do, so
     a send whose outcome was lost can be found again instead of posted twice.
     """
 
     delivery_id: int
     key: str
-    kind: str
+    kind: DeliveryKind
     watchlist: str
     channel: str
     stories: list[Story]
@@ -336,7 +336,11 @@ class MatchRow(SQLModel, table=True):
 class DeliveryStatus(StrEnum):
     """Where a delivery stands: held (waiting for its digest) -> digested (sent inside
     one), or pending -> sending -> sent, or dead (out of attempts, or refused for good:
-    `monitor alerts --failed`, then `--retry`)."""
+    `monitor alerts --failed`, then `--retry`). A pending or held row that a flood or a
+    digest takes in becomes digested; a send that failed or was lost goes back to pending.
+
+    Every write of a status names its transition (`PENDING.to(SENDING)`), so the machine
+    below is the whole of it: a write it lacks fails at once, in the tests first."""
 
     HELD = "held"
     DIGESTED = "digested"
@@ -344,6 +348,39 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     DEAD = "dead"
+
+    @property
+    def unsent(self) -> bool:
+        """Whether the delivery may still change what it shows (another copy's article)."""
+        return self in (DeliveryStatus.PENDING, DeliveryStatus.HELD)
+
+    def to(self, target: DeliveryStatus) -> DeliveryStatus:
+        """`target`, if a delivery may move there from this state; ValueError otherwise."""
+        if target not in _MOVES[self]:
+            raise ValueError(f"a delivery cannot go from {self} to {target}")
+        return target
+
+
+_MOVES: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.HELD: frozenset({DeliveryStatus.DIGESTED}),
+    DeliveryStatus.PENDING: frozenset({DeliveryStatus.SENDING, DeliveryStatus.DIGESTED}),
+    DeliveryStatus.SENDING: frozenset(
+        {DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.DEAD}
+    ),
+    DeliveryStatus.DEAD: frozenset({DeliveryStatus.PENDING}),
+    DeliveryStatus.SENT: frozenset(),
+    DeliveryStatus.DIGESTED: frozenset(),
+}
+
+
+class DeliveryKind(StrEnum):
+    """What a delivery posts (DeliveryRow.kind, Outgoing.kind)."""
+
+    ALERT = "alert"  # one story
+    FOLLOWUP = "followup"  # another outlet's article of a story already alerted
+    DIGEST = "digest"  # held stories, at a schedule boundary or when quiet hours end
+    FLOOD = "flood"  # one cycle's too many alerts for a channel, in one message
+    NOTICE = "notice"  # a message for operators (ops_channel)
 
 
 class DeliveryRow(SQLModel, table=True):
@@ -361,7 +398,7 @@ class DeliveryRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=900)
-    kind: str = Field(default="alert", max_length=10)
+    kind: str = Field(default=DeliveryKind.ALERT, max_length=10)
     match_id: int | None = Field(default=None, foreign_key="match.id", index=True)
     watchlist: str = Field(index=True, max_length=200)
     story_key: str = Field(default="", max_length=600)
@@ -370,7 +407,7 @@ class DeliveryRow(SQLModel, table=True):
     digest_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
     mentions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     label: str = Field(default="", max_length=400)  # a digest's period; a notice's text
-    status: str = Field(default="pending", index=True, max_length=20)
+    status: str = Field(default=DeliveryStatus.PENDING, index=True, max_length=20)
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     attempt_started_at: datetime | None = None
