@@ -122,34 +122,40 @@ class Entry:
     story_key: str
     link: str | None
     minhash: tuple[int, ...] | None = None  # of the text, for near-duplicate stories
-    page: str | None = None  # how reading its linked page went (PAGE_OUTCOMES); None: not tried
+    page: PageOutcome | None = None  # how reading its linked page went; None: not tried
 
 
-# How reading an item's linked page can go (Page.outcome, ArticleRow.page_outcome, and
-# /metrics' monitor_pages_total{outcome}). Only "extracted" brings text of its own;
-# "reused" takes another fetch's answer for the same link; "skipped" was never fetched
-# (its host had proved too slow this cycle, or the cycle stopped).
-PAGE_OUTCOMES = (
-    "extracted",  # article text found
-    "empty",  # an HTML page, but no article text in it
-    "not_html",  # a PDF, an image, JSON...: by Content-Type or by its first bytes
-    "not_found",  # 404, 410
-    "forbidden",  # 401, 402, 403, 451: a paywall or a bot wall
-    "http_error",  # any other HTTP error
-    "timeout",
-    "too_big",  # over http.max_page_bytes
-    "blocked",  # the SSRF guard refused an address, on some redirect hop
-    "error",  # refused connection, bad TLS, too many redirects...
-    "skipped",
-    "reused",
-)
+class PageOutcome(StrEnum):
+    """How reading an item's linked page went (Page.outcome, ArticleRow.page_outcome, and
+    /metrics' monitor_pages_total{outcome}). Only EXTRACTED brings text of its own; REUSED
+    takes another fetch's answer for the same link; SKIPPED was never fetched (its host
+    had proved too slow this cycle, or the cycle stopped). FETCHED is a page on its way,
+    read but not yet extracted: never stored nor counted."""
+
+    EXTRACTED = "extracted"  # article text found
+    EMPTY = "empty"  # an HTML page, but no article text in it
+    NOT_HTML = "not_html"  # a PDF, an image, JSON...: by Content-Type or by its first bytes
+    NOT_FOUND = "not_found"  # 404, 410
+    FORBIDDEN = "forbidden"  # 401, 402, 403, 451: a paywall or a bot wall
+    HTTP_ERROR = "http_error"  # any other HTTP error
+    TIMEOUT = "timeout"
+    TOO_BIG = "too_big"  # over http.max_page_bytes
+    BLOCKED = "blocked"  # the SSRF guard refused an address, on some redirect hop
+    ERROR = "error"  # refused connection, bad TLS, too many redirects...
+    SKIPPED = "skipped"
+    REUSED = "reused"
+    FETCHED = "fetched"
+
+
+# the outcomes a page ends with: what is stored and counted
+PAGE_OUTCOMES = tuple(o for o in PageOutcome if o is not PageOutcome.FETCHED)
 
 
 @dataclass(frozen=True)
 class Page:
     """How reading one linked page went, and the article text found on it."""
 
-    outcome: str  # one of PAGE_OUTCOMES, or "fetched": read, not yet extracted
+    outcome: PageOutcome
     text: str | None = None
     error: str | None = None  # what failed, for the log
     seconds: float = 0.0  # of CPU, spent extracting it
