@@ -11,8 +11,20 @@ from sqlalchemy import delete, func, select
 from sqlmodel import col
 
 from monitor.db import Database
-from monitor.models import ArticleRow, DeliveryRow, Entry, FeedRow, Item, MatchRow
+from monitor.models import (
+    ArticleRow,
+    DeliveryKind,
+    DeliveryRow,
+    DeliveryStatus,
+    Entry,
+    FeedRow,
+    Item,
+    MatchRow,
+)
 from monitor.store import CHUNK
+
+# a delivery in these states no longer needs its match
+_SETTLED = (DeliveryStatus.SENT, DeliveryStatus.DEAD, DeliveryStatus.DIGESTED)
 
 
 class Archive(Database):
@@ -59,7 +71,7 @@ class Archive(Database):
         with self._session() as s:
             old_matches = select(col(MatchRow.id)).where(col(MatchRow.created_at) < older_than)
             live = select(col(DeliveryRow.match_id)).where(
-                col(DeliveryRow.status).notin_(["sent", "dead", "digested"]),
+                col(DeliveryRow.status).notin_(_SETTLED),
                 col(DeliveryRow.match_id).is_not(None),
             )
             matches = [
@@ -90,8 +102,8 @@ class Archive(Database):
             )
             s.execute(
                 delete(DeliveryRow).where(
-                    col(DeliveryRow.kind).in_(("digest", "flood")),
-                    col(DeliveryRow.status) == "sent",
+                    col(DeliveryRow.kind).in_((DeliveryKind.DIGEST, DeliveryKind.FLOOD)),
+                    col(DeliveryRow.status) == DeliveryStatus.SENT,
                     col(DeliveryRow.id).notin_(still_listed),
                 )
             )

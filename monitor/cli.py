@@ -466,7 +466,7 @@ def _wrapped(text: str, indent: int, width: int = 100) -> str:
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.feeds import FeedStore
     from monitor.health import assess
-    from monitor.models import as_utc, utcnow
+    from monitor.models import PageOutcome, as_utc, utcnow
 
     now = utcnow()
     with _database(cfg) as engine:
@@ -499,7 +499,7 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
                         "next_due_at": _iso(f.next_due_at),
                         "last_error": f.last_error,
                         "pages_fetched_1d": _fetched(outcomes),
-                        "pages_extracted_1d": outcomes.get("extracted", 0),
+                        "pages_extracted_1d": outcomes.get(PageOutcome.EXTRACTED, 0),
                         "pages_1d": dict(sorted(outcomes.items())),
                         "held_back": held[f.name][0],
                         "held_back_matching": held[f.name][1],
@@ -515,7 +515,8 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
         f"{'/DAY':>5} {'ERRORS':>6}  {'NEXT UTC':<11}  {'PAGES 1D':>9}"
     )
     for f, outcomes in feeds:
-        read = f"{outcomes.get('extracted', 0)}/{_fetched(outcomes)}" if outcomes else "-"
+        extracted = outcomes.get(PageOutcome.EXTRACTED, 0)
+        read = f"{extracted}/{_fetched(outcomes)}" if outcomes else "-"
         print(
             f"{_cut(f.name, 18):<18} {f.state:<10} {when(f.last_fetch_at):<11}  "
             f"{f.last_status or '-':>4} {f.items_seen:>6} {f.items_per_day:>5.1f} "
@@ -541,7 +542,10 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
 
 def _fetched(outcomes: dict[str, int]) -> int:
     """Pages fetched: every outcome but those that asked no publisher (pages.Pages)."""
-    return sum(n for kind, n in outcomes.items() if kind not in ("reused", "skipped"))
+    from monitor.models import PageOutcome
+
+    unasked = (PageOutcome.REUSED, PageOutcome.SKIPPED)
+    return sum(n for kind, n in outcomes.items() if kind not in unasked)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -14,7 +14,7 @@ from sqlmodel import Session, col
 
 from monitor.config import Watchlist
 from monitor.db import Database
-from monitor.models import DeliveryRow, as_utc, utcnow
+from monitor.models import DeliveryKind, DeliveryRow, DeliveryStatus, as_utc, utcnow
 
 DIGEST_PART = 20  # stories per digest message (and listed in a flood); Slack allows 50 blocks
 
@@ -46,7 +46,7 @@ class Digests(Database):
                         select(DeliveryRow)
                         .where(
                             col(DeliveryRow.watchlist) == wl.name,
-                            col(DeliveryRow.status) == "held",
+                            col(DeliveryRow.status) == DeliveryStatus.HELD,
                             col(DeliveryRow.created_at) < until,
                         )
                         .order_by(col(DeliveryRow.id))
@@ -65,11 +65,11 @@ class Digests(Database):
                             # named by its first row, not its part: a row committed after
                             # this boundary's digest was made gets a digest of its own
                             key=f"{wl.name}|digest|{until.isoformat()}|{channel}|{chunk[0].id}",
-                            kind="digest",
+                            kind=DeliveryKind.DIGEST,
                             watchlist=wl.name,
                             channel=channel,
                             label=label + suffix,
-                            status="pending",
+                            status=DeliveryStatus.PENDING,
                             next_attempt_at=utcnow(),  # due at once, whatever `now` was
                             created_at=utcnow(),
                         )
@@ -78,7 +78,10 @@ class Digests(Database):
                         s.execute(
                             update(DeliveryRow)
                             .where(col(DeliveryRow.id).in_([r.id for r in chunk]))
-                            .values(status="digested", digest_id=digest.id)
+                            .values(
+                                status=DeliveryStatus.HELD.to(DeliveryStatus.DIGESTED),
+                                digest_id=digest.id,
+                            )
                         )
                         made += 1
         return made
@@ -91,8 +94,8 @@ class Digests(Database):
         first of them, i.e. from one poll cycle, whichever process or worker stored them.
         Those already sent stay sent; what a later cycle brings counts afresh."""
         fresh = (
-            col(DeliveryRow.status) == "pending",
-            col(DeliveryRow.kind) == "alert",
+            col(DeliveryRow.status) == DeliveryStatus.PENDING,
+            col(DeliveryRow.kind) == DeliveryKind.ALERT,
             col(DeliveryRow.attempts) == 0,
             col(DeliveryRow.next_attempt_at) <= now,
         )
@@ -125,11 +128,11 @@ class Digests(Database):
             self._insert(DeliveryRow)
             .values(
                 key=f"flood|{channel}|{first}",
-                kind="flood",
+                kind=DeliveryKind.FLOOD,
                 watchlist=watchlist,
                 channel=channel,
                 mentions=[],
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 next_attempt_at=utcnow(),
                 created_at=utcnow(),
             )
@@ -139,7 +142,9 @@ class Digests(Database):
         if made is None:
             return None
         result: Any = s.execute(
-            update(DeliveryRow).where(*cycle).values(status="digested", digest_id=made)
+            update(DeliveryRow)
+            .where(*cycle)
+            .values(status=DeliveryStatus.PENDING.to(DeliveryStatus.DIGESTED), digest_id=made)
         )
         alerts = int(result.rowcount)
         s.execute(
@@ -147,15 +152,16 @@ class Digests(Database):
             .where(col(DeliveryRow.id) == made)
             .values(label=f"{alerts} alerts in one poll cycle")
         )
+        unsent = [status for status in DeliveryStatus if status.unsent]
         # their stories' follow-ups have no thread to go to: the flood message stands for them
         gathered = select(col(DeliveryRow.key)).where(col(DeliveryRow.digest_id) == made)
         s.execute(
             update(DeliveryRow)
             .where(
                 col(DeliveryRow.thread_of).in_(gathered),
-                col(DeliveryRow.status).in_(("pending", "held")),
+                col(DeliveryRow.status).in_(unsent),
             )
-            .values(status="digested", digest_id=made)
+            .values(status=DeliveryStatus.HELD.to(DeliveryStatus.DIGESTED), digest_id=made)
         )
         return Flood(made, channel, watchlist, alerts)
 

@@ -2,7 +2,7 @@
 
 MonitorError
  ├── ConfigError   bad YAML or settings; carries every Problem found (path:line:col)
- ├── FetchError    a feed could not be fetched (names the URL)
+ ├── FetchError    a feed could not be fetched (names the URL; `kind` says why: FetchFailure)
  ├── ParseError    a feed's body is not a feed (names the URL)
  │    └── UnsafeDocument  a body refused unparsed: it could exhaust memory
  ├── StoreError    the database refused or is unreachable
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from monitor.redact import redact
@@ -42,22 +43,41 @@ class ConfigError(MonitorError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class FetchFailure(StrEnum):
+    """Why a fetch failed, decided where it failed (fetch.py): code that must tell failures
+    apart (pages.outcome) reads this; the reason's text is for people."""
+
+    HTTP_STATUS = "http_status"  # the server answered with an error (FetchError.status)
+    TIMEOUT = "timeout"  # a timeout, or the whole fetch's deadline
+    TOO_LARGE = "too_large"  # the body is over the size cap, declared or counted
+    UNSAFE = "unsafe"  # the guard refused every address of the host: none is public
+    BAD_URL = "bad_url"  # a URL that cannot be fetched, or a host in odd numeric form
+    DNS = "dns"  # the host's name did not resolve
+    REFUSED = "refused"  # the connection was refused or reset
+    TLS = "tls"  # the TLS handshake or the certificate failed
+    REDIRECTS = "redirects"  # too many redirects
+    CODING = "coding"  # a content coding we refuse, or a body that does not decode
+    NETWORK = "network"  # any other transport failure
+
+
 class FetchError(MonitorError):
     def __init__(
         self,
         url: str,
         reason: str,
+        kind: FetchFailure,
         status: int | None = None,
         retry_after: timedelta | None = None,
     ) -> None:
         self.url = redact(url)  # people read errors: never a password or a key
         self.reason = redact(reason)
+        self.kind = kind
         self.status = status
         self.retry_after = retry_after
         super().__init__(f"{self.url}: {self.reason}")
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
-        return type(self), (self.url, self.reason, self.status, self.retry_after)
+        return type(self), (self.url, self.reason, self.kind, self.status, self.retry_after)
 
 
 class ParseError(MonitorError):

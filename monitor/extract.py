@@ -16,7 +16,7 @@ import unicodedata
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final
 
-from monitor.models import Fetched, Page
+from monitor.models import Fetched, Page, PageOutcome
 from monitor.parse import tidy
 from monitor.redact import redact
 
@@ -146,11 +146,11 @@ def page(fetched: Fetched, *, max_chars: int = 100_000) -> Page:
     content_type = fetched.headers.get("content-type")
     if not is_html(content_type, fetched.body):
         kind = (content_type or "no Content-Type").split(";")[0].strip()
-        return Page("not_html", error=f"{kind}, {fetched.body[:8]!r}...")
+        return Page(PageOutcome.NOT_HTML, error=f"{kind}, {fetched.body[:8]!r}...")
     text = extract(fetched.body, fetched.url, max_chars=max_chars, charset=charset_of(content_type))
     if text is None:
-        return Page("empty", error="no article text found on the page")
-    return Page("extracted", text)
+        return Page(PageOutcome.EMPTY, error="no article text found on the page")
+    return Page(PageOutcome.EXTRACTED, text)
 
 
 def is_html(content_type: str | None, body: bytes) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -25,7 +26,7 @@ import httpcore
 import httpx
 
 from monitor.config import Settings, numeric_host
-from monitor.errors import FetchError
+from monitor.errors import FetchError, FetchFailure
 from monitor.models import Fetched, http_date
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -64,7 +65,7 @@ def fetch(
         headers["If-Modified-Since"] = last_modified
     problem = numeric_host(urlsplit(url).hostname or "")
     if problem:
-        raise FetchError(url, problem)
+        raise FetchError(url, problem, FetchFailure.BAD_URL)
     started = time.monotonic()
     end = started + deadline
     token = _DEADLINE.set(end)
@@ -105,12 +106,17 @@ def fetch(
                 raise FetchError(
                     url,
                     f"HTTP {resp.status_code} {resp.reason_phrase}".strip(),
+                    FetchFailure.HTTP_STATUS,
                     status=resp.status_code,
                     retry_after=retry_after(resp.headers),
                 )
             declared = resp.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes:
-                raise FetchError(url, f"body of {declared} bytes exceeds the {max_bytes}-byte cap")
+                raise FetchError(
+                    url,
+                    f"body of {declared} bytes exceeds the {max_bytes}-byte cap",
+                    FetchFailure.TOO_LARGE,
+                )
             body = _read_body(resp, url, max_bytes, end, deadline)
             doc_headers = {
                 k.lower(): v for k, v in resp.headers.items() if k.lower() not in _TRANSFER_HEADERS
@@ -131,16 +137,45 @@ def fetch(
             resp.close()
     except httpx.TimeoutException as exc:
         if time.monotonic() >= end - 0.05:
-            raise FetchError(url, _late(deadline)) from exc
-        raise FetchError(url, f"timed out ({type(exc).__name__})") from exc
+            raise FetchError(url, _late(deadline), FetchFailure.TIMEOUT) from exc
+        reason = f"timed out ({type(exc).__name__})"
+        raise FetchError(url, reason, FetchFailure.TIMEOUT) from exc
     except httpx.TooManyRedirects as exc:
-        raise FetchError(url, "too many redirects") from exc
+        raise FetchError(url, "too many redirects", FetchFailure.REDIRECTS) from exc
     except httpx.InvalidURL as exc:
-        raise FetchError(url, f"bad URL: {exc}") from exc
+        raise FetchError(url, f"bad URL: {exc}", FetchFailure.BAD_URL) from exc
     except httpx.HTTPError as exc:
-        raise FetchError(url, f"{type(exc).__name__}: {exc}") from exc
+        raise FetchError(url, f"{type(exc).__name__}: {exc}", _transport_failure(exc)) from exc
     finally:
         _DEADLINE.reset(token)
+
+
+def _transport_failure(exc: BaseException) -> FetchFailure:
+    """What a transport error comes down to, judged by the exceptions under it (httpx
+    raises each from httpcore's, which is raised from the socket's or ssl's, or is one of
+    our backend's _Refused)."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in seen:
+        seen.append(cause)
+        if isinstance(cause, _Refused):
+            return cause.failure
+        if isinstance(cause, ssl.SSLError):
+            return FetchFailure.TLS
+        if isinstance(cause, socket.gaierror):
+            return FetchFailure.DNS
+        if isinstance(cause, ConnectionRefusedError | ConnectionResetError):
+            return FetchFailure.REFUSED
+        cause = cause.__cause__ or cause.__context__
+    return FetchFailure.NETWORK
+
+
+class _Refused(httpcore.ConnectError):
+    """A connection our backend would not make, and why (it reaches FetchError.kind)."""
+
+    def __init__(self, message: str, failure: FetchFailure) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 def _late(deadline: float) -> str:
@@ -177,14 +212,16 @@ def _read_body(
         for chunk in resp.iter_raw():
             received += len(chunk)
             if received > max_bytes:
-                raise FetchError(url, f"body exceeds the {max_bytes}-byte cap")
+                reason = f"body exceeds the {max_bytes}-byte cap"
+                raise FetchError(url, reason, FetchFailure.TOO_LARGE)
             if time.monotonic() > end:
-                raise FetchError(url, _late(deadline))
+                raise FetchError(url, _late(deadline), FetchFailure.TIMEOUT)
             kept.extend(decoder.feed(chunk) if decoder else (chunk,))
         if decoder:
             kept.extend(decoder.finish())
     except (zlib.error, brotli.error) as exc:
-        raise FetchError(url, f"body is not valid {coding}: {exc}") from exc
+        reason = f"body is not valid {coding}: {exc}"
+        raise FetchError(url, reason, FetchFailure.CODING) from exc
     return kept.body()
 
 
@@ -194,9 +231,11 @@ def _coding(headers: httpx.Headers, url: str) -> str | None:
     codings = [c.strip().lower() for c in headers.get("content-encoding", "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if len(codings) > 1:
-        raise FetchError(url, f"refused: more than one content coding ({', '.join(codings)})")
+        reason = f"refused: more than one content coding ({', '.join(codings)})"
+        raise FetchError(url, reason, FetchFailure.CODING)
     if codings and codings[0] not in _CODINGS:
-        raise FetchError(url, f"refused: unsupported content coding {codings[0]!r}")
+        reason = f"refused: unsupported content coding {codings[0]!r}"
+        raise FetchError(url, reason, FetchFailure.CODING)
     return codings[0] if codings else None
 
 
@@ -277,7 +316,8 @@ class _Kept:
         for part in parts:
             self._size += len(part)
             if self._size > self._max:
-                raise FetchError(self._url, f"decoded body exceeds the {self._max}-byte cap")
+                reason = f"decoded body exceeds the {self._max}-byte cap"
+                raise FetchError(self._url, reason, FetchFailure.TOO_LARGE)
             self._parts.append(part)
 
     def body(self) -> bytes:
@@ -295,7 +335,8 @@ def unwrap_gzip(body: bytes, max_bytes: int, url: str) -> bytes:
         kept.extend(decoder.feed(body))
         kept.extend(decoder.finish())
     except zlib.error as exc:
-        raise FetchError(url, f"body looks gzipped but is corrupt: {exc}") from exc
+        reason = f"body looks gzipped but is corrupt: {exc}"
+        raise FetchError(url, reason, FetchFailure.CODING) from exc
     return kept.body()
 
 
@@ -397,7 +438,7 @@ class DeadlineBackend(httpcore.SyncBackend):
     ) -> httpcore.NetworkStream:
         problem = numeric_host(host)
         if problem:
-            raise httpcore.ConnectError(problem)
+            raise _Refused(problem, FetchFailure.BAD_URL)
         failure: Exception | None = None
         for address in self.screen(host, _resolve(host, port, timeout)):
             try:
@@ -409,7 +450,7 @@ class DeadlineBackend(httpcore.SyncBackend):
                 failure = exc
                 continue
             return _DeadlineStream(stream)
-        raise failure or httpcore.ConnectError(f"cannot resolve {host}: no address")
+        raise failure or _Refused(f"cannot resolve {host}: no address", FetchFailure.DNS)
 
     def screen(self, host: str, addresses: list[IPAddress]) -> list[IPAddress]:
         """The addresses `host` resolved to that may be dialled: all of them, unless a
@@ -435,7 +476,7 @@ def _resolve(host: str, port: int, timeout: float | None) -> list[IPAddress]:
     if not answer:
         raise httpcore.ConnectTimeout(f"looking up {host} took longer than {wait:g}s")
     if isinstance(answer[0], OSError):
-        raise httpcore.ConnectError(f"cannot resolve {host}: {answer[0]}")
+        raise _Refused(f"cannot resolve {host}: {answer[0]}", FetchFailure.DNS)
     found: list[IPAddress] = []
     for info in answer[0]:
         address = ipaddress.ip_address(info[4][0])
@@ -499,10 +540,11 @@ class GuardedBackend(DeadlineBackend):
             return addresses
         permitted = [a for a in addresses if is_public(a, self._networks)]
         if not permitted:
-            raise httpcore.ConnectError(
+            raise _Refused(
                 f"refused: {host} resolves to non-public address "
                 f"{', '.join(str(a) for a in addresses)} "
-                "(set allow_private_networks or allowed_hosts to fetch internal feeds)"
+                "(set allow_private_networks or allowed_hosts to fetch internal feeds)",
+                FetchFailure.UNSAFE,
             )
         return permitted
 

@@ -122,34 +122,40 @@ class Entry:
     story_key: str
     link: str | None
     minhash: tuple[int, ...] | None = None  # of the text, for near-duplicate stories
-    page: str | None = None  # how reading its linked page went (PAGE_OUTCOMES); None: not tried
+    page: PageOutcome | None = None  # how reading its linked page went; None: not tried
 
 
-# How reading an item's linked page can go (Page.outcome, ArticleRow.page_outcome, and
-# /metrics' monitor_pages_total{outcome}). Only "extracted" brings text of its own;
-# "reused" takes another fetch's answer for the same link; "skipped" was never fetched
-# (its host had proved too slow this cycle, or the cycle stopped).
-PAGE_OUTCOMES = (
-    "extracted",  # article text found
-    "empty",  # an HTML page, but no article text in it
-    "not_html",  # a PDF, an image, JSON...: by Content-Type or by its first bytes
-    "not_found",  # 404, 410
-    "forbidden",  # 401, 402, 403, 451: a paywall or a bot wall
-    "http_error",  # any other HTTP error
-    "timeout",
-    "too_big",  # over http.max_page_bytes
-    "blocked",  # the SSRF guard refused an address, on some redirect hop
-    "error",  # refused connection, bad TLS, too many redirects...
-    "skipped",
-    "reused",
-)
+class PageOutcome(StrEnum):
+    """How reading an item's linked page went (Page.outcome, ArticleRow.page_outcome, and
+    /metrics' monitor_pages_total{outcome}). Only EXTRACTED brings text of its own; REUSED
+    takes another fetch's answer for the same link; SKIPPED was never fetched (its host
+    had proved too slow this cycle, or the cycle stopped). FETCHED is a page on its way,
+    read but not yet extracted: never stored nor counted."""
+
+    EXTRACTED = "extracted"  # article text found
+    EMPTY = "empty"  # an HTML page, but no article text in it
+    NOT_HTML = "not_html"  # a PDF, an image, JSON...: by Content-Type or by its first bytes
+    NOT_FOUND = "not_found"  # 404, 410
+    FORBIDDEN = "forbidden"  # 401, 402, 403, 451: a paywall or a bot wall
+    HTTP_ERROR = "http_error"  # any other HTTP error
+    TIMEOUT = "timeout"
+    TOO_BIG = "too_big"  # over http.max_page_bytes
+    BLOCKED = "blocked"  # the SSRF guard refused an address, on some redirect hop
+    ERROR = "error"  # refused connection, bad TLS, too many redirects...
+    SKIPPED = "skipped"
+    REUSED = "reused"
+    FETCHED = "fetched"
+
+
+# the outcomes a page ends with: what is stored and counted
+PAGE_OUTCOMES = tuple(o for o in PageOutcome if o is not PageOutcome.FETCHED)
 
 
 @dataclass(frozen=True)
 class Page:
     """How reading one linked page went, and the article text found on it."""
 
-    outcome: str  # one of PAGE_OUTCOMES, or "fetched": read, not yet extracted
+    outcome: PageOutcome
     text: str | None = None
     error: str | None = None  # what failed, for the log
     seconds: float = 0.0  # of CPU, spent extracting it
@@ -219,15 +225,15 @@ class Story:
 class Outgoing:
     """A due delivery with everything a sink needs to render it.
 
-    `kind` is "alert" (one story), "followup" (another outlet's copy of a story already
-    alerted, posted in its thread when `thread_ts` is set) or "digest" (many stories).
+    `kind` says what it posts (DeliveryKind); a follow-up goes in its story's thread when
+    `thread_ts` is set.
     `key` is the delivery's unique key; sinks that can carry it with the message do, so
     a send whose outcome was lost can be found again instead of posted twice.
     """
 
     delivery_id: int
     key: str
-    kind: str
+    kind: DeliveryKind
     watchlist: str
     channel: str
     stories: list[Story]
@@ -336,7 +342,11 @@ class MatchRow(SQLModel, table=True):
 class DeliveryStatus(StrEnum):
     """Where a delivery stands: held (waiting for its digest) -> digested (sent inside
     one), or pending -> sending -> sent, or dead (out of attempts, or refused for good:
-    `monitor alerts --failed`, then `--retry`)."""
+    `monitor alerts --failed`, then `--retry`). A pending or held row that a flood or a
+    digest takes in becomes digested; a send that failed or was lost goes back to pending.
+
+    Every write of a status names its transition (`PENDING.to(SENDING)`), so the machine
+    below is the whole of it: a write it lacks fails at once, in the tests first."""
 
     HELD = "held"
     DIGESTED = "digested"
@@ -344,6 +354,39 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     DEAD = "dead"
+
+    @property
+    def unsent(self) -> bool:
+        """Whether the delivery may still change what it shows (another copy's article)."""
+        return self in (DeliveryStatus.PENDING, DeliveryStatus.HELD)
+
+    def to(self, target: DeliveryStatus) -> DeliveryStatus:
+        """`target`, if a delivery may move there from this state; ValueError otherwise."""
+        if target not in _MOVES[self]:
+            raise ValueError(f"a delivery cannot go from {self} to {target}")
+        return target
+
+
+_MOVES: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.HELD: frozenset({DeliveryStatus.DIGESTED}),
+    DeliveryStatus.PENDING: frozenset({DeliveryStatus.SENDING, DeliveryStatus.DIGESTED}),
+    DeliveryStatus.SENDING: frozenset(
+        {DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.DEAD}
+    ),
+    DeliveryStatus.DEAD: frozenset({DeliveryStatus.PENDING}),
+    DeliveryStatus.SENT: frozenset(),
+    DeliveryStatus.DIGESTED: frozenset(),
+}
+
+
+class DeliveryKind(StrEnum):
+    """What a delivery posts (DeliveryRow.kind, Outgoing.kind)."""
+
+    ALERT = "alert"  # one story
+    FOLLOWUP = "followup"  # another outlet's article of a story already alerted
+    DIGEST = "digest"  # held stories, at a schedule boundary or when quiet hours end
+    FLOOD = "flood"  # one cycle's too many alerts for a channel, in one message
+    NOTICE = "notice"  # a message for operators (ops_channel)
 
 
 class DeliveryRow(SQLModel, table=True):
@@ -361,7 +404,7 @@ class DeliveryRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True, max_length=900)
-    kind: str = Field(default="alert", max_length=10)
+    kind: str = Field(default=DeliveryKind.ALERT, max_length=10)
     match_id: int | None = Field(default=None, foreign_key="match.id", index=True)
     watchlist: str = Field(index=True, max_length=200)
     story_key: str = Field(default="", max_length=600)
@@ -370,7 +413,7 @@ class DeliveryRow(SQLModel, table=True):
     digest_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
     mentions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     label: str = Field(default="", max_length=400)  # a digest's period; a notice's text
-    status: str = Field(default="pending", index=True, max_length=20)
+    status: str = Field(default=DeliveryStatus.PENDING, index=True, max_length=20)
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     attempt_started_at: datetime | None = None

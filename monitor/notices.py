@@ -10,7 +10,7 @@ from sqlmodel import Session, col
 
 from monitor.db import Database
 from monitor.health import Notice
-from monitor.models import DeliveryRow, FeedRow, utcnow
+from monitor.models import DeliveryKind, DeliveryRow, DeliveryStatus, FeedRow, utcnow
 
 
 class Notices(Database):
@@ -39,12 +39,12 @@ class Notices(Database):
             self._insert(DeliveryRow)
             .values(
                 key=key,
-                kind="notice",
+                kind=DeliveryKind.NOTICE,
                 watchlist="",
                 channel=channel,
                 mentions=[],
                 label=text[:400],
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 next_attempt_at=utcnow(),
                 created_at=utcnow(),
             )

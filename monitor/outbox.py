@@ -4,7 +4,7 @@ Rows are written in the same transaction as their match (see Store.save, which c
 `queue`): one per (watchlist, story, channel), and one per other article of the story
 (a follow-up); another feed's copy of the same article adds none. A deliverer claims a
 row (pending -> sending, one attempt counted) before it sends and records the outcome
-after, so a crash between the two leaves a row in "sending": a deliverer checks Slack
+after, so a crash between the two leaves a row sending: a deliverer checks Slack
 for it (the message carries the row's key in its metadata) before posting again.
 """
 
@@ -25,7 +25,9 @@ from monitor.digests import DIGEST_PART
 from monitor.models import (
     ArticleRow,
     ChannelRow,
+    DeliveryKind,
     DeliveryRow,
+    DeliveryStatus,
     FeedRow,
     Item,
     MatchRow,
@@ -61,7 +63,7 @@ def alert_key(watchlist: str, story_key: str, channel: str) -> str:
     return f"{watchlist}|{story_key}|{channel}"
 
 
-UNSENT = ("pending", "held")  # states in which a delivery may still change what it shows
+UNSENT = tuple(s for s in DeliveryStatus if s.unsent)
 
 
 def article_identity(url: str | None, title: str, body: str) -> str:
@@ -79,7 +81,7 @@ class _Copy:
 
     delivery_id: int
     key: str
-    status: str
+    status: DeliveryStatus | None  # None: the new article, not delivered yet
     digest_id: int | None
     match_id: int
     article_id: int
@@ -116,7 +118,7 @@ def queue(
     takes the alert's place, and the article it displaces becomes that follow-up.
     """
     parent_key = alert_key(watchlist, story_key, channel)
-    status = "held" if policy.hold else "pending"
+    status = DeliveryStatus.HELD if policy.hold else DeliveryStatus.PENDING
     row = {
         "watchlist": watchlist,
         "story_key": story_key,
@@ -130,7 +132,7 @@ def queue(
         return len(session.execute(stmt.returning(DeliveryRow.id)).all())
 
     mentions = list(policy.mentions)
-    alert = {"key": parent_key, "kind": "alert", "thread_of": None, "status": status}
+    alert = {"key": parent_key, "kind": DeliveryKind.ALERT, "thread_of": None, "status": status}
     if add({**alert, "match_id": match_id, "mentions": mentions if strength == "about" else []}):
         return 1
     copies = _story(session, watchlist, story_key, channel, match_id)
@@ -159,10 +161,12 @@ def queue(
     else:
         values = {
             "key": f"{parent_key}|also|{copy.article_id}",
-            "kind": "followup",
+            "kind": DeliveryKind.FOLLOWUP,
             "thread_of": parent_key,
             "mentions": [],
-            "status": "held" if parent.status in ("held", "digested") else status,
+            "status": DeliveryStatus.HELD
+            if parent.status in (DeliveryStatus.HELD, DeliveryStatus.DIGESTED)
+            else status,
         }
     return add({**values, "match_id": copy.match_id})
 
@@ -177,7 +181,7 @@ def _story(s: Session, watchlist: str, story_key: str, channel: str, match_id: i
             col(DeliveryRow.watchlist) == watchlist,
             col(DeliveryRow.story_key) == story_key,
             col(DeliveryRow.channel) == channel,
-            col(DeliveryRow.kind).in_(("alert", "followup")),
+            col(DeliveryRow.kind).in_((DeliveryKind.ALERT, DeliveryKind.FOLLOWUP)),
         )
     ).all()
     new = s.execute(
@@ -189,7 +193,7 @@ def _story(s: Session, watchlist: str, story_key: str, channel: str, match_id: i
         _Copy(
             delivery_id=(d.id or 0) if d is not None else 0,
             key=d.key if d is not None else "",
-            status=d.status if d is not None else "",
+            status=DeliveryStatus(d.status) if d is not None else None,
             digest_id=d.digest_id if d is not None else None,
             match_id=m.id or 0,
             article_id=a.id or 0,
@@ -202,10 +206,10 @@ def _story(s: Session, watchlist: str, story_key: str, channel: str, match_id: i
 
 
 def _flooded(s: Session, parent: _Copy) -> bool:
-    if parent.status != "digested" or parent.digest_id is None:
+    if parent.status is not DeliveryStatus.DIGESTED or parent.digest_id is None:
         return False
     kind = s.execute(select(col(DeliveryRow.kind)).where(col(DeliveryRow.id) == parent.digest_id))
-    return kind.scalar() == "flood"
+    return kind.scalar() == DeliveryKind.FLOOD
 
 
 def _rename(s: Session, delivery: _Copy, copy: _Copy, mentions: list[str]) -> bool:
@@ -227,7 +231,8 @@ class Outbox(Database):
         until its parent is sent."""
         out: list[Outgoing] = []
         stmt = select(DeliveryRow).where(
-            col(DeliveryRow.status) == "pending", col(DeliveryRow.next_attempt_at) <= now
+            col(DeliveryRow.status) == DeliveryStatus.PENDING,
+            col(DeliveryRow.next_attempt_at) <= now,
         )
         if channel is not None:
             stmt = stmt.where(col(DeliveryRow.channel) == channel)
@@ -239,21 +244,23 @@ class Outbox(Database):
                     parent = s.execute(
                         select(DeliveryRow).where(col(DeliveryRow.key) == row.thread_of)
                     ).scalar()
-                    if parent is not None and parent.status in ("pending", "sending"):
+                    waiting = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+                    if parent is not None and parent.status in waiting:
                         continue
-                    if parent is not None and parent.status == "sent":
+                    if parent is not None and parent.status == DeliveryStatus.SENT:
                         thread_ts = parent.slack_ts
                 out.append(self._outgoing(s, row, thread_ts))
         return out
 
     def _outgoing(self, s: Session, row: DeliveryRow, thread_ts: str | None) -> Outgoing:
-        if row.kind == "notice":
+        kind = DeliveryKind(row.kind)
+        if kind is DeliveryKind.NOTICE:
             stories: list[Story] = []
-        elif row.kind in ("digest", "flood"):
+        elif kind in (DeliveryKind.DIGEST, DeliveryKind.FLOOD):
             children = select(col(DeliveryRow.match_id)).where(
-                col(DeliveryRow.digest_id) == row.id, col(DeliveryRow.kind) == "alert"
+                col(DeliveryRow.digest_id) == row.id, col(DeliveryRow.kind) == DeliveryKind.ALERT
             )
-            if row.kind == "flood":  # the count is in its label; the first ones are listed
+            if kind is DeliveryKind.FLOOD:  # the count is in its label; the first ones are listed
                 children = children.order_by(col(DeliveryRow.id)).limit(DIGEST_PART)
             stories = self._stories(s, children)
         else:
@@ -261,7 +268,7 @@ class Outbox(Database):
         return Outgoing(
             delivery_id=row.id or 0,
             key=row.key,
-            kind=row.kind,
+            kind=kind,
             watchlist=row.watchlist,
             channel=row.channel,
             stories=stories,
@@ -301,9 +308,12 @@ class Outbox(Database):
         with self._session() as s:
             result: Any = s.execute(
                 update(DeliveryRow)
-                .where(col(DeliveryRow.id) == delivery_id, col(DeliveryRow.status) == "pending")
+                .where(
+                    col(DeliveryRow.id) == delivery_id,
+                    col(DeliveryRow.status) == DeliveryStatus.PENDING,
+                )
                 .values(
-                    status="sending",
+                    status=DeliveryStatus.PENDING.to(DeliveryStatus.SENDING),
                     attempt_started_at=utcnow(),
                     attempts=col(DeliveryRow.attempts) + 1,
                 )
@@ -319,7 +329,7 @@ class Outbox(Database):
                 update(DeliveryRow)
                 .where(col(DeliveryRow.id) == delivery_id)
                 .values(
-                    status="sent",
+                    status=DeliveryStatus.SENDING.to(DeliveryStatus.SENT),
                     slack_ts=sent.ts,
                     channel_id=sent.channel_id,
                     sent_at=utcnow(),
@@ -336,7 +346,9 @@ class Outbox(Database):
                 update(DeliveryRow)
                 .where(col(DeliveryRow.id) == delivery_id)
                 .values(
-                    status="dead" if dead else "pending",
+                    status=DeliveryStatus.SENDING.to(
+                        DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
+                    ),
                     last_error=error[:2000],
                     next_attempt_at=retry_at,
                     attempt_started_at=None,
@@ -351,20 +363,24 @@ class Outbox(Database):
                 update(DeliveryRow)
                 .where(
                     col(DeliveryRow.id) == delivery_id,
-                    col(DeliveryRow.status) == "sending",
+                    col(DeliveryRow.status) == DeliveryStatus.SENDING,
                     col(DeliveryRow.attempts) == attempts,
                 )
-                .values(status="pending", attempt_started_at=None, next_attempt_at=utcnow())
+                .values(
+                    status=DeliveryStatus.SENDING.to(DeliveryStatus.PENDING),
+                    attempt_started_at=None,
+                    next_attempt_at=utcnow(),
+                )
             )
             return bool(result.rowcount == 1)
 
     def unconfirmed(
         self, started_before: datetime | None, channel: str | None = None
     ) -> list[tuple[Outgoing, datetime]]:
-        """Rows left in "sending" (all of them, or those older than a lease; in one channel,
+        """Rows left sending (all of them, or those older than a lease; in one channel,
         if given)."""
         with self._session() as s:
-            stmt = select(DeliveryRow).where(col(DeliveryRow.status) == "sending")
+            stmt = select(DeliveryRow).where(col(DeliveryRow.status) == DeliveryStatus.SENDING)
             if started_before is not None:
                 stmt = stmt.where(col(DeliveryRow.attempt_started_at) < started_before)
             if channel is not None:
@@ -387,8 +403,8 @@ class Outbox(Database):
         stmt = (
             select(col(DeliveryRow.channel))
             .where(
-                ((status == "pending") & (col(DeliveryRow.next_attempt_at) <= now))
-                | ((status == "sending") & (started < started_before))
+                ((status == DeliveryStatus.PENDING) & (col(DeliveryRow.next_attempt_at) <= now))
+                | ((status == DeliveryStatus.SENDING) & (started < started_before))
             )
             .distinct()
         )
@@ -439,10 +455,14 @@ class Outbox(Database):
 
     def retry_dead(self, watchlist: str | None) -> int:
         with self._session() as s:
-            stmt = update(DeliveryRow).where(col(DeliveryRow.status) == "dead")
+            stmt = update(DeliveryRow).where(col(DeliveryRow.status) == DeliveryStatus.DEAD)
             if watchlist:
                 stmt = stmt.where(col(DeliveryRow.watchlist) == watchlist)
             result: Any = s.execute(
-                stmt.values(status="pending", attempts=0, next_attempt_at=utcnow())
+                stmt.values(
+                    status=DeliveryStatus.DEAD.to(DeliveryStatus.PENDING),
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                )
             )
             return int(result.rowcount)

@@ -37,13 +37,13 @@ import httpx
 
 from monitor import extract, fetch
 from monitor.config import FullText, Settings
-from monitor.errors import FetchError
-from monitor.models import Entry, Page
+from monitor.errors import FetchError, FetchFailure
+from monitor.models import Entry, Page, PageOutcome
 from monitor.redact import redact
 
 log = logging.getLogger(__name__)
 _EXTRACTING = threading.Lock()  # one extraction at a time in this process (see above)
-_STOPPED = Page("skipped", error="the poll stopped")
+_STOPPED = Page(PageOutcome.SKIPPED, error="the poll stopped")
 
 
 def wanted(entries: Sequence[Entry], mode: FullText, min_words: int) -> list[Entry]:
@@ -57,23 +57,22 @@ def wanted(entries: Sequence[Entry], mode: FullText, min_words: int) -> list[Ent
     return linked
 
 
-def outcome(exc: FetchError) -> str:
-    """What a failed page fetch counts as (models.PAGE_OUTCOMES)."""
-    reason = exc.reason.lower()
+_FAILED = {
+    FetchFailure.TIMEOUT: PageOutcome.TIMEOUT,
+    FetchFailure.TOO_LARGE: PageOutcome.TOO_BIG,
+    FetchFailure.UNSAFE: PageOutcome.BLOCKED,
+}
+
+
+def outcome(exc: FetchError) -> PageOutcome:
+    """What a failed page fetch counts as, by the kind of its failure."""
     if exc.status in (404, 410):
-        return "not_found"
+        return PageOutcome.NOT_FOUND
     if exc.status in (401, 402, 403, 451):
-        return "forbidden"
+        return PageOutcome.FORBIDDEN
     if exc.status is not None:
-        return "http_error"
-    timed_out = ("timed out", "took longer", "deadline")
-    if isinstance(exc.__cause__, httpx.TimeoutException) or any(t in reason for t in timed_out):
-        return "timeout"
-    if "cap" in reason and "exceeds" in reason:
-        return "too_big"
-    if "refused:" in reason and "non-public address" in reason:
-        return "blocked"
-    return "error"
+        return PageOutcome.HTTP_ERROR
+    return _FAILED.get(exc.kind, PageOutcome.ERROR)
 
 
 @dataclass
@@ -107,7 +106,7 @@ class Pages:
         out: dict[str, Future[Page]] = {}
         for entry in entries:
             if entry.story_key in stored:
-                out[entry.key] = _done(Page("reused", stored[entry.story_key]))
+                out[entry.key] = _done(Page(PageOutcome.REUSED, stored[entry.story_key]))
             elif entry.link:
                 out[entry.key] = self._page(entry.link, entry.story_key)
         return out
@@ -149,7 +148,8 @@ class Pages:
                 job = queue.popleft()
                 spent = self._spent.get(host, 0.0)
             if spent >= self._budget:
-                page = Page("skipped", error=f"{host} took {spent:.0f}s of fetching this round")
+                error = f"{host} took {spent:.0f}s of fetching this round"
+                page = Page(PageOutcome.SKIPPED, error=error)
             else:
                 page = self._fetch(job)
             job.future.set_result(page)
@@ -171,13 +171,13 @@ class Pages:
                     with self._lock:
                         spent = self._spent.get(job.host, 0.0)
                         self._spent[job.host] = spent + time.monotonic() - started
-            page = Page("fetched", fetched=fetched)
+            page = Page(PageOutcome.FETCHED, fetched=fetched)
         except FetchError as exc:
             page = Page(outcome(exc), error=exc.reason)
         except Exception as exc:  # noqa: BLE001 - a page must never cost its item
             url, error = redact(job.url), redact(repr(exc))
             log.error("page crashed", extra={"url": url, "error": error}, exc_info=exc)
-            page = Page("error", error=error)
+            page = Page(PageOutcome.ERROR, error=error)
         if page.fetched is None:
             log.debug(
                 "page not read",
@@ -225,13 +225,14 @@ def extracted(page: Page) -> Page:
         cpu = time.thread_time()  # not wall time: other threads hold the GIL too
         done = extract.page(page.fetched)
         seconds = time.thread_time() - cpu
-    if done.outcome != "extracted":
+    if done.outcome != PageOutcome.EXTRACTED:
         log.debug(
             "page not read",
             extra={"url": redact(page.fetched.url), "outcome": done.outcome, "error": done.error},
         )
     # a link another feed asked for first is counted once, as that feed's fetch
-    outcome = "reused" if page.outcome == "reused" and done.text else done.outcome
+    reused = page.outcome == PageOutcome.REUSED and done.text
+    outcome = PageOutcome.REUSED if reused else done.outcome
     return Page(outcome, done.text, done.error, seconds)
 
 
@@ -266,7 +267,9 @@ def _reused(known: Future[Page]) -> Future[Page]:
     future: Future[Page] = Future()
     known.add_done_callback(
         lambda done: future.set_result(
-            replace(done.result(), outcome="reused") if done.result().fetched else done.result()
+            replace(done.result(), outcome=PageOutcome.REUSED)
+            if done.result().fetched
+            else done.result()
         )
     )
     return future

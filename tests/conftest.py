@@ -15,6 +15,17 @@ from tests.servers import FakeSlack, FeedServer, running
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PG_URL = os.environ.get("MONITOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Under CI a test that needs PostgreSQL fails without it: a green run must have run them all.
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `postgres` every test that asks for the pg_url fixture, so none can forget it
+    (any_db_url's PostgreSQL case carries the mark on its parameter)."""
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
 
 US_CHINA: dict[str, Any] = {
     "name": "us-china",
@@ -97,7 +108,10 @@ def pg_url() -> Iterator[str]:
             schema = f"t_{uuid.uuid4().hex[:12]}"
             conn.execute(text(f"CREATE SCHEMA {schema}"))
     except OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {PG_URL} ({str(exc).splitlines()[0]})")
+        missing = f"no PostgreSQL at {PG_URL} ({str(exc).splitlines()[0]})"
+        if CI:
+            pytest.fail(f"{missing}: CI=true requires it (.ci/run starts it)", pytrace=False)
+        pytest.skip(missing)
     try:
         yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     finally:
@@ -106,7 +120,7 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"

@@ -105,6 +105,7 @@ sys.exit(main(["--config", sys.argv[2], "poll"]))
 """
 
 
+@pytest.mark.slow  # two polls as processes
 def test_two_polls_started_at_once_on_a_new_database(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:

@@ -49,6 +49,7 @@ def titles(slack: FakeSlack) -> Counter[str]:
     return Counter(str(m["text"]).split(" https://")[0] for m in slack.messages)
 
 
+@pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
 def test_a_burst_is_paced_per_channel_and_never_rate_limited(
     feed_server: FeedServer, slack_env: FakeSlack, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_a_burst_is_paced_per_channel_and_never_rate_limited(
     assert took >= 60 * 0.03  # the pace held: 60 posts a channel at 30ms apart
 
 
+@pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
 def test_flaky_slack_ends_with_every_message_exactly_once(
     feed_server: FeedServer, slack_env: FakeSlack, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_a_lost_answer_is_found_in_the_channel_not_posted_twice(
     assert all(r["slack_ts"] for r in rows)
 
 
+@pytest.mark.slow  # a soak: about a minute and a half each
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_during_delivery_then_restart_sends_each_message_once(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path, seed: int
@@ -414,6 +417,7 @@ def crash_mid_send(
         pytest.param(Reply(status=500, hang=5), id="while-a-post-hangs-unanswered"),
     ],
 )
+@pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
 def test_killed_mid_send_the_alert_comes_once_soon_after_restart(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path, reply: Reply
 ) -> None:
@@ -422,6 +426,7 @@ def test_killed_mid_send_the_alert_comes_once_soon_after_restart(
     assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
 
 
+@pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
 def test_killed_while_a_post_is_landing_the_restart_finds_it_and_posts_nothing(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:

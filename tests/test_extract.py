@@ -47,6 +47,7 @@ def corpus_pages() -> list[Path]:
     return sorted(p for p in ARTICLES.iterdir() if (p / "source.html").is_file())
 
 
+@pytest.mark.corpus
 def test_corpus_keeps_the_article_and_little_else() -> None:
     rows = []
     extract(b"<html><body><p>warm up</p></body></html>", URL)  # the first call loads data

@@ -14,7 +14,7 @@ import pytest
 
 from monitor import config as config_mod
 from monitor.cli import main
-from monitor.errors import FetchError
+from monitor.errors import FetchError, FetchFailure
 from monitor.fetch import (
     GuardedBackend,
     GuardedTransport,
@@ -43,8 +43,12 @@ def guarded(**kw: object) -> httpx.Client:
 
 def test_private_addresses_are_refused_by_default(feed_server: FeedServer) -> None:
     feed_server.routes["/f.xml"] = Route(rss(ITEMS))
-    with guarded() as client, pytest.raises(FetchError, match="refused: 127.0.0.1 resolves to"):
+    with (
+        guarded() as client,
+        pytest.raises(FetchError, match="refused: 127.0.0.1 resolves to") as info,
+    ):
         fetch(client, feed_server.url("/f.xml"), max_bytes=10**6, deadline=5)
+    assert info.value.kind is FetchFailure.UNSAFE
 
 
 def test_the_guard_holds_on_every_redirect_hop(feed_server: FeedServer) -> None:

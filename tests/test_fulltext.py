@@ -116,6 +116,8 @@ def db(monkeypatch: pytest.MonkeyPatch, db_url: str) -> str:
     return db_url
 
 
+@pytest.mark.corpus
+@pytest.mark.slow
 def test_corpus_pages_are_read_through_the_service(
     feed_server: FeedServer, tmp_path: Path, db: str
 ) -> None:
@@ -136,6 +138,8 @@ def test_corpus_pages_are_read_through_the_service(
     assert all(feed_server.hits[f"/articles/{p.name}/"] == 1 for p in pages)
 
 
+@pytest.mark.corpus
+@pytest.mark.slow
 def test_a_headline_only_feed_alerts_on_the_article_not_on_its_menu(
     feed_server: FeedServer, tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -207,6 +211,7 @@ def _failing_routes() -> dict[str, tuple[Route, str]]:
     }
 
 
+@pytest.mark.slow
 def test_failing_pages_leave_their_items_matched_on_the_feed_text(
     feed_server: FeedServer, tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -261,6 +266,7 @@ def test_failing_pages_leave_their_items_matched_on_the_feed_text(
     assert "PAGES 1D" in table and f"1/{len(routes)}" in table
 
 
+@pytest.mark.slow
 def test_a_slow_publisher_costs_its_feed_a_bounded_time(
     feed_server: FeedServer, tmp_path: Path, db: str
 ) -> None:
@@ -416,6 +422,7 @@ def test_modes_backfill_and_each_page_fetched_once(
     assert _articles(db)[shared].page_text == copies[0].page_text
 
 
+@pytest.mark.slow
 def test_pass_workers_read_pages_and_metrics_count_the_outcomes(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -455,6 +462,7 @@ def test_pass_workers_read_pages_and_metrics_count_the_outcomes(
     assert all(feed_server.hits[f"/story/{i}"] == 1 for i in range(1, POOL_FROM, 2))
 
 
+@pytest.mark.corpus
 def test_explain_an_article_page_shows_the_hits_in_its_text(
     feed_server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -484,6 +492,7 @@ def _peak_of_poll(cfg: Path, db_url: str, tmp_path: Path) -> float:
     return int(peak.read_text()) / 1024
 
 
+@pytest.mark.slow
 def test_peak_memory_of_a_poll_reading_hostile_pages_is_bounded(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:

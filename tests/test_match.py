@@ -908,6 +908,7 @@ OTHER_LANGUAGES = """heise-2018-rss090.rdf golem-de-2017-iso8859-1.xml wdr-duess
     repubblica-home-2011.xml fz-se-2017.xml""".split()
 
 
+@pytest.mark.corpus
 def test_feeds_in_other_languages_are_matched_without_errors() -> None:
     """The real-world corpus feeds in German, French, Slovak, Urdu, Chinese, Japanese,
     Russian, Ukrainian, Hebrew, Turkish, Portuguese, Italian and Swedish, through the

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import spacy
@@ -255,7 +256,16 @@ def test_another_outlets_report_of_the_event_goes_into_the_storys_thread(
 
 DATA = Path(__file__).parent / "data" / "realworld"
 CORPUS = SHARED / "corpus" / "realworld"
-corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
+Test = TypeVar("Test", bound=Callable[..., None])
+
+
+def corpus(test: Test) -> Test:
+    """A test of figures over the whole shared corpus: a corpus and slow one, skipped where
+    the corpus is missing."""
+    missing = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
+    return pytest.mark.slow(pytest.mark.corpus(missing(test)))
+
+
 # Figures reached (issue 20); the targets are in the strict xfails below.
 SENSE_FLOOR = (0.50, 0.04)  # share of false alarms removed; recall lost at most
 EVENT_FLOOR = 0.54  # extra top-level messages at most, as a share of one-per-article's

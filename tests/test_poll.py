@@ -16,7 +16,7 @@ import pytest
 
 from monitor import config as config_mod
 from monitor.config import Settings
-from monitor.errors import FetchError
+from monitor.errors import FetchError, FetchFailure
 from monitor.fetch import fetch, http_client
 from tests.conftest import write_config
 from tests.servers import FeedServer, RawServer, Route, rss, running, trickle_headers
@@ -81,8 +81,11 @@ def test_stray_gzip_body_is_unwrapped(client: httpx.Client, feed_server: FeedSer
 
 def test_size_cap(client: httpx.Client, feed_server: FeedServer) -> None:
     feed_server.routes["/big"] = Route(b"x" * 5000)
-    with pytest.raises(FetchError, match=r"/big: body of 5000 bytes exceeds the 1000-byte cap"):
+    with pytest.raises(
+        FetchError, match=r"/big: body of 5000 bytes exceeds the 1000-byte cap"
+    ) as info:
         fetch(client, feed_server.url("/big"), max_bytes=1000, deadline=5)
+    assert info.value.kind is FetchFailure.TOO_LARGE
 
 
 def test_gzip_bomb_is_capped(client: httpx.Client, feed_server: FeedServer) -> None:
@@ -105,26 +108,29 @@ def test_redirects_are_followed_and_base_url_reported(
 
 def test_redirect_loop(client: httpx.Client, feed_server: FeedServer) -> None:
     feed_server.routes["/loop"] = Route(b"", status=302, headers={"Location": "/loop"})
-    with pytest.raises(FetchError, match="too many redirects"):
+    with pytest.raises(FetchError, match="too many redirects") as info:
         fetch(client, feed_server.url("/loop"), max_bytes=10**6, deadline=5)
+    assert info.value.kind is FetchFailure.REDIRECTS
 
 
 def test_http_error_names_url_and_status(client: httpx.Client, feed_server: FeedServer) -> None:
     with pytest.raises(FetchError) as info:
         fetch(client, feed_server.url("/missing"), max_bytes=10**6, deadline=5)
-    assert info.value.status == 404
+    assert info.value.status == 404 and info.value.kind is FetchFailure.HTTP_STATUS
     assert str(info.value) == f"{feed_server.url('/missing')}: HTTP 404 Not Found"
 
 
 def test_timeout(client: httpx.Client, feed_server: FeedServer) -> None:
     feed_server.routes["/slow"] = Route(BODY, delay=3)
-    with pytest.raises(FetchError, match="timed out"):
+    with pytest.raises(FetchError, match="timed out") as info:
         fetch(client, feed_server.url("/slow"), max_bytes=10**6, deadline=5)
+    assert info.value.kind is FetchFailure.TIMEOUT
 
 
 def test_connection_refused(client: httpx.Client) -> None:
-    with pytest.raises(FetchError, match=r"^http://127.0.0.1:9/x: ConnectError"):
+    with pytest.raises(FetchError, match=r"^http://127.0.0.1:9/x: ConnectError") as info:
         fetch(client, "http://127.0.0.1:9/x", max_bytes=10**6, deadline=5)
+    assert info.value.kind is FetchFailure.REFUSED
 
 
 def _brotli_bomb(total: int = 1 << 30) -> bytes:

@@ -127,6 +127,7 @@ def scalar(db: str, sql: str) -> Any:
         engine.dispose()
 
 
+@pytest.mark.slow  # workers as processes, over several ticks
 def test_three_workers_share_200_feeds_and_alert_each_story_once(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:
@@ -155,6 +156,7 @@ def test_three_workers_share_200_feeds_and_alert_each_story_once(
     assert scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
 
 
+@pytest.mark.slow  # workers as processes, over several ticks
 def test_a_killed_worker_leaves_its_feeds_to_the_others(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:
@@ -186,6 +188,7 @@ def test_a_killed_worker_leaves_its_feeds_to_the_others(
     assert scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
 
 
+@pytest.mark.slow  # workers as processes, over several ticks
 def test_a_worker_killed_while_posting_never_doubles_an_alert(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:
@@ -267,6 +270,7 @@ def test_workers_starting_together_create_the_queue_tables_once(pg_url: str) -> 
     assert scalar(pg_url, "SELECT count(*) FROM procrastinate_jobs") == 0
 
 
+@pytest.mark.slow  # workers as processes, over several ticks
 def test_a_queue_worker_applies_an_edited_watchlist_without_a_restart(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:
@@ -336,6 +340,7 @@ def test_failed_jobs_are_kept_three_days_then_forgotten(pg_url: str, tmp_path: P
     assert scalar(pg_url, "SELECT array_agg(id) FROM procrastinate_jobs") == [recent]
 
 
+@pytest.mark.slow  # workers as processes, over several ticks
 def test_a_worker_killed_in_a_rate_limit_wait_is_replaced_and_its_alert_comes_once_soon(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:
@@ -370,6 +375,7 @@ def test_a_worker_killed_in_a_rate_limit_wait_is_replaced_and_its_alert_comes_on
     assert "cannot check" not in taken_over and "unconfirmed send will be posted" in taken_over
 
 
+@pytest.mark.slow  # workers as processes, over several ticks
 def test_a_flood_is_one_message_in_queue_mode(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:

@@ -35,6 +35,8 @@ CORPUS = SHARED / "corpus" / "realworld"
 FLOOR = (0.975, 0.97)
 CLASSES = ("plain", "letters", "name-forms", "short-forms", "topics", "scripts", "trap")
 
+pytestmark = [pytest.mark.corpus, pytest.mark.slow]  # the whole labelled set, every watchlist
+
 if not CORPUS.is_dir():
     pytest.skip(f"no shared corpus at {CORPUS}", allow_module_level=True)
 

@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
+
+pytestmark = pytest.mark.slow  # `monitor run` as a process, over several ticks
 
 ITEMS = [
     {"title": f"Qin Gang update {i}", "link": f"https://n.example/{i}", "guid": str(i)}

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
 
@@ -113,6 +115,7 @@ def test_a_poll_with_many_changed_feeds_hands_them_to_pass_workers(
     assert alerts == [] and loaded == [] and "pass workers starting" not in log
 
 
+@pytest.mark.slow  # polls as processes, killed and run again
 def test_polls_killed_at_random_moments_lose_and_double_nothing(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -164,6 +167,7 @@ def pass_workers(root: int) -> list[int]:
     return [pid for pid, ppid in parents.items() if ppid in servers]
 
 
+@pytest.mark.slow  # polls as processes, killed and run again
 def test_a_pass_worker_killed_mid_poll_costs_only_its_own_feed(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:

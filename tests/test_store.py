@@ -22,6 +22,7 @@ from monitor.errors import StoreError
 from monitor.feeds import FeedStore
 from monitor.models import (
     DeliveryRow,
+    DeliveryStatus,
     Entry,
     FetchResult,
     Hit,
@@ -565,3 +566,17 @@ def test_a_lock_session_that_drops_takes_its_shared_locks_again(pg_url: str) -> 
         worker.close()
         single.close()
         engine.dispose()
+
+
+def test_the_delivery_state_machine() -> None:
+    """What the outbox may write, and what it may not: sent and digested are final, and
+    nothing skips the claim (pending -> sending) on its way out."""
+    status = DeliveryStatus
+    assert status.PENDING.to(status.SENDING) is status.SENDING
+    assert status.SENDING.to(status.PENDING) is status.PENDING  # a failed or lost send
+    for final in (status.SENT, status.DIGESTED):
+        with pytest.raises(ValueError, match="cannot go from"):
+            final.to(status.PENDING)
+    with pytest.raises(ValueError, match="cannot go from held to sending"):
+        status.HELD.to(status.SENDING)
+    assert [s for s in status if s.unsent] == [status.HELD, status.PENDING]

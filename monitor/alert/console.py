@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from typing import TextIO
 
-from monitor.models import Outgoing, Sent
+from monitor.models import DeliveryKind, Outgoing, Sent
 
 
 class ConsoleAlerter:
@@ -20,18 +20,19 @@ class ConsoleAlerter:
     def send(self, out: Outgoing) -> Sent:
         stream = self._stream or sys.stdout
         prefix = f"[{out.watchlist} -> {out.channel}]"
-        if out.kind == "notice":
+        if out.kind == DeliveryKind.NOTICE:
             stream.write(f"{prefix} {out.label}\n")
-        if out.kind == "digest":
+        if out.kind == DeliveryKind.DIGEST:
             stream.write(f"{prefix} digest {out.label}: {len(out.stories)} stories\n")
-        if out.kind == "flood":
+        if out.kind == DeliveryKind.FLOOD:
             stream.write(
                 f"{prefix} flood: {out.label}; the first {len(out.stories)}, "
                 f"all in `monitor matches`:\n"
             )
         for story in out.stories:
             line = " ".join(f"{story.title} {story.url or ''}".split())
-            lead = "  also reported by " + story.feed + ":" if out.kind == "followup" else ""
+            followup = out.kind == DeliveryKind.FOLLOWUP
+            lead = "  also reported by " + story.feed + ":" if followup else ""
             stream.write(
                 f"{prefix}{lead} {line} (matched: {', '.join(story.matched)}; "
                 f"{story.strength}; feed: {story.feed})\n"

@@ -39,7 +39,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.webhook import WebhookClient
 
 from monitor.errors import AlertError
-from monitor.models import Outgoing, Sent, Story
+from monitor.models import DeliveryKind, Outgoing, Sent, Story
 
 EVENT_TYPE = "monitor_alert"
 # Errors that no retry can fix: someone has to change Slack or the config.
@@ -241,12 +241,12 @@ def as_json(blocks: Sequence[Block]) -> list[dict[str, Any]]:
 
 
 def _render(out: Outgoing) -> tuple[str, list[Block]]:
-    if out.kind in ("digest", "flood"):
+    if out.kind in (DeliveryKind.DIGEST, DeliveryKind.FLOOD):
         return _render_listing(out)
-    if out.kind == "notice":
+    if out.kind == DeliveryKind.NOTICE:
         return fit([Plain(out.label)], TEXT_MAX), [_section(Mark(":warning: "), Plain(out.label))]
     [story] = out.stories[:1] or [Story("(story unavailable)", None, "", None, [], "", [])]
-    if out.kind == "followup":
+    if out.kind == DeliveryKind.FOLLOWUP:
         also: list[Piece] = [
             Mark("Also reported by "),
             Plain(story.feed, bold=True),
@@ -293,7 +293,7 @@ def _entry(story: Story) -> str:
 def _render_listing(out: Outgoing) -> tuple[str, list[Block]]:
     """A digest (the period's stories by entity or topic) or a flood (its count, then
     the first ones, and where to find them all)."""
-    if out.kind == "flood":
+    if out.kind == DeliveryKind.FLOOD:
         title = f"{out.watchlist}: {out.label}"
         listed = "`monitor matches`"
         if ", " not in out.watchlist:  # one watchlist (a flood may span a channel's several)
