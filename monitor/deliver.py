@@ -5,9 +5,10 @@ unknown.
 Retries after a fault, the one rule for them:
 
 - A failure of the message (Slack refuses it for good, or `max_attempts` are spent)
-  makes it dead. Any other failure (Slack unreachable, 5xx, 429, an outcome lost and
-  not found) holds the delivery back with exponential backoff (`retry_delay`), which
-  only spaces retries while the fault lasts.
+  makes it dead. A rate limit (429) waits out Slack's Retry-After, untouched by what
+  follows. Any other failure (Slack unreachable, 5xx, an outcome lost and not found)
+  holds the delivery back with exponential backoff (`retry_delay`), which only spaces
+  retries while the fault lasts.
 - While deliveries are held back, a pass with nothing due probes with the one due
   soonest, at most once a `probe_every` (the service's tick) in each process; a probe
   that fails spends no attempt, so an outage's length never turns alerts dead.
@@ -416,6 +417,7 @@ class Deliverer:
                 dead=dead,
                 retry_at=retry_at,
                 refund=attempts < out.attempts,
+                rate_limited=bool(exc.retry_after),
             )
         except DatabaseUnavailable:
             self._recovery.keep(out, None)

@@ -62,6 +62,9 @@ def alert_key(watchlist: str, story_key: str, channel: str) -> str:
 
 
 UNSENT = ("pending", "held")  # states in which a delivery may still change what it shows
+# how last_error begins for a delivery that waits out a rate limit: Slack's own word on
+# when to come back, which neither a probe nor the end of a fault overrides
+RATE_LIMITED = "rate limited: "
 
 
 def article_identity(url: str | None, title: str, body: str) -> str:
@@ -221,6 +224,12 @@ def _rename(s: Session, delivery: _Copy, copy: _Copy, mentions: list[str]) -> bo
     return bool(result.rowcount == 1)
 
 
+def _held_by_failure() -> Any:
+    """A pending delivery's failed attempt (not a rate limit) set its next attempt."""
+    error = col(DeliveryRow.last_error)
+    return error.is_not(None) & ~error.startswith(RATE_LIMITED)
+
+
 class Outbox(Database):
     def due(
         self, now: datetime, limit: int = 100, channel: str | None = None, held: bool = False
@@ -232,9 +241,7 @@ class Outbox(Database):
         pending = col(DeliveryRow.status) == "pending"
         at = col(DeliveryRow.next_attempt_at)
         if held:
-            stmt = select(DeliveryRow).where(
-                pending, at > now, col(DeliveryRow.last_error).is_not(None)
-            )
+            stmt = select(DeliveryRow).where(pending, at > now, _held_by_failure())
             stmt = stmt.order_by(at, col(DeliveryRow.id))
         else:
             stmt = select(DeliveryRow).where(pending, at <= now).order_by(col(DeliveryRow.id))
@@ -347,11 +354,13 @@ class Outbox(Database):
         dead: bool,
         retry_at: datetime,
         refund: bool = False,
+        rate_limited: bool = False,
     ) -> None:
-        """Records a failed attempt; `refund`: it spends none (a probe, see deliver.py)."""
+        """Records a failed attempt; `refund`: it spends none (a probe, see deliver.py);
+        `rate_limited`: `retry_at` is the sink's word, kept whatever happens meanwhile."""
         values: dict[str, Any] = {
             "status": "dead" if dead else "pending",
-            "last_error": error[:2000],
+            "last_error": ((RATE_LIMITED if rate_limited else "") + error)[:2000],
             "next_attempt_at": retry_at,
             "attempt_started_at": None,
         }
@@ -368,7 +377,7 @@ class Outbox(Database):
                 .where(
                     col(DeliveryRow.status) == "pending",
                     col(DeliveryRow.next_attempt_at) > now,
-                    col(DeliveryRow.last_error).is_not(None),
+                    _held_by_failure(),
                 )
                 .values(next_attempt_at=now)
             )
@@ -421,7 +430,7 @@ class Outbox(Database):
         waiting = (status == "pending") & (col(DeliveryRow.next_attempt_at) <= now)
         if held:
             waiting = (status == "pending") & (
-                (col(DeliveryRow.next_attempt_at) <= now) | col(DeliveryRow.last_error).is_not(None)
+                (col(DeliveryRow.next_attempt_at) <= now) | _held_by_failure()
             )
         stmt = (
             select(col(DeliveryRow.channel))

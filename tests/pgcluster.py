@@ -46,13 +46,19 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _ctl(self, *args: str, timeout: float = 120) -> None:
-        subprocess.run(
-            [*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), *args],
-            check=True,
+    def _ctl(self, *args: str, timeout: float = 300) -> None:
+        """pg_ctl, waiting up to `timeout` (a loaded machine checkpoints slowly); a failure
+        says pg_ctl's words and the end of the server's log."""
+        done = subprocess.run(
+            [*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-t", str(int(timeout))]
+            + list(args),
             capture_output=True,
-            timeout=timeout,
+            text=True,
+            timeout=timeout + 30,
         )
+        if done.returncode != 0:
+            server = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"pg_ctl {' '.join(args)}: {done.stdout}{done.stderr}\n{server}")
 
     def init(self) -> PrivatePostgres:
         subprocess.run(
@@ -81,6 +87,6 @@ class PrivatePostgres:
         self._ctl("-o", self._options(), "-l", str(self.log), "-m", "fast", "-w", "restart")
 
     def destroy(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+        with contextlib.suppress(RuntimeError):  # not running
             self._ctl("-m", "immediate", "-w", "stop", timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
