@@ -18,20 +18,27 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from monitor.db import Database
-from monitor.errors import DatabaseUnavailable
+from monitor.config import DeliverySettings
+from monitor.db import Database, make_engine, migrate
+from monitor.deliver import Deliverer, Recovery
+from monitor.errors import AlertError, DatabaseUnavailable
+from monitor.models import Outgoing, Sent, utcnow
 from monitor.outage import DbState, unavailable, watch_of
+from monitor.outbox import Outbox
+from monitor.store import Store
 from tests.conftest import write_config
 from tests.pgcluster import PrivatePostgres, binaries, free_port
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 from tests.test_queue import stop_all
 from tests.test_run import wait_for
+from tests.test_store import entry, feeds, result, save
 
 # one person, watchlist and channel per feed: another feed's story on the same person
 # would join the first as a follow-up (events.py), and these tests count top-level alerts
@@ -322,3 +329,67 @@ def test_only_a_database_out_of_reach_counts_as_an_outage() -> None:
     wrapped = RuntimeError("job failed")
     wrapped.__cause__ = psycopg.errors.CannotConnectNow("the database system is starting up")
     assert unavailable(wrapped)
+
+
+class Flaky:
+    """A sink that fails every send with `fail` while it is set, as Slack in an outage."""
+
+    name = "flaky"
+    paced = False
+
+    def __init__(self) -> None:
+        self.fail: AlertError | None = None
+        self.landed: list[int] = []
+
+    def send(self, out: Outgoing) -> Sent:
+        if self.fail is not None:
+            raise self.fail
+        self.landed.append(out.delivery_id)
+        return Sent(f"{1700000000 + len(self.landed)}.000001", "C1")
+
+    def find(self, out: Outgoing, since: datetime) -> Sent | None:
+        return None
+
+
+def test_held_deliveries_are_probed_for_free_and_all_due_once_a_send_lands(
+    tmp_path: Path,
+) -> None:
+    """deliver.py's rule, step by step: a path fault backs off; a probe that fails spends
+    no attempt; the first send that lands makes every delivery held by a failure due at
+    once, but not one waiting out a rate limit."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    store, outbox = Store(engine), Outbox(engine)
+    [feed] = feeds(store, "world")
+    save(store, feed, entry("1", "https://n.example/a", "Qin Gang missing"))
+    save(store, feed, entry("2", "https://n.example/b", "Rates"), result("other", "#other"))
+    sink = Flaky()
+    policy = DeliverySettings(retry_base=timedelta(minutes=10), retry_max=timedelta(hours=1))
+    deliverer = Deliverer(outbox, sink, policy, recovery=Recovery(timedelta(0)))
+    first, second = (o.delivery_id for o in outbox.due(utcnow()))
+
+    sink.fail = AlertError("slack: internal_error (HTTP 500)")
+    report = deliverer.run()
+    assert report.failed == 1  # the pass ends at the fault: the other was not tried
+    assert [o.delivery_id for o in outbox.due(utcnow())] == [second]
+    sink.fail = AlertError("slack: ratelimited (HTTP 429)", retry_after=600)
+    no_probe = Recovery(timedelta(hours=1))
+    assert no_probe.may_probe()  # its one probe this hour, spent
+    Deliverer(outbox, sink, policy, recovery=no_probe).run()
+    assert outbox.due(utcnow()) == []
+    # both held: the 500 one by a failure, the 429 one by Slack's word
+    [held] = outbox.due(utcnow(), held=True)
+    assert held.delivery_id == first and held.attempts == 1
+    sink.fail = AlertError("slack: internal_error (HTTP 500)")
+    assert deliverer.run().failed == 1  # the probe
+    [held] = outbox.due(utcnow(), held=True)
+    assert held.attempts == 1, "a failed probe spends no attempt"
+
+    sink.fail = None
+    save(store, feed, entry("3", "https://n.example/c", "Qin Gang back"))
+    report = deliverer.run()
+    # the new one lands, and the one held by the 500 goes right after it
+    assert report.sent == 2 and sink.landed[1:] == [first] and second not in sink.landed
+    assert outbox.due(utcnow()) == []  # the rate-limited one waits out its Retry-After
+    assert [o.delivery_id for o in outbox.due(utcnow() + timedelta(hours=2))] == [second]
+    engine.dispose()
