@@ -70,14 +70,15 @@ def worker(cfg: Path, slack: FakeSlack, db: str, log: Path) -> subprocess.Popen[
 
 
 def faults(pg: PrivatePostgres, slack: FakeSlack, seconds: float, done: threading.Event) -> None:
-    """The schedule, as fractions of the run: restart, Slack down, stop-start, restart."""
+    """The schedule, as fractions of the run: restart, Slack down, stop-start (longer
+    than the pools' 30 s timeout at the default length), restart."""
     plan: list[tuple[float, str]] = [
-        (0.15, "restart"),
-        (0.35, "slack down"),
-        (0.50, "slack up"),
-        (0.60, "stop"),
-        (0.72, "start"),
-        (0.85, "restart"),
+        (0.10, "restart"),
+        (0.25, "slack down"),
+        (0.40, "slack up"),
+        (0.50, "stop"),
+        (0.78, "start"),
+        (0.90, "restart"),
     ]
     started = time.monotonic()
     for at, what in plan:
