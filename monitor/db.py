@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
-from monitor.errors import StoreError, UsageError
+from monitor.errors import DatabaseUnavailable, StoreError, UsageError
+from monitor.outage import first_line, unavailable, watch_of
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 
 def make_engine(url: str) -> Engine:
     """SQLite gets WAL and a busy timeout so the scheduler's jobs and CLI readers coexist;
-    a plain postgresql:// URL means psycopg 3, the driver we ship."""
+    a plain postgresql:// URL means psycopg 3, the driver we ship, with a connect timeout
+    so a host gone silent fails a connection in seconds. Every engine has its outage
+    watch (outage.watch_of)."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -52,7 +55,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
     else:
-        engine = create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    watch_of(engine)
     return engine
 
 
@@ -197,13 +201,20 @@ class Database:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            raise _store_error("database error", exc) from exc
 
     def _insert(self, model: type[SQLModel] | Table) -> Any:
         """INSERT that understands ON CONFLICT DO NOTHING on both databases (from the
         engine's own dialect: importing PostgreSQL's for SQLite costs start-up time)."""
         name = "postgresql" if self.engine.dialect.name == "postgresql" else "sqlite"
         return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(model)
+
+
+def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:
+    """DatabaseUnavailable when the database is away (waited out, quietly), else StoreError."""
+    if unavailable(exc):
+        return DatabaseUnavailable(f"{what}: database unavailable: {first_line(exc)}")
+    return StoreError(f"{what}: {exc}")
 
 
 class Lock(Protocol):
@@ -272,7 +283,7 @@ class LockSession:
         digest = hashlib.blake2b(f"monitor:{self._schema}:{name}".encode(), digest_size=8)
         return int.from_bytes(digest.digest(), "big", signed=True)
 
-    def _execute(self, function: str, name: str) -> bool:
+    def _open(self) -> Connection:
         if self._connection is None:
             self._connection = self._engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
@@ -282,12 +293,17 @@ class LockSession:
                 self._connection.execute(
                     text("SELECT pg_advisory_lock_shared(:key)"), {"key": self._key(held)}
                 )
-        result = self._connection.execute(
-            text(f"SELECT {function}(:key)"), {"key": self._key(name)}
-        )
+        return self._connection
+
+    def _execute(self, function: str | None, name: str) -> bool:
+        if function is None:
+            self._open().execute(text("SELECT 1"))
+            return True
+        result = self._open().execute(text(f"SELECT {function}(:key)"), {"key": self._key(name)})
         return result.scalar() is not False
 
-    def call(self, function: str, name: str) -> bool:
+    def call(self, function: str | None, name: str) -> bool:
+        """`function` on the lock `name`; None: only a round trip."""
         with self._mutex:
             try:
                 done = self._execute(function, name)
@@ -295,12 +311,17 @@ class LockSession:
                 if self._connection is not None:
                     self._connection.invalidate()
                     self._connection = None
-                raise StoreError(f"database error taking a lock: {exc}") from exc
+                raise _store_error("database error taking a lock", exc) from exc
             if function == "pg_advisory_lock_shared":
                 self._shared.append(name)
             elif function == "pg_advisory_unlock_shared" and name in self._shared:
                 self._shared.remove(name)
             return done
+
+    def keep(self) -> None:
+        """A round trip on the session: one a database restart dropped is opened again
+        now, and its shared locks taken again, not at its next use."""
+        self.call(None, "")
 
     def close(self) -> None:
         with self._mutex:
@@ -359,6 +380,11 @@ class Locks:
         if self._engine.dialect.name != "sqlite" or not database or database == ":memory:":
             return None
         return FileLock(Path(f"{database}.{name}.lock"))
+
+    def keep(self) -> None:
+        """See LockSession.keep; raises StoreError (DatabaseUnavailable) if it cannot."""
+        if self._session is not None:
+            self._session.keep()
 
     def close(self) -> None:
         if self._session is not None:

@@ -1,6 +1,25 @@
 """Deliver stage: sends the outbox at Slack's pace, retries what failed, gathers floods
 into one message, and settles sends whose outcome a crash or a dropped connection left
-unknown."""
+unknown.
+
+Retries after a fault, the one rule for them:
+
+- A failure of the message (Slack refuses it for good, or `max_attempts` are spent)
+  makes it dead. A rate limit (429) waits out Slack's Retry-After, untouched by what
+  follows. Any other failure (Slack unreachable, 5xx, an outcome lost and not found)
+  holds the delivery back with exponential backoff (`retry_delay`), which only spaces
+  retries while the fault lasts.
+- While deliveries are held back, a pass with nothing due probes with the one due
+  soonest, at most once a `probe_every` (the service's tick) in each process; a probe
+  that fails spends no attempt, so an outage's length never turns alerts dead.
+- The first send that lands after a failure (a probe, or any other) makes every held
+  delivery due at once (Outbox.retry_now), and the channels' pacing spaces them. So
+  once Slack answers again, what it held up goes out within one tick plus pacing,
+  never after a backoff that grew during the outage.
+- A database that goes away spends no attempt either: nothing can be claimed; and an
+  outcome that cannot be written is kept (Recovery) and written first thing when the
+  database answers, so a send that landed is not looked for after a lease.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +37,7 @@ from monitor.alert import Alerter
 from monitor.config import DeliverySettings
 from monitor.db import Lock, Locks
 from monitor.digests import Digests
-from monitor.errors import AlertError
+from monitor.errors import AlertError, DatabaseUnavailable
 from monitor.models import Outgoing, Sent, as_utc, utcnow
 from monitor.outbox import Outbox
 
@@ -121,12 +140,76 @@ class Senders:
             log.info("unconfirmed sends left by a dead sender", extra={"sends": len(sends)})
         return Orphans(tuple(sends), time.monotonic() + self._in_flight)
 
+    def keep(self) -> None:
+        """Takes again, after a database restart, the locks this process holds."""
+        if self._held:
+            self._locks.keep()
+
     def close(self) -> None:
+        """Lets go of the locks; those a lost database session held are gone already."""
         with self._mutex:
-            for lock in reversed(self._held):
-                lock.release()
-            self._held.clear()
-            self._locks.close()
+            try:
+                for lock in reversed(self._held):
+                    lock.release()
+            except DatabaseUnavailable:
+                pass  # the session is gone, and its locks with it
+            finally:
+                self._held.clear()
+                self._locks.close()
+
+
+class Recovery:
+    """What this process's deliverers share to come back from faults (see the rule at
+    the top): outcomes of sends not yet written, whether a failure since the last send
+    that landed may hold deliveries back, and when the next probe may go."""
+
+    def __init__(self, probe_every: timedelta) -> None:
+        self._probe_every = probe_every.total_seconds()
+        self._lock = threading.Lock()
+        self._unwritten: dict[int, tuple[Outgoing, Sent | None]] = {}
+        self._held = True  # a restart may find deliveries held back: look at the first send
+        self._next_probe = 0.0
+
+    def keep(self, out: Outgoing, sent: Sent | None) -> None:
+        """An outcome the database could not take: sent (`sent`), or failed (None)."""
+        with self._lock:
+            self._unwritten[out.delivery_id] = (out, sent)
+
+    def write(self, outbox: Outbox) -> int:
+        """Writes what was kept; raises DatabaseUnavailable if it still cannot."""
+        with self._lock:
+            kept = list(self._unwritten.values())
+        for out, sent in kept:
+            if sent is not None:
+                outbox.sent(out.delivery_id, out.channel, sent)
+            else:
+                outbox.release(out.delivery_id, out.attempts)
+            with self._lock:
+                self._unwritten.pop(out.delivery_id, None)
+            log.info(
+                "delivery outcome written after the outage",
+                extra={**_ids(out), "outcome": "sent" if sent else "failed, due again"},
+            )
+        return len(kept)
+
+    def failed(self) -> None:
+        with self._lock:
+            self._held = True
+
+    def landed(self) -> bool:
+        """After a send landed: True (once) if deliveries may be held back by a failure."""
+        with self._lock:
+            held, self._held = self._held, False
+            return held
+
+    def may_probe(self) -> bool:
+        """True (and the next probe a `probe_every` later) if a probe may go now."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_probe:
+                return False
+            self._next_probe = now + self._probe_every
+            return True
 
 
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
@@ -154,8 +237,10 @@ class Deliverer:
         policy: DeliverySettings,
         channel: str | None = None,
         orphans: Orphans | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         self._outbox = outbox
+        self._recovery = recovery or Recovery(policy.retry_base)
         self._digests = Digests(outbox.engine)
         self._alerter = alerter
         self._policy = policy
@@ -164,6 +249,7 @@ class Deliverer:
         self._next_in_channel: dict[str, float] = {}
         self._next_any = 0.0
         self._next_flood_look = 0.0
+        self._probing = False
         if (
             alerter.paced
             and channel is not None
@@ -179,12 +265,18 @@ class Deliverer:
         that is due (or what it can before the monotonic time `until`)."""
         stop = stop or threading.Event()
         report = DeliveryReport()
+        self._recovery.write(self._outbox)
         if not self._settle_orphans(stop, until, report):
             return report
         self._recover(report)
+        probed = False
         while not stop.is_set() and (until is None or time.monotonic() < until):
             self._gather_floods(report)
             batch = self._outbox.due(utcnow(), channel=self._channel)
+            self._probing = False
+            if not batch and not probed and self._recovery.may_probe():
+                batch = self._outbox.due(utcnow(), limit=1, channel=self._channel, held=True)
+                probed = self._probing = bool(batch)
             if not batch:
                 break
             queues: dict[str, deque[Outgoing]] = {}
@@ -202,7 +294,8 @@ class Deliverer:
                 out = queues[channel].popleft()
                 if not queues[channel]:
                     del queues[channel]
-                self._deliver(out, report)
+                if not self._deliver(out, report):
+                    return report  # a fault: the rest waits for the next pass (or probe)
         return report
 
     def _gather_floods(self, report: DeliveryReport) -> int:
@@ -272,10 +365,12 @@ class Deliverer:
         self._next_in_channel[channel] = now + max(interval, pause or 0.0)
         self._next_any = now + 1.0 / self._policy.max_per_second
 
-    def _deliver(self, out: Outgoing, report: DeliveryReport) -> None:
+    def _deliver(self, out: Outgoing, report: DeliveryReport) -> bool:
+        """Claims and sends one delivery; False if it failed for a fault of the path."""
+        probe, self._probing = self._probing, False
         claimed = self._outbox.claim(out.delivery_id, out.thread_ts)
         if claimed is None:
-            return  # another deliverer took it, or a flood message did
+            return True  # another deliverer took it, or a flood message did
         started = utcnow()
         try:
             sent = self._alerter.send(claimed)
@@ -283,27 +378,50 @@ class Deliverer:
             self._pace(out.channel, exc.retry_after)
             found = self._look_for(claimed, started) if exc.unknown_outcome else None
             if found is None:
-                self._failed(claimed, exc, report)
-                return
+                self._failed(claimed, exc, report, probe)
+                return exc.permanent or exc.retry_after is not None  # a 429 is the channel's
             sent = found
             report.recovered += 1
         else:
             self._pace(out.channel)
-        self._outbox.sent(out.delivery_id, out.channel, sent)
+        try:
+            self._outbox.sent(out.delivery_id, out.channel, sent)
+        except DatabaseUnavailable:
+            self._recovery.keep(claimed, sent)
+            raise
+        finally:
+            log.info(
+                "alert sent",
+                extra={**_ids(claimed), "sink": self._alerter.name, "ts": sent.ts},
+            )
         report.sent += 1
-        log.info(
-            "alert sent",
-            extra={**_ids(claimed), "sink": self._alerter.name, "ts": sent.ts},
-        )
+        if self._recovery.landed() and (due := self._outbox.retry_now(utcnow())):
+            log.info("deliveries held back by a failure are due again", extra={"deliveries": due})
+        return True
 
-    def _failed(self, out: Outgoing, exc: AlertError, report: DeliveryReport) -> None:
-        attempts = out.attempts
+    def _failed(
+        self, out: Outgoing, exc: AlertError, report: DeliveryReport, probe: bool = False
+    ) -> None:
+        attempts = out.attempts - 1 if probe and not exc.permanent else out.attempts
         dead = exc.permanent or attempts >= self._policy.max_attempts
         delay = retry_delay(attempts, self._policy.retry_base, self._policy.retry_max)
         if exc.retry_after:
             delay = max(delay, timedelta(seconds=exc.retry_after))
         retry_at = utcnow() + delay
-        self._outbox.failed(out.delivery_id, str(exc), dead=dead, retry_at=retry_at)
+        if not dead:
+            self._recovery.failed()
+        try:
+            self._outbox.failed(
+                out.delivery_id,
+                str(exc),
+                dead=dead,
+                retry_at=retry_at,
+                refund=attempts < out.attempts,
+                rate_limited=bool(exc.retry_after),
+            )
+        except DatabaseUnavailable:
+            self._recovery.keep(out, None)
+            raise
         if dead:
             report.dead += 1
             log.error(

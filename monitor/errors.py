@@ -6,6 +6,7 @@ MonitorError
  ├── ParseError    a feed's body is not a feed (names the URL)
  │    └── UnsafeDocument  a body refused unparsed: it could exhaust memory
  ├── StoreError    the database refused or is unreachable
+ │    └── DatabaseUnavailable  it cannot be reached now (restarting, down, locked): wait
  ├── MeaningError  the meaning model is missing or its weights are not the ones pinned
  └── AlertError    a sink refused an alert; `permanent` says retrying cannot help
 """
@@ -97,6 +98,12 @@ class UnsafeDocument(ParseError):
 
 class StoreError(MonitorError):
     pass
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached right now (restarting, down, a SQLite file locked
+    past its busy timeout): not a fault of the work, which waits and tries again (see
+    outage.py)."""
 
 
 class MeaningError(MonitorError):

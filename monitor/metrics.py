@@ -36,6 +36,7 @@ from sqlmodel import col
 from monitor.errors import StoreError
 from monitor.health import assess
 from monitor.models import PAGE_OUTCOMES, ArticleRow, DeliveryRow, MatchRow, utcnow
+from monitor.outage import watch_of
 from monitor.redact import redact
 
 if TYPE_CHECKING:
@@ -159,6 +160,9 @@ def health(service: Any, metrics: Metrics, scheduler_alive: Callable[[], bool]) 
         report.update(service.deps.feeds.schedule(service.feeds, now).describe(now))
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy, and says why
         report["database"] = f"error: {type(exc).__name__}"
+    down = watch_of(service.deps.store.engine).down_for
+    if down is not None:
+        report["database_down_seconds"] = round(down, 1)
     age = None if metrics.last_cycle_at is None else time.monotonic() - metrics.last_cycle_at
     report["last_cycle_age_seconds"] = None if age is None else round(age, 1)
     limit = 3 * service.config.settings.tick.total_seconds() + 60

@@ -64,6 +64,9 @@ def alert_key(watchlist: str, story_key: str, channel: str) -> str:
 
 
 UNSENT = tuple(s for s in DeliveryStatus if s.unsent)
+# how last_error begins for a delivery that waits out a rate limit: Slack's own word on
+# when to come back, which neither a probe nor the end of a fault overrides
+RATE_LIMITED = "rate limited: "
 
 
 def article_identity(url: str | None, title: str, body: str) -> str:
@@ -225,19 +228,31 @@ def _rename(s: Session, delivery: _Copy, copy: _Copy, mentions: list[str]) -> bo
     return bool(result.rowcount == 1)
 
 
+def _held_by_failure() -> Any:
+    """A pending delivery's failed attempt (not a rate limit) set its next attempt."""
+    error = col(DeliveryRow.last_error)
+    return error.is_not(None) & ~error.startswith(RATE_LIMITED)
+
+
 class Outbox(Database):
-    def due(self, now: datetime, limit: int = 100, channel: str | None = None) -> list[Outgoing]:
+    def due(
+        self, now: datetime, limit: int = 100, channel: str | None = None, held: bool = False
+    ) -> list[Outgoing]:
         """Pending rows whose time has come (in one channel, if given); a follow-up waits
-        until its parent is sent."""
+        until its parent is sent. `held`: instead, rows a failed attempt holds back until a
+        later time, soonest first (see deliver.py, "Retries after a fault")."""
         out: list[Outgoing] = []
-        stmt = select(DeliveryRow).where(
-            col(DeliveryRow.status) == DeliveryStatus.PENDING,
-            col(DeliveryRow.next_attempt_at) <= now,
-        )
+        pending = col(DeliveryRow.status) == DeliveryStatus.PENDING
+        at = col(DeliveryRow.next_attempt_at)
+        if held:
+            stmt = select(DeliveryRow).where(pending, at > now, _held_by_failure())
+            stmt = stmt.order_by(at, col(DeliveryRow.id))
+        else:
+            stmt = select(DeliveryRow).where(pending, at <= now).order_by(col(DeliveryRow.id))
         if channel is not None:
             stmt = stmt.where(col(DeliveryRow.channel) == channel)
         with self._session() as s:
-            rows = s.execute(stmt.order_by(col(DeliveryRow.id)).limit(limit)).scalars().all()
+            rows = s.execute(stmt.limit(limit)).scalars().all()
             for row in rows:
                 thread_ts = None
                 if row.thread_of:
@@ -340,20 +355,44 @@ class Outbox(Database):
             if sent.channel_id and not s.get(ChannelRow, channel):
                 s.add(ChannelRow(name=channel, channel_id=sent.channel_id))
 
-    def failed(self, delivery_id: int, error: str, *, dead: bool, retry_at: datetime) -> None:
+    def failed(
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        dead: bool,
+        retry_at: datetime,
+        refund: bool = False,
+        rate_limited: bool = False,
+    ) -> None:
+        """Records a failed attempt; `refund`: it spends none (a probe, see deliver.py);
+        `rate_limited`: `retry_at` is the sink's word, kept whatever happens meanwhile."""
+        values: dict[str, Any] = {
+            "status": DeliveryStatus.SENDING.to(
+                DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
+            ),
+            "last_error": ((RATE_LIMITED if rate_limited else "") + error)[:2000],
+            "next_attempt_at": retry_at,
+            "attempt_started_at": None,
+        }
+        if refund:
+            values["attempts"] = col(DeliveryRow.attempts) - 1
         with self._session() as s:
-            s.execute(
+            s.execute(update(DeliveryRow).where(col(DeliveryRow.id) == delivery_id).values(values))
+
+    def retry_now(self, now: datetime) -> int:
+        """Every delivery a failed attempt holds back is due now: the fault has cleared."""
+        with self._session() as s:
+            result: Any = s.execute(
                 update(DeliveryRow)
-                .where(col(DeliveryRow.id) == delivery_id)
-                .values(
-                    status=DeliveryStatus.SENDING.to(
-                        DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-                    ),
-                    last_error=error[:2000],
-                    next_attempt_at=retry_at,
-                    attempt_started_at=None,
+                .where(
+                    col(DeliveryRow.status) == DeliveryStatus.PENDING,
+                    col(DeliveryRow.next_attempt_at) > now,
+                    _held_by_failure(),
                 )
+                .values(next_attempt_at=now)
             )
+            return int(result.rowcount)
 
     def release(self, delivery_id: int, attempts: int) -> bool:
         """Back to pending after a lost send was looked for and not found; only if no one
@@ -397,15 +436,20 @@ class Outbox(Database):
                 out.append((self._outgoing(s, row, thread_ts), row.attempt_started_at or utcnow()))
             return out
 
-    def channels_due(self, now: datetime, started_before: datetime) -> list[str]:
-        """Channels with a row to send now, or one left unconfirmed longer than a lease."""
+    def channels_due(
+        self, now: datetime, started_before: datetime, held: bool = False
+    ) -> list[str]:
+        """Channels with a row to send now, or one left unconfirmed longer than a lease;
+        `held`: or one a failed attempt holds back (a delivery job may probe with it)."""
         status, started = col(DeliveryRow.status), col(DeliveryRow.attempt_started_at)
+        waiting = (status == DeliveryStatus.PENDING) & (col(DeliveryRow.next_attempt_at) <= now)
+        if held:
+            waiting = (status == DeliveryStatus.PENDING) & (
+                (col(DeliveryRow.next_attempt_at) <= now) | _held_by_failure()
+            )
         stmt = (
             select(col(DeliveryRow.channel))
-            .where(
-                ((status == DeliveryStatus.PENDING) & (col(DeliveryRow.next_attempt_at) <= now))
-                | ((status == DeliveryStatus.SENDING) & (started < started_before))
-            )
+            .where(waiting | ((status == DeliveryStatus.SENDING) & (started < started_before)))
             .distinct()
         )
         with self._session() as s:

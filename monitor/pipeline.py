@@ -42,7 +42,7 @@ from monitor import dedupe, fetch, health, pages
 from monitor.alert import Alerter
 from monitor.config import Config, FullText, Settings, Watchlist
 from monitor.digests import Digests
-from monitor.errors import FetchError, MonitorError, StoreError
+from monitor.errors import DatabaseUnavailable, FetchError, MonitorError, StoreError
 from monitor.feeds import FeedState, FeedStore
 from monitor.models import Entry, Fetched, FetchResult, MatchResult, Page, utcnow
 from monitor.notices import Notices
@@ -141,6 +141,7 @@ class FeedOutcome:
     extract_seconds: float = 0.0  # of CPU, spent extracting them
     held_back: int = 0  # a first fetch's items older than the backfill: stored, not alerted
     held_back_matching: list[str] = field(default_factory=list)  # watchlist of each match
+    unavailable: bool = False  # the database was away: the feed stays due, not failed
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,9 @@ def _failed(feed: FeedState, exc: BaseException, deps: Processing) -> FeedOutcom
     reason = redact(str(exc))
     retry = exc.retry_after if isinstance(exc, FetchError) else None
     due = next_due(feed, utcnow(), errors, deps.settings.max_interval, retry)
-    if isinstance(exc, MonitorError):
+    if isinstance(exc, DatabaseUnavailable):  # the outage is logged once (outage.py)
+        log.debug("feed poll waits for the database", extra={"feed": feed.name, "feed_id": feed.id})
+    elif isinstance(exc, MonitorError):
         log.warning(
             "feed failed",
             extra={
@@ -350,6 +353,7 @@ def _failed(feed: FeedState, exc: BaseException, deps: Processing) -> FeedOutcom
             extra={"feed": feed.name, "feed_id": feed.id, "error": redact(repr(exc))},
             exc_info=exc,
         )
+    away = isinstance(exc, DatabaseUnavailable)
     record = FetchResult(feed.id, status=status, error=reason or redact(repr(exc)), next_due=due)
     return FeedOutcome(
         feed.name,
@@ -357,7 +361,8 @@ def _failed(feed: FeedState, exc: BaseException, deps: Processing) -> FeedOutcom
         status,
         error=reason,
         crashed=not isinstance(exc, MonitorError),
-        record=record,
+        record=None if away else record,  # not the feed's fault: it stays due
+        unavailable=away,
     )
 
 
@@ -725,6 +730,8 @@ def run_feeds(
 def _record(deps: Deps, results: list[FetchResult]) -> None:
     try:
         deps.feeds.record_fetches(results)
+    except DatabaseUnavailable:
+        log.debug("poll results wait for the database", extra={"feeds": len(results)})
     except StoreError as exc:
         log.error("cannot record poll results", extra={"feeds": len(results), "error": exc})
     results.clear()

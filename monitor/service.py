@@ -25,7 +25,7 @@ from monitor.alert.console import ConsoleAlerter
 from monitor.archive import Archive
 from monitor.config import Config, Settings, Watchlist
 from monitor.db import Locks, make_engine, migrate
-from monitor.deliver import Deliverer, DeliveryReport, Orphans, Senders
+from monitor.deliver import Deliverer, DeliveryReport, Orphans, Recovery, Senders
 from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
@@ -166,6 +166,14 @@ class Service:
     feeds: list[FeedState]
     stamp: tuple[tuple[str, int, int], ...] = ()
     _senders: Senders | None = field(default=None, repr=False)
+    _recovery: Recovery | None = field(default=None, repr=False)
+
+    @property
+    def recovery(self) -> Recovery:
+        """What this process's deliverers share to come back from a fault (deliver.py)."""
+        if self._recovery is None:
+            self._recovery = Recovery(self.config.settings.tick)
+        return self._recovery
 
     def reload(self) -> bool:
         """Applies an edited config directory: watchlists and feeds take effect at once.
@@ -233,7 +241,12 @@ class Service:
         if channel is None:
             orphans = self.senders.join()
         return Deliverer(
-            deps.outbox, deps.alerter, deps.settings.delivery, channel=channel, orphans=orphans
+            deps.outbox,
+            deps.alerter,
+            deps.settings.delivery,
+            channel=channel,
+            orphans=orphans,
+            recovery=self.recovery,
         )
 
     def deliver(
@@ -241,7 +254,9 @@ class Service:
         deliverer: Deliverer,
         stop: threading.Event | None = None,
     ) -> DeliveryReport:
-        """Gathers due digests, then sends everything due."""
+        """Gathers due digests, then sends everything due. First it makes sure this
+        process still holds its sender lock: a database restart drops it."""
+        self.senders.keep()
         self.deps.digests.make(self.config.watchlists, utcnow())
         return deliverer.run(stop)
 

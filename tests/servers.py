@@ -164,7 +164,8 @@ class FakeSlack:
     metadata), conversations.history, conversations.replies, conversations.list, and
     incoming webhooks.
 
-    `script` is consumed one reply per chat.postMessage; when empty, `every` patterns
+    `down` answers every chat.postMessage while set (Slack in an outage); else `script`
+    is consumed one reply per chat.postMessage; when empty, `every` patterns
     ({3: Reply(status=429, retry_after=1)} answers every third call so) apply, and then
     success. `min_interval` answers 429 to a second post in a channel within that many
     seconds, as Slack's per-channel limit does. `messages` holds what landed.
@@ -176,6 +177,7 @@ class FakeSlack:
         self.script: list[Reply] = []
         self.every: dict[int, Reply] = {}
         self.min_interval = 0.0
+        self.down: Reply | None = None  # while set, every post is answered so (an outage)
         self.rate_limited = 0
         self.auth: list[str] = []
         self.lock = threading.Lock()
@@ -278,6 +280,8 @@ class FakeSlack:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def _next_reply(self) -> Reply:
+        if self.down is not None:
+            return self.down
         if self.script:
             return self.script.pop(0)
         for n, reply in sorted(self.every.items(), reverse=True):

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, cast
 
+from monitor.errors import DatabaseUnavailable
+
 if TYPE_CHECKING:
     from monitor.service import Service
 
@@ -71,6 +73,8 @@ class Activity:
             with self.running():
                 try:
                     job()
+                except DatabaseUnavailable:  # logged once, by the database's watch
+                    log.debug("job waits for the database", extra={"job": name})
                 except Exception:
                     log.exception("job failed", extra={"job": name})
 

@@ -17,6 +17,15 @@ through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE 
 
 The database stays the source of truth (feed due times, the outbox); the queue only says
 who does what now, so jobs carry ids, never data.
+
+A database that goes away (a restart, an outage of minutes) does not end the process.
+procrastinate's worker stops when its connection fails; this process waits for the
+database with backoff (outage.DatabaseWatch), then starts a new one, whose stalled-job
+recovery puts back the jobs the old one left. A poll or delivery job that meets the
+outage raises DatabaseUnavailable, which procrastinate retries (`_WEATHER`). The watch
+logs the outage once; procrastinate's own reports of it are passed to the watch instead
+of logged (`_Outage`), and a background task that fails is logged once, in one line
+(`_unhandled`).
 """
 
 from __future__ import annotations
@@ -43,9 +52,11 @@ from sqlalchemy import Engine, text
 from monitor import metrics as metrics_mod
 from monitor.config import Settings
 from monitor.db import conninfo, take_turns
+from monitor.errors import DatabaseUnavailable
 from monitor.feeds import FeedState
 from monitor.metrics import Metrics
 from monitor.models import utcnow
+from monitor.outage import DatabaseWatch, first_line, unavailable, watch_of
 from monitor.pipeline import check_health, run_feeds
 from monitor.runtime import Activity, Control
 from monitor.service import Service
@@ -63,6 +74,21 @@ _KEEP_FINISHED_JOBS = 72  # hours a failed job stays in the queue's tables, for 
 _SCHEMA_LOCK = 0x6D6F6E71  # PostgreSQL advisory lock held while creating the queue's tables
 _BATCH = 500  # jobs deferred in one round trip
 _VERSION_TABLE = "monitor_queue_schema"  # the procrastinate version its tables are at
+# a job that met the database away is tried again (it has no other fault)
+_WEATHER = procrastinate.RetryStrategy(wait=2, retry_exceptions={DatabaseUnavailable})
+_RESTART_FIRST = 1.0  # seconds before restarting a worker that stopped soon after its start
+_RESTART_MOST = 30.0
+_STEADY = 60.0  # a worker that ran this long stopped for a new reason: restart at once
+# where procrastinate reports a failed connection (the worker's own logger is a child of
+# procrastinate.worker named after it), and psycopg's pool its attempts to reconnect
+_QUIET_LOGGERS = (
+    "procrastinate.worker",
+    "procrastinate.periodic",
+    "procrastinate.manager",
+    "procrastinate.utils",
+    "psycopg.pool",
+)
+_JOB_WAIT = 60.0  # seconds a stopped worker's jobs get to finish before a new one starts
 
 
 def prepare(engine: Engine) -> None:
@@ -123,8 +149,8 @@ def make_app(settings: Settings) -> procrastinate.App:
             conninfo=conninfo(settings.effective_database_url()), min_size=1, max_size=4
         )
     )
-    app.task(name=POLL, pass_context=True)(_poll_feed)
-    app.task(name=DELIVER, pass_context=True)(_deliver_channel)
+    app.task(name=POLL, pass_context=True, retry=_WEATHER)(_poll_feed)
+    app.task(name=DELIVER, pass_context=True, retry=_WEATHER)(_deliver_channel)
     tick = every(settings.tick)
     for name, func in ((SCHEDULE, _schedule_feeds), (DISPATCH, _dispatch_deliveries)):
         app.periodic(cron=tick)(
@@ -212,9 +238,13 @@ class QueueWorker:
     def __init__(self, service: Service, stop: threading.Event) -> None:
         self.service = service
         self.stop = stop
+        self.halt = threading.Event()  # this worker's jobs end: the process stops, or the
+        # procrastinate worker they ran under has (a new one runs them again)
         self.metrics = Metrics()
         self.activity = Activity()
         self.app = make_app(service.config.settings)
+        self.working = False  # a procrastinate worker is running (for /healthz)
+        self.restarts = 0
         self._by_id: tuple[list[FeedState], dict[int, FeedState]] = ([], {})
 
     def _feed(self, feed_id: int) -> FeedState | None:
@@ -271,14 +301,17 @@ class QueueWorker:
                 "feed already polled since queued", extra={"feed": feed.name, "feed_id": feed_id}
             )
             return
-        self.metrics.polled(run_feeds(state, deps, self.stop))
+        outcomes = run_feeds(state, deps, self.halt)
+        self.metrics.polled(outcomes)
+        if any(o.unavailable for o in outcomes):
+            raise DatabaseUnavailable(f"feed {feed.name} waits for the database")
 
     def dispatch(self) -> None:
         service = self.service
         outbox, settings = service.deps.outbox, service.config.settings
         now = utcnow()
         service.deps.digests.make(service.config.watchlists, now)
-        for channel in outbox.channels_due(now, now - settings.delivery.lease):
+        for channel in outbox.channels_due(now, now - settings.delivery.lease, held=True):
             self._queue(DELIVER, f"channel:{channel}", channel=channel)
 
     def deliver(self, channel: str) -> None:
@@ -287,7 +320,7 @@ class QueueWorker:
         budget = self.service.config.settings.queue.delivery_budget.total_seconds()
         with self.service.senders.turn(channel) as orphans:
             deliverer = self.service.deliverer(channel=channel, orphans=orphans)
-            report = deliverer.run(self.stop, time.monotonic() + budget)
+            report = deliverer.run(self.halt, time.monotonic() + budget)
         if report.sent or report.failed or report.dead or report.recovered:
             log.info(
                 "channel delivered",
@@ -301,46 +334,140 @@ class QueueWorker:
             )
 
     async def serve(self, control: Control) -> bool:
-        """Works jobs until `stop`; True if every job had finished within the grace time."""
-        reload, grace, http = control.reload, control.grace, control.http
-        settings = self.service.config.settings
-        name = f"{socket.gethostname()}-{os.getpid()}"
-        async with self.app.open_async():
-            worker = asyncio.create_task(
-                self.app.run_worker_async(
-                    name=name,
-                    concurrency=settings.queue.concurrency,
-                    additional_context={"monitor": self},
-                    delete_jobs="successful",
-                    install_signal_handlers=False,
-                    update_heartbeat_interval=settings.queue.heartbeat.total_seconds(),
-                    stalled_worker_timeout=settings.queue.stalled_after.total_seconds(),
-                    shutdown_graceful_timeout=grace,
+        """Works jobs until `stop`, with a new procrastinate worker whenever the last one
+        stopped by itself (its database went away); True if every job had finished
+        within the grace time."""
+        name = worker_name()
+        http = control.http
+        endpoint = (
+            metrics_mod.serve(http, self.service, self.metrics, lambda: self.working)
+            if http
+            else None
+        )
+        log.info("queue worker started", extra={"worker": name, "feeds": len(self.service.feeds)})
+        engine = self.service.deps.store.engine
+        watch = watch_of(engine)
+        pause = _RESTART_FIRST
+        try:
+            while not self.stop.is_set():
+                self.halt.clear()
+                started = time.monotonic()
+                ended = await self._work(control, name)
+                if self.stop.is_set():
+                    break
+                self.halt.set()  # what still runs under the stopped worker ends now
+                await asyncio.to_thread(self.activity.wait_idle, _JOB_WAIT)
+                if ended is not None and unavailable(ended):
+                    watch.lost(ended)
+                outage = watch.down_for is not None
+                if not await asyncio.to_thread(watch.wait_back, engine, self.stop):
+                    break
+                self.restarts += 1
+                fields = {"worker": name, "restarts": self.restarts}
+                if outage:  # said by the watch; this is the usual way back from it
+                    log.info("queue worker resumed after the database outage", extra=fields)
+                    pause = _RESTART_FIRST
+                    continue
+                log.warning(
+                    "queue worker stopped by itself, starting another",
+                    extra={**fields, "error": first_line(ended) if ended else None},
                 )
-            )
-            endpoint = (
-                metrics_mod.serve(http, self.service, self.metrics, lambda: not worker.done())
-                if http
-                else None
-            )
-            log.info(
-                "queue worker started", extra={"worker": name, "feeds": len(self.service.feeds)}
-            )
-            tick = settings.tick.total_seconds()
-            next_look = 0.0
-            while not self.stop.is_set() and not worker.done():
-                if time.monotonic() >= next_look:
-                    self.metrics.cycle(0.0)
-                    await asyncio.to_thread(self.service.refresh, reload)
-                    next_look = time.monotonic() + tick
-                await asyncio.sleep(0.2)
-            log.info("stopping: waiting up to %.0fs for running jobs", grace)
-            started = time.monotonic()
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+                if time.monotonic() - started < _STEADY:  # not in a tight loop, though
+                    if await _sleep_unless(self.stop, pause):
+                        break
+                    pause = min(_RESTART_MOST, pause * 2)
+                else:
+                    pause = _RESTART_FIRST
+        finally:
+            self.halt.set()
             if endpoint is not None:
                 endpoint.shutdown()
-            return self.activity.wait_idle(max(0.0, grace - (time.monotonic() - started)))
+        return self.activity.wait_idle(control.grace)
+
+    async def _work(self, control: Control, name: str) -> BaseException | None:
+        """One procrastinate worker, from its start until `stop` or until it stops by
+        itself; what it failed with, if anything."""
+        settings = self.service.config.settings
+        grace = control.grace
+        try:
+            async with self.app.open_async():
+                worker = asyncio.create_task(
+                    self.app.run_worker_async(
+                        name=name,
+                        concurrency=settings.queue.concurrency,
+                        additional_context={"monitor": self},
+                        delete_jobs="successful",
+                        install_signal_handlers=False,
+                        update_heartbeat_interval=settings.queue.heartbeat.total_seconds(),
+                        stalled_worker_timeout=settings.queue.stalled_after.total_seconds(),
+                        shutdown_graceful_timeout=grace,
+                    ),
+                    name="procrastinate worker",
+                )
+                self.working = True
+                tick = settings.tick.total_seconds()
+                next_look = 0.0
+                while not self.stop.is_set() and not worker.done():
+                    if time.monotonic() >= next_look:
+                        self.metrics.cycle(0.0)
+                        await asyncio.to_thread(self.service.refresh, control.reload)
+                        next_look = time.monotonic() + tick
+                    await asyncio.sleep(0.2)
+                self.working = False
+                if self.stop.is_set():
+                    log.info("stopping: waiting up to %.0fs for running jobs", grace)
+                    self.halt.set()
+                    worker.cancel()
+                (outcome,) = await asyncio.gather(worker, return_exceptions=True)
+        except Exception as exc:  # noqa: BLE001 - opening or closing the queue failed
+            outcome = exc
+        finally:
+            self.working = False
+        if isinstance(outcome, asyncio.CancelledError) or not isinstance(outcome, BaseException):
+            return None
+        return outcome
+
+
+async def _sleep_unless(stop: threading.Event, seconds: float) -> bool:
+    """Sleeps `seconds`; True if `stop` came meanwhile."""
+    return await asyncio.to_thread(stop.wait, seconds)
+
+
+def worker_name() -> str:
+    """This process as a queue worker, in procrastinate's tables and its logger's name."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Outage(logging.Filter):
+    """procrastinate's own reports of a lost database (a side task failed, a job to be
+    retried, with a traceback each) go to the database's watch, which says it once; so
+    do the pool's, one per attempt to reconnect."""
+
+    def __init__(self, watch: DatabaseWatch) -> None:
+        super().__init__()
+        self._watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "psycopg.pool":
+            return not record.getMessage().startswith("error connecting")
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not unavailable(exc):
+            return True
+        self._watch.lost(exc)
+        return False
+
+
+def _unhandled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A background task failed and nobody awaited it: one line, not asyncio's dump."""
+    exc = context.get("exception")
+    task = context.get("task") or context.get("future")
+    log.warning(
+        "background task failed",
+        extra={
+            "task": task.get_name() if isinstance(task, asyncio.Task) else None,
+            "error": first_line(exc) if exc is not None else context.get("message"),
+        },
+    )
 
 
 def run(service: Service, control: Control) -> bool:
@@ -348,7 +475,13 @@ def run(service: Service, control: Control) -> bool:
     settings = service.config.settings
     prepare(service.deps.store.engine)
     worker = QueueWorker(service, control.stop)
+    quiet = _Outage(watch_of(service.deps.store.engine))
+    names = (*_QUIET_LOGGERS, f"procrastinate.worker.{worker_name()}")
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addFilter(quiet)
     loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_unhandled)
     # sync jobs run on the loop's default executor: one thread per concurrent job
     loop.set_default_executor(ThreadPoolExecutor(settings.queue.concurrency + 2, "job"))
     try:
@@ -357,4 +490,6 @@ def run(service: Service, control: Control) -> bool:
             loop.run_until_complete(loop.shutdown_default_executor())
     finally:
         loop.close()
+        for logger in loggers:
+            logger.removeFilter(quiet)
     return idle

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from monitor import metrics as metrics_mod
+from monitor.errors import DatabaseUnavailable
 from monitor.metrics import Metrics
 from monitor.models import utcnow
 from monitor.pipeline import Poller, check_health
@@ -104,6 +105,10 @@ def run(service: Service, control: Control) -> bool:
                     metrics.polled(outcomes)
                     if any(o.queued for o in outcomes) and not stop.is_set():
                         kick()
+            except DatabaseUnavailable:  # logged once, by the database's watch
+                log.debug("poll loop waits for the database")
+                next_look = time.monotonic() + tick
+                stop.wait(tick)
             except Exception:
                 log.exception("poll loop failed, trying again next tick")
                 next_look = time.monotonic() + tick
