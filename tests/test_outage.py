@@ -213,6 +213,8 @@ def check_logs(logs: list[Path]) -> None:
         assert "xoxb-test-token" not in text
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_queue_workers_ride_out_a_database_restart(
     private_pg: PrivatePostgres, feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -239,6 +241,8 @@ def test_queue_workers_ride_out_a_database_restart(
     print(f"queue: seconds from the database's return to each alert: {sorted(latencies)}")
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_the_single_host_service_rides_out_a_database_restart(
     private_pg: PrivatePostgres, feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -259,6 +263,7 @@ def test_the_single_host_service_rides_out_a_database_restart(
     print(f"single: seconds from the database's return to each alert: {sorted(latencies)}")
 
 
+@pytest.mark.slow
 def test_alerts_held_up_by_a_slack_outage_go_out_promptly_when_it_ends(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path
 ) -> None:
