@@ -461,13 +461,14 @@ BUILD = (
 import sys, time
 from pathlib import Path
 from monitor import config
-from monitor.service import matcher_for
+from monitor.service import matcher_for, meaning_for
 def peak():
     return peak_kb() / 1024
 started = time.perf_counter()
-watchlists = config.load(Path(sys.argv[1])).watchlists
+cfg = config.load(Path(sys.argv[1]))
+watchlists = cfg.watchlists
 loaded, load_peak = time.perf_counter(), peak()
-matcher_for(watchlists)
+matcher_for(watchlists, meaning_for(cfg))
 print(loaded - started, load_peak, time.perf_counter() - loaded, peak())
 """
 )

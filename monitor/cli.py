@@ -257,6 +257,14 @@ def _duration(flag: str, value: str | timedelta) -> timedelta:
 
 
 def _check(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor.errors import MeaningError
+    from monitor.meaning import locate
+
+    try:
+        locate(cfg.settings.meaning.model, cfg.settings.meaning.sha256, cfg.root)
+    except MeaningError as exc:
+        print(f"{cfg.root / 'monitor.yaml'}: {exc}")
+        return 2
     print(f"ok: {cfg.root}: {len(cfg.feeds)} feeds, {len(cfg.watchlists)} watchlists")
     return 0
 
@@ -628,9 +636,9 @@ def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
 
 
 def _explain(cfg: Config, args: argparse.Namespace) -> int:
-    from monitor.service import matcher_for
+    from monitor.service import matcher_for, meaning_for
 
-    matcher = matcher_for(_pick(cfg, args.watchlist))
+    matcher = matcher_for(_pick(cfg, args.watchlist), meaning_for(cfg))
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
         if item.article:
@@ -665,11 +673,11 @@ def _describe(verdict: Verdict) -> str:
 def _backtest(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.archive import Archive
     from monitor.models import Entry, utcnow
-    from monitor.service import matcher_for
+    from monitor.service import matcher_for, meaning_for
 
     [watchlist] = _pick(cfg, args.watchlist)
     since = utcnow() - _duration("--since", args.since)
-    matcher = matcher_for([watchlist])
+    matcher = matcher_for([watchlist], meaning_for(cfg))
     per_day: Counter[str] = Counter()
     stories: set[str] = set()
     with _database(cfg) as engine:

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from spacy.language import Language
 
     from monitor.match import Matcher
+    from monitor.match.senses import MeaningLoader
+    from monitor.meaning import Meaning
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +70,35 @@ def load_ner() -> Language | None:
     return None
 
 
-def matcher_for(watchlists: Sequence[Watchlist]) -> Matcher:
+def meaning_for(config: Config) -> MeaningLoader:
+    """The meaning model `meaning.model` names, loaded on first use (once per process:
+    the packaged one is the pass workers' fork server's too)."""
+    chosen = config.settings.meaning
+
+    def loaded() -> Meaning:
+        from monitor.meaning import load, locate
+
+        return load(locate(chosen.model, chosen.sha256, config.root))
+
+    return loaded
+
+
+def matcher_for(watchlists: Sequence[Watchlist], meaning: MeaningLoader) -> Matcher:
     """A Matcher on a blank English pipeline (importing spaCy takes half a second)."""
     import spacy
 
     from monitor.match import Matcher
 
-    return Matcher(watchlists, spacy.blank("en"), load_ner)
+    return Matcher(watchlists, spacy.blank("en"), load_ner, meaning=meaning)
 
 
 class LazyMatcher:
     """The Matcher, built on first use: a cycle with nothing new to match never pays for
     spaCy or for compiling the watchlists (minutes for hundreds of thousands of terms)."""
 
-    def __init__(self, watchlists: Sequence[Watchlist]) -> None:
+    def __init__(self, watchlists: Sequence[Watchlist], meaning: MeaningLoader) -> None:
         self.watchlists = list(watchlists)
+        self._meaning = meaning
         self._matcher: Matcher | None = None
         self._lock = threading.Lock()
 
@@ -101,7 +117,7 @@ class LazyMatcher:
         with self._lock:
             if self._matcher is None:
                 started = time.monotonic()
-                self._matcher = matcher_for(self.watchlists)
+                self._matcher = matcher_for(self.watchlists, self._meaning)
                 log.info(
                     "matcher built",
                     extra={
@@ -200,7 +216,7 @@ class Service:
             ]
             log.warning("monitor.yaml changes take effect on restart: %s", ", ".join(changed))
         self.feeds = self.deps.feeds.sync(new.feeds, new.interval, new.backfill)
-        self.deps = replace(self.deps, matcher=LazyMatcher(new.watchlists))
+        self.deps = replace(self.deps, matcher=LazyMatcher(new.watchlists, meaning_for(new)))
         self.config = replace(new, settings=self.config.settings)
         if self.deps.pool is not None:
             self.deps.pool.configure(self.config)
@@ -284,7 +300,7 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
         outbox=Outbox(engine),
         notices=Notices(engine),
         digests=Digests(engine),
-        matcher=LazyMatcher(config.watchlists),
+        matcher=LazyMatcher(config.watchlists, meaning_for(config)),
         alerter=sink or alerter(settings),
         pool=pool,
     )
@@ -304,7 +320,7 @@ def processor_for(config: Config) -> Processing:
     sends nothing, so it has no HTTP client and no sink."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
-    return Processor(settings, Store(engine), LazyMatcher(config.watchlists))
+    return Processor(settings, Store(engine), LazyMatcher(config.watchlists, meaning_for(config)))
 
 
 def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Service:

