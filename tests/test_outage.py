@@ -36,7 +36,7 @@ from monitor.store import Store
 from tests.conftest import write_config
 from tests.pgcluster import PrivatePostgres, binaries, free_port
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
-from tests.test_queue import stop_all
+from tests.test_queue import desks, fast_queue, stop_all
 from tests.test_run import wait_for
 from tests.test_store import entry, feeds, result, save
 
@@ -96,25 +96,8 @@ class Desk:
             {"name": f"feed-{i}", "url": self.server.url(f"/f{i}.xml"), "interval": "1s"}
             for i in range(FEEDS)
         ]
-        watchlists = [
-            {"name": f"desk-{k}", "channel": f"#desk-{k}", "entities": [{"name": person}]}
-            for k, person in enumerate(PEOPLE)
-        ]
         return write_config(
-            root,
-            feeds,
-            watchlists,
-            settings={
-                "delivery": {
-                    "channel_interval": "100ms",
-                    "max_per_second": 200,
-                    "lease": "2s",
-                    "retry_base": "1s",
-                    "flood_threshold": 1000,
-                },
-                "queue": {"heartbeat": "1s", "stalled_after": "3s", "feed_lease": "30s"},
-                **(settings or {}),
-            },
+            root, feeds, desks(PEOPLE), settings={**fast_queue(), **(settings or {})}
         )
 
 

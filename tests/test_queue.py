@@ -44,26 +44,31 @@ def desk_config(
         item = {"title": f"{person} story {i}", "link": f"https://n.example/{i}", "guid": f"g{i}"}
         server.routes[f"/f{i}.xml"] = Route(rss([item]), etag=f'"{i}"', delay=delay)
         feeds.append({"name": f"feed-{i:03}", "url": server.url(f"/f{i}.xml"), "interval": "1h"})
-    watchlists = [
+    return write_config(root, feeds, desks(), settings=fast_queue(delivery))
+
+
+def desks(people: list[str] = PEOPLE) -> list[dict[str, Any]]:
+    """One watchlist (and one channel) per person."""
+    return [
         {"name": f"desk-{k}", "channel": f"#desk-{k}", "entities": [{"name": person}]}
-        for k, person in enumerate(PEOPLE)
+        for k, person in enumerate(people)
     ]
-    return write_config(
-        root,
-        feeds,
-        watchlists,
-        settings={
-            "delivery": {
-                "channel_interval": "100ms",
-                "max_per_second": 200,
-                "lease": "2s",
-                "retry_base": "1s",
-                "flood_threshold": 1000,
-                **(delivery or {}),
-            },
-            "queue": {"heartbeat": "1s", "stalled_after": "3s", "feed_lease": "30s"},
+
+
+def fast_queue(delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings that make queue mode's leases, heartbeats and pacing short enough for a
+    test to see a stall, a kill and a retry in seconds."""
+    return {
+        "delivery": {
+            "channel_interval": "100ms",
+            "max_per_second": 200,
+            "lease": "2s",
+            "retry_base": "1s",
+            "flood_threshold": 1000,
+            **(delivery or {}),
         },
-    )
+        "queue": {"heartbeat": "1s", "stalled_after": "3s", "feed_lease": "30s"},
+    }
 
 
 def start_worker(cfg: Path, slack: FakeSlack, db: str, log: Path) -> subprocess.Popen[bytes]:
