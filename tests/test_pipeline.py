@@ -191,13 +191,18 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="fatal_error")] * 3
     report = service.deliver(service.deliverer())
-    assert report.failed == 3 and slack_env.messages == []  # the follow-up waits for its parent
-    # Retries wait for their backoff: an immediate pass sends nothing...
-    assert service.deliver(service.deliverer()).sent == 0
-    # ...and once the backoff has passed, each alert goes out exactly once.
-    with service.deps.store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert service.deliver(service.deliverer()).sent == 4
+    # a fault of the path: the rest of the pass waits (deliver.py, "Retries after a fault")
+    assert report.failed == 1 and slack_env.messages == []
+    # Later passes probe with the one held (a failed probe spends no attempt) until Slack
+    # answers; then every alert goes out, each exactly once.
+    sent = 0
+    for _ in range(10):
+        with service.deps.store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
+        sent += service.deliver(service.deliverer()).sent
+        if sent == 4:
+            break
+    assert sent == 4
     service.close()
     assert len(slack_env.messages) == 4
 
