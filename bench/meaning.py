@@ -17,6 +17,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,12 @@ def main() -> None:
     alerting = [e for e, _ in before.match(entries)][:200]
     model._cache.clear()
     started = time.process_time()
-    vectors = model.vectors([gist_text(e.item) for e in alerting])
-    gists = [gist(e.item, v, ("Qin Gang",)) for e, v in zip(alerting, vectors, strict=True)]
+    texts = [gist_text(e.item) for e in alerting]
+    vectors = model.vectors(texts)
+    gists = [
+        replace(gist(e.item, t, v), terms=frozenset({"Qin Gang"}))
+        for e, t, v in zip(alerting, texts, vectors, strict=True)
+    ]
     read_s = (time.process_time() - started) / len(alerting)
     stories = [(str(i), g) for i, g in enumerate(gists)]
     started = time.process_time()

@@ -65,12 +65,11 @@ def names_in(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def gist(item: Item, vector: Sequence[float], terms: Iterable[str]) -> Gist:
+def gist(item: Item, text: str, vector: Sequence[float]) -> Gist:
+    """The gist of an alerting article whose gist text (`gist_text`) reads as `vector`;
+    its terms are set per watchlist (`dataclasses.replace`)."""
     return Gist(
-        tuple(round(float(x), 4) for x in vector),
-        names_in(gist_text(item)),
-        frozenset(terms),
-        item.published,
+        tuple(round(float(x), 4) for x in vector), names_in(text), frozenset(), item.published
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -233,7 +234,10 @@ OTHER = (
 def gists(*articles: tuple[str, str], terms: tuple[str, ...] = ("Iran",)) -> list[Any]:
     items = [item(t, b, hours=i) for i, (t, b) in enumerate(articles)]
     vectors = default_meaning().vectors([gist_text(i) for i in items])
-    return [gist(i, v, terms) for i, v in zip(items, vectors, strict=True)]
+    return [
+        replace(gist(i, gist_text(i), v), terms=frozenset(terms))
+        for i, v in zip(items, vectors, strict=True)
+    ]
 
 
 def test_one_event_in_other_words_is_one_story_and_another_event_is_not() -> None:
@@ -256,7 +260,7 @@ def test_alike_articles_that_share_no_other_name_stay_apart() -> None:
 
 def test_events_far_apart_in_time_or_without_a_shared_term_stay_apart() -> None:
     first, again = gists(TALKS, TALKS_AGAIN)
-    late = gist(item(*TALKS_AGAIN, hours=60), again.vector, again.terms)
+    late = replace(again, at=item(*TALKS_AGAIN, hours=60).published)
     assert earliest_event(late, [("url:a", first)]) is None
     [unwatched] = gists(TALKS_AGAIN, terms=("Geneva",))
     assert earliest_event(unwatched, [("url:a", first)]) is None

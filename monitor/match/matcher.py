@@ -87,10 +87,12 @@ class Matcher:
                 out.append((entry, results))
         if not out:
             return out
-        vectors = self._meaning().vectors([gist_text(entry.item) for entry, _ in out])
+        texts = [gist_text(entry.item) for entry, _ in out]
+        vectors = self._meaning().vectors(texts)
+        gists = [gist(e.item, t, v) for (e, _), t, v in zip(out, texts, vectors, strict=True)]
         return [
-            (entry, [replace(r, gist=gist(entry.item, v, r.matched)) for r in results])
-            for (entry, results), v in zip(out, vectors, strict=True)
+            (entry, [replace(r, gist=replace(g, terms=frozenset(r.matched))) for r in results])
+            for (entry, results), g in zip(out, gists, strict=True)
         ]
 
     def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
