@@ -196,6 +196,24 @@ def check_logs(logs: list[Path]) -> None:
         assert "xoxb-test-token" not in text
 
 
+def rode_out(
+    mode: str,
+    slack: FakeSlack,
+    desk: Desk,
+    latencies: list[float],
+    procs: list[subprocess.Popen[str]],
+    logs: list[Path],
+) -> None:
+    """What both runtimes must show after the faults: every alert once, each promptly
+    after the database's return, the outages logged, and a clean exit."""
+    assert alerts(slack) == desk.expected()
+    assert max(latencies) <= AFTER_FAULT, sorted(latencies)
+    check_logs(logs)
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.returncode == 0, log.read_text()[-3000:]
+    print(f"{mode}: seconds from the database's return to each alert: {sorted(latencies)}")
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_queue_workers_ride_out_a_database_restart(
@@ -216,12 +234,7 @@ def test_queue_workers_ride_out_a_database_restart(
         latencies = ride_out(private_pg, desk, slack, procs, ports, logs)
     finally:
         stop_all(procs)
-    assert alerts(slack) == desk.expected()
-    assert max(latencies) <= AFTER_FAULT, sorted(latencies)
-    check_logs(logs)
-    for proc, log in zip(procs, logs, strict=True):
-        assert proc.returncode == 0, log.read_text()[-3000:]
-    print(f"queue: seconds from the database's return to each alert: {sorted(latencies)}")
+    rode_out("queue", slack, desk, latencies, procs, logs)
 
 
 @pytest.mark.slow
@@ -239,11 +252,7 @@ def test_the_single_host_service_rides_out_a_database_restart(
         latencies = ride_out(private_pg, desk, slack, procs, ports, logs)
     finally:
         stop_all(procs)
-    assert alerts(slack) == desk.expected()
-    assert max(latencies) <= AFTER_FAULT, sorted(latencies)
-    check_logs(logs)
-    assert procs[0].returncode == 0, logs[0].read_text()[-3000:]
-    print(f"single: seconds from the database's return to each alert: {sorted(latencies)}")
+    rode_out("single", slack, desk, latencies, procs, logs)
 
 
 @pytest.mark.slow
