@@ -22,7 +22,7 @@ from monitor.config import Watchlist
 from monitor.db import make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.errors import MeaningError
-from monitor.events import earliest_event, gist, gist_text
+from monitor.events import earliest_event, gist, gist_text, names_in
 from monitor.match import Matcher
 from monitor.match.matcher import default_meaning
 from monitor.meaning import DEFAULT_MODEL, Meaning, locate
@@ -463,3 +463,24 @@ def test_one_event_from_many_outlets_is_one_story() -> None:
 def test_events_meet_the_target() -> None:
     extra, per_article, merged, report = event_figures()
     assert merged == 0 and extra <= 0.10 * per_article, report
+
+
+def test_a_hit_in_another_language_is_not_judged_by_an_english_model() -> None:
+    """The English gate: the model cannot read Italian, so an Italian hit stands; the trap
+    is an English sentence, which is still read (and here set aside)."""
+    wl = desk(**SANCTIONS)
+    italian = item(
+        "Maratona cittadina", "La gara è stata sanctioned dalla federazione di atletica."
+    )
+    [verdict] = Matcher([wl], spacy.blank("en"), lambda: None).explain(italian)
+    assert verdict.matched and not any(n.startswith("sense of") for n in verdict.notes)
+    english = item("City marathon returns", "The race was sanctioned by the athletics federation.")
+    [verdict] = Matcher([wl], spacy.blank("en"), lambda: None).explain(english)
+    assert any(n.startswith("sense of") for n in verdict.notes)
+
+
+def test_a_sentence_opener_is_a_name_only_when_rare() -> None:
+    """A sentence's first word is capitalised whatever it is: "Showers" there is weather;
+    the trap: a rare word there ("Hormuz") and a capital mid-sentence are names."""
+    names = names_in("Showers all week. Hormuz stays open, Tehran said.")
+    assert "showers" not in names and {"hormuz", "tehran"} <= names
