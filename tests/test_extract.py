@@ -131,7 +131,17 @@ print(json.dumps({"mb": (peak - base) / 1024, "s": seconds, "type": kind_of, "by
 )
 
 
-@pytest.mark.parametrize("kind", ["deep", "big", "text", "paragraphs", "tags", "attributes"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "deep",
+        "big",
+        "text",
+        pytest.param("paragraphs", marks=pytest.mark.slow),
+        "tags",
+        "attributes",
+    ],
+)
 def test_hostile_page_is_bounded(kind: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, kind],

@@ -139,6 +139,7 @@ def double_gzip_bomb() -> bytes:
     return gzip.compress(_stream(packer.compress, GIB) + packer.flush())
 
 
+@pytest.mark.slow
 def test_brotli_bomb(
     tmp_path: Path, slack_env: FakeSlack, feed_server: FeedServer, normal: str, brotli_bomb: bytes
 ) -> None:
@@ -148,6 +149,7 @@ def test_brotli_bomb(
     assert "decoded body exceeds the 20971520-byte cap" in hostile["last_error"]
 
 
+@pytest.mark.slow
 def test_double_gzip_bomb(
     tmp_path: Path,
     slack_env: FakeSlack,
@@ -163,6 +165,7 @@ def test_double_gzip_bomb(
     assert "more than one content coding (gzip, gzip)" in hostile["last_error"]
 
 
+@pytest.mark.slow
 def test_slow_headers_cannot_outlast_the_deadline(
     tmp_path: Path, slack_env: FakeSlack, normal: str
 ) -> None:
@@ -187,6 +190,7 @@ def _entity_bomb(size: int, refs: int) -> bytes:
     ).encode()
 
 
+@pytest.mark.slow
 def test_xml_entity_expansion(
     tmp_path: Path, slack_env: FakeSlack, feed_server: FeedServer, normal: str
 ) -> None:
@@ -208,6 +212,7 @@ def test_xml_entity_expansion(
 SECRETS = ("s3cret-pw", "KEY123", "TOK456")
 
 
+@pytest.mark.slow
 def test_credentials_in_feed_urls_are_never_shown(
     tmp_path: Path, slack_env: FakeSlack, feed_server: FeedServer
 ) -> None:

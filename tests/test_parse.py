@@ -86,6 +86,7 @@ def test_flawed_feed_with_entries_is_used() -> None:
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"shared corpus not found at {CORPUS}")
+@pytest.mark.corpus
 def test_every_corpus_file_goes_through_the_pipeline(
     feed_server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +135,7 @@ def _manifest() -> dict[str, int]:
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"shared corpus not found at {CORPUS}")
+@pytest.mark.corpus
 def test_real_world_feeds_yield_the_items_the_manifest_counts() -> None:
     """The hard cases included: rss:-prefixed elements, JSON Feed, RSS-in-JSON, gzip."""
     short = {

@@ -85,6 +85,7 @@ def serve(feed_server: FeedServer, tmp_path: Path, feeds: int, matching_every: i
     return write_config(tmp_path / "c", out, settings={"poll_processes": 2})
 
 
+@pytest.mark.slow
 def test_a_poll_with_nothing_new_starts_nothing_it_does_not_need(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:
@@ -98,6 +99,7 @@ def test_a_poll_with_nothing_new_starts_nothing_it_does_not_need(
     assert "feeds=30 failed=0 new_items=0" in log
 
 
+@pytest.mark.slow
 def test_a_poll_with_many_changed_feeds_hands_them_to_pass_workers(
     feed_server: FeedServer, tmp_path: Path
 ) -> None:
