@@ -50,11 +50,16 @@ format: $(VENV)/.test-installed
 	$(VENV)/bin/ruff format monitor tests bench
 	$(VENV)/bin/ruff check --fix monitor tests bench
 
+# The fast tier runs on two processes (pytest-xdist): its tests are short and independent.
+# The costly tiers run one at a time, since their subprocesses and pass workers would
+# otherwise contend for the same two cores and ride closer to their timeouts.
 test: lint bytecode  ## every test, with coverage; CI runs this (.ci/run)
-	$(PY) -m pytest --cov=monitor --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
+	$(PY) -m pytest -n 2 -m "$(FAST)" --cov=monitor --cov-report=
+	$(PY) -m pytest -m "not ($(FAST))" --cov=monitor --cov-append \
+		--cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
 
 test-fast: $(VENV)/.test-installed bytecode  ## no slow, PostgreSQL or corpus tests: the inner loop
-	$(PY) -m pytest -m "$(FAST)"
+	$(PY) -m pytest -n 2 -m "$(FAST)"
 
 bench: $(VENV)/.test-installed bytecode  ## every benchmark, then one table of their ratios
 	$(PY) bench/table.py
