@@ -219,6 +219,7 @@ class Story:
     snippet: str
     highlights: list[tuple[int, int]]
     strength: str = "mention"
+    match_id: int | None = None  # the stored match it stands for: what a click acts on
 
 
 @dataclass(frozen=True)

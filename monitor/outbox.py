@@ -312,6 +312,7 @@ class Outbox(Database):
                 snippet=m.snippet,
                 highlights=[(h[0], h[1]) for h in m.highlights],
                 strength=m.strength,
+                match_id=m.id,
             )
             for m, a, feed in s.execute(stmt)
         ]
