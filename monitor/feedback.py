@@ -265,6 +265,8 @@ def muted(s: Session, watchlist: str, story_key: str) -> FeedbackRow | None:
 
 
 class _Feedback(Database):
+    """The database's transactions (StoreError when it fails) for the functions above."""
+
     def session(self) -> AbstractContextManager[Session]:
         return self._session()
 
