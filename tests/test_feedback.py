@@ -152,6 +152,24 @@ def test_a_click_is_stored_shown_and_undone_by_the_same_click(desk: Desk) -> Non
     assert latest["undone_at"] is None  # clicked again: a third row, in force
 
 
+def test_a_click_delivered_twice_is_applied_once(desk: Desk) -> None:
+    """Slack may deliver one click again (a retried envelope after a crash): its key, the
+    action's ts, makes the second delivery change nothing, for a click as for an undo."""
+    match_id = desk.post(PODCAST)["cyber"].id or 0
+
+    def click(key: str) -> feedback.Applied:
+        at = NOW + timedelta(hours=1)
+        return feedback.toggle(
+            desk.engine, Click(Verdict.MUTE_STORY, match_id, "U1", "ana", "T1", "C1", at, key=key)
+        )
+
+    assert click("1.1").on and click("1.1").on
+    assert len(feedback.listing(desk.engine, None)) == 1
+    assert not click("2.2").on and not click("2.2").on
+    assert feedback.marks(desk.engine, match_id) == ()
+    assert click("3.3").on and len(feedback.listing(desk.engine, None)) == 2
+
+
 def test_a_click_on_a_match_not_stored_is_refused(desk: Desk) -> None:
     with pytest.raises(FeedbackError, match="no stored match with id 999"):
         feedback.target(desk.engine, 999)
