@@ -192,6 +192,24 @@ def test_feedback_survives_a_restart(tmp_path: Path) -> None:
     again.dispose()
 
 
+def test_retention_keeps_the_matches_feedback_was_given_on(desk: Desk) -> None:
+    """What the desk taught outlives retention; a match nobody clicked does not (the trap)."""
+    from sqlalchemy import update
+
+    from monitor.archive import Archive
+
+    clicked = desk.post(PODCAST)["cyber"].id or 0
+    other = desk.post(BREACH)["cyber"].id or 0
+    desk.click(clicked)
+    with Session(desk.engine) as s, s.begin():
+        s.execute(update(DeliveryRow).values(status="sent"))
+    Archive(desk.engine).prune(utcnow() + timedelta(days=1))
+    with Session(desk.engine) as s:
+        left = set(s.exec(select(col(MatchRow.id))).scalars().all())
+    assert left == {clicked} and other != clicked
+    assert feedback.target(desk.engine, clicked).watchlist == "cyber"
+
+
 def test_an_alert_names_the_match_a_click_on_it_acts_on(desk: Desk) -> None:
     match = desk.post(PODCAST)["cyber"]
     [out] = Outbox(desk.engine).due(utcnow() + timedelta(days=1))
@@ -353,6 +371,9 @@ CORPUS = SHARED / "corpus" / "realworld"
 # second half's 7 (2026 news: other nuclear deals, sanctions on migrants), which all stay;
 # no true alert is lost. No more false alarms may come, and at most one true alert be lost.
 REPLAY_FLOOR = (0.0, 0.003)  # share of the second half's false alarms removed; recall lost
+# Interleaved (a second look, not the issue's protocol): 7 clicks, false alarms 13 -> 10
+# (the same article in another feed, the same podcast's other episode), recall 0.963 kept.
+INTERLEAVED_FLOOR = (0.23, 0.003)
 
 
 @dataclass(frozen=True)
@@ -437,10 +458,11 @@ def _match(
 
 
 @cache
-def replay() -> tuple[float, float, str]:
+def replay(interleaved: bool = False) -> tuple[float, float, str]:
     """The labelled items in publication order: the first half polled and alerted, its
     false alarms clicked Not relevant (and nothing else), a restart, then the second
-    half measured against the same replay without clicks."""
+    half measured against the same replay without clicks. `interleaved`: every other
+    item in that order is polled first instead, so both halves span every feed's years."""
     import tempfile
 
     from monitor.match.matcher import default_meaning
@@ -449,6 +471,8 @@ def replay() -> tuple[float, float, str]:
 
     units, entries = _units()
     dated = sorted(entries, key=lambda k: (entries[k].item.published or NOW, k))
+    if interleaved:
+        dated = dated[0::2] + dated[1::2]
     half = len(dated) // 2
     first, second = set(dated[:half]), set(dated[half:])
     wls = watchlists()
@@ -511,6 +535,17 @@ def test_clicked_false_alarms_teach_the_second_half() -> None:
     fewer, lost, report = replay()
     print(report)
     assert fewer >= REPLAY_FLOOR[0] and lost <= REPLAY_FLOOR[1], report
+
+
+@pytest.mark.slow
+@pytest.mark.corpus
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
+def test_clicks_teach_an_interleaved_replay() -> None:
+    """Where the same kinds of false alarm recur in both halves, clicks remove some."""
+    fewer, lost, report = replay(interleaved=True)
+    print(report)
+    assert fewer >= INTERLEAVED_FLOOR[0] and lost <= INTERLEAVED_FLOOR[1], report
 
 
 @pytest.mark.slow
