@@ -255,6 +255,25 @@ def test_a_hit_like_one_marked_not_relevant_is_stored_suppressed_and_undone(
     desk.engine.dispose()
 
 
+def test_the_services_matcher_takes_in_clicks_and_undos_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    from monitor.match.matcher import default_meaning
+    from monitor.service import LazyMatcher
+
+    desk = Desk(f"sqlite:///{tmp_path / 'monitor.db'}")
+    service = LazyMatcher(desk.wls, default_meaning, desk.engine)
+    later = fingerprint(identify(PODCAST_AGAIN))
+    [(_, [before])] = service.match([later])
+    clicked = desk.post(PODCAST)["cyber"].id or 0
+    desk.click(clicked)
+    [(_, [after])] = service.match([later])
+    desk.click(clicked)
+    [(_, [undone])] = service.match([later])
+    assert (before.held, after.held, undone.held) == (None, MatchHold.SUPPRESSED, None)
+    desk.engine.dispose()
+
+
 def test_a_hit_of_another_term_in_the_same_article_still_alerts(tmp_path: Path) -> None:
     """The trap: a lesson is the (watchlist, term) clicked; an article whose other term
     hit too is carried by that term."""
