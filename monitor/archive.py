@@ -17,6 +17,7 @@ from monitor.models import (
     DeliveryRow,
     DeliveryStatus,
     Entry,
+    FeedbackRow,
     FeedRow,
     Item,
     MatchRow,
@@ -59,6 +60,8 @@ class Archive(Database):
                     "delivery": d.status if d else None,
                     "slack_ts": d.slack_ts if d else None,
                     "joined": m.joined,  # why it went into another outlet's story
+                    "held": m.held,  # suppressed or muted by the desk's feedback: not posted
+                    "held_why": m.held_why,
                 }
                 for m, a, f, d in s.execute(stmt)
             ]
@@ -74,6 +77,8 @@ class Archive(Database):
                 col(DeliveryRow.status).notin_(_SETTLED),
                 col(DeliveryRow.match_id).is_not(None),
             )
+            taught = select(col(FeedbackRow.match_id))  # the desk's feedback keeps its match
+            old_matches = old_matches.where(col(MatchRow.id).notin_(taught))
             matches = [
                 m for m in s.execute(old_matches.where(col(MatchRow.id).notin_(live))).scalars()
             ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -19,7 +20,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import monitor
 from monitor import logs
-from monitor.errors import ConfigError, MonitorError, ParseError, UnsafeDocument, UsageError
+from monitor.errors import (
+    ConfigError,
+    FeedbackError,
+    MonitorError,
+    ParseError,
+    UnsafeDocument,
+    UsageError,
+)
 
 # Everything else (pydantic, SQLAlchemy, httpx, spaCy, ...) is imported inside the command
 # that needs it: `monitor --help` and `--version` answer about as fast as Python starts.
@@ -91,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="only count what would go")
     s = sub.add_parser("schema", help="write JSON Schemas of the config files")
     s.add_argument("--out", type=Path, help="directory (default: the config's schema/)")
+    fb = sub.add_parser("feedback", help="list the desk's feedback on alerts; undo one")
+    fb.add_argument("--watchlist")
+    fb.add_argument("--json", action="store_true", help="one JSON object per line")
+    fbsub = fb.add_subparsers(dest="action")
+    undo = fbsub.add_parser("undo", help="withdraw one piece of feedback, by its ID")
+    undo.add_argument("id", type=int, help="its ID, as `monitor feedback` lists it")
     b = sub.add_parser("backtest", help="run a watchlist over stored articles, without alerting")
     b.add_argument("--watchlist", required=True)
     b.add_argument("--since", default="30d", help="how far back, e.g. 30d (default)")
@@ -384,9 +398,11 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
         f"{'PUBLISHED (UTC)':<16}  {'WATCHLIST':<15} {'STATE':<9} {'FEED':<15} TITLE",
         lambda row: (
             f"{_when(row['published_at']):<16}  {_cut(row['watchlist'], 15):<15} "
-            f"{row['delivery'] or '-':<9} {_cut(row['feed'], 15):<15} {_cut(row['title'], 40)}\n"
+            f"{row['held'] or row['delivery'] or '-':<9} {_cut(row['feed'], 15):<15} "
+            f"{_cut(row['title'], 40)}\n"
             f"{'':<18}{', '.join(row['matched'])}  <{row['url'] or 'no link'}>"
             + (f"\n{'':<18}joined: {row['joined']}" if row.get("joined") else "")
+            + ("\n" + _wrapped(f"{row['held']}: {row['held_why']}", 18) if row["held"] else "")
         ),
         "no matches yet" + (" in that time" if since else ""),
     )
@@ -636,9 +652,14 @@ def _pick(cfg: Config, name: str | None) -> list[Watchlist]:
 
 
 def _explain(cfg: Config, args: argparse.Namespace) -> int:
-    from monitor.service import matcher_for, meaning_for
+    from monitor.service import matcher_for, meaning_for, teach
 
     matcher = matcher_for(_pick(cfg, args.watchlist), meaning_for(cfg))
+    try:
+        with _database(cfg) as engine:
+            teach(matcher, engine)  # what the desk's feedback would hold back
+    except MonitorError as exc:
+        log.warning("explaining without the desk's feedback", extra={"error": str(exc)})
     for item in _load_items(args.source, cfg):
         print(f"== {item.title}" + (f"  <{item.link}>" if item.link else ""))
         if item.article:
@@ -656,6 +677,8 @@ def _describe(verdict: Verdict) -> str:
     head = f"  {wl.name}: " + (
         f"MATCH ({verdict.strength}) -> {wl.channel}" if verdict.matched else "no match"
     )
+    if verdict.held is not None:
+        head += f", but {verdict.held.upper()}: not posted, the desk's feedback decided it"
     lines = [head]
     for hit in verdict.hits:
         before = " ".join(text[max(0, hit.start - 40) : hit.start].split())
@@ -673,7 +696,7 @@ def _describe(verdict: Verdict) -> str:
 def _backtest(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.archive import Archive
     from monitor.models import Entry, utcnow
-    from monitor.service import matcher_for, meaning_for
+    from monitor.service import matcher_for, meaning_for, teach
 
     [watchlist] = _pick(cfg, args.watchlist)
     since = utcnow() - _duration("--since", args.since)
@@ -681,6 +704,7 @@ def _backtest(cfg: Config, args: argparse.Namespace) -> int:
     per_day: Counter[str] = Counter()
     stories: set[str] = set()
     with _database(cfg) as engine:
+        teach(matcher, engine)
         archive = Archive(engine)
         total = archive.count_articles(since)
         progress = _Progress(total, "backtest")
@@ -690,7 +714,7 @@ def _backtest(cfg: Config, args: argparse.Namespace) -> int:
                 by_feed[feed].append(entry)
             for feed, entries in by_feed.items():
                 for entry, [result] in matcher.match(entries, feed=feed):
-                    if entry.story_key in stories:
+                    if entry.story_key in stories or result.held is not None:
                         continue
                     stories.add(entry.story_key)
                     when = entry.item.published or utcnow()
@@ -711,6 +735,41 @@ def _backtest(cfg: Config, args: argparse.Namespace) -> int:
         bar = "█" * max(1, round(40 * per_day[day] / peak))
         print(f"  {day}  {per_day[day]:>5}  {bar}")
     return 0
+
+
+def _feedback(cfg: Config, args: argparse.Namespace) -> int:
+    from monitor import feedback
+    from monitor.models import utcnow
+
+    with _database(cfg) as engine:
+        if args.action == "undo":
+            try:
+                row = feedback.undo(engine, args.id, f"cli:{getpass.getuser()}", utcnow())
+            except FeedbackError as exc:
+                raise UsageError(str(exc)) from exc
+            print(
+                f"feedback {row['id']} ({row['verdict']} on {row['title']!r}) undone at "
+                f"{_when(row['undone_at'])} UTC by {row['undone_by']}"
+            )
+            return 0
+        rows = feedback.listing(engine, args.watchlist)
+    if args.watchlist and not rows:
+        _pick(cfg, args.watchlist)
+    return _listing(
+        rows,
+        args.json,
+        f"{'ID':>6}  {'WHEN (UTC)':<16}  {'VERDICT':<12} {'WATCHLIST':<15} {'BY':<20} STATE",
+        lambda row: "\n".join(
+            [
+                f"{row['id']:>6}  {_when(row['created_at']):<16}  {row['verdict']:<12} "
+                f"{_cut(row['watchlist'], 15):<15} "
+                f"{_cut(row['user_name'] or row['user_id'], 20):<20} "
+                + (f"undone {_when(row['undone_at'])}" if row["undone_at"] else "in force"),
+                _wrapped(f"{', '.join(row['terms'])}: {row['title']} (match {row['match_id']})", 8),
+            ]
+        ),
+        "no feedback yet",
+    )
 
 
 class _Progress:
@@ -752,6 +811,7 @@ _COMMANDS = {
     "alerts": _alerts,
     "explain": _explain,
     "backtest": _backtest,
+    "feedback": _feedback,
     "db": _db,
 }
 _WITHOUT_CONFIG = {"schema": _schema, "init": _init}

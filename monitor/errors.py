@@ -8,6 +8,7 @@ MonitorError
  ├── StoreError    the database refused or is unreachable
  │    └── DatabaseUnavailable  it cannot be reached now (restarting, down, locked): wait
  ├── MeaningError  the meaning model is missing or its weights are not the ones pinned
+ ├── FeedbackError a click or an undo names a match or feedback that is not stored
  └── AlertError    a sink refused an alert; `permanent` says retrying cannot help
 """
 
@@ -109,6 +110,10 @@ class DatabaseUnavailable(StoreError):
 class MeaningError(MonitorError):
     """The meaning model cannot be had: its package is missing, or its weights fail their
     checksum. Terms that declare senses cannot be judged without it."""
+
+
+class FeedbackError(MonitorError):
+    """A click or an undo that names what is not stored (a pruned match, a mistyped id)."""
 
 
 class UsageError(MonitorError):

@@ -189,6 +189,27 @@ class Gist:
         return {"v": list(self.vector), "n": sorted(self.names)}
 
 
+class MatchHold(StrEnum):
+    """Why a stored match was not posted (MatchRow.held): the desk's feedback decided it."""
+
+    SUPPRESSED = "suppressed"  # its hit resembles one the desk marked Not relevant
+    MUTED = "muted"  # a follow-up of a story the desk muted
+
+
+class Verdict(StrEnum):
+    """What a click on a message says (FeedbackRow.verdict)."""
+
+    NOT_RELEVANT = "not_relevant"  # this hit is wrong for this watchlist
+    MUTE_STORY = "mute_story"  # no more follow-ups in this story's thread
+
+
+class FeedbackSource(StrEnum):
+    """Where a click came from (FeedbackRow.source)."""
+
+    SLACK = "slack"
+    CLI = "cli"
+
+
 @dataclass(frozen=True)
 class MatchResult:
     """Why one entry matched one watchlist."""
@@ -201,6 +222,11 @@ class MatchResult:
     strength: str = "mention"  # "about": in the headline or lead, or repeated
     evidence: tuple[str, ...] = field(default=())
     gist: Gist | None = None  # for telling whether it reports an event already alerted
+    # (term, the context its first hit was read in, the hit masked): what a click of
+    # Not relevant teaches, and what later hits of the term are compared with
+    contexts: tuple[tuple[str, str], ...] = ()
+    held: MatchHold | None = None  # stored but not posted, and why (`held_why`)
+    held_why: str | None = None
 
     @property
     def matched(self) -> list[str]:
@@ -219,6 +245,7 @@ class Story:
     snippet: str
     highlights: list[tuple[int, int]]
     strength: str = "mention"
+    match_id: int | None = None  # the stored match it stands for: what a click acts on
 
 
 @dataclass(frozen=True)
@@ -337,6 +364,10 @@ class MatchRow(SQLModel, table=True):
     gist: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     joined: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    # term -> the context its first hit was read in (MatchResult.contexts)
+    contexts: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    held: str | None = Field(default=None, max_length=20)  # MatchHold: stored, not posted
+    held_why: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class DeliveryStatus(StrEnum):
@@ -422,6 +453,36 @@ class DeliveryRow(SQLModel, table=True):
     slack_ts: str | None = Field(default=None, max_length=64)
     sent_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class FeedbackRow(SQLModel, table=True):
+    """One click of the desk on a message (feedback.py): who, when, on which match, and
+    what the hit read like, so it teaches the matcher. Never deleted: an undo stamps
+    `undone_at`, and the history stays."""
+
+    __tablename__ = "feedback"
+
+    id: int | None = Field(default=None, primary_key=True)
+    match_id: int = Field(foreign_key="match.id", index=True)
+    verdict: str = Field(max_length=20)  # Verdict
+    watchlist: str = Field(index=True, max_length=200)
+    story_key: str = Field(max_length=600, index=True)
+    terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # term -> the hit's context as the matcher read it (MatchRow.contexts)
+    contexts: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    user_id: str = Field(max_length=64)
+    user_name: str = Field(default="", max_length=200)
+    team_id: str = Field(default="", max_length=64)
+    channel_id: str = Field(default="", max_length=64)
+    source: str = Field(default=FeedbackSource.SLACK, max_length=10)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    undone_at: datetime | None = None
+    undone_by: str | None = Field(default=None, max_length=64)
+    # the clicks that made and undid it, as the sender names them (Slack's action_ts): the
+    # same click delivered twice is applied once
+    click_key: str | None = Field(default=None, max_length=100, index=True)
+    undo_key: str | None = Field(default=None, max_length=100, index=True)
 
 
 class ChannelRow(SQLModel, table=True):

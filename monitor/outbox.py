@@ -22,6 +22,7 @@ from monitor.config import Watchlist
 from monitor.db import Database
 from monitor.dedupe import canonical_url, content_hash
 from monitor.digests import DIGEST_PART
+from monitor.feedback import muted
 from monitor.models import (
     ArticleRow,
     ChannelRow,
@@ -30,6 +31,7 @@ from monitor.models import (
     DeliveryStatus,
     FeedRow,
     Item,
+    MatchHold,
     MatchRow,
     Outgoing,
     Sent,
@@ -117,7 +119,8 @@ def queue(
     unsent delivery takes it instead when it was published earlier, so the alert names
     the earliest copy. A different article of the story (another outlet's link, or
     near-identical text) becomes a thread follow-up, a separate alert, or nothing, as
-    the watchlist's `followups` says; published before the story's unsent alert, it
+    the watchlist's `followups` says (none while the desk has the story muted: the
+    match is marked so); published before the story's unsent alert, it
     takes the alert's place, and the article it displaces becomes that follow-up.
     """
     parent_key = alert_key(watchlist, story_key, channel)
@@ -154,6 +157,16 @@ def queue(
     if earlier and _rename(session, parent, new, mentions):
         copy = parent  # the article the alert named now follows it
     if policy.followups == "ignore":
+        return 0
+    mute = muted(session, watchlist, story_key)
+    if mute is not None:  # the desk muted the story: stored, shown as muted, never posted
+        when = f"{as_utc(mute.created_at):%Y-%m-%d %H:%M} UTC"
+        why = f"story muted by feedback #{mute.id} ({mute.user_name or mute.user_id}, {when})"
+        session.execute(
+            update(MatchRow)
+            .where(col(MatchRow.id) == copy.match_id)
+            .values(held=MatchHold.MUTED, held_why=why)
+        )
         return 0
     if policy.followups == "separate":
         values = {
@@ -312,6 +325,7 @@ class Outbox(Database):
                 snippet=m.snippet,
                 highlights=[(h[0], h[1]) for h in m.highlights],
                 strength=m.strength,
+                match_id=m.id,
             )
             for m, a, feed in s.execute(stmt)
         ]

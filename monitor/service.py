@@ -38,6 +38,7 @@ from monitor.store import Store
 
 if TYPE_CHECKING:
     from spacy.language import Language
+    from sqlalchemy import Engine
 
     from monitor.match import Matcher
     from monitor.match.senses import MeaningLoader
@@ -83,22 +84,50 @@ def meaning_for(config: Config) -> MeaningLoader:
     return loaded
 
 
-def matcher_for(watchlists: Sequence[Watchlist], meaning: MeaningLoader) -> Matcher:
-    """A Matcher on a blank English pipeline (importing spaCy takes half a second)."""
+def matcher_for(
+    watchlists: Sequence[Watchlist], meaning: MeaningLoader, engine: Engine | None = None
+) -> Matcher:
+    """A Matcher on a blank English pipeline (importing spaCy takes half a second), taught
+    the desk's feedback stored in `engine`, if given."""
     import spacy
 
     from monitor.match import Matcher
 
-    return Matcher(watchlists, spacy.blank("en"), load_ner, meaning=meaning)
+    matcher = Matcher(watchlists, spacy.blank("en"), load_ner, meaning=meaning)
+    if engine is not None:
+        teach(matcher, engine)
+    return matcher
+
+
+def teach(matcher: Matcher, engine: Engine) -> None:
+    """Gives the matcher the desk's feedback as stored now, if it changed since it was last
+    taught (one small query when it did not)."""
+    from monitor import feedback
+
+    if feedback.stamp(engine) == matcher.lessons.stamp:
+        return
+    matcher.lessons = feedback.lessons(engine)
+    log.info(
+        "feedback learnt",
+        extra={
+            "terms": len(matcher.lessons.by_term),
+            "examples": sum(len(n.examples) for n in matcher.lessons.by_term.values()),
+            "version": matcher.lessons.stamp[1],
+        },
+    )
 
 
 class LazyMatcher:
     """The Matcher, built on first use: a cycle with nothing new to match never pays for
-    spaCy or for compiling the watchlists (minutes for hundreds of thousands of terms)."""
+    spaCy or for compiling the watchlists (minutes for hundreds of thousands of terms).
+    Before each batch it takes in the desk's feedback, when that changed (teach)."""
 
-    def __init__(self, watchlists: Sequence[Watchlist], meaning: MeaningLoader) -> None:
+    def __init__(
+        self, watchlists: Sequence[Watchlist], meaning: MeaningLoader, engine: Engine | None = None
+    ) -> None:
         self.watchlists = list(watchlists)
         self._meaning = meaning
+        self._engine = engine
         self._matcher: Matcher | None = None
         self._lock = threading.Lock()
 
@@ -111,7 +140,10 @@ class LazyMatcher:
     ) -> list[tuple[Entry, list[MatchResult]]]:
         if not entries:
             return []
-        return self._built().match(entries, feed=feed)
+        matcher = self._built()
+        if self._engine is not None:
+            teach(matcher, self._engine)
+        return matcher.match(entries, feed=feed)
 
     def _built(self) -> Matcher:
         with self._lock:
@@ -216,7 +248,10 @@ class Service:
             ]
             log.warning("monitor.yaml changes take effect on restart: %s", ", ".join(changed))
         self.feeds = self.deps.feeds.sync(new.feeds, new.interval, new.backfill)
-        self.deps = replace(self.deps, matcher=LazyMatcher(new.watchlists, meaning_for(new)))
+        engine = self.deps.store.engine
+        self.deps = replace(
+            self.deps, matcher=LazyMatcher(new.watchlists, meaning_for(new), engine)
+        )
         self.config = replace(new, settings=self.config.settings)
         if self.deps.pool is not None:
             self.deps.pool.configure(self.config)
@@ -300,7 +335,7 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
         outbox=Outbox(engine),
         notices=Notices(engine),
         digests=Digests(engine),
-        matcher=LazyMatcher(config.watchlists, meaning_for(config)),
+        matcher=LazyMatcher(config.watchlists, meaning_for(config), engine),
         alerter=sink or alerter(settings),
         pool=pool,
     )
@@ -320,7 +355,8 @@ def processor_for(config: Config) -> Processing:
     sends nothing, so it has no HTTP client and no sink."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
-    return Processor(settings, Store(engine), LazyMatcher(config.watchlists, meaning_for(config)))
+    matcher = LazyMatcher(config.watchlists, meaning_for(config), engine)
+    return Processor(settings, Store(engine), matcher)
 
 
 def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Service:

@@ -118,6 +118,8 @@ class Store(Database):
                     extra: dict[str, Any] = {"joined": str(joined)} if joined else {}
                     if m.gist is not None:
                         extra["gist"] = m.gist.stored()
+                    if m.held is not None:  # stored for the record; never posted
+                        extra |= {"held": m.held, "held_why": m.held_why}
                     stmt = (
                         self._insert(MatchRow)
                         .values(
@@ -129,6 +131,7 @@ class Store(Database):
                             snippet=m.snippet,
                             strength=m.strength,
                             highlights=[list(h) for h in m.highlights],
+                            contexts=dict(m.contexts) or None,
                             created_at=now,
                             **extra,
                         )
@@ -136,7 +139,7 @@ class Store(Database):
                         .returning(MatchRow.id)
                     )
                     match_id = s.execute(stmt).scalar()
-                    if match_id is None:
+                    if match_id is None or m.held is not None:
                         continue
                     recent.add(m.watchlist, story_key, m.gist, feed_id)
                     queued += queue(

@@ -8,19 +8,20 @@ from dataclasses import dataclass, field, replace
 
 from spacy.language import Language
 
-from monitor.config import Watchlist
+from monitor.config import Entity, Topic, Watchlist
 from monitor.events import gist, gist_text
 from monitor.match.evidence import settle, short_form_counts
 from monitor.match.finds import Found, Scan
+from monitor.match.lessons import Lessons
 from monitor.match.names import inside
 from monitor.match.normal import fold, prepare, scan_text
 from monitor.match.phrases import Phrases
 from monitor.match.prefilter import Prefilter
-from monitor.match.senses import MeaningLoader, read, senses_of
+from monitor.match.senses import MeaningLoader, context, described, read, senses_of
 from monitor.match.snippet import quote, strength
 from monitor.match.topics import needs_a_reading, topic_hits
 from monitor.meaning import DEFAULT_MODEL, Meaning, load, locate
-from monitor.models import Entry, Hit, Item, MatchResult
+from monitor.models import Entry, Hit, Item, MatchHold, MatchResult
 
 NerLoader = Callable[[], Language | None]
 
@@ -41,6 +42,9 @@ class Verdict:
     reasons: dict[Hit, str] = field(default_factory=dict)  # what decided a hit, if not plain
     strength: str = "mention"
     matched: bool = False
+    contexts: dict[str, str] = field(default_factory=dict)  # term -> its first hit's context
+    held: MatchHold | None = None  # matched, but the desk's feedback holds it back
+    held_why: str | None = None
 
     def result(self) -> MatchResult:
         snippet, highlights = quote(self.text, self.hits)
@@ -52,6 +56,9 @@ class Verdict:
             highlights=highlights,
             strength=self.strength,
             evidence=(*self.reasons.values(), *self.notes),
+            contexts=tuple(self.contexts.items()),
+            held=self.held,
+            held_why=self.held_why,
         )
 
 
@@ -64,11 +71,17 @@ class Matcher:
         *,
         prefilter: bool = True,  # False: every article through spaCy (to measure the scan)
         meaning: MeaningLoader = default_meaning,
+        lessons: Lessons | None = None,
     ) -> None:
         self.watchlists = list(watchlists)
         self._ner = ner
         self._meaning = meaning
         self._senses = senses_of(self.watchlists)
+        self.lessons = lessons or Lessons()  # the desk's feedback (feedback.lessons)
+        terms: list[tuple[int, Entity | Topic]] = []
+        for wi, wl in enumerate(self.watchlists):
+            terms += [(wi, t) for t in wl.entities] + [(wi, t) for t in wl.topics]
+        self._abouts = {(wi, t.name): described(t) for wi, t in terms}
         prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
@@ -201,7 +214,26 @@ class Matcher:
             )
         else:
             verdict.matched = True
+            self._learnt(scan, wi, hits, verdict)
         return verdict
+
+    def _learnt(
+        self, scan: Scan, wi: int, hits: list[tuple[Found, str, str]], verdict: Verdict
+    ) -> None:
+        """Each term's first hit in its context, kept with the match (what a click on it
+        teaches); and the match held back when every term's hit resembles one the desk
+        marked Not relevant in this watchlist (lessons.py)."""
+        firsts: dict[str, Found] = {}
+        for f, _, _ in sorted(hits, key=lambda h: h[0].start):
+            firsts.setdefault(f.rule.term(self.watchlists), f)
+        verdict.contexts = {term: context(scan, f) for term, f in firsts.items()}
+        abouts = {term: self._abouts.get((wi, term)) for term in verdict.contexts}
+        notes, why = self.lessons.hold(
+            self._meaning, self.watchlists[wi].name, verdict.contexts, abouts
+        )
+        verdict.notes += notes
+        if why is not None:
+            verdict.held, verdict.held_why = MatchHold.SUPPRESSED, why
 
     def _in_sense(
         self, scan: Scan, wi: int, hits: list[tuple[Found, str, str]], notes: list[str]

@@ -110,6 +110,11 @@ def senses_of(watchlists: Sequence[Watchlist]) -> dict[tuple[int, str, int], Sen
     return out
 
 
+def described(term: Entity | Topic) -> str | None:
+    """The term's `about` as a hit's context is compared with it (masked), if it has one."""
+    return _masked(term.about, _words_of(term)) if term.about else None
+
+
 def _words_of(term: Entity | Topic) -> set[str]:
     """The words a hit of the term may be written with: its name's, its aliases' and its
     phrases' (a prefix form by its stem)."""
