@@ -13,17 +13,8 @@ from slack_sdk import WebClient
 from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
 from slack_sdk.webhook import WebhookClient
 
-from monitor.alert.slack import (
-    BLOCKS_MAX,
-    HEADER_MAX,
-    SECTION_MAX,
-    SlackAlerter,
-    WebhookAlerter,
-    as_json,
-    escape,
-    render,
-    retry_handlers,
-)
+from monitor.alert.blocks import BLOCKS_MAX, HEADER_MAX, SECTION_MAX, as_json, escape, render
+from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.errors import AlertError
 from monitor.models import Outgoing, Story
 from tests.servers import FakeSlack, Reply, channel_id
@@ -133,6 +124,46 @@ def test_render_digest_groups_and_fits_slack_limits() -> None:
     assert blocks[1]["text"]["text"].startswith("*Qin Gang* (80)")
     assert any(b["text"]["text"].startswith("*fentanyl* (40)") for b in blocks[1:])
     assert len(text) <= 3000 and text.startswith("us-china: 120 stories")
+
+
+def test_a_flood_lists_every_story_in_its_thread_in_pages_slack_accepts(
+    slack: FakeSlack,
+) -> None:
+    stories = [
+        Story(
+            **{
+                **STORY.__dict__,
+                "title": f"Story {i} <&> " + "x" * 480,
+                "url": f"https://n.example/{i}",
+            }
+        )
+        for i in range(90)
+    ]
+    flood = Outgoing(9, "f", "flood", "us-china", "#china-desk", stories, label="90 alerts")
+    SlackAlerter(WebClient(base_url=slack.api_url, token="xoxb-1")).send(flood)
+    parent, *pages = slack.messages
+    assert "thread_ts" not in parent and all(p["thread_ts"] == parent["ts"] for p in pages)
+    assert [p["text"] for p in pages] == [
+        "Alerts 1–40 of 90",
+        "Alerts 41–80 of 90",
+        "Alerts 81–90 of 90",
+    ]
+    listed = []
+    for page in pages:
+        assert len(page["blocks"]) <= BLOCKS_MAX
+        sections = [b["text"]["text"] for b in page["blocks"] if b["type"] == "section"]
+        assert all(len(t) <= SECTION_MAX for t in sections)
+        listed += re.findall(r"<https://n\.example/(\d+)\|", "\n".join(sections))
+    assert listed == [str(i) for i in range(90)]  # every one, in order, once
+    # the message itself shows the first 20 and says where the rest are
+    assert "all are listed in the thread" in json.dumps(parent["blocks"])
+    assert json.dumps(parent["blocks"]).count("https://n.example/") == 20
+
+
+def test_a_flood_of_a_page_or_less_is_listed_in_one_reply(slack: FakeSlack) -> None:
+    flood = Outgoing(9, "f", "flood", "us-china", "#china-desk", [STORY] * 3, label="3 alerts")
+    SlackAlerter(WebClient(base_url=slack.api_url, token="xoxb-1")).send(flood)
+    assert [m.get("text") for m in slack.messages[1:]] == ["Alerts 1–3 of 3"]
 
 
 def test_render_refuses_non_http_links_and_clips_long_text() -> None:
