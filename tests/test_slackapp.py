@@ -259,6 +259,17 @@ def test_a_click_updates_the_message_and_a_second_click_undoes_it(desk: Desk) ->
     assert len([b for b in update["blocks"] if b["type"] == "actions"]) == 1
 
 
+def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: Desk) -> None:
+    qin = desk.alert("Qin Gang")
+    payload = click_payload(desk.slack, qin)
+    del payload["message"]["blocks"]
+    update = clicked(desk, payload)
+    assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+    assert update["blocks"][0]["text"]["text"] == qin["text"]
+    assert context_text(update["blocks"]) == "Not relevant by @user-001"
+    assert button(update, "Not relevant")["value"] == str(match_of(qin))
+
+
 def refused(desk: Desk, payload: dict[str, Any]) -> dict[str, Any]:
     slack, socket = desk.slack, desk.slack.socket
     assert socket is not None

@@ -292,6 +292,13 @@ def who_did_what(marks: Sequence[feedback.Mark]) -> str:
     return " · ".join(parts)
 
 
+def plain(text: str) -> list[dict[str, Any]]:
+    """A message's fallback text as its one section (Slack's text is already mrkdwn)."""
+    if not text:
+        return []
+    return as_json([SectionBlock(text=MarkdownTextObject(text=text[:SECTION_MAX]))])
+
+
 def marked(
     blocks: Sequence[dict[str, Any]], match_id: int, marks: Sequence[feedback.Mark]
 ) -> list[dict[str, Any]]:

@@ -34,10 +34,10 @@ class Actor:
 
 
 def same_channel(target: Target, channel_id: str, channel_name: str) -> bool:
-    """The channel the alert was sent to: by the ID Slack answered the send with, else as
-    the watchlist names it, by name (#china-desk) or by ID (C0123ABCD)."""
-    if target.channel_id:
-        return target.channel_id == channel_id
+    """The channel the alert was sent to: the ID Slack answered the send with, or the
+    channel as the watchlist names it, by name (#china-desk) or by ID (C0123ABCD)."""
+    if target.channel_id and target.channel_id == channel_id:
+        return True
     if _CHANNEL_ID.match(target.channel):
         return target.channel == channel_id
     return bool(channel_name) and target.channel.lstrip("#") == channel_name

@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackClientError
 from sqlalchemy import Engine
 
 from monitor import feedback
-from monitor.alert.blocks import BUTTONS, explanation, marked
+from monitor.alert.blocks import BUTTONS, explanation, marked, plain
 from monitor.errors import FeedbackError
 from monitor.models import utcnow
 from monitor.slackapp.access import Access, Actor
@@ -114,14 +114,14 @@ class Listeners:
         """chat.update of the clicked message: the alert, who did what, the buttons."""
         message = body.get("message") or {}
         ts = (body.get("container") or {}).get("message_ts") or message.get("ts")
-        if not message.get("blocks") or not ts:
-            log.warning("clicked message not in the payload", extra={"match_id": match_id})
+        if not ts:
+            log.warning("clicked message not named in the payload", extra={"match_id": match_id})
             return
-        blocks = marked(message["blocks"], match_id, feedback.marks(self._engine, match_id))
+        text = str(message.get("text") or "")
+        shown = message.get("blocks") or plain(text)  # a payload without blocks keeps its text
+        blocks = marked(shown, match_id, feedback.marks(self._engine, match_id))
         try:
-            client.chat_update(
-                channel=actor.channel_id, ts=ts, text=message.get("text") or "", blocks=blocks
-            )
+            client.chat_update(channel=actor.channel_id, ts=ts, text=text, blocks=blocks)
         except (SlackClientError, OSError) as exc:
             log.warning(
                 "message not updated after a click",
