@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _STATES = ("ok", "slow", "failing", "stale", "redirected")
+MAX_REQUEST = 1 << 20  # bytes of a request to /slack/events
 
 
 class Metrics:
@@ -197,11 +198,16 @@ def serve(
             from monitor.slackapp import EVENTS_PATH
 
             path, _, query = self.path.partition("?")
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
             if path != EVENTS_PATH or service.slack is None:
                 self._send(404, "text/plain", "not found\n")
                 return
-            status, headers, answer = service.slack.http(body, dict(self.headers), query)
+            if length > MAX_REQUEST:  # Slack's payloads are a few kilobytes
+                self._send(413, "text/plain", "too large\n")
+                return
+            body = self.rfile.read(length)
+            peer = str(self.client_address[0])
+            status, headers, answer = service.slack.http(body, dict(self.headers), query, peer)
             kind = headers.pop("content-type", "text/plain; charset=utf-8")
             self._send(status, kind, answer.decode())
 

@@ -5,6 +5,7 @@ real poll first, so every click names a stored match."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -220,7 +221,7 @@ def test_every_alert_and_followup_carries_the_buttons(desk: Desk) -> None:
 
 def test_socket_mode_opens_on_the_web_api_base_and_acks_first(desk: Desk) -> None:
     slack = desk.slack
-    assert slack.opened == [f"Bearer {APP_TOKEN}".removeprefix("Bearer ")]
+    assert slack.opened == [APP_TOKEN]  # on the Web API base the bot's calls use
     qin = desk.alert("Qin Gang")
     slack.update_gate.clear()  # Slack is slow to answer chat.update
     socket = slack.socket
@@ -401,6 +402,12 @@ def test_http_requests_are_verified(desk: Desk, caplog: pytest.LogCaptureFixture
         assert desk.marks(qin) == () and desk.slack.updates == []
         reasons = [r.reason for r in caplog.records if r.getMessage() == "slack request refused"]  # type: ignore[attr-defined]
         assert reasons == ["bad signature", "stale timestamp"]
+        huge = http.client.HTTPConnection("127.0.0.1", endpoint.server_address[1], timeout=30)
+        huge.putrequest("POST", "/slack/events")
+        huge.putheader("Content-Length", str(2 << 20))  # answered before the body is sent
+        huge.endheaders()
+        assert huge.getresponse().status == 413
+        huge.close()
         assert post(url, body, signed(body, time.time() - 200)) == 200  # within 5 minutes
         assert desk.slack.wait_for(desk.slack.updated, lambda: len(desk.slack.updates) == 1)
         assert len(desk.marks(qin)) == 1

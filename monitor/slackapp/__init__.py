@@ -74,7 +74,7 @@ class SlackApp:
         log.info("slack socket mode connected")
 
     def http(
-        self, body: bytes, headers: Mapping[str, str], query: str
+        self, body: bytes, headers: Mapping[str, str], query: str, peer: str = ""
     ) -> tuple[int, dict[str, str], bytes]:
         """One request to the request URL: (status, headers, body)."""
         if self._verifier is None:
@@ -85,7 +85,11 @@ class SlackApp:
             stale = stamp.isdigit() and abs(time.time() - int(stamp)) > MAX_AGE
             log.warning(
                 "slack request refused",
-                extra={"reason": "stale timestamp" if stale else "bad signature", "ts": stamp},
+                extra={
+                    "reason": "stale timestamp" if stale else "bad signature",
+                    "ts": stamp,
+                    "peer": peer,
+                },
             )
             return 401, {}, b"invalid request\n"
         req = BoltRequest(body=body.decode("utf-8", "replace"), query=query, headers=dict(headers))

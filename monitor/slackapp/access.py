@@ -6,6 +6,7 @@ who clicked; nothing is applied.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -18,6 +19,7 @@ from slack_sdk.errors import SlackClientError
 from monitor.config import Watchlist
 from monitor.feedback import Target
 
+log = logging.getLogger(__name__)
 _CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{8,}$")
 GROUP_TTL = 60.0  # seconds a user group's members are trusted before they are asked again
 
@@ -96,7 +98,8 @@ class Access:
                 return cached[1]
         try:
             resp = self._client.usergroups_users_list(usergroup=group)
-        except (SlackClientError, OSError):
+        except (SlackClientError, OSError) as exc:
+            log.warning("user group unreadable", extra={"usergroup": group, "error": str(exc)})
             return frozenset()
         members = frozenset(str(u) for u in resp.get("users") or [])
         with self._lock:
