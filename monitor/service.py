@@ -150,7 +150,11 @@ class LazyMatcher:
         return matcher.match(entries, feed=feed)
 
     def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
-        return self._built().explain(item, feed=feed)
+        """As `monitor explain` reads `item`: with the desk's feedback as stored now."""
+        matcher = self._built()
+        if self._engine is not None:
+            teach(matcher, self._engine)
+        return matcher.explain(item, feed=feed)
 
     def _built(self) -> Matcher:
         with self._lock:
@@ -421,7 +425,8 @@ def slack_app(service: Service, describe: Callable[[Verdict], str]) -> SlackApp 
         lines = [f"== {item.title}" + (f"  <{item.link}>" if item.link else "")]
         matcher = service.deps.matcher  # the service's own: built once, reloaded with it
         if not isinstance(matcher, LazyMatcher):
-            matcher = LazyMatcher(service.config.watchlists, meaning_for(service.config))
+            config, engine = service.config, service.deps.store.engine
+            matcher = LazyMatcher(config.watchlists, meaning_for(config), engine)
         for verdict in matcher.explain(item, found.feed or None):
             if not found.watchlists or verdict.watchlist.name in found.watchlists:
                 lines.append(describe(verdict))
