@@ -13,7 +13,17 @@ from slack_sdk import WebClient
 from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
 from slack_sdk.webhook import WebhookClient
 
-from monitor.alert.blocks import BLOCKS_MAX, HEADER_MAX, SECTION_MAX, as_json, escape, render
+from monitor import feedback
+from monitor.alert.blocks import (
+    BLOCKS_MAX,
+    HEADER_MAX,
+    SECTION_MAX,
+    as_json,
+    escape,
+    marked,
+    pages,
+    render,
+)
 from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.errors import AlertError
 from monitor.models import Outgoing, Story
@@ -144,9 +154,7 @@ def test_a_flood_lists_every_story_in_its_thread_in_pages_slack_accepts(
     parent, *pages = slack.messages
     assert "thread_ts" not in parent and all(p["thread_ts"] == parent["ts"] for p in pages)
     assert [p["text"] for p in pages] == [
-        "Alerts 1–40 of 90",
-        "Alerts 41–80 of 90",
-        "Alerts 81–90 of 90",
+        f"Alerts {i + 1}–{min(i + 15, 90)} of 90" for i in range(0, 90, 15)
     ]
     listed = []
     for page in pages:
@@ -158,6 +166,23 @@ def test_a_flood_lists_every_story_in_its_thread_in_pages_slack_accepts(
     # the message itself shows the first 20 and says where the rest are
     assert "all are listed in the thread" in json.dumps(parent["blocks"])
     assert json.dumps(parent["blocks"]).count("https://n.example/") == 20
+
+
+def test_each_alert_in_a_thread_page_has_its_buttons_and_a_click_marks_only_it() -> None:
+    stories = [Story(**{**STORY.__dict__, "match_id": 100 + i}) for i in range(15)]
+    [(_, page)] = pages(stories)
+    assert len(page) == 31 and [b["type"] for b in page[1:3]] == ["section", "actions"]
+    values = [e["value"] for b in page if b["type"] == "actions" for e in b["elements"]]
+    assert values == [str(100 + i) for i in range(15) for _ in range(2)]
+    mark = feedback.Mark(feedback.Verdict.MUTE_STORY, "U1", "ana", datetime.now(UTC))
+    clicked = marked(page, 103, [mark])
+    assert clicked[:8] == page[:8] and clicked[10:] == page[9:]  # the others untouched
+    assert clicked[8]["elements"][0]["text"] == "Muted by @ana"
+    assert clicked[9]["block_id"] == "monitor_feedback:103"
+    # every one of a full page marked: still within Slack's 50 blocks
+    for story in stories:
+        page = marked(page, story.match_id or 0, [mark])
+    assert len(page) == 46 <= BLOCKS_MAX
 
 
 def test_a_flood_of_a_page_or_less_is_listed_in_one_reply(slack: FakeSlack) -> None:

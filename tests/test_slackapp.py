@@ -122,6 +122,7 @@ def running_desk(root: Path, fake: FakeSlack) -> Iterator[Desk]:
     try:
         yield Desk(fake, service, root)
     finally:
+        fake.update_gate.set()  # a test that failed while Slack held chat.update
         service.close()
 
 
@@ -204,7 +205,10 @@ def clicked(desk: Desk, payload: dict[str, Any]) -> dict[str, Any]:
 def context_text(blocks: list[dict[str, Any]]) -> str:
     """Who did what: the context line the service adds under the alert."""
     return " ".join(
-        e["text"] for b in blocks if b.get("block_id") == "monitor_marks" for e in b["elements"]
+        e["text"]
+        for b in blocks
+        if str(b.get("block_id")).startswith("monitor_marks:")
+        for e in b["elements"]
     )
 
 

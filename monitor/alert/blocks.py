@@ -43,9 +43,12 @@ CONTEXT_MAX = 300  # characters we allow one context element: a line, not a page
 TEXT_MAX = 3000  # characters of the notification fallback `text`
 TITLE_MAX = 500  # characters of a headline, before escaping
 SNIPPET_MAX = 1000
-PAGE = 40  # alerts in one page of a digest's or flood's thread: 40 sections at most
-# The buttons under every alert and follow-up: (action_id, visible text) by verdict. The
-# button's value is the match id; the block ids find our blocks again in a message.
+# alerts in one page of a digest's or flood's thread: each a section, its buttons and,
+# once clicked, who did what: 1 + 15 * 3 blocks of Slack's 50
+PAGE = 15
+# The buttons under every alert and follow-up, and under each alert a digest's or flood's
+# thread lists: (action_id, visible text) by verdict. The button's value is the match id;
+# the block ids (with ":<match id>") find a match's blocks again in a message.
 BUTTONS = {
     Verdict.NOT_RELEVANT: ("monitor_not_relevant", "Not relevant"),
     Verdict.MUTE_STORY: ("monitor_mute_story", "Mute story"),
@@ -269,7 +272,7 @@ def actions(match_id: int, marks: Sequence[feedback.Mark]) -> ActionsBlock:
     """The two buttons; one already pressed is highlighted, and pressing it again undoes."""
     on = {mark.verdict for mark in marks}
     return ActionsBlock(
-        block_id=ACTIONS_BLOCK,
+        block_id=f"{ACTIONS_BLOCK}:{match_id}",
         elements=[
             ButtonElement(
                 text=label,
@@ -302,15 +305,20 @@ def plain(text: str) -> list[dict[str, Any]]:
 def marked(
     blocks: Sequence[dict[str, Any]], match_id: int, marks: Sequence[feedback.Mark]
 ) -> list[dict[str, Any]]:
-    """The message's blocks as chat.update takes them after a click: the alert as it was
-    posted, then who did what, then the buttons showing what is on. Built from the
-    stored marks, so the same state always renders the same message."""
-    kept = [b for b in blocks if b.get("block_id") not in (ACTIONS_BLOCK, MARKS_BLOCK)]
+    """The message's blocks as chat.update takes them after a click: the message as it
+    was posted, with who did what and the buttons showing what is on where the match's
+    buttons were (at the end if they are not found). Built from the stored marks, so
+    the same state always renders the same message."""
+    buttons, said = f"{ACTIONS_BLOCK}:{match_id}", f"{MARKS_BLOCK}:{match_id}"
+    kept = [b for b in blocks if b.get("block_id") != said]
     extra: list[Block] = []
     if line := who_did_what(marks):
-        extra.append(ContextBlock(block_id=MARKS_BLOCK, elements=[MarkdownTextObject(text=line)]))
+        extra.append(ContextBlock(block_id=said, elements=[MarkdownTextObject(text=line)]))
     extra.append(actions(match_id, marks))
-    return [*kept[: BLOCKS_MAX - len(extra)], *as_json(extra)]
+    at = next((i for i, b in enumerate(kept) if b.get("block_id") == buttons), None)
+    if at is None:
+        return [*kept[: BLOCKS_MAX - len(extra)], *as_json(extra)]
+    return [*kept[:at], *as_json(extra), *kept[at + 1 :]][:BLOCKS_MAX]
 
 
 def _lines(lines: Sequence[str]) -> list[Block]:
@@ -369,16 +377,16 @@ def _render_listing(out: Outgoing) -> tuple[str, list[Block]]:
 
 
 def pages(stories: Sequence[Story]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Every story of a digest or flood, as thread replies of at most PAGE stories (each
-    well within Slack's 50 blocks and 3,000 characters a section)."""
+    """Every story of a digest or flood, as thread replies of at most PAGE stories, each
+    with its own buttons: an alert that came in a flood can be marked like any other."""
     out = []
     for first in range(0, len(stories), PAGE):
         part = stories[first : first + PAGE]
         head = f"Alerts {first + 1}–{first + len(part)} of {len(stories)}"
-        blocks: list[Block] = [
-            _context(([Mark(head)], CONTEXT_MAX)),
-            *_lines([_entry(story) for story in part]),
-        ]
+        blocks: list[Block] = [_context(([Mark(head)], CONTEXT_MAX))]
+        for story in part:
+            entry = SectionBlock(text=MarkdownTextObject(text=_entry(story)))
+            blocks += [entry, *_buttons(story)]
         out.append((head, as_json(blocks)))
     return out
 

@@ -14,6 +14,7 @@ secret and refused, logged, when its signature is wrong or its timestamp is more
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 
@@ -96,6 +97,15 @@ class SlackApp:
         resp = self.app.dispatch(req)
         return resp.status, resp.first_headers(), (resp.body or "").encode()
 
-    def close(self) -> None:
-        if self._socket is not None:
-            self._socket.client.close()
+    def close(self, grace: float = 5.0) -> None:
+        """Closes Socket Mode, waiting no longer than `grace`: slack-sdk joins its threads,
+        and one stuck on a dead socket must not hold up the service's stop."""
+        if self._socket is None:
+            return
+        closing = threading.Thread(
+            target=self._socket.client.close, name="slack-close", daemon=True
+        )
+        closing.start()
+        closing.join(grace)
+        if closing.is_alive():
+            log.warning("slack socket mode still closing; leaving it", extra={"grace": grace})
