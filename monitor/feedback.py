@@ -75,6 +75,9 @@ class Click:
     channel_id: str
     at: datetime  # aware UTC
     source: str = FeedbackSource.SLACK
+    # what names this click for its sender (Slack: the action's action_ts, with the user):
+    # the same click delivered again (a retried envelope) changes nothing
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ def toggle(engine: Engine, click: Click) -> Applied:
     with _Feedback(engine).session() as s:
         take_turns(s, _LOCK)
         goal = _target(s, click.match_id)
+        seen = _seen(s, click)
+        if seen is not None:  # delivered before: applied then, shown as it stands now
+            return Applied(seen, goal, _marks(s, goal), _in_force(s, click) or 0)
         active = (
             s.execute(
                 select(FeedbackRow).where(
@@ -135,6 +141,7 @@ def toggle(engine: Engine, click: Click) -> Applied:
         if active:
             for row in active:
                 row.undone_at, row.undone_by = click.at, click.user_id
+                row.undo_key = click.key or None
             feedback_id = active[0].id or 0
         else:
             row = _new_row(s, click, goal)
@@ -265,6 +272,8 @@ def muted(s: Session, watchlist: str, story_key: str) -> FeedbackRow | None:
 
 
 class _Feedback(Database):
+    """The database's transactions (StoreError when it fails) for the functions above."""
+
     def session(self) -> AbstractContextManager[Session]:
         return self._session()
 
@@ -292,6 +301,32 @@ def _target(s: Session, match_id: int) -> Target:
     )
 
 
+def _seen(s: Session, click: Click) -> bool | None:
+    """Whether a click with this key was applied already: True if it put its verdict in
+    force, False if it undid it; None if it is new (or has no key)."""
+    if not click.key:
+        return None
+    same = (col(FeedbackRow.match_id) == click.match_id) & (
+        col(FeedbackRow.verdict) == click.verdict
+    )
+    for column, on in ((FeedbackRow.click_key, True), (FeedbackRow.undo_key, False)):
+        stmt = select(col(FeedbackRow.id)).where(same, col(column) == click.key).limit(1)
+        if s.execute(stmt).scalar() is not None:
+            return on
+    return None
+
+
+def _in_force(s: Session, click: Click) -> int | None:
+    """The id of the user's verdict in force on the match, if there is one."""
+    stmt = select(col(FeedbackRow.id)).where(
+        col(FeedbackRow.match_id) == click.match_id,
+        col(FeedbackRow.verdict) == click.verdict,
+        col(FeedbackRow.user_id) == click.user_id,
+        col(FeedbackRow.undone_at).is_(None),
+    )
+    return s.execute(stmt.limit(1)).scalar()
+
+
 def _new_row(s: Session, click: Click, goal: Target) -> FeedbackRow:
     """The click's row, with what the hit read like: the context each term's first hit
     was read in (or, for a match stored before contexts were kept, its snippet)."""
@@ -315,6 +350,7 @@ def _new_row(s: Session, click: Click, goal: Target) -> FeedbackRow:
         channel_id=click.channel_id,
         source=click.source,
         created_at=click.at,
+        click_key=click.key or None,
     )
 
 

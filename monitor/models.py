@@ -479,6 +479,10 @@ class FeedbackRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     undone_at: datetime | None = None
     undone_by: str | None = Field(default=None, max_length=64)
+    # the clicks that made and undid it, as the sender names them (Slack's action_ts): the
+    # same click delivered twice is applied once
+    click_key: str | None = Field(default=None, max_length=100, index=True)
+    undo_key: str | None = Field(default=None, max_length=100, index=True)
 
 
 class ChannelRow(SQLModel, table=True):

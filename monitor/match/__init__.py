@@ -24,6 +24,7 @@ One file per concern, in the order an article meets them:
     evidence.py   votes on a short form: titles, NER, shape, context, the prior
     topics.py     any phrase, all_of groups, near pairs, none_of vetoes
     senses.py     about/not_about: a hit read in context by the meaning model (meaning.py)
+    lessons.py    hits like ones the desk marked Not relevant, held back (feedback.py)
     snippet.py    what an alert quotes, and how strongly an article is about its terms
     matcher.py    the Matcher, which puts them together, and reads each alert's gist
                   for events.py (one story per event across outlets)

@@ -40,11 +40,13 @@ def upgrade() -> None:
         sa.Column("created_at", _TIME(), nullable=False),
         sa.Column("undone_at", _TIME(), nullable=True),
         sa.Column("undone_by", _TEXT(length=64), nullable=True),
+        sa.Column("click_key", _TEXT(length=100), nullable=True),
+        sa.Column("undo_key", _TEXT(length=100), nullable=True),
         sa.ForeignKeyConstraint(["match_id"], ["match.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("feedback") as batch_op:
-        for column in ("created_at", "match_id", "story_key", "watchlist"):
+        for column in ("click_key", "created_at", "match_id", "story_key", "undo_key", "watchlist"):
             batch_op.create_index(f"ix_feedback_{column}", [column], unique=False)
     # Added nullable columns only: SQLite alters the table in place, no copy.
     with op.batch_alter_table("match") as batch_op:
