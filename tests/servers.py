@@ -467,7 +467,8 @@ class SocketServer:
     def send(self, kind: str, payload: dict[str, Any]) -> str:
         """Sends an envelope (`interactive`, `slash_commands`, `events_api`) to the newest
         connection; returns its envelope_id."""
-        with self.connected:
+        with self.connected:  # the client may be through its handshake before we see it
+            assert self.connected.wait_for(lambda: bool(self._conns), timeout=30)
             self._count += 1
             envelope_id = f"env-{self._count}"
             conn = self._conns[-1]

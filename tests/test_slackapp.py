@@ -264,6 +264,18 @@ def test_a_click_updates_the_message_and_a_second_click_undoes_it(desk: Desk) ->
     assert len([b for b in update["blocks"] if b["type"] == "actions"]) == 1
 
 
+def test_a_click_delivered_twice_is_applied_once(desk: Desk) -> None:
+    qin = desk.alert("Qin Gang")
+    payload = click_payload(desk.slack, qin)
+    clicked(desk, payload)
+    update = clicked(desk, payload)  # Slack retried the envelope: the same action_ts
+    assert context_text(update["blocks"]) == "Not relevant by @user-001"
+    assert len(desk.marks(qin)) == 1
+    payload["actions"][0]["action_ts"] = f"{time.time() + 1:.6f}"  # trap: a new click undoes
+    assert context_text(clicked(desk, payload)["blocks"]) == ""
+    assert desk.marks(qin) == ()
+
+
 def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: Desk) -> None:
     qin = desk.alert("Qin Gang")
     payload = click_payload(desk.slack, qin)

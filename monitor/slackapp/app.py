@@ -94,6 +94,8 @@ class Listeners:
             team_id=actor.team_id,
             channel_id=actor.channel_id,
             at=utcnow(),
+            # the same click delivered again (a retried envelope) must not undo itself
+            key=f"{actor.user_id}:{stamp}" if (stamp := action.get("action_ts")) else "",
         )
         with self._lock:
             applied = feedback.toggle(self._engine, click)
