@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--http",
         metavar="HOST:PORT",
-        help="serve /healthz and /metrics here, e.g. 127.0.0.1:9310 (off by default)",
+        help="serve /healthz, /metrics and Slack's request URL (/slack/events, with "
+        "SLACK_SIGNING_SECRET) here, e.g. 127.0.0.1:9310 (off by default)",
     )
     r.add_argument(
         "--workers-mode",
@@ -280,6 +281,20 @@ def _check(cfg: Config, args: argparse.Namespace) -> int:
         print(f"{cfg.root / 'monitor.yaml'}: {exc}")
         return 2
     print(f"ok: {cfg.root}: {len(cfg.feeds)} feeds, {len(cfg.watchlists)} watchlists")
+    slack = cfg.settings.slack
+    if slack.interactive:
+        ways = [
+            way
+            for way, on in (
+                ("Socket Mode (SLACK_APP_TOKEN)", slack.app_token),
+                (
+                    "/slack/events on `monitor run --http` (SLACK_SIGNING_SECRET)",
+                    slack.signing_secret,
+                ),
+            )
+            if on
+        ]
+        print(f"slack app: {' and '.join(ways)}; workspace {slack.team_id or 'of the bot token'}")
     return 0
 
 
@@ -331,7 +346,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     from monitor import runtime
     from monitor.db import conninfo
     from monitor.runtime.passes import PassPool
-    from monitor.service import build
+    from monitor.service import build, slack_app
 
     stop = threading.Event()
 
@@ -355,6 +370,9 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
         _announce(service)
+        service.slack = slack_app(service, _describe)
+        if service.slack is not None:
+            service.slack.start()
         idle = runner(service, runtime.Control(stop, reload, http=args.http))
     except BaseException:
         service.close()

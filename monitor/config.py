@@ -237,10 +237,43 @@ class HealthSettings(_Model):
     stale_after: Duration = timedelta(days=2)  # silent at least this long (and 10x its cadence)
 
 
+def _app_token(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"xapp-[A-Za-z0-9-]+", value):
+        raise ValueError("not an app-level token: it starts with xapp- (Basic Information)")
+    return value
+
+
+def _signing_secret(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[0-9A-Za-z]{16,}", value):
+        raise ValueError("not a signing secret: letters and digits (Basic Information)")
+    return value
+
+
 class SlackSettings(_Model):
     token: str | None = None
     api_url: HttpUrl | None = None
     webhook_url: HttpUrl | None = None
+    # The Slack app (buttons, the why shortcut, /monitor): Socket Mode with the app-level
+    # token; or Slack's requests on `monitor run --http`, verified with the signing secret
+    app_token: Annotated[str | None, AfterValidator(_app_token)] = None
+    signing_secret: Annotated[str | None, AfterValidator(_signing_secret)] = None
+    # the workspace whose clicks count; unset: the bot token's own (auth.test)
+    team_id: Annotated[
+        str | None, Field(pattern=r"^[TE][A-Z0-9]{6,}$", description="T0123ABCD")
+    ] = None
+
+    @model_validator(mode="after")
+    def _app_needs_bot(self) -> SlackSettings:
+        if (self.app_token or self.signing_secret) and not self.token:
+            raise ValueError(
+                "the Slack app (SLACK_APP_TOKEN or SLACK_SIGNING_SECRET) needs SLACK_BOT_TOKEN"
+            )
+        return self
+
+    @property
+    def interactive(self) -> bool:
+        """Whether the service listens to Slack (buttons, shortcuts, the slash command)."""
+        return bool(self.token and (self.app_token or self.signing_secret))
 
 
 class DeliverySettings(_Model):
@@ -451,6 +484,19 @@ def _mention(value: str) -> str:
 
 
 Mention = Annotated[str, AfterValidator(_mention)]
+_ACTOR = re.compile(r"^[UWS][A-Z0-9]{6,}$")
+
+
+def _actor(value: str) -> str:
+    if not _ACTOR.match(value):
+        raise ValueError(
+            f"bad feedback_from entry {value!r}: a user ID (U0123ABCD) or a user group "
+            "ID (S0123ABCD)"
+        )
+    return value
+
+
+Actor = Annotated[str, AfterValidator(_actor)]
 
 
 class Quiet(_Model):
@@ -486,6 +532,9 @@ class Watchlist(_Model):
     quiet: Quiet | None = None
     notify: list[Mention] = []
     followups: Literal["thread", "ignore", "separate"] = "thread"
+    # who may click `Not relevant` / `Mute story` here (users, user groups); empty: anyone
+    # in the channel
+    feedback_from: list[Actor] = []
 
     @field_validator("digest")
     @classmethod
@@ -916,6 +965,9 @@ _ENV_SETTINGS = {
     "SLACK_BOT_TOKEN": ("slack", "token"),
     "SLACK_API_URL": ("slack", "api_url"),
     "SLACK_WEBHOOK_URL": ("slack", "webhook_url"),
+    "SLACK_APP_TOKEN": ("slack", "app_token"),
+    "SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
+    "SLACK_TEAM_ID": ("slack", "team_id"),
 }
 
 
@@ -1022,6 +1074,16 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
                 problems += doc.problems
     if not watchlists and not problems:
         warnings.append(Problem(wl_dir, 1, 1, "no watchlists: nothing will match (see README)"))
+    if settings is not None and settings.slack.interactive and not settings.slack.team_id:
+        warnings.append(
+            Problem(
+                settings_path,
+                1,
+                1,
+                "slack.team_id is not set: clicks are taken from the bot token's own workspace "
+                "(set it, or SLACK_TEAM_ID, to name the workspace)",
+            )
+        )
     if problems or settings is None:
         raise ConfigError(problems)
     settings, left_behind = _anchor(settings, root, env)

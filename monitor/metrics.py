@@ -1,4 +1,5 @@
-"""The optional HTTP endpoint of `monitor run --http ADDR`: /healthz and /metrics.
+"""The optional HTTP endpoint of `monitor run --http ADDR`: /healthz and /metrics, and
+Slack's request URL (/slack/events) when the Slack app takes its requests here.
 
 /metrics is prometheus_client's exposition of one registry per service: what only the
 running process knows (fetch latencies and outcomes, and linked pages' outcomes, reported
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _STATES = ("ok", "slow", "failing", "stale", "redirected")
+MAX_REQUEST = 1 << 20  # bytes of a request to /slack/events
 
 
 class Metrics:
@@ -190,6 +192,24 @@ def serve(
                 self._send(200 if report["ok"] else 503, "application/json", json.dumps(report))
             else:
                 self._send(404, "text/plain", "not found\n")
+
+        def do_POST(self) -> None:
+            """Slack's requests, verified and answered by the Slack app (monitor/slackapp)."""
+            from monitor.slackapp import EVENTS_PATH
+
+            path, _, query = self.path.partition("?")
+            length = int(self.headers.get("Content-Length") or 0)
+            if path != EVENTS_PATH or service.slack is None:
+                self._send(404, "text/plain", "not found\n")
+                return
+            if length > MAX_REQUEST:  # Slack's payloads are a few kilobytes
+                self._send(413, "text/plain", "too large\n")
+                return
+            body = self.rfile.read(length)
+            peer = str(self.client_address[0])
+            status, headers, answer = service.slack.http(body, dict(self.headers), query, peer)
+            kind = headers.pop("content-type", "text/plain; charset=utf-8")
+            self._send(status, kind, answer.decode())
 
         def _send(self, status: int, kind: str, body: str) -> None:
             data = body.encode()

@@ -21,7 +21,6 @@ from sqlmodel import Session, col
 from monitor.config import Watchlist
 from monitor.db import Database
 from monitor.dedupe import canonical_url, content_hash
-from monitor.digests import DIGEST_PART
 from monitor.feedback import muted
 from monitor.models import (
     ArticleRow,
@@ -288,9 +287,8 @@ class Outbox(Database):
             children = select(col(DeliveryRow.match_id)).where(
                 col(DeliveryRow.digest_id) == row.id, col(DeliveryRow.kind) == DeliveryKind.ALERT
             )
-            if kind is DeliveryKind.FLOOD:  # the count is in its label; the first ones are listed
-                children = children.order_by(col(DeliveryRow.id)).limit(DIGEST_PART)
-            stories = self._stories(s, children)
+            # a flood message lists its first ones; its thread lists them all (alert/slack.py)
+            stories = self._stories(s, children.order_by(col(DeliveryRow.id)))
         else:
             stories = self._stories(s, [row.match_id])
         return Outgoing(

@@ -13,7 +13,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,19 +30,23 @@ from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
 from monitor.fetch import http_client
-from monitor.models import Entry, MatchResult, utcnow
+from monitor.models import Entry, Item, MatchResult, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox
 from monitor.pipeline import Deps, FeedPool, Processing
 from monitor.store import Store
 
 if TYPE_CHECKING:
+    from slack_sdk import WebClient
     from spacy.language import Language
     from sqlalchemy import Engine
 
     from monitor.match import Matcher
+    from monitor.match.matcher import Verdict
     from monitor.match.senses import MeaningLoader
     from monitor.meaning import Meaning
+    from monitor.slackapp import SlackApp
+    from monitor.slackapp.stored import Stored
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +149,13 @@ class LazyMatcher:
             teach(matcher, self._engine)
         return matcher.match(entries, feed=feed)
 
+    def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
+        """As `monitor explain` reads `item`: with the desk's feedback as stored now."""
+        matcher = self._built()
+        if self._engine is not None:
+            teach(matcher, self._engine)
+        return matcher.explain(item, feed=feed)
+
     def _built(self) -> Matcher:
         with self._lock:
             if self._matcher is None:
@@ -215,6 +226,7 @@ class Service:
     stamp: tuple[tuple[str, int, int], ...] = ()
     _senders: Senders | None = field(default=None, repr=False)
     _recovery: Recovery | None = field(default=None, repr=False)
+    slack: SlackApp | None = field(default=None, repr=False)  # Slack talking back (run only)
 
     @property
     def recovery(self) -> Recovery:
@@ -321,6 +333,8 @@ class Service:
                 parts.callback(self.deps.pool.close)
             if self._senders is not None:
                 parts.callback(self._senders.close)
+            if self.slack is not None:
+                parts.callback(self.slack.close)
 
 
 def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:
@@ -377,3 +391,60 @@ def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None 
         },
     )
     return Service(config, deps, feeds, config_stamp(config.root))
+
+
+def slack_app(service: Service, describe: Callable[[Verdict], str]) -> SlackApp | None:
+    """The Slack app (buttons, the why shortcut, /monitor), when the settings ask for it:
+    Socket Mode with SLACK_APP_TOKEN, the request URL with SLACK_SIGNING_SECRET. Its Web
+    API calls go to the same base URL as every other. `describe` is `monitor explain`'s
+    wording of a verdict, so Slack explains a match as the command line does."""
+    slack = service.config.settings.slack
+    if not slack.interactive or not slack.token:
+        return None
+    from slack_sdk import WebClient
+
+    from monitor.alert.slack import retry_handlers
+    from monitor.slackapp import SlackApp, app
+    from monitor.slackapp.access import Access
+
+    def client(token: str | None) -> WebClient:
+        return WebClient(
+            base_url=_with_slash(slack.api_url or WebClient.BASE_URL),
+            token=token,
+            timeout=15,
+            retry_handlers=retry_handlers(),
+        )
+
+    team_id = slack.team_id or _own_team(client(slack.token))
+    access = Access(
+        client(slack.token), lambda: {w.name: w for w in service.config.watchlists}, team_id
+    )
+
+    def explain(found: Stored) -> str:
+        item = found.item
+        lines = [f"== {item.title}" + (f"  <{item.link}>" if item.link else "")]
+        matcher = service.deps.matcher  # the service's own: built once, reloaded with it
+        if not isinstance(matcher, LazyMatcher):
+            config, engine = service.config, service.deps.store.engine
+            matcher = LazyMatcher(config.watchlists, meaning_for(config), engine)
+        for verdict in matcher.explain(item, found.feed or None):
+            if not found.watchlists or verdict.watchlist.name in found.watchlists:
+                lines.append(describe(verdict))
+        return "\n".join(lines)
+
+    listeners = app.Listeners(service.deps.store.engine, access, explain)
+    bolt = app.build(client(None), slack.token, slack.signing_secret or "", listeners)
+    return SlackApp(bolt, slack.app_token, slack.signing_secret)
+
+
+def _own_team(client: WebClient) -> str | None:
+    """The bot token's workspace (auth.test), when slack.team_id does not name one."""
+    from slack_sdk.errors import SlackClientError
+
+    try:
+        team = client.auth_test().get("team_id")
+    except (SlackClientError, OSError) as exc:
+        log.warning("workspace unknown: clicks from any workspace count", extra={"error": str(exc)})
+        return None
+    log.info("clicks count from the bot token's workspace", extra={"team_id": team})
+    return str(team) if team else None

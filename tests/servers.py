@@ -162,7 +162,11 @@ def channel_id(name: str) -> str:
 class FakeSlack:
     """Speaks enough of Slack's Web API for monitor: chat.postMessage (threads,
     metadata), conversations.history, conversations.replies, conversations.list, and
-    incoming webhooks.
+    incoming webhooks; and for the Slack app: auth.test, apps.connections.open (the URL
+    of `socket`, a Socket Mode server, when started with one), chat.update (counted in
+    `update_calls` on arrival, then held until `update_gate` is set, as a slow Slack
+    would), chat.postEphemeral,
+    usergroups.users.list (`groups`) and response URLs (`respond_url`).
 
     `down` answers every chat.postMessage while set (Slack in an outage); else `script`
     is consumed one reply per chat.postMessage; when empty, `every` patterns
@@ -184,6 +188,18 @@ class FakeSlack:
         self._last_post: dict[str, float] = {}
         self._clock = 0.0
         self.channels = {"china-desk", "climate", "w"}  # channels the bot can see
+        self.team = "T0TEAM001"
+        self.groups: dict[str, list[str]] = {}  # user group ID -> its members
+        self.group_calls = 0
+        self.updates: list[dict[str, Any]] = []
+        self.updated = threading.Condition(self.lock)
+        self.update_calls = 0
+        self.update_gate = threading.Event()
+        self.update_gate.set()
+        self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral and response URLs
+        self.ephemeral = threading.Condition(self.lock)
+        self.socket: SocketServer | None = None
+        self.opened: list[str] = []  # the tokens apps.connections.open was called with
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -203,6 +219,13 @@ class FakeSlack:
                 method = self.path.rsplit("/", 1)[-1]
                 if self.path.startswith("/api/conversations."):
                     self._json(owner._conversations(method, payload))
+                    return
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                if self.path.startswith("/respond/") or method in owner._app_methods:
+                    answer = owner._app(
+                        method if "/api/" in self.path else "respond", payload, token
+                    )
+                    self._json(answer)
                     return
                 with owner.lock:
                     owner.calls += 1
@@ -279,6 +302,57 @@ class FakeSlack:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    _app_methods = (
+        "auth.test",
+        "apps.connections.open",
+        "chat.update",
+        "chat.postEphemeral",
+        "usergroups.users.list",
+    )
+
+    def _app(self, method: str, payload: dict[str, Any], token: str) -> dict[str, Any]:
+        """The Web API methods of the Slack app (see the class doc)."""
+        if method == "auth.test":
+            return {"ok": True, "team_id": self.team, "user_id": "U0BOT0001", "bot_id": "B0BOT1"}
+        if method == "apps.connections.open":
+            with self.lock:
+                self.opened.append(token)
+            if self.socket is None or not token.startswith("xapp-"):
+                return {"ok": False, "error": "not_allowed_token_type"}
+            return {"ok": True, "url": self.socket.url}
+        if method == "usergroups.users.list":
+            with self.lock:
+                self.group_calls += 1
+            return {"ok": True, "users": self.groups.get(str(payload.get("usergroup")), [])}
+        if method == "chat.update":
+            with self.lock:
+                self.update_calls += 1
+                self.updated.notify_all()
+            self.update_gate.wait()
+            with self.lock:
+                self.updates.append(payload)
+                for message in self.messages:
+                    if message["channel_id"] == payload.get("channel") and message[
+                        "ts"
+                    ] == payload.get("ts"):
+                        message.update(blocks=payload.get("blocks"), text=payload.get("text"))
+                self.updated.notify_all()
+            return {"ok": True, "channel": payload.get("channel"), "ts": payload.get("ts")}
+        with self.lock:  # chat.postEphemeral, or a response URL
+            self.ephemerals.append({**payload, "via": method})
+            self.ephemeral.notify_all()
+        return {"ok": True, "message_ts": f"{time.time():.6f}"}
+
+    def wait_for(
+        self, cond: threading.Condition, ready: Callable[[], bool], timeout: float = 30
+    ) -> bool:
+        """Waits (a barrier, not a timed assertion) until `ready()` holds."""
+        with cond:
+            return cond.wait_for(ready, timeout=timeout)
+
+    def respond_url(self, n: int = 1) -> str:
+        return f"http://127.0.0.1:{self.port}/respond/{n}"
+
     def _next_reply(self) -> Reply:
         if self.down is not None:
             return self.down
@@ -334,9 +408,89 @@ class FakeSlack:
         self.thread.start()
         return self
 
+    def with_socket(self) -> FakeSlack:
+        """Also serves Socket Mode: apps.connections.open answers a local websocket's URL."""
+        self.socket = SocketServer().start()
+        return self
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.socket is not None:
+            self.socket.stop()
+
+
+class SocketServer:
+    """Slack's Socket Mode end on 127.0.0.1 (plain ws: slack-sdk's builtin client speaks
+    it to any port but 443): says hello to each connection, sends envelopes, and records
+    the acks (`acks[envelope_id]` is the ack's payload, or {} for a bare one)."""
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.acked = threading.Condition()
+        self.connected = threading.Condition()
+        self._conns: list[Any] = []
+        self._count = 0
+        self.server = serve(self._serve, "127.0.0.1", 0)
+        self.port = self.server.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/link/?ticket=fake"
+
+    def _serve(self, conn: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        conn.send(json.dumps({"type": "hello", "num_connections": 1}))
+        with self.connected:
+            self._conns.append(conn)
+            self.connected.notify_all()
+        try:
+            for raw in conn:
+                data = json.loads(raw)
+                with self.acked:
+                    self.acks[data["envelope_id"]] = data.get("payload") or {}
+                    self.acked.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            with self.connected:
+                self._conns.remove(conn)
+
+    def wait_connected(self, timeout: float = 30) -> bool:
+        with self.connected:
+            return self.connected.wait_for(lambda: bool(self._conns), timeout=timeout)
+
+    def send(self, kind: str, payload: dict[str, Any]) -> str:
+        """Sends an envelope (`interactive`, `slash_commands`, `events_api`) to the newest
+        connection; returns its envelope_id."""
+        with self.connected:  # the client may be through its handshake before we see it
+            assert self.connected.wait_for(lambda: bool(self._conns), timeout=30)
+            self._count += 1
+            envelope_id = f"env-{self._count}"
+            conn = self._conns[-1]
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind == "slash_commands",
+        }
+        conn.send(json.dumps(envelope))
+        return envelope_id
+
+    def wait_ack(self, envelope_id: str, timeout: float = 30) -> bool:
+        with self.acked:
+            return self.acked.wait_for(lambda: envelope_id in self.acks, timeout=timeout)
+
+    def start(self) -> SocketServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
 
 
 @contextmanager

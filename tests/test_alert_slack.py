@@ -13,17 +13,18 @@ from slack_sdk import WebClient
 from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
 from slack_sdk.webhook import WebhookClient
 
-from monitor.alert.slack import (
+from monitor import feedback
+from monitor.alert.blocks import (
     BLOCKS_MAX,
     HEADER_MAX,
     SECTION_MAX,
-    SlackAlerter,
-    WebhookAlerter,
     as_json,
     escape,
+    marked,
+    pages,
     render,
-    retry_handlers,
 )
+from monitor.alert.slack import SlackAlerter, WebhookAlerter, retry_handlers
 from monitor.errors import AlertError
 from monitor.models import Outgoing, Story
 from tests.servers import FakeSlack, Reply, channel_id
@@ -133,6 +134,61 @@ def test_render_digest_groups_and_fits_slack_limits() -> None:
     assert blocks[1]["text"]["text"].startswith("*Qin Gang* (80)")
     assert any(b["text"]["text"].startswith("*fentanyl* (40)") for b in blocks[1:])
     assert len(text) <= 3000 and text.startswith("us-china: 120 stories")
+
+
+def test_a_flood_lists_every_story_in_its_thread_in_pages_slack_accepts(
+    slack: FakeSlack,
+) -> None:
+    stories = [
+        Story(
+            **{
+                **STORY.__dict__,
+                "title": f"Story {i} <&> " + "x" * 480,
+                "url": f"https://n.example/{i}",
+            }
+        )
+        for i in range(90)
+    ]
+    flood = Outgoing(9, "f", "flood", "us-china", "#china-desk", stories, label="90 alerts")
+    SlackAlerter(WebClient(base_url=slack.api_url, token="xoxb-1")).send(flood)
+    parent, *pages = slack.messages
+    assert "thread_ts" not in parent and all(p["thread_ts"] == parent["ts"] for p in pages)
+    assert [p["text"] for p in pages] == [
+        f"Alerts {i + 1}–{min(i + 15, 90)} of 90" for i in range(0, 90, 15)
+    ]
+    listed = []
+    for page in pages:
+        assert len(page["blocks"]) <= BLOCKS_MAX
+        sections = [b["text"]["text"] for b in page["blocks"] if b["type"] == "section"]
+        assert all(len(t) <= SECTION_MAX for t in sections)
+        listed += re.findall(r"<https://n\.example/(\d+)\|", "\n".join(sections))
+    assert listed == [str(i) for i in range(90)]  # every one, in order, once
+    # the message itself shows the first 20 and says where the rest are
+    assert "all are listed in the thread" in json.dumps(parent["blocks"])
+    assert json.dumps(parent["blocks"]).count("https://n.example/") == 20
+
+
+def test_each_alert_in_a_thread_page_has_its_buttons_and_a_click_marks_only_it() -> None:
+    stories = [Story(**{**STORY.__dict__, "match_id": 100 + i}) for i in range(15)]
+    [(_, page)] = pages(stories)
+    assert len(page) == 31 and [b["type"] for b in page[1:3]] == ["section", "actions"]
+    values = [e["value"] for b in page if b["type"] == "actions" for e in b["elements"]]
+    assert values == [str(100 + i) for i in range(15) for _ in range(2)]
+    mark = feedback.Mark(feedback.Verdict.MUTE_STORY, "U1", "ana", datetime.now(UTC))
+    clicked = marked(page, 103, [mark])
+    assert clicked[:8] == page[:8] and clicked[10:] == page[9:]  # the others untouched
+    assert clicked[8]["elements"][0]["text"] == "Muted by @ana"
+    assert clicked[9]["block_id"] == "monitor_feedback:103"
+    # every one of a full page marked: still within Slack's 50 blocks
+    for story in stories:
+        page = marked(page, story.match_id or 0, [mark])
+    assert len(page) == 46 <= BLOCKS_MAX
+
+
+def test_a_flood_of_a_page_or_less_is_listed_in_one_reply(slack: FakeSlack) -> None:
+    flood = Outgoing(9, "f", "flood", "us-china", "#china-desk", [STORY] * 3, label="3 alerts")
+    SlackAlerter(WebClient(base_url=slack.api_url, token="xoxb-1")).send(flood)
+    assert [m.get("text") for m in slack.messages[1:]] == ["Alerts 1–3 of 3"]
 
 
 def test_render_refuses_non_http_links_and_clips_long_text() -> None:

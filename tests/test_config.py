@@ -333,3 +333,76 @@ def test_database_urls_we_speak_are_accepted(tmp_path: Path) -> None:
     root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
     for url in ("sqlite:////tmp/x.db", "postgresql://m@db/monitor", "postgresql+psycopg://db/m"):
         assert load(root, env={"MONITOR_DATABASE_URL": url}).settings.database_url == url
+
+
+APP = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1-A0-1-abc"}
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {**APP, "SLACK_APP_TOKEN": "xoxb-not-an-app-token"},
+            "SLACK_APP_TOKEN: not an app-level token: it starts with xapp-",
+        ),
+        ({**APP, "SLACK_SIGNING_SECRET": "short"}, "SLACK_SIGNING_SECRET: not a signing secret"),
+        ({**APP, "SLACK_TEAM_ID": "acme"}, "SLACK_TEAM_ID: String should match pattern"),
+        (
+            {"SLACK_APP_TOKEN": "xapp-1-A0-1-abc"},
+            "the Slack app (SLACK_APP_TOKEN or SLACK_SIGNING_SECRET) needs SLACK_BOT_TOKEN",
+        ),
+    ],
+    ids=["bot-token-as-app-token", "short-secret", "team-name", "no-bot-token"],
+)
+def test_slack_app_settings_are_checked(tmp_path: Path, env: dict[str, str], problem: str) -> None:
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
+    with pytest.raises(ConfigError) as info:
+        load(root, env=env)
+    [got] = [str(p) for p in info.value.problems]
+    assert problem in got
+    assert "xoxb-not-an-app-token" not in got  # a secret is never echoed
+
+
+def test_slack_app_settings_that_are_right_pass(tmp_path: Path) -> None:
+    """Trap: real-shaped tokens, secret and team ID raise nothing and warn of nothing."""
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
+    env = {
+        **APP,
+        "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
+        "SLACK_TEAM_ID": "T0123ABCD",
+    }
+    cfg = load(root, env=env)
+    assert cfg.settings.slack.interactive and cfg.settings.slack.team_id == "T0123ABCD"
+    assert not cfg.warnings
+    cfg = load(root, env=APP)  # no team: the bot token's own workspace, said as a warning
+    assert [w.message for w in cfg.warnings] == [
+        "slack.team_id is not set: clicks are taken from the bot token's own workspace "
+        "(set it, or SLACK_TEAM_ID, to name the workspace)"
+    ]
+    assert not load(root, env={"SLACK_BOT_TOKEN": "xoxb-1"}).settings.slack.interactive
+
+
+def test_feedback_from_takes_user_and_group_ids(tmp_path: Path) -> None:
+    good = GOOD_WATCH + "feedback_from: [U0123ABCD, S0123ABCD, W0123ABCD]\n"
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": good})
+    assert load(root, env={}).watchlists[0].feedback_from == ["U0123ABCD", "S0123ABCD", "W0123ABCD"]
+    bad = GOOD_WATCH + "feedback_from: [here]\n"
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": bad})
+    with pytest.raises(ConfigError) as info:
+        load(root, env={})
+    [got] = [str(p) for p in info.value.problems]
+    assert "bad feedback_from entry 'here': a user ID (U0123ABCD) or a user group ID" in got
+
+
+def test_check_says_how_the_slack_app_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
+    for var, value in {**APP, "SLACK_TEAM_ID": "T0123ABCD"}.items():
+        monkeypatch.setenv(var, value)
+    assert main(["--config", str(root), "check"]) == 0
+    out = capsys.readouterr().out
+    assert "slack app: Socket Mode (SLACK_APP_TOKEN); workspace T0123ABCD" in out
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xoxp-user-token")
+    assert main(["--config", str(root), "check"]) == 2
+    assert "SLACK_APP_TOKEN: not an app-level token" in capsys.readouterr().out

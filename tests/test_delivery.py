@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -47,6 +48,19 @@ def qin_items(n: int, prefix: str = "Qin Gang story") -> list[dict[str, Any]]:
 
 def titles(slack: FakeSlack) -> Counter[str]:
     return Counter(str(m["text"]).split(" https://")[0] for m in slack.messages)
+
+
+def top_level(slack: FakeSlack) -> list[dict[str, Any]]:
+    return [m for m in slack.messages if not m.get("thread_ts")]
+
+
+def listed_in_thread(slack: FakeSlack, parent: dict[str, Any]) -> list[str]:
+    """The links a digest's or flood's thread lists, page after page."""
+    pages = [m for m in slack.messages if m.get("thread_ts") == parent["ts"]]
+    text = "\n".join(
+        b["text"]["text"] for m in pages for b in m["blocks"] if b["type"] == "section"
+    )
+    return re.findall(r"• <(https://[^|>]+)", text)
 
 
 @pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
@@ -206,12 +220,13 @@ def test_quiet_hours_hold_matches_for_one_digest(
         [{**US_CHINA, "quiet": _quiet_now(active=False)}],
     )
     assert main(["--config", str(cfg), "poll"]) == 0
-    [digest] = slack_env.messages
+    [digest] = top_level(slack_env)
     assert digest["blocks"][0]["type"] == "header"
     assert digest["blocks"][0]["text"]["text"] == ("us-china: 4 stories held during quiet hours")
     assert digest["blocks"][1]["text"]["text"].startswith("*Qin Gang* (4)")
+    assert len(listed_in_thread(slack_env, digest)) == 4
     assert main(["--config", str(cfg), "poll"]) == 0
-    assert len(slack_env.messages) == 1
+    assert len(top_level(slack_env)) == 1
 
 
 def test_digest_watchlist_sends_nothing_until_its_schedule(
@@ -227,8 +242,8 @@ def test_digest_watchlist_sends_nothing_until_its_schedule(
     assert service.deps.digests.make(service.config.watchlists, tomorrow) == 1
     report = service.deliverer().run()
     service.close()
-    assert report.sent == 1 and len(slack_env.messages) == 1
-    assert "3 stories until" in slack_env.messages[0]["blocks"][0]["text"]["text"]
+    [digest] = top_level(slack_env)
+    assert report.sent == 1 and "3 stories until" in digest["blocks"][0]["text"]["text"]
 
 
 def test_notify_mentions_only_stories_about_the_watchlist(
@@ -479,16 +494,18 @@ def test_a_flood_is_one_message_and_a_later_cycle_starts_fresh(
     feed_server.routes["/f.xml"] = Route(rss(qin_items(30)))
     cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
     assert main(["--config", str(cfg), "poll"]) == 0
-    [flood] = slack_env.messages
+    [flood] = top_level(slack_env)
     header, note, *listing = flood["blocks"]
     assert header["text"]["text"] == "us-china: 30 alerts in one poll cycle"
     assert "`monitor matches --watchlist us-china`" in note["elements"][0]["text"]
     assert "\n".join(b["text"]["text"] for b in listing).count("• <https://n.example/") == 20
     assert flood["text"].startswith("us-china: 30 alerts in one poll cycle: Qin Gang story 0 ")
     assert "alert flood gathered into one message channel=#china-desk" in capsys.readouterr().err
+    # every one of the 30 is listed in the flood's thread, not only the first 20
+    assert len(set(listed_in_thread(slack_env, flood))) == 30
     feed_server.routes["/f.xml"] = Route(rss(qin_items(30) + qin_items(3, "Qin Gang later")))
     assert main(["--config", str(cfg), "poll"]) == 0
-    assert sorted(m["text"].split(" https")[0] for m in slack_env.messages[1:]) == [
+    assert sorted(m["text"].split(" https")[0] for m in top_level(slack_env)[1:]) == [
         f"Qin Gang later {i}" for i in range(3)
     ]
     capsys.readouterr()

@@ -88,3 +88,17 @@ def test_worker_template_unit_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "monitor@" not in result.stderr, result.stderr
+
+
+def test_slack_app_manifest_matches_what_the_service_listens_for() -> None:
+    from monitor.slackapp.app import COMMAND, WHY
+
+    manifest = yaml.safe_load((DEPLOY / "slack-app.yaml").read_text())
+    settings = manifest["settings"]
+    assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"]
+    [shortcut] = manifest["features"]["shortcuts"]
+    assert (shortcut["type"], shortcut["callback_id"]) == ("message", WHY)
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == COMMAND
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"chat:write", "usergroups:read", "commands", "channels:history"} <= scopes

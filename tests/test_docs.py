@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alert.slack import message
+from monitor.alert.blocks import message
 from monitor.models import Outgoing, Story
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "payloads"
@@ -25,6 +25,7 @@ QIN = Story(
     strength="about",
     snippet="Foreign Minister Qin Gang did not attend the meeting in Jakarta, officials said.",
     highlights=[(17, 25)],
+    match_id=41,
 )
 COPY = Story(
     **{
@@ -32,6 +33,7 @@ COPY = Story(
         "title": "Where is Qin Gang? Questions mount in Beijing",
         "url": "https://other.example/2023/07/13/qin",
         "feed": "scmp-china",
+        "match_id": 42,
     }
 )
 DIGEST = [

@@ -1,0 +1,503 @@
+"""The Slack app against a fake Slack on 127.0.0.1: slack-sdk's real Socket Mode client
+dials the fake's apps.connections.open and its websocket; Slack's HTTP requests reach
+`monitor run --http`'s endpoint signed, badly signed and stale. Alerts are posted by a
+real poll first, so every click names a stored match."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import create_engine
+
+from monitor import config as config_mod
+from monitor import feedback
+from monitor.cli import _describe, main
+from monitor.metrics import Metrics, serve
+from monitor.service import Service, build, slack_app
+from tests.conftest import US_CHINA, write_config
+from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+APP_TOKEN = "xapp-1-A0APP-1-fake"
+NOW = datetime.now(UTC)
+QIN_TEXT = (
+    "Foreign Minister Qin Gang has not been seen in public for three weeks, and the ministry "
+    "in Beijing declined on Tuesday to say where he was or when he would return."
+)
+WORLD = [
+    {
+        "title": "Qin Gang absent from Beijing talks",
+        "link": "https://news.example/qin",
+        "guid": "w1",
+        "description": QIN_TEXT,
+        "published": NOW - timedelta(hours=1),
+    },
+    {
+        "title": "Pentagon seeks military dialogue",
+        "link": "https://news.example/mil",
+        "guid": "w2",
+        "description": "US officials want to restore military-to-military communication.",
+    },
+]
+ASIA = [  # the Qin story again, near-identical under another link: a follow-up
+    {
+        "title": "Where is Qin Gang?",
+        "link": "https://asia.example/where-is-qin",
+        "guid": "a1",
+        "description": QIN_TEXT,
+        "published": NOW - timedelta(minutes=30),
+    }
+]
+DESK = channel_id("#china-desk")
+
+
+@pytest.fixture
+def fake(slack: FakeSlack) -> FakeSlack:
+    return slack.with_socket()
+
+
+def desk_config(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    watchlist: dict[str, Any] | None = None,
+    interval: str = "10m",
+) -> Path:
+    feed_server.routes["/world.xml"] = Route(rss(WORLD))
+    feed_server.routes["/asia.xml"] = Route(rss(ASIA))
+    return write_config(
+        tmp_path / "config",
+        [
+            {"name": "world", "url": feed_server.url("/world.xml"), "interval": interval},
+            {"name": "asia", "url": feed_server.url("/asia.xml"), "interval": interval},
+        ],
+        [watchlist or US_CHINA],
+    )
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, slack_env: FakeSlack, fake: FakeSlack) -> FakeSlack:
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("SLACK_TEAM_ID", fake.team)
+    return fake
+
+
+@dataclass
+class Desk:
+    slack: FakeSlack
+    service: Service
+    root: Path
+
+    def alert(self, words: str) -> dict[str, Any]:
+        """The top-level alert whose text has `words` (either feed may be polled first)."""
+        return next(m for m in self.slack.messages if words in m["text"] and not m.get("thread_ts"))
+
+    def marks(self, message: dict[str, Any]) -> tuple[feedback.Mark, ...]:
+        return feedback.marks(self.service.deps.store.engine, match_of(message))
+
+
+def running_desk(root: Path, fake: FakeSlack) -> Iterator[Desk]:
+    assert main(["--config", str(root), "poll"]) == 0
+    service = build(config_mod.load(root))
+    service.slack = slack_app(service, _describe)
+    assert service.slack is not None
+    service.slack.start()
+    try:
+        yield Desk(fake, service, root)
+    finally:
+        fake.update_gate.set()  # a test that failed while Slack held chat.update
+        service.close()
+
+
+@pytest.fixture
+def desk(tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack) -> Iterator[Desk]:
+    yield from running_desk(desk_config(tmp_path, feed_server), app_env)
+
+
+def button(message: dict[str, Any], text: str) -> dict[str, Any]:
+    for block in message["blocks"]:
+        for element in block.get("elements") or []:
+            if element.get("type") == "button" and element["text"]["text"] == text:
+                return dict(element, block_id=block.get("block_id"))
+    raise AssertionError(f"no {text!r} button")
+
+
+def match_of(message: dict[str, Any]) -> int:
+    return int(button(message, "Not relevant")["value"])
+
+
+def click_payload(
+    slack: FakeSlack,
+    message: dict[str, Any],
+    text: str = "Not relevant",
+    user: str = "U0DESK001",
+    team: str | None = None,
+    channel: tuple[str, str] = (DESK, "china-desk"),
+) -> dict[str, Any]:
+    """A click as Slack sends it (the Contract's fields, and the rest Slack adds)."""
+    pressed = button(message, text)
+    team = team or slack.team
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": f"user-{user[-3:]}", "name": "x", "team_id": team},
+        "api_app_id": "A0APP",
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel[0],
+            "is_ephemeral": False,
+        },
+        "trigger_id": "1234.5678.abcd",
+        "team": {"id": team, "domain": "desk"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel[0], "name": channel[1]},
+        "message": {
+            "type": "message",
+            "ts": message["ts"],
+            "text": message["text"],
+            "blocks": message["blocks"],
+        },
+        "state": {"values": {}},
+        "response_url": slack.respond_url(),
+        "actions": [
+            {
+                "action_id": pressed["action_id"],
+                "block_id": pressed["block_id"],
+                "text": pressed["text"],
+                "value": pressed["value"],
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+
+
+def clicked(desk: Desk, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sends a click, waits for its ack and its chat.update; returns the update."""
+    socket = desk.slack.socket
+    assert socket is not None
+    before = len(desk.slack.updates)
+    envelope = socket.send("interactive", payload)
+    assert socket.wait_ack(envelope), "the click was never acknowledged"
+    assert desk.slack.wait_for(desk.slack.updated, lambda: len(desk.slack.updates) > before)
+    return desk.slack.updates[-1]
+
+
+def context_text(blocks: list[dict[str, Any]]) -> str:
+    """Who did what: the context line the service adds under the alert."""
+    return " ".join(
+        e["text"]
+        for b in blocks
+        if str(b.get("block_id")).startswith("monitor_marks:")
+        for e in b["elements"]
+    )
+
+
+def test_every_alert_and_followup_carries_the_buttons(desk: Desk) -> None:
+    qin = desk.alert("Qin Gang")
+    [followup] = [m for m in desk.slack.messages if m.get("thread_ts") == qin["ts"]]
+    for message in (qin, desk.alert("Pentagon seeks"), followup):
+        [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+        texts = [e["text"]["text"] for e in actions["elements"]]
+        assert texts == ["Not relevant", "Mute story"]
+        assert match_of(message) > 0
+    assert match_of(qin) != match_of(followup)  # each names its own stored match
+
+
+def test_socket_mode_opens_on_the_web_api_base_and_acks_first(desk: Desk) -> None:
+    slack = desk.slack
+    assert slack.opened == [APP_TOKEN]  # on the Web API base the bot's calls use
+    qin = desk.alert("Qin Gang")
+    slack.update_gate.clear()  # Slack is slow to answer chat.update
+    socket = slack.socket
+    assert socket is not None
+    envelope = socket.send("interactive", click_payload(slack, qin))
+    assert socket.wait_ack(envelope)
+    # acknowledged although the click's update has not been answered: ack first, then work
+    assert slack.updates == []
+    assert slack.wait_for(slack.updated, lambda: slack.update_calls == 1)
+    slack.update_gate.set()
+    assert slack.wait_for(slack.updated, lambda: len(slack.updates) == 1)
+    [update] = slack.updates
+    assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+
+
+def test_a_click_updates_the_message_and_a_second_click_undoes_it(desk: Desk) -> None:
+    slack = desk.slack
+    qin = desk.alert("Qin Gang")
+    update = clicked(desk, click_payload(slack, qin))
+    assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+    assert "Not relevant by @user-001" in context_text(update["blocks"])
+    assert button(update, "Not relevant")["style"] == "primary"
+    assert qin["blocks"][0] == update["blocks"][0]  # the alert itself stays
+    [mark] = desk.marks(qin)
+    assert (mark.verdict, mark.user_id) == (feedback.Verdict.NOT_RELEVANT, "U0DESK001")
+
+    # Mute story by someone else: both show
+    update = clicked(desk, click_payload(slack, update, "Mute story", user="U0DESK002"))
+    assert context_text(update["blocks"]) == "Not relevant by @user-001 · Muted by @user-002"
+
+    # clicking Not relevant again undoes it; the mute stays
+    update = clicked(desk, click_payload(slack, update, "Not relevant"))
+    assert context_text(update["blocks"]) == "Muted by @user-002"
+    assert "style" not in button(update, "Not relevant")
+    assert [m.verdict for m in desk.marks(qin)] == [feedback.Verdict.MUTE_STORY]
+    assert len([b for b in update["blocks"] if b["type"] == "actions"]) == 1
+
+
+def test_a_click_delivered_twice_is_applied_once(desk: Desk) -> None:
+    qin = desk.alert("Qin Gang")
+    payload = click_payload(desk.slack, qin)
+    clicked(desk, payload)
+    update = clicked(desk, payload)  # Slack retried the envelope: the same action_ts
+    assert context_text(update["blocks"]) == "Not relevant by @user-001"
+    assert len(desk.marks(qin)) == 1
+    payload["actions"][0]["action_ts"] = f"{time.time() + 1:.6f}"  # trap: a new click undoes
+    assert context_text(clicked(desk, payload)["blocks"]) == ""
+    assert desk.marks(qin) == ()
+
+
+def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: Desk) -> None:
+    qin = desk.alert("Qin Gang")
+    payload = click_payload(desk.slack, qin)
+    del payload["message"]["blocks"]
+    update = clicked(desk, payload)
+    assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+    assert update["blocks"][0]["text"]["text"] == qin["text"]
+    assert context_text(update["blocks"]) == "Not relevant by @user-001"
+    assert button(update, "Not relevant")["value"] == str(match_of(qin))
+
+
+def refused(desk: Desk, payload: dict[str, Any]) -> dict[str, Any]:
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    before = len(slack.ephemerals)
+    envelope = socket.send("interactive", payload)
+    assert socket.wait_ack(envelope)
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) > before)
+    answer = slack.ephemerals[-1]
+    assert answer["response_type"] == "ephemeral" and answer["via"] == "respond"
+    return answer
+
+
+def test_clicks_from_another_workspace_or_channel_are_refused(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    qin = desk.alert("Qin Gang")
+    caplog.set_level(logging.WARNING, logger="monitor.slackapp.app")
+    answer = refused(desk, click_payload(desk.slack, qin, team="T0OTHER99"))
+    assert "own workspace" in answer["text"]
+    answer = refused(desk, click_payload(desk.slack, qin, channel=("C0RANDOM01", "random")))
+    assert "#china-desk" in answer["text"]
+    assert desk.slack.updates == [] and desk.marks(qin) == ()
+    refusals = [r for r in caplog.records if r.getMessage() == "slack action refused"]
+    assert [r.team_id for r in refusals] == ["T0OTHER99", desk.slack.team]  # type: ignore[attr-defined]
+    # trap: the same click from the channel, in the workspace, is taken
+    clicked(desk, click_payload(desk.slack, qin))
+    assert len(desk.marks(qin)) == 1
+
+
+@pytest.fixture
+def strict_desk(tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack) -> Iterator[Desk]:
+    app_env.groups["S0EDITORS"] = ["U0EDIT001"]
+    watchlist = {**US_CHINA, "feedback_from": ["U0CHIEF01", "S0EDITORS"]}
+    yield from running_desk(desk_config(tmp_path, feed_server, watchlist), app_env)
+
+
+def test_feedback_from_admits_its_users_and_groups_only(strict_desk: Desk) -> None:
+    desk = strict_desk
+    qin = desk.alert("Qin Gang")
+    answer = refused(desk, click_payload(desk.slack, qin, user="U0DESK001"))
+    assert "feedback_from" in answer["text"]
+    assert desk.marks(qin) == () and desk.slack.updates == []
+    update = clicked(desk, click_payload(desk.slack, qin, user="U0CHIEF01"))  # named
+    update = clicked(desk, click_payload(desk.slack, update, "Mute story", user="U0EDIT001"))
+    assert {m.user_id for m in desk.marks(qin)} == {"U0CHIEF01", "U0EDIT001"}  # via the group
+    assert desk.slack.group_calls == 1  # the group's members, cached
+
+
+def test_every_envelope_is_acknowledged(desk: Desk) -> None:
+    socket = desk.slack.socket
+    assert socket is not None
+    event = {
+        "type": "event_callback",
+        "team_id": desk.slack.team,
+        "event": {"type": "app_home_opened"},
+    }
+    assert socket.wait_ack(socket.send("events_api", event))
+
+
+def test_why_shortcut_and_slash_command_answer_ephemerally(desk: Desk) -> None:
+    slack = desk.slack
+    qin = desk.alert("Qin Gang")
+    shortcut = {
+        "type": "message_action",
+        "callback_id": "monitor_why",
+        "trigger_id": "1.2.3",
+        "message_ts": qin["ts"],
+        "team": {"id": slack.team, "domain": "desk"},
+        "user": {"id": "U0DESK001", "name": "ana"},
+        "channel": {"id": DESK, "name": "china-desk"},
+        "message": {
+            "type": "message",
+            "ts": qin["ts"],
+            "text": qin["text"],
+            "blocks": qin["blocks"],
+        },
+        "response_url": slack.respond_url(2),
+    }
+    answer = refused(desk, shortcut)  # an ephemeral answer, through the response URL
+    text = json.dumps(answer["blocks"])
+    assert "us-china: MATCH" in text and "Qin Gang" in text and "by " in text
+    command = {
+        "command": "/monitor",
+        "text": "why <https://news.example/mil>",
+        "team_id": slack.team,
+        "user_id": "U0DESK001",
+        "user_name": "ana",
+        "channel_id": DESK,
+        "channel_name": "china-desk",
+        "response_url": slack.respond_url(3),
+        "trigger_id": "1.2.4",
+    }
+    socket = slack.socket
+    assert socket is not None
+    before = len(slack.ephemerals)
+    assert socket.wait_ack(socket.send("slash_commands", command))
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) > before)
+    assert "military dialogue" in json.dumps(slack.ephemerals[-1]["blocks"])
+
+
+def signed(body: bytes, at: float, secret: str = SECRET) -> dict[str, str]:
+    stamp = str(int(at))
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    return {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_http_requests_are_verified(desk: Desk, caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = serve("127.0.0.1:0", desk.service, Metrics(), lambda: True)
+    url = f"http://127.0.0.1:{endpoint.server_address[1]}/slack/events"
+    qin = desk.alert("Qin Gang")
+    body = urlencode({"payload": json.dumps(click_payload(desk.slack, qin))}).encode()
+    caplog.set_level(logging.WARNING, logger="monitor.slackapp")
+    try:
+        assert post(url, body, signed(body, time.time(), secret="0" * 32)) == 401
+        assert post(url, body, signed(body, time.time() - 301)) == 401
+        assert desk.marks(qin) == () and desk.slack.updates == []
+        reasons = [r.reason for r in caplog.records if r.getMessage() == "slack request refused"]  # type: ignore[attr-defined]
+        assert reasons == ["bad signature", "stale timestamp"]
+        huge = http.client.HTTPConnection("127.0.0.1", endpoint.server_address[1], timeout=30)
+        huge.putrequest("POST", "/slack/events")
+        huge.putheader("Content-Length", str(2 << 20))  # answered before the body is sent
+        huge.endheaders()
+        assert huge.getresponse().status == 413
+        huge.close()
+        assert post(url, body, signed(body, time.time() - 200)) == 200  # within 5 minutes
+        assert desk.slack.wait_for(desk.slack.updated, lambda: len(desk.slack.updates) == 1)
+        assert len(desk.marks(qin)) == 1
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
+# A kill between a click and its message update: the click is kept, and no alert is lost
+# or sent twice when the service comes back.
+
+
+def start_run(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor", "--config", str(root), "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+
+
+def wait(predicate: Any, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_kill_between_click_and_update_keeps_the_click_and_sends_each_alert_once(
+    tmp_path: Path, feed_server: FeedServer, fake: FakeSlack, db_url: str
+) -> None:
+    root = desk_config(tmp_path, feed_server, interval="1s")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_API_URL": fake.api_url,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_TEAM_ID": fake.team,
+        "MONITOR_DATABASE_URL": db_url,
+    }
+    env.pop("SLACK_WEBHOOK_URL", None)
+    log = tmp_path / "run.log"
+    socket = fake.socket
+    assert socket is not None
+    proc = start_run(root, env, log)
+    try:
+        assert wait(lambda: len(fake.messages) == 3), log.read_text()  # 2 alerts, 1 follow-up
+        assert socket.wait_connected()
+        qin = next(m for m in fake.messages if "Qin Gang" in m["text"] and "thread_ts" not in m)
+        fake.update_gate.clear()
+        assert socket.wait_ack(socket.send("interactive", click_payload(fake, qin)))
+        # chat.update has arrived, so the click was applied; it is never answered
+        assert fake.wait_for(fake.updated, lambda: fake.update_calls == 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc = start_run(root, env, log)
+        assert wait(lambda: len(fake.opened) == 2), log.read_text()  # Socket Mode again
+        assert socket.wait_connected()
+        # a new article after the restart is alerted: the service is delivering again
+        fentanyl = {"title": "Fentanyl talks resume", "link": "https://news.example/fent"}
+        feed_server.routes["/world.xml"] = Route(
+            rss([*WORLD, {**WORLD[1], **fentanyl, "guid": "w3", "description": "fentanyl"}])
+        )
+        assert wait(lambda: any("Fentanyl" in m["text"] for m in fake.messages), 120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        fake.update_gate.set()
+    tags = [m["metadata"]["event_payload"]["tag"] for m in fake.messages]
+    assert len(tags) == len(set(tags)) == 4, "an alert was lost or sent twice"
+    marks = feedback.marks(create_engine(db_url), match_of(qin))
+    assert [m.verdict for m in marks] == [feedback.Verdict.NOT_RELEVANT]
