@@ -270,17 +270,16 @@ def _check(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _poll(cfg: Config, args: argparse.Namespace) -> int:
-    from monitor.pipeline import check_health, run_feeds
+    from monitor import cycle
     from monitor.runtime.passes import PassPool
     from monitor.service import build
 
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
-        outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
-        check_health(service.deps, service.feeds)
-        report = service.deliver(service.deliverer())
+        done = cycle.once(service)
     finally:
         service.close()
+    outcomes, report = done.outcomes, done.report
     failed = [o for o in outcomes if not o.ok]
     log.info(
         "poll done",

@@ -2,7 +2,7 @@
 fetcher under the feeds' rules and read for their article's text (extract.py), so an
 item is matched on what the article says, not only on the feed's teaser.
 
-One `Pages` serves one round of fetches in one process (pipeline.Poller: the feeds that
+One `Pages` serves one round of fetches in one process (runtime/executor.py: the feeds that
 joined it while it was open, at most a few minutes). Each page is fetched once: a link
 already asked for in the round (by another feed) shares that answer, and the caller
 hands in the links whose text is stored already, which are not fetched again.

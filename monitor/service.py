@@ -25,7 +25,7 @@ from monitor.alert.console import ConsoleAlerter
 from monitor.archive import Archive
 from monitor.config import Config, Settings, Watchlist
 from monitor.db import Locks, make_engine, migrate
-from monitor.deliver import Deliverer, DeliveryReport, Orphans, Recovery, Senders
+from monitor.deliver import Deliverer, Orphans, Recovery, Senders
 from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
@@ -33,7 +33,8 @@ from monitor.fetch import http_client
 from monitor.models import Entry, MatchResult, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox
-from monitor.pipeline import Deps, FeedPool, Processing
+from monitor.pipeline import Deps, Processing
+from monitor.runtime.executor import FeedPool
 from monitor.store import Store
 
 if TYPE_CHECKING:
@@ -264,17 +265,6 @@ class Service:
             orphans=orphans,
             recovery=self.recovery,
         )
-
-    def deliver(
-        self,
-        deliverer: Deliverer,
-        stop: threading.Event | None = None,
-    ) -> DeliveryReport:
-        """Gathers due digests, then sends everything due. First it makes sure this
-        process still holds its sender lock: a database restart drops it."""
-        self.senders.keep()
-        self.deps.digests.make(self.config.watchlists, utcnow())
-        return deliverer.run(stop)
 
     def close(self) -> None:
         """Lets go of everything, each part whatever became of the one before (a database

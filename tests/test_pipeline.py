@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from monitor import config as config_mod
+from monitor import cycle
 from monitor.archive import Archive
 from monitor.cli import main
 from monitor.config import Config
-from monitor.feeds import FeedState
-from monitor.models import Fetched
-from monitor.pipeline import FeedOutcome, Processing, Read, next_due, run_feeds, settle
+from monitor.feeds import FeedState, next_due
+from monitor.pipeline import Body, FeedOutcome, Processing, refresh, run_feeds
 from monitor.service import build
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
@@ -190,7 +190,7 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     service = build(cfg)
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="fatal_error")] * 3
-    report = service.deliver(service.deliverer())
+    report = cycle.deliver(service, service.deliverer())
     # a fault of the path: the rest of the pass waits (deliver.py, "Retries after a fault")
     assert report.failed == 1 and slack_env.messages == []
     # Later passes probe with the one held (a failed probe spends no attempt) until Slack
@@ -199,7 +199,7 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     for _ in range(10):
         with service.deps.store.engine.begin() as conn:
             conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-        sent += service.deliver(service.deliverer()).sent
+        sent += cycle.deliver(service, service.deliverer()).sent
         if sent == 4:
             break
     assert sent == 4
@@ -326,12 +326,12 @@ def test_permanent_slack_error_makes_a_dead_delivery_that_is_not_retried(
     service = build(config_mod.load(two_feeds))
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="not_in_channel")] * 4
-    report = service.deliver(service.deliverer())
+    report = cycle.deliver(service, service.deliverer())
     # the follow-up, its parent dead, is tried on its own and fails the same way
     assert report.dead == 4 and slack_env.messages == []
     with service.deps.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert service.deliver(service.deliverer()).sent == 0
+    assert cycle.deliver(service, service.deliverer()).sent == 0
     rows = Archive(service.deps.store.engine).matches(None, None)
     service.close()
     assert {r["delivery"] for r in rows} == {"dead"}
@@ -458,12 +458,12 @@ class _StartingPool:
         self.started = True
         return [self._ready]
 
-    def submit(self, feed: FeedState, fetched: Fetched, read: Read | None) -> Future[FeedOutcome]:
-        self.came_read.append(read is not None)
+    def submit(self, feed: FeedState, body: Body) -> Future[FeedOutcome]:
+        self.came_read.append(body.items is not None)
         if len(self.came_read) == self._starting:
             self._ready.set_result(None)
         done: Future[FeedOutcome] = Future()
-        done.set_result(settle(feed, fetched, self._processing, read))
+        done.set_result(refresh(feed, body, self._processing))
         return done
 
     def configure(self, config: Config) -> None:
