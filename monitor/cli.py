@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
     from monitor.config import Config, Watchlist
     from monitor.match import Verdict
-    from monitor.models import Fetched, Item
-    from monitor.pipeline import FeedOutcome
+    from monitor.models import FeedOutcome, Fetched, Item
     from monitor.service import Service
 
 log = logging.getLogger("monitor.cli")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from monitor import health as health_mod
-from monitor.models import utcnow
-from monitor.pipeline import FeedOutcome, run_feeds
+from monitor.models import FeedOutcome, utcnow
+from monitor.pipeline import run_feeds
 
 if TYPE_CHECKING:
     from monitor.deliver import Deliverer, DeliveryReport

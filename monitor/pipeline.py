@@ -22,115 +22,34 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
-
-import httpx
+from typing import TYPE_CHECKING
 
 from monitor import dedupe, fetch, pages
-from monitor.alert import Alerter
-from monitor.config import FullText, Settings, Watchlist
-from monitor.digests import Digests
+from monitor.config import FullText, Settings
 from monitor.errors import DatabaseUnavailable, FetchError, MonitorError, StoreError
-from monitor.feeds import FeedState, FeedStore, next_due
-from monitor.models import Entry, Fetched, FetchResult, MatchResult, Page, utcnow
-from monitor.notices import Notices
-from monitor.outbox import Outbox, policies
+from monitor.feeds import FeedState, next_due
+from monitor.models import (
+    Body,
+    Entry,
+    FeedOutcome,
+    Fetched,
+    FetchResult,
+    MatchResult,
+    NewItems,
+    Page,
+    utcnow,
+)
+from monitor.outbox import policies
 from monitor.redact import redact
 from monitor.runtime import executor
-from monitor.store import Store
 
 if TYPE_CHECKING:
-    from monitor.parse import ParsedFeed
-    from monitor.runtime.executor import FeedPool
+    from monitor.service import Deps, Processing
 
 log = logging.getLogger(__name__)
-
-
-class Matching(Protocol):
-    """The matcher as the stages use it (service.LazyMatcher builds it on first use)."""
-
-    @property
-    def watchlists(self) -> list[Watchlist]: ...
-
-    @property
-    def built(self) -> bool: ...
-
-    def match(
-        self, entries: Sequence[Entry], feed: str | None = None
-    ) -> list[tuple[Entry, list[MatchResult]]]: ...
-
-
-class Processing(Protocol):
-    """What taking a fetched feed from parse to store needs, here or in a pass worker."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def matcher(self) -> Matching: ...
-
-
-@dataclass(frozen=True)
-class Deps:
-    """Everything the stages need, built once by the service."""
-
-    settings: Settings
-    client: httpx.Client
-    feeds: FeedStore
-    store: Store
-    outbox: Outbox
-    notices: Notices
-    digests: Digests
-    matcher: Matching
-    alerter: Alerter
-    pool: FeedPool | None = None  # worker processes for cycles with many bodies
-
-
-@dataclass
-class FeedOutcome:
-    feed: str
-    ok: bool
-    status: int | None = None
-    new_items: int = 0
-    queued: int = 0
-    error: str | None = None
-    crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
-    record: FetchResult | None = None  # still to be written (304s and failures are batched)
-    elapsed: float | None = None  # seconds the fetch took
-    pages: dict[str, int] = field(default_factory=dict)  # linked pages read, by outcome
-    extract_seconds: float = 0.0  # of CPU, spent extracting them
-    held_back: int = 0  # a first fetch's items older than the backfill: stored, not alerted
-    held_back_matching: list[str] = field(default_factory=list)  # watchlist of each match
-    unavailable: bool = False  # the database was away: the feed stays due, not failed
-
-
-@dataclass(frozen=True)
-class NewItems:
-    """A feed's body parsed and deduped: its new entries, those that may alert, and (full
-    text) the pages of those, by entry key."""
-
-    parsed: ParsedFeed
-    new: list[Entry]
-    alertable: list[Entry]
-    pages: dict[str, Page] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Body:
-    """What a fetch brought, on its way to `refresh`: the answer, and its new items when
-    they were read already (full text, or while the pass workers start)."""
-
-    fetched: Fetched
-    items: NewItems | None = None
-
-    @property
-    def unchanged(self) -> bool:
-        return self.fetched.not_modified
+_RECORD_BATCH = 200  # fetch records written per transaction
 
 
 def refresh(feed: FeedState, body: Body, deps: Processing) -> FeedOutcome:
@@ -387,16 +306,16 @@ class FeedStages:
         return deps.matcher.built
 
     def record(self, deps: Deps, outcomes: Sequence[FeedOutcome]) -> None:
-        """Writes the fetch records of finished feeds, in one transaction."""
+        """Writes the fetch records of finished feeds, `_RECORD_BATCH` a transaction."""
         results = [o.record for o in outcomes if o.record is not None]
-        if not results:
-            return
-        try:
-            deps.feeds.record_fetches(results)
-        except DatabaseUnavailable:
-            log.debug("poll results wait for the database", extra={"feeds": len(results)})
-        except StoreError as exc:
-            log.error("cannot record poll results", extra={"feeds": len(results), "error": exc})
+        for i in range(0, len(results), _RECORD_BATCH):
+            batch = results[i : i + _RECORD_BATCH]
+            try:
+                deps.feeds.record_fetches(batch)
+            except DatabaseUnavailable:
+                log.debug("poll results wait for the database", extra={"feeds": len(batch)})
+            except StoreError as exc:
+                log.error("cannot record poll results", extra={"feeds": len(batch), "error": exc})
 
 
 def run_feeds(

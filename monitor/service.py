@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from monitor import config as config_mod
 from monitor.alert import Alerter
@@ -33,16 +33,16 @@ from monitor.fetch import http_client
 from monitor.models import Entry, MatchResult, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox
-from monitor.pipeline import Deps, Processing
-from monitor.runtime.executor import FeedPool
 from monitor.store import Store
 
 if TYPE_CHECKING:
+    import httpx
     from spacy.language import Language
 
     from monitor.match import Matcher
     from monitor.match.senses import MeaningLoader
     from monitor.meaning import Meaning
+    from monitor.runtime.executor import FeedPool
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,49 @@ def matcher_for(watchlists: Sequence[Watchlist], meaning: MeaningLoader) -> Matc
     from monitor.match import Matcher
 
     return Matcher(watchlists, spacy.blank("en"), load_ner, meaning=meaning)
+
+
+class Matching(Protocol):
+    """The matcher as the stages use it (service.LazyMatcher builds it on first use)."""
+
+    @property
+    def watchlists(self) -> list[Watchlist]: ...
+
+    @property
+    def built(self) -> bool: ...
+
+    def match(
+        self, entries: Sequence[Entry], feed: str | None = None
+    ) -> list[tuple[Entry, list[MatchResult]]]: ...
+
+
+class Processing(Protocol):
+    """What taking a fetched feed from parse to store needs, here or in a pass worker."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def matcher(self) -> Matching: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Everything the stages need, built once by the service."""
+
+    settings: Settings
+    client: httpx.Client
+    feeds: FeedStore
+    store: Store
+    outbox: Outbox
+    notices: Notices
+    digests: Digests
+    matcher: Matching
+    alerter: Alerter
+    pool: FeedPool | None = None  # worker processes for cycles with many bodies
 
 
 class LazyMatcher:

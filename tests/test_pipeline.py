@@ -16,8 +16,9 @@ from monitor.archive import Archive
 from monitor.cli import main
 from monitor.config import Config
 from monitor.feeds import FeedState, next_due
-from monitor.pipeline import Body, FeedOutcome, Processing, refresh, run_feeds
-from monitor.service import build
+from monitor.models import Body, FeedOutcome
+from monitor.pipeline import refresh, run_feeds
+from monitor.service import Processing, build
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 

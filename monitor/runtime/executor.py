@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from monitor.config import Config
     from monitor.feeds import FeedState
-    from monitor.models import Entry, Page
-    from monitor.pipeline import Body, Deps, FeedOutcome
+    from monitor.models import Body, Entry, FeedOutcome, Page
+    from monitor.service import Deps
 
 log = logging.getLogger(__name__)
-_RECORD_BATCH = 200  # poll results written per transaction
+_BURST = 200  # answers taken in one step at most (their records: one transaction)
 _POOL_AFTER = 2.0  # seconds of processing waiting here before pass workers are worth starting
 _FIRST_GUESS = 0.02  # seconds a body takes to process, until one has been timed here
 _LINGER = 0.05  # seconds a step waits for more answers of a burst before writing them
@@ -335,7 +335,7 @@ class Executor:
         until = time.monotonic() + _LINGER
         while report is not None:
             self._on(report, finished)
-            if len(finished) >= min(_RECORD_BATCH, len(self._flying)):
+            if len(finished) >= min(_BURST, len(self._flying)):
                 break
             try:
                 report = self._reports.get(timeout=max(0.0, until - time.monotonic()))
@@ -346,8 +346,8 @@ class Executor:
         else:
             self._to_ready_pool()
         outcomes = [outcome for _, outcome in finished]
-        for i in range(0, len(outcomes), _RECORD_BATCH):
-            self._stages.record(self.deps, outcomes[i : i + _RECORD_BATCH])
+        if outcomes:
+            self._stages.record(self.deps, outcomes)
         for feed, _ in finished:
             self._release(feed.id)
         return outcomes

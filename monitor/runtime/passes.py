@@ -26,7 +26,8 @@ from monitor import logs
 from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.feeds import FeedState
-from monitor.pipeline import Body, FeedOutcome, refresh
+from monitor.models import Body, FeedOutcome
+from monitor.pipeline import refresh
 from monitor.service import processor_for
 
 log = logging.getLogger(__name__)
