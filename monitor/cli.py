@@ -10,8 +10,8 @@ import signal
 import sys
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -205,17 +205,11 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _database(cfg: Config) -> Iterator[Engine]:
-    """The configured database, its schema brought up to date, for one command."""
-    from monitor.db import make_engine, migrate
+def _database(cfg: Config) -> AbstractContextManager[Engine]:
+    """The configured database, migrated, for one command (built by the service)."""
+    from monitor.service import database
 
-    engine = make_engine(cfg.settings.effective_database_url())
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
+    return database(cfg)
 
 
 def _db(cfg: Config, args: argparse.Namespace) -> int:

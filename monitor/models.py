@@ -293,6 +293,16 @@ class Outgoing:
         """A short, stable stand-in for the key, small enough for Slack message metadata."""
         return hashlib.sha256(self.key.encode()).hexdigest()[:32]
 
+    @property
+    def ids(self) -> dict[str, object]:
+        """What every log line about a delivery names."""
+        return {
+            "delivery_id": self.delivery_id,
+            "kind": self.kind,
+            "watchlist": self.watchlist,
+            "channel": self.channel,
+        }
+
 
 @dataclass(frozen=True)
 class Sent:

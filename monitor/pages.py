@@ -85,9 +85,12 @@ class _Job:
 class Pages:
     """The page fetches of one cycle in one process (see the module docstring)."""
 
-    def __init__(self, settings: Settings, hosts: fetch.HostLimits) -> None:
+    def __init__(
+        self, settings: Settings, hosts: fetch.HostLimits, client: Callable[[], httpx.Client]
+    ) -> None:
         self._settings = settings
         self._hosts = hosts
+        self._new_client = client  # the service's (service.deps_for), made on first use
         http = settings.http
         self._deadline = (http.connect_timeout + http.read_timeout).total_seconds()
         self._budget = self._deadline * http.per_host  # of fetching, per host and round
@@ -186,12 +189,12 @@ class Pages:
         return page
 
     def _http(self) -> httpx.Client:
-        """A client of the feeds' kind (fetch.http_client: timeouts, redirects, the guard,
-        the User-Agent) with a connection pool of its own, so slow pages can never keep a
-        feed waiting for a connection."""
+        """A client of the feeds' kind (timeouts, redirects, the guard, the User-Agent)
+        with a connection pool of its own, so slow pages can never keep a feed waiting
+        for a connection; the round closes it."""
         with self._lock:
             if self._client is None:
-                self._client = fetch.http_client(self._settings)
+                self._client = self._new_client()
             return self._client
 
     def stop(self) -> None:

@@ -282,7 +282,7 @@ class FeedStages:
         self._hosts = fetch.HostLimits(settings.http.per_host)
 
     def page_round(self, deps: Deps) -> executor.PageRound:
-        return pages.Pages(deps.settings, self._hosts)
+        return pages.Pages(deps.settings, self._hosts, deps.page_client)
 
     def fetch(
         self,

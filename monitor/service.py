@@ -13,8 +13,8 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +25,7 @@ from monitor.alert.console import ConsoleAlerter
 from monitor.archive import Archive
 from monitor.config import Config, Settings, Watchlist
 from monitor.db import Locks, make_engine, migrate
-from monitor.deliver import Deliverer, Orphans, Recovery, Senders
+from monitor.deliver import Deliverer, Orphans, Senders
 from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
@@ -33,11 +33,13 @@ from monitor.fetch import http_client
 from monitor.models import Entry, MatchResult, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox
+from monitor.retries import Recovery
 from monitor.store import Store
 
 if TYPE_CHECKING:
     import httpx
     from spacy.language import Language
+    from sqlalchemy import Engine
 
     from monitor.match import Matcher
     from monitor.match.senses import MeaningLoader
@@ -125,7 +127,8 @@ class Deps:
     """Everything the stages need, built once by the service."""
 
     settings: Settings
-    client: httpx.Client
+    client: httpx.Client  # the feeds'
+    page_client: Callable[[], httpx.Client]  # a new one for each round of page fetches
     feeds: FeedStore
     store: Store
     outbox: Outbox
@@ -304,6 +307,7 @@ class Service:
             deps.outbox,
             deps.alerter,
             deps.settings.delivery,
+            deps.digests,
             channel=channel,
             orphans=orphans,
             recovery=self.recovery,
@@ -321,6 +325,17 @@ class Service:
                 parts.callback(self._senders.close)
 
 
+@contextmanager
+def database(config: Config) -> Iterator[Engine]:
+    """The configured database, its schema brought up to date, for one command."""
+    engine = make_engine(config.settings.effective_database_url())
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:
     """Clients, database and (lazily) the matcher for the service's process."""
     settings = config.settings
@@ -328,6 +343,7 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
     return Deps(
         settings=settings,
         client=http_client(settings),
+        page_client=functools.partial(http_client, settings),
         feeds=FeedStore(engine),
         store=Store(engine),
         outbox=Outbox(engine),

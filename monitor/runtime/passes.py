@@ -24,7 +24,7 @@ from typing import Any
 
 from monitor import logs
 from monitor.config import Config
-from monitor.errors import MonitorError
+from monitor.errors import WorkerDied
 from monitor.feeds import FeedState
 from monitor.models import Body, FeedOutcome
 from monitor.pipeline import refresh
@@ -42,11 +42,6 @@ _PRELOAD = [
 ]
 _READY = "ready"
 _STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its feed
-
-
-class WorkerDied(MonitorError):
-    """A pass worker exited (killed, out of memory, a crash) before answering: its feed
-    fails this time, with this as the reason, and is polled again on its interval."""
 
 
 def _work(config: Config, conn: Connection, log_setup: tuple[str, str] | None) -> None:
