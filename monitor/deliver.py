@@ -264,7 +264,7 @@ class Deliverer:
         if stop.wait(max(0.0, orphans.look_after - time.monotonic())):
             return False
         for out, started in orphans.sends:
-            self._settle(out, started, report)
+            self._find_or_post_again(out, started, report)
         self._orphans = Orphans()
         return True
 
@@ -272,9 +272,10 @@ class Deliverer:
         """Settles sends unconfirmed for longer than a lease: whoever made them is gone."""
         stale = utcnow() - self._policy.lease
         for out, started in self._outbox.unconfirmed(stale, channel=self._channel):
-            self._settle(out, started, report)
+            self._find_or_post_again(out, started, report)
 
-    def _settle(self, out: Outgoing, started: datetime, report: DeliveryReport) -> None:
+    def _find_or_post_again(self, out: Outgoing, started: datetime, report: DeliveryReport) -> None:
+        """A send whose outcome is unknown: found in the channel, or due to post again."""
         found = self._look_for(out, started)
         if found is not None:
             self._outbox.sent(out.delivery_id, out.channel, found)

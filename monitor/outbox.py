@@ -365,8 +365,9 @@ class Outbox(Database):
         refund: bool = False,
         rate_limited: bool = False,
     ) -> None:
-        """Records a failed attempt; `refund`: it spends none (a probe, see deliver.py);
-        `rate_limited`: `retry_at` is the sink's word, kept whatever happens meanwhile."""
+        """Records a failed attempt as retries.after decided it; `refund`: it spends none
+        (a probe); `rate_limited`: `retry_at` is the sink's word, kept whatever happens
+        meanwhile."""
         values: dict[str, Any] = {
             "status": DeliveryStatus.SENDING.to(
                 DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
@@ -381,7 +382,8 @@ class Outbox(Database):
             s.execute(update(DeliveryRow).where(col(DeliveryRow.id) == delivery_id).values(values))
 
     def retry_now(self, now: datetime) -> int:
-        """Every delivery a failed attempt holds back is due now: the fault has cleared."""
+        """Every delivery a failed attempt holds back is due now: the fault has cleared
+        (retries.py)."""
         with self._session() as s:
             result: Any = s.execute(
                 update(DeliveryRow)

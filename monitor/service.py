@@ -178,7 +178,8 @@ class LazyMatcher:
 
 
 def alerter(settings: Settings) -> Alerter:
-    """The configured sink; slack-sdk is imported only when Slack is configured."""
+    """The configured sink; slack-sdk is imported only when Slack is configured. Its
+    retry handlers are the first of a failed send's two layers of retries (retries.py)."""
     slack = settings.slack
     if slack.token:
         from slack_sdk import WebClient
