@@ -386,12 +386,12 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
 
 def _alerts(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.models import DeliveryStatus
-    from monitor.outbox import Outbox
+    from monitor.outbox import Deliveries
 
     with _database(cfg) as engine:
-        outbox = Outbox(engine)
+        deliveries = Deliveries(engine)
         if args.retry:
-            count = outbox.retry_dead(args.watchlist)
+            count = deliveries.retry_dead(args.watchlist)
             if args.watchlist and not count:
                 _pick(cfg, args.watchlist)
             print(f"{count} dead deliveries queued again")
@@ -399,7 +399,7 @@ def _alerts(cfg: Config, args: argparse.Namespace) -> int:
         statuses = [DeliveryStatus.DEAD] if args.failed else None
         if args.pending:
             statuses = [DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.HELD]
-        rows = outbox.listing(statuses, args.watchlist)
+        rows = deliveries.listing(statuses, args.watchlist)
     if args.watchlist and not rows:
         _pick(cfg, args.watchlist)
     return _listing(

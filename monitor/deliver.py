@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -144,13 +144,42 @@ class Senders:
                 self._locks.close()
 
 
+class Pacing:
+    """Slack's pace: one message per `channel_interval` in each channel, `max_per_second`
+    overall. The pace runs from the moment each answer came back, so however a loaded
+    machine delays a request on its way, two never reach Slack closer together than the
+    interval. A sink that is not paced (the console) gets everything at once."""
+
+    def __init__(self, policy: DeliverySettings, paced: bool) -> None:
+        self._policy = policy
+        self._paced = paced
+        self._next_in_channel: dict[str, float] = {}
+        self._next_any = 0.0
+
+    def last_sent(self, channel: str, at: datetime) -> None:
+        """The channel's last message, from whichever worker sent it."""
+        if self._paced:
+            wait = self._policy.channel_interval - (utcnow() - as_utc(at))
+            self._next_in_channel[channel] = time.monotonic() + wait.total_seconds()
+
+    def next_channel(self, channels: Iterable[str]) -> tuple[str, float]:
+        """The channel whose turn comes first, and when (monotonic)."""
+        channel = min(channels, key=lambda c: self._next_in_channel.get(c, 0.0))
+        return channel, max(self._next_in_channel.get(channel, 0.0), self._next_any)
+
+    def answered(self, channel: str, pause: float | None = None) -> None:
+        """The next send's earliest times, from now: an answer has just come back."""
+        if not self._paced:
+            return
+        now = time.monotonic()
+        interval = self._policy.channel_interval.total_seconds()
+        self._next_in_channel[channel] = now + max(interval, pause or 0.0)
+        self._next_any = now + 1.0 / self._policy.max_per_second
+
+
 class Deliverer:
-    """Sends due deliveries at Slack's pace: one message per `channel_interval` in each
-    channel, `max_per_second` overall, channels taking turns so one busy channel does not
-    hold up the others. Keeps its pacing between passes. The pace runs from the moment
-    each answer came back, so however a loaded machine delays a request on its way, two
-    never reach Slack closer together than the interval. Sinks that are not paced (the
-    console) get everything at once.
+    """Sends due deliveries at Slack's pace (`Pacing`), channels taking turns so one busy
+    channel does not hold up the others; keeps its pacing between passes.
 
     Given a `channel`, it sends to that channel only and starts its pacing from the
     channel's last send in the database: in queue mode the channel's previous message
@@ -173,17 +202,11 @@ class Deliverer:
         self._policy = policy
         self._channel = channel
         self._orphans = orphans or Orphans()
-        self._next_in_channel: dict[str, float] = {}
-        self._next_any = 0.0
+        self._pacing = Pacing(policy, alerter.paced)
         self._next_flood_look = 0.0
         self._probing = False
-        if (
-            alerter.paced
-            and channel is not None
-            and (last := outbox.last_sent_at(channel)) is not None
-        ):
-            wait = self._policy.channel_interval - (utcnow() - as_utc(last))
-            self._next_in_channel[channel] = time.monotonic() + wait.total_seconds()
+        if alerter.paced and channel is not None and (last := outbox.last_sent_at(channel)):
+            self._pacing.last_sent(channel, last)
 
     def run(
         self, stop: threading.Event | None = None, until: float | None = None
@@ -210,8 +233,7 @@ class Deliverer:
             for out in batch:
                 queues.setdefault(out.channel, deque()).append(out)
             while queues and not stop.is_set():
-                channel = min(queues, key=lambda c: self._next_in_channel.get(c, 0.0))
-                ready_at = max(self._next_in_channel.get(channel, 0.0), self._next_any)
+                channel, ready_at = self._pacing.next_channel(queues)
                 if until is not None and ready_at >= until:
                     return report
                 if stop.wait(max(0.0, ready_at - time.monotonic())):
@@ -284,15 +306,6 @@ class Deliverer:
         elif self._outbox.release(out.delivery_id, out.attempts):
             log.info("unconfirmed send will be posted again", extra=out.ids)
 
-    def _pace(self, channel: str, pause: float | None = None) -> None:
-        """The next send's earliest times, from now: the answer has just come back."""
-        if not self._alerter.paced:
-            return
-        now = time.monotonic()
-        interval = self._policy.channel_interval.total_seconds()
-        self._next_in_channel[channel] = now + max(interval, pause or 0.0)
-        self._next_any = now + 1.0 / self._policy.max_per_second
-
     def _deliver(self, out: Outgoing, report: DeliveryReport) -> bool:
         """Claims and sends one delivery; False if it failed for a fault of the path."""
         probe, self._probing = self._probing, False
@@ -303,7 +316,7 @@ class Deliverer:
         try:
             sent = self._alerter.send(claimed)
         except AlertError as exc:
-            self._pace(out.channel, exc.retry_after)
+            self._pacing.answered(out.channel, exc.retry_after)
             found = self._look_for(claimed, started) if exc.unknown_outcome else None
             if found is None:
                 self._failed(claimed, exc, report, probe)
@@ -311,7 +324,7 @@ class Deliverer:
             sent = found
             report.recovered += 1
         else:
-            self._pace(out.channel)
+            self._pacing.answered(out.channel)
         try:
             self._outbox.sent(out.delivery_id, out.channel, sent)
         except DatabaseUnavailable:

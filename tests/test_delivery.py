@@ -24,6 +24,7 @@ from monitor import config as config_mod
 from monitor.alert.console import ConsoleAlerter
 from monitor.alert.slack import SlackAlerter
 from monitor.cli import main
+from monitor.outbox import Deliveries
 from monitor.pipeline import run_feeds
 from monitor.service import build
 from tests.conftest import US_CHINA, write_config
@@ -107,7 +108,7 @@ def test_a_lost_answer_is_found_in_the_channel_not_posted_twice(
     assert main(["--config", str(cfg), "poll"]) == 0
     assert titles(slack_env) == {f"Qin Gang story {i}": 1 for i in range(3)}
     service = build(config_mod.load(cfg))
-    rows = service.deps.outbox.listing(None, None)
+    rows = Deliveries(service.deps.outbox.engine).listing(None, None)
     service.close()
     assert {r["status"] for r in rows} == {"sent"}
     assert all(r["slack_ts"] for r in rows)
