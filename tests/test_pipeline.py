@@ -494,3 +494,32 @@ def test_bodies_are_read_here_while_the_pass_workers_start(
         service.close()
     assert [o.new_items for o in outcomes if o.ok] == [3] * 120
     assert pool.came_read[:5] == [True] * 5 and not all(pool.came_read)
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The modules a file imports when it runs (not those only the type checker reads)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_executor_imports_no_stage_and_is_handed_them(tmp_path: Path) -> None:
+    """The executor runs what it is handed (pipeline.FeedStages); a stage it imported
+    itself would tie the runtime to the pipeline again. Imports for the type checker
+    alone do not count: the trap below has one and passes."""
+    import monitor.runtime.executor as executor
+
+    assert not {m for m in _runtime_imports(Path(executor.__file__)) if m.startswith("monitor")}
+    trap = tmp_path / "trap.py"
+    trap.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from monitor import fetch\n"
+    )
+    assert _runtime_imports(trap) == {"typing"}
+    trap.write_text("from monitor import fetch\n")
+    assert _runtime_imports(trap) == {"monitor"}

@@ -105,22 +105,14 @@ class FeedPool(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class _Job:
-    """A fetched feed waiting to be processed."""
-
-    feed: FeedState
-    deps: Deps
-    body: Body
-
-
 # What the fetch threads, the processing thread and the pass workers report back to the
 # thread that calls `step`, one kind a class.
 
 
 @dataclass(frozen=True)
 class Arrived:
-    """A fetch's answer: a 304, or a body (for full text, read and with its pages)."""
+    """A fetch's answer: a 304, or a body (for full text, read and with its pages); a
+    body waiting to be processed is one too."""
 
     feed: FeedState
     deps: Deps
@@ -161,7 +153,7 @@ class ProcessingThread:
     def __init__(self, stages: Stages, reports: queue.SimpleQueue[Report | None]) -> None:
         self._stages = stages
         self._reports = reports
-        self._jobs: deque[tuple[_Job, bool]] = deque()  # (job, read only)
+        self._jobs: deque[tuple[Arrived, bool]] = deque()  # (job, read only)
         self._cond = threading.Condition()
         self._closed = False
         self.cost = _FIRST_GUESS  # seconds per body, once the matcher is built
@@ -173,13 +165,13 @@ class ProcessingThread:
     def waiting(self) -> int:
         return len(self._jobs)
 
-    def put(self, job: _Job, read_only: bool = False) -> None:
+    def put(self, job: Arrived, read_only: bool = False) -> None:
         """Queues a body to process, or (`read_only`) to read and report back `Arrived`."""
         with self._cond:
             self._jobs.append((job, read_only))
             self._cond.notify()
 
-    def take_all(self) -> list[_Job]:
+    def take_all(self) -> list[Arrived]:
         """The bodies not yet begun (to hand to the pass workers, or to drop)."""
         with self._cond:
             taken = [job for job, _ in self._jobs]
@@ -212,7 +204,7 @@ class ProcessingThread:
                 self._timed += 1
             self._reports.put(Finished(job.feed, outcome))
 
-    def _read(self, job: _Job) -> Report:
+    def _read(self, job: Arrived) -> Report:
         try:
             return Arrived(job.feed, job.deps, self._stages.read(job.feed, job.body, job.deps))
         except Exception as exc:  # noqa: BLE001 - reported as the feed's failure
@@ -403,9 +395,9 @@ class Executor:
                 elif self._stop.is_set():
                     self._release(feed.id)
                 else:
-                    self._hand_off(_Job(feed, deps, body))
+                    self._hand_off(Arrived(feed, deps, body))
 
-    def _hand_off(self, job: _Job) -> None:
+    def _hand_off(self, job: Arrived) -> None:
         pool = job.deps.pool
         if pool is not None and pool.started:
             if job.body.items is not None or _ready(pool):
@@ -450,7 +442,7 @@ class Executor:
             for job in here.take_all():
                 self._hand_off(job)
 
-    def _to_pool(self, pool: FeedPool, job: _Job) -> None:
+    def _to_pool(self, pool: FeedPool, job: Arrived) -> None:
         def done(future: Future[FeedOutcome]) -> None:
             exc = None if future.cancelled() else future.exception()
             report: Report
