@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import record  # noqa: E402
 from monitor import config as config_mod  # noqa: E402
+from monitor import cycle  # noqa: E402
 from monitor.pipeline import run_feeds  # noqa: E402
 from monitor.runtime.passes import PassPool  # noqa: E402
 from monitor.service import build  # noqa: E402
@@ -88,7 +89,7 @@ def main() -> None:
         cold = run_feeds(service.feeds, service.deps)
         cold_s = time.perf_counter() - started
         started = time.perf_counter()
-        report = service.deliver(service.deliverer())
+        report = cycle.deliver(service, service.deliverer())
         deliver_s = time.perf_counter() - started
         started = time.perf_counter()
         warm = run_feeds(service.deps.feeds.states(service.feeds), service.deps)

@@ -11,8 +11,8 @@ import signal
 import sys
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 
     from monitor.config import Config, Watchlist
     from monitor.match import Verdict
-    from monitor.models import Fetched, Item
-    from monitor.pipeline import FeedOutcome
+    from monitor.models import FeedOutcome, Fetched, Item
     from monitor.service import Service
 
 log = logging.getLogger("monitor.cli")
@@ -221,17 +220,11 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _database(cfg: Config) -> Iterator[Engine]:
-    """The configured database, its schema brought up to date, for one command."""
-    from monitor.db import make_engine, migrate
+def _database(cfg: Config) -> AbstractContextManager[Engine]:
+    """The configured database, migrated, for one command (built by the service)."""
+    from monitor.service import database
 
-    engine = make_engine(cfg.settings.effective_database_url())
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
+    return database(cfg)
 
 
 def _db(cfg: Config, args: argparse.Namespace) -> int:
@@ -299,17 +292,16 @@ def _check(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _poll(cfg: Config, args: argparse.Namespace) -> int:
-    from monitor.pipeline import check_health, run_feeds
+    from monitor import cycle
     from monitor.runtime.passes import PassPool
     from monitor.service import build
 
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
     try:
-        outcomes = run_feeds(service.deps.feeds.states(service.feeds), service.deps)
-        check_health(service.deps, service.feeds)
-        report = service.deliver(service.deliverer())
+        done = cycle.once(service)
     finally:
         service.close()
+    outcomes, report = done.outcomes, done.report
     failed = [o for o in outcomes if not o.ok]
     log.info(
         "poll done",
@@ -428,12 +420,12 @@ def _matches(cfg: Config, args: argparse.Namespace) -> int:
 
 def _alerts(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.models import DeliveryStatus
-    from monitor.outbox import Outbox
+    from monitor.outbox import Deliveries
 
     with _database(cfg) as engine:
-        outbox = Outbox(engine)
+        deliveries = Deliveries(engine)
         if args.retry:
-            count = outbox.retry_dead(args.watchlist)
+            count = deliveries.retry_dead(args.watchlist)
             if args.watchlist and not count:
                 _pick(cfg, args.watchlist)
             print(f"{count} dead deliveries queued again")
@@ -441,7 +433,7 @@ def _alerts(cfg: Config, args: argparse.Namespace) -> int:
         statuses = [DeliveryStatus.DEAD] if args.failed else None
         if args.pending:
             statuses = [DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.HELD]
-        rows = outbox.listing(statuses, args.watchlist)
+        rows = deliveries.listing(statuses, args.watchlist)
     if args.watchlist and not rows:
         _pick(cfg, args.watchlist)
     return _listing(

@@ -277,6 +277,7 @@ class SlackSettings(_Model):
 
 
 class DeliverySettings(_Model):
+    # how a failed send is retried, with these three: retries.py
     max_attempts: int = Field(default=8, ge=1)
     retry_base: Duration = timedelta(seconds=30)
     retry_max: Duration = timedelta(hours=1)

@@ -2,37 +2,22 @@
 into one message, and settles sends whose outcome a crash or a dropped connection left
 unknown.
 
-Retries after a fault, the one rule for them:
-
-- A failure of the message (Slack refuses it for good, or `max_attempts` are spent)
-  makes it dead. A rate limit (429) waits out Slack's Retry-After, untouched by what
-  follows. Any other failure (Slack unreachable, 5xx, an outcome lost and not found)
-  holds the delivery back with exponential backoff (`retry_delay`), which only spaces
-  retries while the fault lasts.
-- While deliveries are held back, a pass with nothing due probes with the one due
-  soonest, at most once a `probe_every` (the service's tick) in each process; a probe
-  that fails spends no attempt, so an outage's length never turns alerts dead.
-- The first send that lands after a failure (a probe, or any other) makes every held
-  delivery due at once (Outbox.retry_now), and the channels' pacing spaces them. So
-  once Slack answers again, what it held up goes out within one tick plus pacing,
-  never after a backoff that grew during the outage.
-- A database that goes away spends no attempt either: nothing can be claimed; and an
-  outcome that cannot be written is kept (Recovery) and written first thing when the
-  database answers, so a send that landed is not looked for after a lease.
+How a failed send is retried (dead, rate limited, backed off, probed, due again at
+once) is drawn in retries.py, with the retries slack-sdk makes before one fails.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from monitor import retries
 from monitor.alert import Alerter
 from monitor.config import DeliverySettings
 from monitor.db import Lock, Locks
@@ -40,6 +25,7 @@ from monitor.digests import Digests
 from monitor.errors import AlertError, DatabaseUnavailable
 from monitor.models import Outgoing, Sent, as_utc, utcnow
 from monitor.outbox import Outbox
+from monitor.retries import Recovery
 
 log = logging.getLogger(__name__)
 _FLOOD_LOOK = 1.0  # seconds between looks for a flood while a pass is sending
@@ -158,73 +144,42 @@ class Senders:
                 self._locks.close()
 
 
-class Recovery:
-    """What this process's deliverers share to come back from faults (see the rule at
-    the top): outcomes of sends not yet written, whether a failure since the last send
-    that landed may hold deliveries back, and when the next probe may go."""
+class Pacing:
+    """Slack's pace: one message per `channel_interval` in each channel, `max_per_second`
+    overall. The pace runs from the moment each answer came back, so however a loaded
+    machine delays a request on its way, two never reach Slack closer together than the
+    interval. A sink that is not paced (the console) gets everything at once."""
 
-    def __init__(self, probe_every: timedelta) -> None:
-        self._probe_every = probe_every.total_seconds()
-        self._lock = threading.Lock()
-        self._unwritten: dict[int, tuple[Outgoing, Sent | None]] = {}
-        self._held = True  # a restart may find deliveries held back: look at the first send
-        self._next_probe = 0.0
+    def __init__(self, policy: DeliverySettings, paced: bool) -> None:
+        self._policy = policy
+        self._paced = paced
+        self._next_in_channel: dict[str, float] = {}
+        self._next_any = 0.0
 
-    def keep(self, out: Outgoing, sent: Sent | None) -> None:
-        """An outcome the database could not take: sent (`sent`), or failed (None)."""
-        with self._lock:
-            self._unwritten[out.delivery_id] = (out, sent)
+    def last_sent(self, channel: str, at: datetime) -> None:
+        """The channel's last message, from whichever worker sent it."""
+        if self._paced:
+            wait = self._policy.channel_interval - (utcnow() - as_utc(at))
+            self._next_in_channel[channel] = time.monotonic() + wait.total_seconds()
 
-    def write(self, outbox: Outbox) -> int:
-        """Writes what was kept; raises DatabaseUnavailable if it still cannot."""
-        with self._lock:
-            kept = list(self._unwritten.values())
-        for out, sent in kept:
-            if sent is not None:
-                outbox.sent(out.delivery_id, out.channel, sent)
-            else:
-                outbox.release(out.delivery_id, out.attempts)
-            with self._lock:
-                self._unwritten.pop(out.delivery_id, None)
-            log.info(
-                "delivery outcome written after the outage",
-                extra={**_ids(out), "outcome": "sent" if sent else "failed, due again"},
-            )
-        return len(kept)
+    def next_channel(self, channels: Iterable[str]) -> tuple[str, float]:
+        """The channel whose turn comes first, and when (monotonic)."""
+        channel = min(channels, key=lambda c: self._next_in_channel.get(c, 0.0))
+        return channel, max(self._next_in_channel.get(channel, 0.0), self._next_any)
 
-    def failed(self) -> None:
-        with self._lock:
-            self._held = True
-
-    def landed(self) -> bool:
-        """After a send landed: True (once) if deliveries may be held back by a failure."""
-        with self._lock:
-            held, self._held = self._held, False
-            return held
-
-    def may_probe(self) -> bool:
-        """True (and the next probe a `probe_every` later) if a probe may go now."""
-        with self._lock:
-            now = time.monotonic()
-            if now < self._next_probe:
-                return False
-            self._next_probe = now + self._probe_every
-            return True
-
-
-def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
-    """Exponential backoff with full jitter, so many failed alerts do not retry in step."""
-    ceiling = min(cap, base * (1 << min(attempts, 20)))
-    return base + (ceiling - base) * random.random()
+    def answered(self, channel: str, pause: float | None = None) -> None:
+        """The next send's earliest times, from now: an answer has just come back."""
+        if not self._paced:
+            return
+        now = time.monotonic()
+        interval = self._policy.channel_interval.total_seconds()
+        self._next_in_channel[channel] = now + max(interval, pause or 0.0)
+        self._next_any = now + 1.0 / self._policy.max_per_second
 
 
 class Deliverer:
-    """Sends due deliveries at Slack's pace: one message per `channel_interval` in each
-    channel, `max_per_second` overall, channels taking turns so one busy channel does not
-    hold up the others. Keeps its pacing between passes. The pace runs from the moment
-    each answer came back, so however a loaded machine delays a request on its way, two
-    never reach Slack closer together than the interval. Sinks that are not paced (the
-    console) get everything at once.
+    """Sends due deliveries at Slack's pace (`Pacing`), channels taking turns so one busy
+    channel does not hold up the others; keeps its pacing between passes.
 
     Given a `channel`, it sends to that channel only and starts its pacing from the
     channel's last send in the database: in queue mode the channel's previous message
@@ -235,28 +190,23 @@ class Deliverer:
         outbox: Outbox,
         alerter: Alerter,
         policy: DeliverySettings,
+        digests: Digests,
         channel: str | None = None,
         orphans: Orphans | None = None,
         recovery: Recovery | None = None,
     ) -> None:
         self._outbox = outbox
         self._recovery = recovery or Recovery(policy.retry_base)
-        self._digests = Digests(outbox.engine)
+        self._digests = digests
         self._alerter = alerter
         self._policy = policy
         self._channel = channel
         self._orphans = orphans or Orphans()
-        self._next_in_channel: dict[str, float] = {}
-        self._next_any = 0.0
+        self._pacing = Pacing(policy, alerter.paced)
         self._next_flood_look = 0.0
         self._probing = False
-        if (
-            alerter.paced
-            and channel is not None
-            and (last := outbox.last_sent_at(channel)) is not None
-        ):
-            wait = self._policy.channel_interval - (utcnow() - as_utc(last))
-            self._next_in_channel[channel] = time.monotonic() + wait.total_seconds()
+        if alerter.paced and channel is not None and (last := outbox.last_sent_at(channel)):
+            self._pacing.last_sent(channel, last)
 
     def run(
         self, stop: threading.Event | None = None, until: float | None = None
@@ -283,8 +233,7 @@ class Deliverer:
             for out in batch:
                 queues.setdefault(out.channel, deque()).append(out)
             while queues and not stop.is_set():
-                channel = min(queues, key=lambda c: self._next_in_channel.get(c, 0.0))
-                ready_at = max(self._next_in_channel.get(channel, 0.0), self._next_any)
+                channel, ready_at = self._pacing.next_channel(queues)
                 if until is not None and ready_at >= until:
                     return report
                 if stop.wait(max(0.0, ready_at - time.monotonic())):
@@ -323,7 +272,7 @@ class Deliverer:
         except AlertError as exc:
             log.warning(
                 "cannot check a lost send, posting again",
-                extra={**_ids(out), "error": exc},
+                extra={**out.ids, "error": exc},
             )
             return None
 
@@ -337,7 +286,7 @@ class Deliverer:
         if stop.wait(max(0.0, orphans.look_after - time.monotonic())):
             return False
         for out, started in orphans.sends:
-            self._settle(out, started, report)
+            self._find_or_post_again(out, started, report)
         self._orphans = Orphans()
         return True
 
@@ -345,25 +294,17 @@ class Deliverer:
         """Settles sends unconfirmed for longer than a lease: whoever made them is gone."""
         stale = utcnow() - self._policy.lease
         for out, started in self._outbox.unconfirmed(stale, channel=self._channel):
-            self._settle(out, started, report)
+            self._find_or_post_again(out, started, report)
 
-    def _settle(self, out: Outgoing, started: datetime, report: DeliveryReport) -> None:
+    def _find_or_post_again(self, out: Outgoing, started: datetime, report: DeliveryReport) -> None:
+        """A send whose outcome is unknown: found in the channel, or due to post again."""
         found = self._look_for(out, started)
         if found is not None:
             self._outbox.sent(out.delivery_id, out.channel, found)
             report.recovered += 1
-            log.info("lost send found in slack", extra={**_ids(out), "ts": found.ts})
+            log.info("lost send found in slack", extra={**out.ids, "ts": found.ts})
         elif self._outbox.release(out.delivery_id, out.attempts):
-            log.info("unconfirmed send will be posted again", extra=_ids(out))
-
-    def _pace(self, channel: str, pause: float | None = None) -> None:
-        """The next send's earliest times, from now: the answer has just come back."""
-        if not self._alerter.paced:
-            return
-        now = time.monotonic()
-        interval = self._policy.channel_interval.total_seconds()
-        self._next_in_channel[channel] = now + max(interval, pause or 0.0)
-        self._next_any = now + 1.0 / self._policy.max_per_second
+            log.info("unconfirmed send will be posted again", extra=out.ids)
 
     def _deliver(self, out: Outgoing, report: DeliveryReport) -> bool:
         """Claims and sends one delivery; False if it failed for a fault of the path."""
@@ -375,7 +316,7 @@ class Deliverer:
         try:
             sent = self._alerter.send(claimed)
         except AlertError as exc:
-            self._pace(out.channel, exc.retry_after)
+            self._pacing.answered(out.channel, exc.retry_after)
             found = self._look_for(claimed, started) if exc.unknown_outcome else None
             if found is None:
                 self._failed(claimed, exc, report, probe)
@@ -383,7 +324,7 @@ class Deliverer:
             sent = found
             report.recovered += 1
         else:
-            self._pace(out.channel)
+            self._pacing.answered(out.channel)
         try:
             self._outbox.sent(out.delivery_id, out.channel, sent)
         except DatabaseUnavailable:
@@ -392,7 +333,7 @@ class Deliverer:
         finally:
             log.info(
                 "alert sent",
-                extra={**_ids(claimed), "sink": self._alerter.name, "ts": sent.ts},
+                extra={**claimed.ids, "sink": self._alerter.name, "ts": sent.ts},
             )
         report.sent += 1
         if self._recovery.landed() and (due := self._outbox.retry_now(utcnow())):
@@ -402,50 +343,35 @@ class Deliverer:
     def _failed(
         self, out: Outgoing, exc: AlertError, report: DeliveryReport, probe: bool = False
     ) -> None:
-        attempts = out.attempts - 1 if probe and not exc.permanent else out.attempts
-        dead = exc.permanent or attempts >= self._policy.max_attempts
-        delay = retry_delay(attempts, self._policy.retry_base, self._policy.retry_max)
-        if exc.retry_after:
-            delay = max(delay, timedelta(seconds=exc.retry_after))
-        retry_at = utcnow() + delay
-        if not dead:
+        then = retries.after(out, exc, self._policy, probe)
+        if not then.dead:
             self._recovery.failed()
         try:
             self._outbox.failed(
                 out.delivery_id,
                 str(exc),
-                dead=dead,
-                retry_at=retry_at,
-                refund=attempts < out.attempts,
-                rate_limited=bool(exc.retry_after),
+                dead=then.dead,
+                retry_at=then.retry_at,
+                refund=then.attempts < out.attempts,
+                rate_limited=then.rate_limited,
             )
         except DatabaseUnavailable:
             self._recovery.keep(out, None)
             raise
-        if dead:
+        if then.dead:
             report.dead += 1
             log.error(
                 "alert dead",
-                extra={**_ids(out), "attempts": attempts, "error": exc},
+                extra={**out.ids, "attempts": then.attempts, "error": exc},
             )
         else:
             report.failed += 1
             log.warning(
                 "alert failed",
                 extra={
-                    **_ids(out),
-                    "attempts": attempts,
-                    "retry_at": retry_at.isoformat(timespec="seconds"),
+                    **out.ids,
+                    "attempts": then.attempts,
+                    "retry_at": then.retry_at.isoformat(timespec="seconds"),
                     "error": exc,
                 },
             )
-
-
-def _ids(out: Outgoing) -> dict[str, object]:
-    """What every log line about a delivery names."""
-    return {
-        "delivery_id": out.delivery_id,
-        "kind": out.kind,
-        "watchlist": out.watchlist,
-        "channel": out.channel,
-    }

@@ -1,7 +1,8 @@
-"""Every error monitor raises on purpose derives from MonitorError:
+"""Every error monitor raises on purpose derives from MonitorError, and lives here:
 
 MonitorError
  ├── ConfigError   bad YAML or settings; carries every Problem found (path:line:col)
+ ├── UsageError    a command line or setting that asks for what cannot be
  ├── FetchError    a feed could not be fetched (names the URL; `kind` says why: FetchFailure)
  ├── ParseError    a feed's body is not a feed (names the URL)
  │    └── UnsafeDocument  a body refused unparsed: it could exhaust memory
@@ -9,7 +10,15 @@ MonitorError
  │    └── DatabaseUnavailable  it cannot be reached now (restarting, down, locked): wait
  ├── MeaningError  the meaning model is missing or its weights are not the ones pinned
  ├── FeedbackError a click or an undo names a match or feedback that is not stored
- └── AlertError    a sink refused an alert; `permanent` says retrying cannot help
+ ├── WorkerDied    a pass worker process exited before answering for its feed
+ └── AlertError    a sink refused an alert; `permanent` says retrying cannot help (how a
+                   failed send is retried: retries.py)
+
+Besides these: ValueError inside config validators (pydantic turns it into a located
+ConfigError) and for a delivery state change the state machine forbids (a bug, see
+models.DeliveryStatus); and two private subclasses of library errors that never leave
+their module (config._Refused: a YAML document refused while read; fetch._Refused: an
+address the SSRF guard refused, turned into FetchError there).
 """
 
 from __future__ import annotations
@@ -118,6 +127,11 @@ class FeedbackError(MonitorError):
 
 class UsageError(MonitorError):
     """A command line or setting that asks for what cannot be: the operator must change it."""
+
+
+class WorkerDied(MonitorError):
+    """A pass worker exited (killed, out of memory, a crash) before answering: its feed
+    fails this time, with this as the reason, and is polled again on its interval."""
 
 
 class AlertError(MonitorError):

@@ -38,6 +38,26 @@ class FeedState:
     full_text: FullText | None = None  # as feeds.yaml says; None: monitor.yaml's full_text
 
 
+def next_due(
+    feed: FeedState,
+    now: datetime,
+    errors: int,
+    max_interval: timedelta,
+    hint: timedelta | None = None,
+) -> datetime:
+    """When a feed is fetched next: its own interval after a success or a first failure
+    (a blip must not cost a story); then doubling per error in a row, up to max_interval
+    (or the interval itself when that is longer). A failing feed is never given up on.
+    The publisher's hint (ttl, max-age, Expires, Retry-After) can only lengthen the wait,
+    and never beyond max_interval."""
+    wait = feed.interval
+    if errors:
+        wait = min(feed.interval * (1 << min(errors - 1, 16)), max(max_interval, feed.interval))
+    if hint is not None:
+        wait = max(wait, min(hint, max_interval))
+    return now + wait
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When fetching happens next: said at start, so a quiet service does not look hung."""

@@ -8,12 +8,18 @@ permanently away from the URL in feeds.yaml), ok.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from monitor.config import Settings
-from monitor.models import FeedRow
+from monitor.models import FeedRow, utcnow
 from monitor.redact import redact
+
+if TYPE_CHECKING:
+    from monitor.feeds import FeedStore
+    from monitor.notices import Notices
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +132,16 @@ def notices(rows: list[FeedRow], now: datetime, settings: Settings) -> list[Noti
 def _span(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:.0f}h" if hours < 48 else f"{hours / 24:.0f}d"
+
+
+def check(store: FeedStore, ops: Notices, names: Iterable[str], settings: Settings) -> int:
+    """Logs each named feed's change of health and queues one ops message for it."""
+    wanted = set(names)
+    rows = [r for r in store.rows() if r.name in wanted]
+    found = notices(rows, utcnow(), settings)
+    for notice in found:
+        log.warning(
+            "feed health",
+            extra={"feed": notice.feed, "state": notice.alerted or "ok", "notice": notice.text},
+        )
+    return ops.record(found, settings.ops_channel)

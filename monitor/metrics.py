@@ -41,7 +41,7 @@ from monitor.outage import watch_of
 from monitor.redact import redact
 
 if TYPE_CHECKING:
-    from monitor.pipeline import FeedOutcome
+    from monitor.models import FeedOutcome
 
 log = logging.getLogger(__name__)
 

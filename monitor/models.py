@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+if TYPE_CHECKING:
+    from monitor.parse import ParsedFeed
 
 
 def utcnow() -> datetime:
@@ -162,6 +165,48 @@ class Page:
     fetched: Fetched | None = None  # the page as fetched, until extracted
 
 
+@dataclass
+class FeedOutcome:
+    feed: str
+    ok: bool
+    status: int | None = None
+    new_items: int = 0
+    queued: int = 0
+    error: str | None = None
+    crashed: bool = False  # an unexpected exception, i.e. a bug, not a bad feed
+    record: FetchResult | None = None  # still to be written (304s and failures are batched)
+    elapsed: float | None = None  # seconds the fetch took
+    pages: dict[str, int] = field(default_factory=dict)  # linked pages read, by outcome
+    extract_seconds: float = 0.0  # of CPU, spent extracting them
+    held_back: int = 0  # a first fetch's items older than the backfill: stored, not alerted
+    held_back_matching: list[str] = field(default_factory=list)  # watchlist of each match
+    unavailable: bool = False  # the database was away: the feed stays due, not failed
+
+
+@dataclass(frozen=True)
+class NewItems:
+    """A feed's body parsed and deduped: its new entries, those that may alert, and (full
+    text) the pages of those, by entry key."""
+
+    parsed: ParsedFeed
+    new: list[Entry]
+    alertable: list[Entry]
+    pages: dict[str, Page] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Body:
+    """What a fetch brought, on its way to `refresh`: the answer, and its new items when
+    they were read already (full text, or while the pass workers start)."""
+
+    fetched: Fetched
+    items: NewItems | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.fetched.not_modified
+
+
 @dataclass(frozen=True)
 class Hit:
     """One place where a watchlist term was found."""
@@ -274,6 +319,16 @@ class Outgoing:
     def tag(self) -> str:
         """A short, stable stand-in for the key, small enough for Slack message metadata."""
         return hashlib.sha256(self.key.encode()).hexdigest()[:32]
+
+    @property
+    def ids(self) -> dict[str, object]:
+        """What every log line about a delivery names."""
+        return {
+            "delivery_id": self.delivery_id,
+            "kind": self.kind,
+            "watchlist": self.watchlist,
+            "channel": self.channel,
+        }
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ so nothing else need log an outage: code that meets `DatabaseUnavailable` skips 
 quietly (debug) and tries again on its next tick; the process never exits for it. What
 the outage held up is resumed by the ones who own it: feeds still due are polled at the
 next tick (their due times were never moved), deliveries whose outcome could not be
-written are written when the database answers (deliver.Unwritten), and queue-mode jobs
+written are written when the database answers (retries.Recovery), and queue-mode jobs
 are retried by procrastinate (runtime/queue.py). How deliveries that failed because
-Slack was down are retried is deliver.py's rule ("Retries after a fault").
+Slack was down are retried is retries.py's rule.
 """
 
 from __future__ import annotations

@@ -246,13 +246,65 @@ def _held_by_failure() -> Any:
     return error.is_not(None) & ~error.startswith(RATE_LIMITED)
 
 
+def _outgoing(s: Session, row: DeliveryRow, thread_ts: str | None) -> Outgoing:
+    """A delivery row read out with the stories a sink renders."""
+    kind = DeliveryKind(row.kind)
+    if kind is DeliveryKind.NOTICE:
+        stories: list[Story] = []
+    elif kind in (DeliveryKind.DIGEST, DeliveryKind.FLOOD):
+        children = select(col(DeliveryRow.match_id)).where(
+            col(DeliveryRow.digest_id) == row.id, col(DeliveryRow.kind) == DeliveryKind.ALERT
+        )
+        # a flood message lists its first ones; its thread lists them all (alert/slack.py)
+        stories = _stories(s, children.order_by(col(DeliveryRow.id)))
+    else:
+        stories = _stories(s, [row.match_id])
+    return Outgoing(
+        delivery_id=row.id or 0,
+        key=row.key,
+        kind=kind,
+        watchlist=row.watchlist,
+        channel=row.channel,
+        stories=stories,
+        attempts=row.attempts,
+        thread_ts=thread_ts,
+        mentions=list(row.mentions),
+        label=row.label,
+        channel_id=known.channel_id if (known := s.get(ChannelRow, row.channel)) else None,
+    )
+
+
+def _stories(s: Session, match_ids: Any) -> list[Story]:
+    stmt = (
+        select(MatchRow, ArticleRow, col(FeedRow.name))
+        .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+        .join(FeedRow, col(FeedRow.id) == ArticleRow.feed_id)
+        .where(col(MatchRow.id).in_(match_ids))
+        .order_by(col(MatchRow.id))
+    )
+    return [
+        Story(
+            title=a.title,
+            url=a.url,
+            feed=feed,
+            published=a.published_at,
+            matched=list(m.matched),
+            snippet=m.snippet,
+            highlights=[(h[0], h[1]) for h in m.highlights],
+            strength=m.strength,
+            match_id=m.id,
+        )
+        for m, a, feed in s.execute(stmt)
+    ]
+
+
 class Outbox(Database):
     def due(
         self, now: datetime, limit: int = 100, channel: str | None = None, held: bool = False
     ) -> list[Outgoing]:
         """Pending rows whose time has come (in one channel, if given); a follow-up waits
         until its parent is sent. `held`: instead, rows a failed attempt holds back until a
-        later time, soonest first (see deliver.py, "Retries after a fault")."""
+        later time, soonest first (see retries.py)."""
         out: list[Outgoing] = []
         pending = col(DeliveryRow.status) == DeliveryStatus.PENDING
         at = col(DeliveryRow.next_attempt_at)
@@ -276,57 +328,8 @@ class Outbox(Database):
                         continue
                     if parent is not None and parent.status == DeliveryStatus.SENT:
                         thread_ts = parent.slack_ts
-                out.append(self._outgoing(s, row, thread_ts))
+                out.append(_outgoing(s, row, thread_ts))
         return out
-
-    def _outgoing(self, s: Session, row: DeliveryRow, thread_ts: str | None) -> Outgoing:
-        kind = DeliveryKind(row.kind)
-        if kind is DeliveryKind.NOTICE:
-            stories: list[Story] = []
-        elif kind in (DeliveryKind.DIGEST, DeliveryKind.FLOOD):
-            children = select(col(DeliveryRow.match_id)).where(
-                col(DeliveryRow.digest_id) == row.id, col(DeliveryRow.kind) == DeliveryKind.ALERT
-            )
-            # a flood message lists its first ones; its thread lists them all (alert/slack.py)
-            stories = self._stories(s, children.order_by(col(DeliveryRow.id)))
-        else:
-            stories = self._stories(s, [row.match_id])
-        return Outgoing(
-            delivery_id=row.id or 0,
-            key=row.key,
-            kind=kind,
-            watchlist=row.watchlist,
-            channel=row.channel,
-            stories=stories,
-            attempts=row.attempts,
-            thread_ts=thread_ts,
-            mentions=list(row.mentions),
-            label=row.label,
-            channel_id=known.channel_id if (known := s.get(ChannelRow, row.channel)) else None,
-        )
-
-    def _stories(self, s: Session, match_ids: Any) -> list[Story]:
-        stmt = (
-            select(MatchRow, ArticleRow, col(FeedRow.name))
-            .join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
-            .join(FeedRow, col(FeedRow.id) == ArticleRow.feed_id)
-            .where(col(MatchRow.id).in_(match_ids))
-            .order_by(col(MatchRow.id))
-        )
-        return [
-            Story(
-                title=a.title,
-                url=a.url,
-                feed=feed,
-                published=a.published_at,
-                matched=list(m.matched),
-                snippet=m.snippet,
-                highlights=[(h[0], h[1]) for h in m.highlights],
-                strength=m.strength,
-                match_id=m.id,
-            )
-            for m, a, feed in s.execute(stmt)
-        ]
 
     def claim(self, delivery_id: int, thread_ts: str | None = None) -> Outgoing | None:
         """pending -> sending, counting the attempt; None if another deliverer has it (or
@@ -348,7 +351,7 @@ class Outbox(Database):
             if result.rowcount != 1:
                 return None
             row = s.execute(select(DeliveryRow).where(col(DeliveryRow.id) == delivery_id))
-            return self._outgoing(s, row.scalar_one(), thread_ts)
+            return _outgoing(s, row.scalar_one(), thread_ts)
 
     def sent(self, delivery_id: int, channel: str, sent: Sent) -> None:
         with self._session() as s:
@@ -377,8 +380,9 @@ class Outbox(Database):
         refund: bool = False,
         rate_limited: bool = False,
     ) -> None:
-        """Records a failed attempt; `refund`: it spends none (a probe, see deliver.py);
-        `rate_limited`: `retry_at` is the sink's word, kept whatever happens meanwhile."""
+        """Records a failed attempt as retries.after decided it; `refund`: it spends none
+        (a probe); `rate_limited`: `retry_at` is the sink's word, kept whatever happens
+        meanwhile."""
         values: dict[str, Any] = {
             "status": DeliveryStatus.SENDING.to(
                 DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
@@ -393,7 +397,8 @@ class Outbox(Database):
             s.execute(update(DeliveryRow).where(col(DeliveryRow.id) == delivery_id).values(values))
 
     def retry_now(self, now: datetime) -> int:
-        """Every delivery a failed attempt holds back is due now: the fault has cleared."""
+        """Every delivery a failed attempt holds back is due now: the fault has cleared
+        (retries.py)."""
         with self._session() as s:
             result: Any = s.execute(
                 update(DeliveryRow)
@@ -445,7 +450,7 @@ class Outbox(Database):
                             col(DeliveryRow.key) == row.thread_of
                         )
                     ).scalar()
-                out.append((self._outgoing(s, row, thread_ts), row.attempt_started_at or utcnow()))
+                out.append((_outgoing(s, row, thread_ts), row.attempt_started_at or utcnow()))
             return out
 
     def channels_due(
@@ -472,6 +477,11 @@ class Outbox(Database):
         stmt = select(func.max(col(DeliveryRow.sent_at))).where(col(DeliveryRow.channel) == channel)
         with self._session() as s:
             return s.execute(stmt).scalar()
+
+
+class Deliveries(Database):
+    """Deliveries as an operator sees them (`monitor alerts`): listed, the dead queued
+    again."""
 
     def listing(
         self,
@@ -510,6 +520,7 @@ class Outbox(Database):
             ]
 
     def retry_dead(self, watchlist: str | None) -> int:
+        """Every dead delivery (of one watchlist, if given) due again, its attempts anew."""
         with self._session() as s:
             stmt = update(DeliveryRow).where(col(DeliveryRow.status) == DeliveryStatus.DEAD)
             if watchlist:

@@ -2,7 +2,7 @@
 fetcher under the feeds' rules and read for their article's text (extract.py), so an
 item is matched on what the article says, not only on the feed's teaser.
 
-One `Pages` serves one round of fetches in one process (pipeline.Poller: the feeds that
+One `Pages` serves one round of fetches in one process (runtime/executor.py: the feeds that
 joined it while it was open, at most a few minutes). Each page is fetched once: a link
 already asked for in the round (by another feed) shares that answer, and the caller
 hands in the links whose text is stored already, which are not fetched again.
@@ -85,9 +85,12 @@ class _Job:
 class Pages:
     """The page fetches of one cycle in one process (see the module docstring)."""
 
-    def __init__(self, settings: Settings, hosts: fetch.HostLimits) -> None:
+    def __init__(
+        self, settings: Settings, hosts: fetch.HostLimits, client: Callable[[], httpx.Client]
+    ) -> None:
         self._settings = settings
         self._hosts = hosts
+        self._new_client = client  # the service's (service.deps_for), made on first use
         http = settings.http
         self._deadline = (http.connect_timeout + http.read_timeout).total_seconds()
         self._budget = self._deadline * http.per_host  # of fetching, per host and round
@@ -186,12 +189,12 @@ class Pages:
         return page
 
     def _http(self) -> httpx.Client:
-        """A client of the feeds' kind (fetch.http_client: timeouts, redirects, the guard,
-        the User-Agent) with a connection pool of its own, so slow pages can never keep a
-        feed waiting for a connection."""
+        """A client of the feeds' kind (timeouts, redirects, the guard, the User-Agent)
+        with a connection pool of its own, so slow pages can never keep a feed waiting
+        for a connection; the round closes it."""
         with self._lock:
             if self._client is None:
-                self._client = fetch.http_client(self._settings)
+                self._client = self._new_client()
             return self._client
 
     def stop(self) -> None:

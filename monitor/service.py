@@ -13,11 +13,11 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from monitor import config as config_mod
 from monitor.alert import Alerter
@@ -25,7 +25,7 @@ from monitor.alert.console import ConsoleAlerter
 from monitor.archive import Archive
 from monitor.config import Config, Settings, Watchlist
 from monitor.db import Locks, make_engine, migrate
-from monitor.deliver import Deliverer, DeliveryReport, Orphans, Recovery, Senders
+from monitor.deliver import Deliverer, Orphans, Senders
 from monitor.digests import Digests
 from monitor.errors import ConfigError
 from monitor.feeds import FeedState, FeedStore
@@ -33,10 +33,11 @@ from monitor.fetch import http_client
 from monitor.models import Entry, Item, MatchResult, utcnow
 from monitor.notices import Notices
 from monitor.outbox import Outbox
-from monitor.pipeline import Deps, FeedPool, Processing
+from monitor.retries import Recovery
 from monitor.store import Store
 
 if TYPE_CHECKING:
+    import httpx
     from slack_sdk import WebClient
     from spacy.language import Language
     from sqlalchemy import Engine
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from monitor.match.matcher import Verdict
     from monitor.match.senses import MeaningLoader
     from monitor.meaning import Meaning
+    from monitor.runtime.executor import FeedPool
     from monitor.slackapp import SlackApp
     from monitor.slackapp.stored import Stored
 
@@ -121,6 +123,50 @@ def teach(matcher: Matcher, engine: Engine) -> None:
     )
 
 
+class Matching(Protocol):
+    """The matcher as the stages use it (service.LazyMatcher builds it on first use)."""
+
+    @property
+    def watchlists(self) -> list[Watchlist]: ...
+
+    @property
+    def built(self) -> bool: ...
+
+    def match(
+        self, entries: Sequence[Entry], feed: str | None = None
+    ) -> list[tuple[Entry, list[MatchResult]]]: ...
+
+
+class Processing(Protocol):
+    """What taking a fetched feed from parse to store needs, here or in a pass worker."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def matcher(self) -> Matching: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Everything the stages need, built once by the service."""
+
+    settings: Settings
+    client: httpx.Client  # the feeds'
+    page_client: Callable[[], httpx.Client]  # a new one for each round of page fetches
+    feeds: FeedStore
+    store: Store
+    outbox: Outbox
+    notices: Notices
+    digests: Digests
+    matcher: Matching
+    alerter: Alerter
+    pool: FeedPool | None = None  # worker processes for cycles with many bodies
+
+
 class LazyMatcher:
     """The Matcher, built on first use: a cycle with nothing new to match never pays for
     spaCy or for compiling the watchlists (minutes for hundreds of thousands of terms).
@@ -174,7 +220,8 @@ class LazyMatcher:
 
 
 def alerter(settings: Settings) -> Alerter:
-    """The configured sink; slack-sdk is imported only when Slack is configured."""
+    """The configured sink; slack-sdk is imported only when Slack is configured. Its
+    retry handlers are the first of a failed send's two layers of retries (retries.py)."""
     slack = settings.slack
     if slack.token:
         from slack_sdk import WebClient
@@ -307,21 +354,11 @@ class Service:
             deps.outbox,
             deps.alerter,
             deps.settings.delivery,
+            deps.digests,
             channel=channel,
             orphans=orphans,
             recovery=self.recovery,
         )
-
-    def deliver(
-        self,
-        deliverer: Deliverer,
-        stop: threading.Event | None = None,
-    ) -> DeliveryReport:
-        """Gathers due digests, then sends everything due. First it makes sure this
-        process still holds its sender lock: a database restart drops it."""
-        self.senders.keep()
-        self.deps.digests.make(self.config.watchlists, utcnow())
-        return deliverer.run(stop)
 
     def close(self) -> None:
         """Lets go of everything, each part whatever became of the one before (a database
@@ -337,6 +374,17 @@ class Service:
                 parts.callback(self.slack.close)
 
 
+@contextmanager
+def database(config: Config) -> Iterator[Engine]:
+    """The configured database, its schema brought up to date, for one command."""
+    engine = make_engine(config.settings.effective_database_url())
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Deps:
     """Clients, database and (lazily) the matcher for the service's process."""
     settings = config.settings
@@ -344,6 +392,7 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
     return Deps(
         settings=settings,
         client=http_client(settings),
+        page_client=functools.partial(http_client, settings),
         feeds=FeedStore(engine),
         store=Store(engine),
         outbox=Outbox(engine),

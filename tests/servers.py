@@ -183,6 +183,8 @@ class FakeSlack:
         self.min_interval = 0.0
         self.down: Reply | None = None  # while set, every post is answered so (an outage)
         self.rate_limited = 0
+        self.answered = 0  # chat.postMessage answers written back (any status)
+        self.hanging = 0  # chat.postMessage requests held unanswered by `hang` now
         self.auth: list[str] = []
         self.lock = threading.Lock()
         self._last_post: dict[str, float] = {}
@@ -248,7 +250,18 @@ class FakeSlack:
                         # in one channel are caught however long each takes to answer
                         owner._last_post[channel] = now
                 if reply.hang:
+                    with owner.lock:
+                        owner.hanging += 1
                     time.sleep(reply.hang)
+                    with owner.lock:
+                        owner.hanging -= 1
+                try:
+                    self._answer(reply, payload, channel)
+                finally:
+                    with owner.lock:
+                        owner.answered += 1
+
+            def _answer(self, reply: Reply, payload: dict[str, Any], channel: str) -> None:
                 webhook = self.path.startswith("/services/")
                 if reply.status != 200:
                     self.send_response(reply.status)

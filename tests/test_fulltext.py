@@ -24,7 +24,8 @@ from monitor import extract
 from monitor.cli import main
 from monitor.db import make_engine
 from monitor.models import ArticleRow, Item, MatchRow
-from monitor.pipeline import Poller
+from monitor.pipeline import FeedStages
+from monitor.runtime.executor import Executor
 from monitor.service import build
 from tests.conftest import write_config
 from tests.peak import MONITOR
@@ -34,7 +35,7 @@ from tests.test_run import start_service, stop_service, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Feeds fetched without validators bring a body each: this many make the service start
-# its pass workers at once (pipeline.Poller: more work waiting than it would do alone
+# its pass workers at once (runtime/executor.py: more work waiting than it would do alone
 # in the time they take to start).
 POOL_FROM = 120
 QIN = {
@@ -291,10 +292,10 @@ def test_a_slow_publisher_costs_its_feed_a_bounded_time(
     assert all(_matched(db)[feed_server.url(p)] == ["Qin Gang"] for p in paths)
 
 
-def test_a_long_running_poller_gives_each_round_of_pages_its_own_budget(
+def test_a_long_running_executor_gives_each_round_of_pages_its_own_budget(
     feed_server: FeedServer, tmp_path: Path, db: str
 ) -> None:
-    """`monitor run` keeps one Poller for its life: a host that spent its budget on a slow
+    """`monitor run` keeps one Executor for its life: a host that spent its budget on a slow
     page in one round has its pages read again once that round's feeds are done."""
     slow = Route(_ARTICLE_HTML.encode(), content_type="text/html", trickle=0.2)
     feed_server.routes["/slow/0"] = feed_server.routes["/slow/1"] = slow
@@ -310,12 +311,12 @@ def test_a_long_running_poller_gives_each_round_of_pages_its_own_budget(
         {"http": {"connect_timeout": "1s", "read_timeout": "1s", "per_host": 1}},
     )
     service = build(config_mod.load(cfg))
-    poller = Poller(service.deps)
+    executor = Executor(FeedStages(service.deps.settings), service.deps)
 
     def cycle() -> None:
-        poller.add(service.deps.feeds.states(service.feeds))
-        while poller.busy:
-            poller.step()
+        executor.add(service.deps.feeds.states(service.feeds))
+        while executor.busy:
+            executor.step()
 
     try:
         cycle()
@@ -326,7 +327,7 @@ def test_a_long_running_poller_gives_each_round_of_pages_its_own_budget(
         feed_server.routes["/f.xml"] = Route(rss([*items, fast]))
         cycle()
     finally:
-        poller.close()
+        executor.close()
         service.close()
     assert _articles(db)[feed_server.url("/fast")].page_outcome == "extracted"
     assert feed_server.hits["/fast"] == 1

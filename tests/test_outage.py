@@ -27,11 +27,13 @@ from sqlalchemy import create_engine, text
 
 from monitor.config import DeliverySettings
 from monitor.db import Database, make_engine, migrate
-from monitor.deliver import Deliverer, Recovery
+from monitor.deliver import Deliverer
+from monitor.digests import Digests
 from monitor.errors import AlertError, DatabaseUnavailable
 from monitor.models import Outgoing, Sent, utcnow
 from monitor.outage import DbState, unavailable, watch_of
 from monitor.outbox import Outbox
+from monitor.retries import Recovery
 from monitor.store import Store
 from tests.conftest import write_config
 from tests.pgcluster import PrivatePostgres, binaries, free_port
@@ -362,7 +364,9 @@ def test_held_deliveries_are_probed_for_free_and_all_due_once_a_send_lands(
     save(store, feed, entry("2", "https://n.example/b", "Rates"), result("other", "#other"))
     sink = Flaky()
     policy = DeliverySettings(retry_base=timedelta(minutes=10), retry_max=timedelta(hours=1))
-    deliverer = Deliverer(outbox, sink, policy, recovery=Recovery(timedelta(0)))
+    deliverer = Deliverer(
+        outbox, sink, policy, Digests(outbox.engine), recovery=Recovery(timedelta(0))
+    )
     first, second = (o.delivery_id for o in outbox.due(utcnow()))
 
     sink.fail = AlertError("slack: internal_error (HTTP 500)")
@@ -372,7 +376,7 @@ def test_held_deliveries_are_probed_for_free_and_all_due_once_a_send_lands(
     sink.fail = AlertError("slack: ratelimited (HTTP 429)", retry_after=600)
     no_probe = Recovery(timedelta(hours=1))
     assert no_probe.may_probe()  # its one probe this hour, spent
-    Deliverer(outbox, sink, policy, recovery=no_probe).run()
+    Deliverer(outbox, sink, policy, Digests(outbox.engine), recovery=no_probe).run()
     assert outbox.due(utcnow()) == []
     # both held: the 500 one by a failure, the 429 one by Slack's word
     [held] = outbox.due(utcnow(), held=True)

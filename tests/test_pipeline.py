@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from monitor import config as config_mod
+from monitor import cycle
 from monitor.archive import Archive
 from monitor.cli import main
 from monitor.config import Config
-from monitor.feeds import FeedState
-from monitor.models import Fetched
-from monitor.pipeline import FeedOutcome, Processing, Read, next_due, run_feeds, settle
-from monitor.service import build
+from monitor.feeds import FeedState, next_due
+from monitor.models import Body, FeedOutcome
+from monitor.pipeline import refresh, run_feeds
+from monitor.service import Processing, build
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 
@@ -190,7 +191,7 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     service = build(cfg)
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="fatal_error")] * 3
-    report = service.deliver(service.deliverer())
+    report = cycle.deliver(service, service.deliverer())
     # a fault of the path: the rest of the pass waits (deliver.py, "Retries after a fault")
     assert report.failed == 1 and slack_env.messages == []
     # Later passes probe with the one held (a failed probe spends no attempt) until Slack
@@ -199,7 +200,7 @@ def test_failed_send_is_kept_and_retried_on_a_later_pass(
     for _ in range(10):
         with service.deps.store.engine.begin() as conn:
             conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-        sent += service.deliver(service.deliverer()).sent
+        sent += cycle.deliver(service, service.deliverer()).sent
         if sent == 4:
             break
     assert sent == 4
@@ -326,12 +327,12 @@ def test_permanent_slack_error_makes_a_dead_delivery_that_is_not_retried(
     service = build(config_mod.load(two_feeds))
     run_feeds(service.feeds, service.deps)
     slack_env.script = [Reply(error="not_in_channel")] * 4
-    report = service.deliver(service.deliverer())
+    report = cycle.deliver(service, service.deliverer())
     # the follow-up, its parent dead, is tried on its own and fails the same way
     assert report.dead == 4 and slack_env.messages == []
     with service.deps.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00'")
-    assert service.deliver(service.deliverer()).sent == 0
+    assert cycle.deliver(service, service.deliverer()).sent == 0
     rows = Archive(service.deps.store.engine).matches(None, None)
     service.close()
     assert {r["delivery"] for r in rows} == {"dead"}
@@ -458,12 +459,12 @@ class _StartingPool:
         self.started = True
         return [self._ready]
 
-    def submit(self, feed: FeedState, fetched: Fetched, read: Read | None) -> Future[FeedOutcome]:
-        self.came_read.append(read is not None)
+    def submit(self, feed: FeedState, body: Body) -> Future[FeedOutcome]:
+        self.came_read.append(body.items is not None)
         if len(self.came_read) == self._starting:
             self._ready.set_result(None)
         done: Future[FeedOutcome] = Future()
-        done.set_result(settle(feed, fetched, self._processing, read))
+        done.set_result(refresh(feed, body, self._processing))
         return done
 
     def configure(self, config: Config) -> None:
@@ -493,3 +494,32 @@ def test_bodies_are_read_here_while_the_pass_workers_start(
         service.close()
     assert [o.new_items for o in outcomes if o.ok] == [3] * 120
     assert pool.came_read[:5] == [True] * 5 and not all(pool.came_read)
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The modules a file imports when it runs (not those only the type checker reads)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_executor_imports_no_stage_and_is_handed_them(tmp_path: Path) -> None:
+    """The executor runs what it is handed (pipeline.FeedStages); a stage it imported
+    itself would tie the runtime to the pipeline again. Imports for the type checker
+    alone do not count: the trap below has one and passes."""
+    import monitor.runtime.executor as executor
+
+    assert not {m for m in _runtime_imports(Path(executor.__file__)) if m.startswith("monitor")}
+    trap = tmp_path / "trap.py"
+    trap.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from monitor import fetch\n"
+    )
+    assert _runtime_imports(trap) == {"typing"}
+    trap.write_text("from monitor import fetch\n")
+    assert _runtime_imports(trap) == {"monitor"}

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from monitor.config import QueueSettings
 from monitor.db import conninfo
 from monitor.errors import UsageError
-from monitor.runtime.queue import every
+from monitor.runtime.queue import DELIVER, POLL, every
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 from tests.test_run import wait_for
@@ -132,6 +132,20 @@ def scalar(db: str, sql: str) -> Any:
         engine.dispose()
 
 
+def nothing_left_to_post(db: str) -> bool:
+    """No delivery that may still be sent, and no poll or delivery job waiting or
+    running: nothing is left in the outbox or the queue that could post another copy."""
+    unsent = scalar(
+        db, "SELECT count(*) FROM delivery WHERE status IN ('pending', 'sending', 'held')"
+    )
+    jobs = scalar(
+        db,
+        "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+        f"AND task_name IN ('{POLL}', '{DELIVER}')",
+    )
+    return unsent == 0 and jobs == 0
+
+
 @pytest.mark.slow  # workers as processes, over several ticks
 def test_three_workers_share_200_feeds_and_alert_each_story_once(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
@@ -146,7 +160,7 @@ def test_three_workers_share_200_feeds_and_alert_each_story_once(
         assert wait_for(lambda: sum(alerts(slack).values()) >= FEEDS, timeout=90), (
             f"{sum(alerts(slack).values())} alerts of {FEEDS}"
         )
-        time.sleep(2)  # room for a duplicate to show up, if there were one
+        assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all(procs)
     assert alerts(slack) == expected_alerts()
@@ -177,7 +191,7 @@ def test_a_killed_worker_leaves_its_feeds_to_the_others(
         assert wait_for(lambda: sum(alerts(slack).values()) >= FEEDS, timeout=90), (
             f"{sum(alerts(slack).values())} alerts of {FEEDS}"
         )
-        time.sleep(2)
+        assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all(procs)
     assert alerts(slack) == expected_alerts()
@@ -212,7 +226,7 @@ def test_a_worker_killed_while_posting_never_doubles_an_alert(
         assert wait_for(lambda: sum(alerts(slack).values()) >= 40, timeout=90), (
             f"{sum(alerts(slack).values())} alerts of 40"
         )
-        time.sleep(3)
+        assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all(procs)
     assert alerts(slack) == expected_alerts(40)
@@ -361,16 +375,13 @@ def test_a_worker_killed_in_a_rate_limit_wait_is_replaced_and_its_alert_comes_on
     procs = [first]
     try:
         assert wait_for(lambda: slack.calls >= 1, timeout=60), "the alert was never sent"
-        time.sleep(0.5)  # the 429 is back: the worker waits it out
+        assert wait_for(lambda: slack.answered >= 1)  # the 429 is back: the worker waits
         first.send_signal(signal.SIGKILL)
         first.wait()
         restarted = time.time()
         procs.append(start_worker(cfg, slack, pg_url, logs[1]))
         assert wait_for(lambda: len(slack.messages) >= 1, timeout=60), "the alert never came"
-        assert wait_for(
-            lambda: scalar(pg_url, "SELECT count(*) FROM delivery WHERE status <> 'sent'") == 0
-        )
-        time.sleep(2)  # room for a second copy, if there were one
+        assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all(procs)
     assert alerts(slack) == expected_alerts(1)
@@ -395,7 +406,7 @@ def test_a_flood_is_one_message_in_queue_mode(
     proc = start_worker(cfg, slack, pg_url, log)
     try:
         assert wait_for(lambda: len(slack.messages) >= 1, timeout=60)
-        time.sleep(2)
+        assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all([proc])
     [flood] = slack.messages

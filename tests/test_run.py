@@ -56,6 +56,26 @@ def start_service(
     )
 
 
+def poll_once(cfg: Path, slack: FakeSlack, db: Path) -> str:
+    """One `monitor poll` on the service's database: a whole cycle, with its delivery
+    pass, run to its end; returns its log."""
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_API_URL": slack.api_url,
+        "MONITOR_DATABASE_URL": f"sqlite:///{db}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "--config", str(cfg), "poll"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
 def stop_service(proc: subprocess.Popen[str]) -> tuple[str, float]:
     """SIGTERM, as systemd stops it; returns stderr and how long the exit took."""
     started = time.monotonic()

@@ -31,7 +31,7 @@ from monitor.models import (
     Sent,
     utcnow,
 )
-from monitor.outbox import Outbox, Policy
+from monitor.outbox import Deliveries, Outbox, Policy
 from monitor.store import Store
 
 NOW_POLICY = {
@@ -126,7 +126,7 @@ def test_the_same_article_from_another_feed_is_never_posted_again(
     outbox.sent(parent.delivery_id, parent.channel, Sent("111.1", "C1"))
     assert save(store, wire, entry("x1", "http://n.example/qin")) == 0  # same, once sent
     assert [o.watchlist for o in outbox.due(utcnow())] == ["other"]
-    assert [r["kind"] for r in outbox.listing(None, "us-china")] == ["alert"]
+    assert [r["kind"] for r in Deliveries(outbox.engine).listing(None, "us-china")] == ["alert"]
 
 
 def test_a_different_article_of_the_story_becomes_a_followup(db: tuple[Store, Outbox]) -> None:
@@ -167,7 +167,7 @@ def test_the_alert_names_the_earliest_published_copy(db: tuple[Store, Outbox]) -
     assert claimed is not None and claimed.stories[0].feed == "asia"
     outbox.sent(claimed.delivery_id, claimed.channel, Sent("1.1", "C1"))
     assert save(store, wire, entry("x1", "https://n.example/qin", published=at(8))) == 0
-    [row] = outbox.listing(None, "us-china")
+    [row] = Deliveries(outbox.engine).listing(None, "us-china")
     assert row["status"] == "sent"
     assert [m["feed"] for m in Archive(store.engine).matches("us-china", None)] == [
         "wire",
@@ -243,8 +243,8 @@ def test_delivery_outcomes(db: tuple[Store, Outbox]) -> None:
     assert again.attempts == 1
     assert outbox.claim(again.delivery_id)
     outbox.failed(again.delivery_id, "slack: not_in_channel", dead=True, retry_at=utcnow())
-    assert [r["status"] for r in outbox.listing(["dead"], None)] == ["dead"]
-    assert outbox.retry_dead("us-china") == 1
+    assert [r["status"] for r in Deliveries(outbox.engine).listing(["dead"], None)] == ["dead"]
+    assert Deliveries(outbox.engine).retry_dead("us-china") == 1
     [third] = outbox.due(utcnow())
     assert outbox.claim(third.delivery_id)
     outbox.sent(third.delivery_id, third.channel, Sent("1700000000.000001", "C1"))
@@ -533,7 +533,7 @@ def test_a_flood_is_the_alerts_of_one_cycle_window(db: tuple[Store, Outbox]) -> 
     assert outbox.claim(message.delivery_id)
     outbox.sent(message.delivery_id, message.channel, Sent("1.1", "C1"))
     Archive(store.engine).prune(utcnow() + timedelta(days=1))
-    kinds = [r["kind"] for r in outbox.listing(None, None)]
+    kinds = [r["kind"] for r in Deliveries(outbox.engine).listing(None, None)]
     assert "flood" not in kinds  # pruned with the alerts it listed
 
 

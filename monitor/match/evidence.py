@@ -9,18 +9,14 @@ against: another given name before the surname or another surname after the give
 ("Ziaur Rahman", "Donald Tusk"), which is another person even once the entity is named;
 for: the full name earlier in the article (or anywhere, for a headline hit); against:
 another person named in the article with that word ("Robin Li ... Li said"). Then
-votes: the entity's declared title right before (+2, "Defense Secretary Austin", and
-its head word alone: "Secretary Austin") or a courtesy or office title (+1, "Mr",
-"President"); the headline (+1); namesakes the entity excludes, two or more and none in
-the article (+1, "Eric Trump, Melania Trump"); a hyphenated compound (+1, "pro-Trump",
-"Merkel-era"); a possessive (+1); the name vote (+1 when the English NER model sees a
-name there, or without it a capital inside a sentence; -1 when NER says a place for a
-person; -2 when it sees a longer, different name); the word's shape (-2 when a
-capitalised non-title word is glued to it); context (+1 per distinct `context` word or
-other watchlist term present, at most +2). The votes needed come from the prior
-(prior.py): 1 for a rare word, 2 for a common one, 3 for the commonest; 1 for a short
-form of several words. A short form two watched people share counts only on evidence of
-one's own: a declared title, or a context word the other does not declare.
+votes, weighed by the table `Vote` (shown at the end), which the code reads too. The
+votes needed come from the prior (prior.py): 1 for a rare word, 2 for a common one, 3
+for the commonest; 1 for a short form of several words, `TITLE_ALONE_NEEDS` for a title
+alone. A short form two watched people share counts only on evidence of one's own: a
+declared title, or a context word the other does not declare.
+
+The votes (a title, its declared form or its head word, counts once; so does the name
+vote: all its kinds read the same capital letter):
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from spacy.tokens import Doc
 
@@ -58,58 +55,83 @@ _IMPLICIT = frozenset(("last name", "first name"))
 _PLACES = frozenset(("GPE", "LOC", "FAC"))
 
 
+class Vote(Enum):
+    """The evidence a short form can earn, and its weight: the one table of them."""
+
+    DECLARED_TITLE = 2, 'the entity\'s declared title right before: "Defense Secretary Austin"'
+    OWN_TITLE = 2, 'the head word of a declared title: "Secretary Austin"'
+    TITLE = 1, 'a courtesy or office title right before: "Mr", "President"'
+    HEADLINE = 1, "in the headline, where news names the well known by surname"
+    NAMESAKES_APART = 1, 'two or more excluded namesakes, none in the article: "Eric Trump"'
+    COMPOUND = 1, 'in a hyphenated compound: "pro-Trump", "Merkel-era"'
+    POSSESSIVE = 1, 'a possessive: "Trump\'s"'
+    NAME = 1, "the NER model sees a name of its type there (else: a capital inside a sentence)"
+    OTHER_TYPE = -1, "the NER model labels it a place for a person, or the like"
+    LONGER_NAME = -2, "the NER model sees a longer, different name"
+    GLUED = -2, "a capitalised non-title word glued to it: part of another name"
+    CONTEXT = 1, "per distinct `context` word or other watchlist term present"
+    CONTEXT_MOST = 2, "the most context gives"
+
+    def __init__(self, weight: int, says: str) -> None:
+        self.weight = weight
+        self.says = says
+
+
+__doc__ = (__doc__ or "") + "".join(f"\n    {v.weight:+d}  {v.says}" for v in Vote) + "\n"
+
+
 @dataclass(frozen=True)
-class Settled:
+class Verdict:
     counts: bool
     note: str | None  # None: not worth a line in `monitor explain`
 
 
-def settle(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Settled | None:
+def verdict_without_votes(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -> Verdict | None:
     """The decision on a short form that needs no votes, or None when it needs them."""
     where = f"{_what(f)} {f.text!r} at {f.start}"
     rule = f.rule
     if rule.role == "short":
         surface = _surface(scan, f, entity)
         if surface is not None:
-            return Settled(False, surface and f"{where} rejected: {surface}")
+            return Verdict(False, surface and f"{where} rejected: {surface}")
     index = scan.index(rule.wl)
     mine = index.by_entity[rule.index]
     parts = _surname_of(entity, f)
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
-        return Settled(True, f"{where} accepted: the name written {written!r}")
+        return Verdict(True, f"{where} accepted: the name written {written!r}")
     whole = name_parts(entity.name) if rule.role == "short" and entity.type == "PERSON" else None
     someone = whole and another_persons_name(scan, f, whole, own_words(entity))
     if someone:
-        return Settled(False, f"{where} rejected: part of another person's name {someone!r}")
+        return Verdict(False, f"{where} rejected: part of another person's name {someone!r}")
     if rule.role == "short" and name_earlier(f, mine, scan.title_len):
-        return Settled(True, f"{where} accepted: the full name {entity.name!r} appears")
+        return Verdict(True, f"{where} accepted: the full name {entity.name!r} appears")
     owner = _inside_other_name(f, index.names)
     if owner is not None:
-        return Settled(False, None)
+        return Verdict(False, None)
     if rule.role == "title":
         if len(rule.source.split()) < 2:
-            return Settled(False, None)  # "senator" alone could be any senator
+            return Verdict(False, None)  # "senator" alone could be any senator
         if past_holder(scan.doc, f.tok_start):
-            return Settled(False, f"{where} rejected: a former holder")
+            return Verdict(False, f"{where} rejected: a former holder")
         after = f.tok_end < len(scan.doc) and scan.doc[f.tok_end]
         if after and after.is_alpha and after.text[0].isupper() and not title_case(scan, f):
-            return Settled(False, None)  # the title of the name that follows
+            return Verdict(False, None)  # the title of the name that follows
     elif not entity.type and not entity.context and rule.form not in _IMPLICIT:
-        return Settled(True, f"{where} accepted: {entity.name!r} declares no type or context")
+        return Verdict(True, f"{where} accepted: {entity.name!r} declares no type or context")
     key = ("other name", rule.index, fold(f.text))
     if key not in index.memo:  # the same for every find of the word
         index.memo[key] = other_name(scan, f, mine, own_words(entity))
     other = index.memo[key]
     if other is not None and other[0] is not f:  # f itself in the other name: votes say so
-        return Settled(False, f"{where} rejected: it refers to {other[1]!r}, named in the article")
+        return Verdict(False, f"{where} rejected: it refers to {other[1]!r}, named in the article")
     sharer = _shared_with(f, index.by_span[(f.start, f.end)])
     if sharer is not None and any(
         o.rule.role in ("name", "alt") and o.end <= f.start
         for o in index.by_entity[sharer.rule.index]
     ):
         other = wl.entities[sharer.rule.index].name
-        return Settled(False, f"{where} rejected: {other!r}, named earlier")
+        return Verdict(False, f"{where} rejected: {other!r}, named earlier")
     return None
 
 
@@ -123,12 +145,12 @@ def short_form_counts(
     """Why the short form `f` means `entity`, or None when it does not (and why not goes
     to `notes`)."""
     wl = watchlists[f.rule.wl]
-    settled = settle(scan, f, entity, wl)
-    if settled is not None:
-        if settled.counts:
-            return settled.note or "accepted"
-        if settled.note:
-            notes.append(settled.note)
+    decided = verdict_without_votes(scan, f, entity, wl)
+    if decided is not None:
+        if decided.counts:
+            return decided.note or "accepted"
+        if decided.note:
+            notes.append(decided.note)
         return None
     where = f"{_what(f)} {f.text!r} at {f.start}"
     index = scan.index(f.rule.wl)
@@ -169,7 +191,8 @@ def short_form_counts(
             for kind, i in index.other_terms(f.rule.index)
         }
     if context:
-        votes.append((min(2, len(context)), f"context: {', '.join(sorted(context))}"))
+        weight = min(Vote.CONTEXT_MOST.weight, Vote.CONTEXT.weight * len(context))
+        votes.append((weight, f"context: {', '.join(sorted(context))}"))
     score = sum(v for v, _ in votes)
     counts = score >= need
     reasons = "; ".join(f"{why} ({v:+d})" for v, why in votes if why) or "no evidence"
@@ -194,31 +217,34 @@ def _name_votes(
     heads = {_head(t) for t in entity.titles}
     own = 0
     if declared:
-        votes.append((2, f"declared title {declared[0].text!r}"))
+        votes.append((Vote.DECLARED_TITLE.weight, f"declared title {declared[0].text!r}"))
         own = 1
     elif title and fold(title).rstrip(".") in heads and not _other_office(doc, f.tok_start, entity):
-        votes.append((2, f"title {title!r}, as in its declared titles"))
+        votes.append((Vote.OWN_TITLE.weight, f"title {title!r}, as in its declared titles"))
         own = 1
     elif title:
-        votes.append((1, f"title {title!r}"))
+        votes.append((Vote.TITLE.weight, f"title {title!r}"))
     if f.start < scan.title_len:
-        votes.append((1, "in the headline, where news names the well known by surname"))
+        votes.append((Vote.HEADLINE.weight, Vote.HEADLINE.says))
     namesakes = _namesakes(entity, f.text)
     if len(namesakes) > 1 and not any(
         o.rule.role == "exclude" and o.rule.source in namesakes for o in mine
     ):
-        votes.append((1, f"its namesakes are declared apart ({', '.join(namesakes)})"))
+        why = f"its namesakes are declared apart ({', '.join(namesakes)})"
+        votes.append((Vote.NAMESAKES_APART.weight, why))
         own = 1
     compound = _compound(scan, f)
     if compound:
-        votes.append((1, f"in the compound {compound!r}"))
+        votes.append((Vote.COMPOUND.weight, f"in the compound {compound!r}"))
     if f.tok_end < len(doc) and fold(doc[f.tok_end].text) == "'s":
-        votes.append((1, f"possessive {doc[f.tok_start : f.tok_end + 1].text!r}"))
+        possessive = doc[f.tok_start : f.tok_end + 1].text
+        votes.append((Vote.POSSESSIVE.weight, f"possessive {possessive!r}"))
     named = name_vote(scan, f, entity.type, own_words(entity) - {norm(f.text)})
     if declared or title:  # a title already says a person is meant, and capitalises
-        named = (-2, named[1]) if named[0] == -2 else (0, "")
+        named = named if named[0] == Vote.LONGER_NAME.weight else (0, "")
     votes.append(named)
-    votes.append(shape_vote(scan, f, own_words(entity)))
+    glued, why = shape_vote(scan, f, own_words(entity))
+    votes.append((Vote.GLUED.weight if glued else 0, why))
     return own
 
 
@@ -350,28 +376,29 @@ def _shared_with(f: Found, here: Sequence[Found]) -> Found | None:
 def name_vote(
     scan: Scan, f: Found, label: str | None, own: frozenset[str] = frozenset()
 ) -> tuple[int, str]:
-    """Whether the word is used as a name, and of what: the NER model's label (+1 for
-    the type or for a label that says little of a lone name, -1 for one against it, -2
-    for a longer, different name), else a capital inside a sentence (+1). One vote: all
-    of them read the same capital letter."""
+    """Whether the word is used as a name, and of what: the NER model's label (`Vote.NAME`
+    for the type or for a label that says little of a lone name, `OTHER_TYPE` for one
+    against it, `LONGER_NAME` for a longer, different name), else a capital inside a
+    sentence (`NAME`). One vote: all of them read the same capital letter."""
     ner = scan.ner if label else None
     if ner is False or ner is None or label is None:
         if proper_noun(scan, f):
-            return 1, "written as a name"
+            return Vote.NAME.weight, "written as a name"
         if f.text.isupper() and f.text == f.rule.source and len(f.text) > 1:
-            return 1, "in capitals, as declared"
+            return Vote.NAME.weight, "in capitals, as declared"
         return 0, "no English model to check the type" if label else ""
     seen = _ner_entity(scan, f, own)
     if seen is None:
         return _as_written(scan, f, "NER finds no entity there")
     text, found_label, longer = seen
     if longer:
-        return -2, f"NER sees the longer name {text!r}"
+        return Vote.LONGER_NAME.weight, f"NER sees the longer name {text!r}"
     if found_label == label:
-        return 1, f"NER labels {text!r} {label}"
+        return Vote.NAME.weight, f"NER labels {text!r} {label}"
     if _contradicts(found_label, label):
-        return -1, f"NER labels {text!r} {found_label}, not {label}"
-    return 1, f"NER sees a name in {text!r} (its {found_label} says little of a lone name)"
+        return Vote.OTHER_TYPE.weight, f"NER labels {text!r} {found_label}, not {label}"
+    little = f"its {found_label} says little of a lone name"
+    return Vote.NAME.weight, f"NER sees a name in {text!r} ({little})"
 
 
 def _ner_entity(
@@ -410,7 +437,7 @@ def _ner_entity(
 def _as_written(scan: Scan, f: Found, why: str) -> tuple[int, str]:
     """Where NER does not decide: a capital inside a sentence says a name is meant."""
     if proper_noun(scan, f):
-        return 1, f"written as a name ({why})"
+        return Vote.NAME.weight, f"written as a name ({why})"
     return 0, why
 
 

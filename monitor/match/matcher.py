@@ -10,7 +10,7 @@ from spacy.language import Language
 
 from monitor.config import Entity, Topic, Watchlist
 from monitor.events import gist, gist_text
-from monitor.match.evidence import settle, short_form_counts
+from monitor.match.evidence import short_form_counts, verdict_without_votes
 from monitor.match.finds import Found, Scan
 from monitor.match.lessons import Lessons
 from monitor.match.names import inside
@@ -144,7 +144,7 @@ class Matcher:
                 ]
                 if inside(f, mine, ("name", "alt", "exclude")):
                     continue
-                if settle(scan, f, wl.entities[f.rule.index], wl) is None:
+                if verdict_without_votes(scan, f, wl.entities[f.rule.index], wl) is None:
                     return True
         return False
 

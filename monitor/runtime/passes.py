@@ -4,9 +4,9 @@ process's GIL cannot parse, match and write fast enough for thousands of feeds. 
 service fetches; a worker is handed a body when it is free, and fetches nothing.
 
 The workers start only when a cycle has more bodies than the service could process in
-the time they take to start (pipeline.Poller decides), forked from a server that has
-imported the pipeline and spaCy once, and each builds its matcher on first need. The
-service only ever sees this pool through pipeline.FeedPool.
+the time they take to start (runtime/executor.py decides), forked from a server that
+has imported the pipeline and spaCy once, and each builds its matcher on first need. The
+service only ever sees this pool through executor.FeedPool.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 from monitor import logs
 from monitor.config import Config
-from monitor.errors import MonitorError
+from monitor.errors import WorkerDied
 from monitor.feeds import FeedState
-from monitor.models import Fetched
-from monitor.pipeline import FeedOutcome, Read, settle
+from monitor.models import Body, FeedOutcome
+from monitor.pipeline import refresh
 from monitor.service import processor_for
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,8 @@ _READY = "ready"
 _STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its feed
 
 
-class WorkerDied(MonitorError):
-    """A pass worker exited (killed, out of memory, a crash) before answering: its feed
-    fails this time, with this as the reason, and is polled again on its interval."""
-
-
 def _work(config: Config, conn: Connection, log_setup: tuple[str, str] | None) -> None:
-    """A worker process: answers each (feed, fetched, read) it is sent with the feed's outcome,
+    """A worker process: answers each (feed, body) it is sent with the feed's outcome,
     until the service closes the connection."""
     # Ctrl-C reaches the whole process group: the service decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -60,10 +55,10 @@ def _work(config: Config, conn: Connection, log_setup: tuple[str, str] | None) -
     conn.send(_READY)
     while True:
         try:
-            feed, fetched, read = conn.recv()
+            feed, body = conn.recv()
         except EOFError:
             return
-        conn.send(settle(feed, fetched, processor, read))
+        conn.send(refresh(feed, body, processor))
 
 
 def _log_setup() -> tuple[str, str] | None:
@@ -97,9 +92,9 @@ class _Worker:
         self._answer()
         self.ready = True
 
-    def run(self, feed: FeedState, fetched: Fetched, read: Read | None) -> FeedOutcome:
+    def run(self, feed: FeedState, body: Body) -> FeedOutcome:
         try:
-            self.conn.send((feed, fetched, read))
+            self.conn.send((feed, body))
         except OSError as exc:
             raise self._died() from exc
         outcome: FeedOutcome = self._answer()
@@ -132,8 +127,7 @@ class _Worker:
 @dataclass
 class _Job:
     feed: FeedState
-    fetched: Fetched
-    read: Read | None
+    body: Body
     future: Future[FeedOutcome]
 
 
@@ -177,12 +171,10 @@ class PassPool:
                     thread.start()
             return list(self._ready)
 
-    def submit(
-        self, feed: FeedState, fetched: Fetched, read: Read | None = None
-    ) -> Future[FeedOutcome]:
+    def submit(self, feed: FeedState, body: Body) -> Future[FeedOutcome]:
         self.start()
         future: Future[FeedOutcome] = Future()
-        self._jobs.put(_Job(feed, fetched, read, future))
+        self._jobs.put(_Job(feed, body, future))
         return future
 
     def configure(self, config: Config) -> None:
@@ -262,7 +254,7 @@ class PassPool:
                     worker = None
                 if worker is None:
                     worker = self._launch(index)
-                job.future.set_result(worker.run(job.feed, job.fetched, job.read))
+                job.future.set_result(worker.run(job.feed, job.body))
             except Exception as exc:  # noqa: BLE001 - the job fails, the thread goes on
                 job.future.set_exception(exc)
                 if worker is not None:  # in an unknown state: a fresh one for the next job

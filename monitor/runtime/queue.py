@@ -49,6 +49,7 @@ from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
 from sqlalchemy import Engine, text
 
+from monitor import cycle
 from monitor import metrics as metrics_mod
 from monitor.config import Settings
 from monitor.db import conninfo, take_turns
@@ -57,7 +58,6 @@ from monitor.feeds import FeedState
 from monitor.metrics import Metrics
 from monitor.models import utcnow
 from monitor.outage import DatabaseWatch, first_line, unavailable, watch_of
-from monitor.pipeline import check_health, run_feeds
 from monitor.runtime import Activity, Control
 from monitor.service import Service
 
@@ -287,7 +287,7 @@ class QueueWorker:
         )
         if claimed:
             log.info("feeds queued", extra={"due": len(claimed), "queued": queued})
-        check_health(deps, service.feeds)
+        cycle.health(service)
 
     def poll(self, feed_id: int, queued_at: datetime) -> None:
         deps = self.service.deps
@@ -301,7 +301,7 @@ class QueueWorker:
                 "feed already polled since queued", extra={"feed": feed.name, "feed_id": feed_id}
             )
             return
-        outcomes = run_feeds(state, deps, self.halt)
+        outcomes = cycle.poll(self.service, state, self.halt)
         self.metrics.polled(outcomes)
         if any(o.unavailable for o in outcomes):
             raise DatabaseUnavailable(f"feed {feed.name} waits for the database")
@@ -309,8 +309,8 @@ class QueueWorker:
     def dispatch(self) -> None:
         service = self.service
         outbox, settings = service.deps.outbox, service.config.settings
+        cycle.digests(service)
         now = utcnow()
-        service.deps.digests.make(service.config.watchlists, now)
         for channel in outbox.channels_due(now, now - settings.delivery.lease, held=True):
             self._queue(DELIVER, f"channel:{channel}", channel=channel)
 

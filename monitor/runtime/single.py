@@ -16,12 +16,14 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from monitor import cycle
 from monitor import metrics as metrics_mod
 from monitor.errors import DatabaseUnavailable
 from monitor.metrics import Metrics
 from monitor.models import utcnow
-from monitor.pipeline import Poller, check_health
+from monitor.pipeline import FeedStages
 from monitor.runtime import Activity, Control
+from monitor.runtime.executor import Executor
 from monitor.service import Service
 
 log = logging.getLogger(__name__)
@@ -73,19 +75,19 @@ def run(service: Service, control: Control) -> bool:
 
     def deliver() -> None:
         kick.begin()
-        service.deliver(deliverer, stop)
+        cycle.deliver(service, deliverer, stop)
         while kick.more() and not stop.is_set():
-            service.deliver(deliverer, stop)
+            cycle.deliver(service, deliverer, stop)
 
-    poller = Poller(service.deps, stop)
+    executor = Executor(FeedStages(service.deps.settings), service.deps, stop)
 
     def look() -> None:
         """Due feeds not in flight start now; the health of what finished is checked."""
         started = time.monotonic()
         service.refresh(reload)
-        poller.deps = service.deps
+        executor.deps = service.deps
         due = service.deps.feeds.states(service.feeds, due_by=utcnow())
-        poller.add([f for f in due if f.id not in poller.in_flight])
+        executor.add([f for f in due if f.id not in executor.in_flight])
         metrics.cycle(time.monotonic() - started)
 
     def poll() -> None:
@@ -94,12 +96,12 @@ def run(service: Service, control: Control) -> bool:
         while not stop.is_set():
             try:
                 if time.monotonic() >= next_look:
-                    if finished_since_look and check_health(service.deps, service.feeds):
+                    if finished_since_look and cycle.health(service):
                         kick()
                     finished_since_look = False
                     look()
                     next_look = time.monotonic() + tick
-                outcomes = poller.step(max(0.0, next_look - time.monotonic()))
+                outcomes = executor.step(max(0.0, next_look - time.monotonic()))
                 if outcomes:
                     finished_since_look = True
                     metrics.polled(outcomes)
@@ -113,9 +115,9 @@ def run(service: Service, control: Control) -> bool:
                 log.exception("poll loop failed, trying again next tick")
                 next_look = time.monotonic() + tick
                 stop.wait(tick)
-        while poller.busy:  # fetches under way finish (or the grace period ends first)
-            poller.step(0.5)
-        poller.close()
+        while executor.busy:  # fetches under way finish (or the grace period ends first)
+            executor.step(0.5)
+        executor.close()
 
     poll_thread = threading.Thread(target=activity.guard("poll", poll), name="poll", daemon=True)
     now = datetime.now(UTC)
@@ -141,7 +143,7 @@ def run(service: Service, control: Control) -> bool:
     log.info("scheduler started", extra={"tick": f"{tick:g}s", "feeds": len(service.feeds)})
     stop.wait()
     log.info("stopping: waiting up to %.0fs for running jobs", grace)
-    poller.wake()
+    executor.wake()
     scheduler.shutdown(wait=False)
     if endpoint is not None:
         endpoint.shutdown()
