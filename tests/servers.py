@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import select
 import socket
 import threading
@@ -362,6 +363,20 @@ class FakeSlack:
         """Waits (a barrier, not a timed assertion) until `ready()` holds."""
         with cond:
             return cond.wait_for(ready, timeout=timeout)
+
+    def top_level(self) -> list[dict[str, Any]]:
+        """The messages posted to a channel, not into a thread."""
+        with self.lock:
+            return [m for m in self.messages if not m.get("thread_ts")]
+
+    def listed_in_thread(self, parent: dict[str, Any]) -> list[str]:
+        """The links a digest's or flood's thread lists, page after page."""
+        with self.lock:
+            pages = [m for m in self.messages if m.get("thread_ts") == parent["ts"]]
+        text = "\n".join(
+            b["text"]["text"] for m in pages for b in m["blocks"] if b["type"] == "section"
+        )
+        return re.findall(r"• <(https://[^|>]+)", text)
 
     def respond_url(self, n: int = 1) -> str:
         return f"http://127.0.0.1:{self.port}/respond/{n}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -49,19 +48,6 @@ def qin_items(n: int, prefix: str = "Qin Gang story") -> list[dict[str, Any]]:
 
 def titles(slack: FakeSlack) -> Counter[str]:
     return Counter(str(m["text"]).split(" https://")[0] for m in slack.messages)
-
-
-def top_level(slack: FakeSlack) -> list[dict[str, Any]]:
-    return [m for m in slack.messages if not m.get("thread_ts")]
-
-
-def listed_in_thread(slack: FakeSlack, parent: dict[str, Any]) -> list[str]:
-    """The links a digest's or flood's thread lists, page after page."""
-    pages = [m for m in slack.messages if m.get("thread_ts") == parent["ts"]]
-    text = "\n".join(
-        b["text"]["text"] for m in pages for b in m["blocks"] if b["type"] == "section"
-    )
-    return re.findall(r"• <(https://[^|>]+)", text)
 
 
 @pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
@@ -221,13 +207,13 @@ def test_quiet_hours_hold_matches_for_one_digest(
         [{**US_CHINA, "quiet": _quiet_now(active=False)}],
     )
     assert main(["--config", str(cfg), "poll"]) == 0
-    [digest] = top_level(slack_env)
+    [digest] = slack_env.top_level()
     assert digest["blocks"][0]["type"] == "header"
     assert digest["blocks"][0]["text"]["text"] == ("us-china: 4 stories held during quiet hours")
     assert digest["blocks"][1]["text"]["text"].startswith("*Qin Gang* (4)")
-    assert len(listed_in_thread(slack_env, digest)) == 4
+    assert len(slack_env.listed_in_thread(digest)) == 4
     assert main(["--config", str(cfg), "poll"]) == 0
-    assert len(top_level(slack_env)) == 1
+    assert len(slack_env.top_level()) == 1
 
 
 def test_digest_watchlist_sends_nothing_until_its_schedule(
@@ -243,7 +229,7 @@ def test_digest_watchlist_sends_nothing_until_its_schedule(
     assert service.deps.digests.make(service.config.watchlists, tomorrow) == 1
     report = service.deliverer().run()
     service.close()
-    [digest] = top_level(slack_env)
+    [digest] = slack_env.top_level()
     assert report.sent == 1 and "3 stories until" in digest["blocks"][0]["text"]["text"]
 
 
@@ -496,7 +482,7 @@ def test_a_flood_is_one_message_and_a_later_cycle_starts_fresh(
     feed_server.routes["/f.xml"] = Route(rss(qin_items(30)))
     cfg = write_config(tmp_path / "c", [{"name": "f", "url": feed_server.url("/f.xml")}])
     assert main(["--config", str(cfg), "poll"]) == 0
-    [flood] = top_level(slack_env)
+    [flood] = slack_env.top_level()
     header, note, *listing = flood["blocks"]
     assert header["text"]["text"] == "us-china: 30 alerts in one poll cycle"
     assert "`monitor matches --watchlist us-china`" in note["elements"][0]["text"]
@@ -504,10 +490,10 @@ def test_a_flood_is_one_message_and_a_later_cycle_starts_fresh(
     assert flood["text"].startswith("us-china: 30 alerts in one poll cycle: Qin Gang story 0 ")
     assert "alert flood gathered into one message channel=#china-desk" in capsys.readouterr().err
     # every one of the 30 is listed in the flood's thread, not only the first 20
-    assert len(set(listed_in_thread(slack_env, flood))) == 30
+    assert len(set(slack_env.listed_in_thread(flood))) == 30
     feed_server.routes["/f.xml"] = Route(rss(qin_items(30) + qin_items(3, "Qin Gang later")))
     assert main(["--config", str(cfg), "poll"]) == 0
-    assert sorted(m["text"].split(" https")[0] for m in top_level(slack_env)[1:]) == [
+    assert sorted(m["text"].split(" https")[0] for m in slack_env.top_level()[1:]) == [
         f"Qin Gang later {i}" for i in range(3)
     ]
     capsys.readouterr()

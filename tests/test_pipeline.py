@@ -90,12 +90,8 @@ def two_feeds(feed_server: FeedServer, tmp_path: Path) -> Path:
     )
 
 
-def top_level(slack: FakeSlack) -> list[dict[str, object]]:
-    return [m for m in slack.messages if not m.get("thread_ts")]
-
-
 def posted_titles(slack: FakeSlack) -> list[str]:
-    return sorted(str(m["text"]).split(" http")[0] for m in top_level(slack))
+    return sorted(str(m["text"]).split(" http")[0] for m in slack.top_level())
 
 
 def test_poll_alerts_each_matching_story_once(
@@ -388,7 +384,7 @@ def test_poll_end_to_end_on_postgresql(
     monkeypatch.setenv("MONITOR_DATABASE_URL", pg_url)
     assert main(["--config", str(two_feeds), "poll"]) == 0
     assert main(["--config", str(two_feeds), "poll"]) == 0
-    assert len(top_level(slack_env)) == 3 and len(slack_env.messages) == 4
+    assert len(slack_env.top_level()) == 3 and len(slack_env.messages) == 4
     capsys.readouterr()
     assert main(["--config", str(two_feeds), "feeds", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -409,6 +409,7 @@ def test_a_flood_is_one_message_in_queue_mode(
         assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all([proc])
-    [flood] = slack.messages
+    [flood] = slack.top_level()
     assert flood["blocks"][0]["text"]["text"] == "desk: 30 alerts in one poll cycle"
+    assert len(set(slack.listed_in_thread(flood))) == 30
     assert "alert flood gathered into one message channel=#china-desk" in log.read_text()
