@@ -154,8 +154,13 @@ def poll(
             *argv,
         ]
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    proc = subprocess.Popen(  # run from the tree: `-m` puts the current directory first
+        argv,
+        env=env,
+        cwd=env.get("PYTHONPATH") or None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     stamps: list[float] = []
     cpu: list[float] = []
@@ -216,7 +221,7 @@ def main() -> None:
         }
         cfg = write_config(Path(tmp) / "config", feeds, [US_CHINA], settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
-        trees = {"this tree": env.get("PYTHONPATH", "")}
+        trees = {"this tree": str(Path(__file__).resolve().parents[1])}
         if args.against:
             trees["--against"] = str(args.against)
         bases = {}
@@ -225,6 +230,7 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, "-m", "monitor", "--config", str(cfg), "db", "upgrade"],
                 env={**env, "PYTHONPATH": tree, "MONITOR_DATABASE_URL": f"sqlite:///{base}"},
+                cwd=tree or None,
                 check=True,
                 capture_output=True,
             )
