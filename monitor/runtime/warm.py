@@ -15,6 +15,7 @@ reload) builds its own.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from pathlib import Path
@@ -60,6 +61,9 @@ def _prebuilt() -> tuple[Handover, Matcher] | None:
 
 
 PREBUILT = _prebuilt()
+# What is here now stays as it is in every worker: the collector never visits it, so
+# it writes to none of its pages, which stay shared instead of copied into each worker.
+gc.freeze()
 
 
 def shared_matcher(config: Config) -> Matcher | None:
