@@ -251,8 +251,7 @@ class _Recent:
         window = (
             col(MatchRow.watchlist) == watchlist,
             col(MatchRow.created_at) >= now - 2 * EVENT_WINDOW,
-            col(MatchRow.gist).is_not(None),
-        )
+        )  # read from the index alone: a row's gist is kilobytes (rows without are kept as None)
         stmt = select(_MATCHES.c.id).where(*window).order_by(_MATCHES.c.id)
         ids: list[int] = list(s.connection().execute(stmt).scalars())  # Core: no ORM rows
         with self._lock:
