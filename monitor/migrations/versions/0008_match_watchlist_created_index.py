@@ -3,7 +3,7 @@ events window (store.py), which the separate indexes on each column answered by 
 all of the watchlist's matches, however old.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
