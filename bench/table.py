@@ -24,6 +24,7 @@ from bench.figures import FIGURES_ENV  # noqa: E402
 # (script, arguments): the sizes each issue's figures were measured at
 RUNS = [
     ("poll.py", []),
+    ("rate.py", ["--runs", "1"]),
     ("match.py", []),
     ("meaning.py", []),
     ("pipeline.py", []),

@@ -401,7 +401,10 @@ class ArticleRow(SQLModel, table=True):
 
 class MatchRow(SQLModel, table=True):
     __tablename__ = "match"
-    __table_args__ = (UniqueConstraint("watchlist", "article_id", name="uq_match_article"),)
+    __table_args__ = (
+        UniqueConstraint("watchlist", "article_id", name="uq_match_article"),
+        Index("ix_match_watchlist_created_at", "watchlist", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     watchlist: str = Field(index=True, max_length=200)

@@ -173,12 +173,16 @@ class LazyMatcher:
     Before each batch it takes in the desk's feedback, when that changed (teach)."""
 
     def __init__(
-        self, watchlists: Sequence[Watchlist], meaning: MeaningLoader, engine: Engine | None = None
+        self,
+        watchlists: Sequence[Watchlist],
+        meaning: MeaningLoader,
+        engine: Engine | None = None,
+        built: Matcher | None = None,  # one built already (a pass worker's fork server's)
     ) -> None:
         self.watchlists = list(watchlists)
         self._meaning = meaning
         self._engine = engine
-        self._matcher: Matcher | None = None
+        self._matcher = built
         self._lock = threading.Lock()
 
     @property
@@ -413,13 +417,14 @@ class Processor:
     matcher: LazyMatcher
 
 
-def processor_for(config: Config) -> Processing:
-    """A pass worker's own database engine and (lazily) matcher; it fetches nothing and
-    sends nothing, so it has no HTTP client and no sink."""
+def processor_for(config: Config, matcher: Matcher | None = None) -> Processing:
+    """A pass worker's own database engine and its matcher: the one given (built before
+    the worker was forked, shared), or its own built on first use; it fetches nothing
+    and sends nothing, so it has no HTTP client and no sink."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
-    matcher = LazyMatcher(config.watchlists, meaning_for(config), engine)
-    return Processor(settings, Store(engine), matcher)
+    lazy = LazyMatcher(config.watchlists, meaning_for(config), engine, matcher)
+    return Processor(settings, Store(engine), lazy)
 
 
 def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Service:

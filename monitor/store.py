@@ -5,18 +5,19 @@ already hold, which makes every write safe to repeat.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Engine, or_, select
 from sqlmodel import Session, SQLModel, col
 
 from monitor.db import Database
 from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
+from monitor.events import PER_NAME, SAME_DAY, Joined, earliest_event, stored_gist
 from monitor.events import WINDOW as EVENT_WINDOW
-from monitor.events import Joined, earliest_event, stored_gist
 from monitor.feeds import record
 from monitor.models import (
     ArticleRow,
@@ -31,11 +32,23 @@ from monitor.models import (
 from monitor.outbox import Policy, queue
 
 CHUNK = 400  # values in one IN (...) list
+# Rounding room for the similarity prefilter: a story is compared in full (events.py)
+# when its similarity is within this of the lowest bar its shared names could make.
+_SLACK = 1e-3
 _BANDS = tuple(f"band{i}" for i in range(BANDS))
 _ARTICLES = SQLModel.metadata.tables["article"]
+_MATCHES = SQLModel.metadata.tables["match"]
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 class Store(Database):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._recent = _Recent()  # the events window's gists, parsed once per process
+
     def seen_keys(self, feed_id: int, keys: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(keys))
         seen: set[str] = set()
@@ -105,7 +118,7 @@ class Store(Database):
                 stmt = self._insert(_ARTICLES).on_conflict_do_nothing()
                 stmt = stmt.returning(_ARTICLES.c.id, _ARTICLES.c.key)
                 ids.update({r.key: r.id for r in s.connection().execute(stmt, rows)})
-            recent = _RecentStories(s, now)
+            recent = _RecentStories(s, now, self._recent)
             for entry, results in matches:
                 article_id = ids.get(entry.key)
                 if article_id is None:
@@ -205,34 +218,50 @@ class Store(Database):
         return out
 
 
-class _RecentStories:
-    """The stories each watchlist alerted within the events window, with their articles'
-    gists and feeds, read once per watchlist per save: a new article is compared with
-    every one from another feed (an outlet's own next story on an event is a development
-    it chose to publish apart, not another outlet's write-up of it)."""
+@dataclass(frozen=True, eq=False)
+class _Story:
+    """One recent alerting match as events.py compares it: its story, its gist's vector
+    (float64, exactly the stored numbers), names, terms and time, and its article's feed."""
 
-    def __init__(self, s: Session, now: datetime) -> None:
-        self._s = s
-        self._now = now
-        self._by_watchlist: dict[str, list[tuple[str, Gist, int]]] = {}
+    key: str
+    vector: NDArray[np.float64]
+    names: frozenset[str]
+    terms: frozenset[str]
+    at: datetime | None
+    feed_id: int
 
-    def event_of(
-        self, watchlist: str, story_key: str, new: Gist | None, feed_id: int
-    ) -> Joined | None:
-        """The earlier story of another outlet's article whose event `new` reports, if any."""
-        stories = self._stories(watchlist)
-        if new is None or any(key == story_key for key, _, _ in stories):
-            return None  # its own story is already alerted: it joins that one
-        return earliest_event(new, [(k, g) for k, g, feed in stories if feed != feed_id])
+    def gist(self) -> Gist:
+        return Gist(tuple(self.vector.tolist()), self.names, self.terms, self.at)
 
-    def add(self, watchlist: str, story_key: str, new: Gist | None, feed_id: int) -> None:
-        if new is not None:
-            self._stories(watchlist).append((story_key, new, feed_id))
 
-    def _stories(self, watchlist: str) -> list[tuple[str, Gist, int]]:
-        if watchlist not in self._by_watchlist:
-            stmt = (
+class _Recent:
+    """Each watchlist's alerting matches within the events window, kept between saves by
+    match id: a save reads the window's ids (an index range) and parses only the rows it
+    has not seen, instead of every gist of the window again (the cost that grew with every
+    alert of a cycle and with the database). Ids, not a high-water mark, so a row that
+    another process commits late (PostgreSQL) is still read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_watchlist: dict[str, dict[int, _Story | None]] = {}  # None: no gist
+
+    def stories(self, s: Session, watchlist: str, now: datetime) -> list[_Story]:
+        import numpy as np  # only where an article alerts: a quiet poll never loads it
+
+        window = (
+            col(MatchRow.watchlist) == watchlist,
+            col(MatchRow.created_at) >= now - 2 * EVENT_WINDOW,
+        )  # read from the index alone: a row's gist is kilobytes (rows without are kept as None)
+        stmt = select(_MATCHES.c.id).where(*window).order_by(_MATCHES.c.id)
+        ids: list[int] = list(s.connection().execute(stmt).scalars())  # Core: no ORM rows
+        with self._lock:
+            known = self._by_watchlist.setdefault(watchlist, {})
+            missing = [i for i in ids if i not in known]
+        fresh: dict[int, _Story | None] = dict.fromkeys(missing)
+        for i in range(0, len(missing), CHUNK):
+            rows = (
                 select(
+                    col(MatchRow.id),
                     col(MatchRow.story_key),
                     col(MatchRow.gist),
                     col(MatchRow.matched),
@@ -241,16 +270,70 @@ class _RecentStories:
                     col(ArticleRow.feed_id),
                 )
                 .join(ArticleRow, col(ArticleRow.id) == col(MatchRow.article_id))
-                .where(
-                    col(MatchRow.watchlist) == watchlist,
-                    col(MatchRow.created_at) >= self._now - 2 * EVENT_WINDOW,
-                )
+                .where(col(MatchRow.id).in_(missing[i : i + CHUNK]))
             )
-            self._by_watchlist[watchlist] = [
-                (key, stored_gist(gist, matched, published or seen), feed)
-                for key, gist, matched, published, seen, feed in self._s.execute(stmt)
-                if gist
+            for match_id, key, gist, matched, published, seen, feed in s.connection().execute(rows):
+                if gist:
+                    old = stored_gist(gist, matched, published or seen)
+                    vector = np.asarray(old.vector, dtype=np.float64)
+                    fresh[match_id] = _Story(key, vector, old.names, old.terms, old.at, feed)
+        with self._lock:
+            known.update(fresh)
+            for gone in known.keys() - set(ids):
+                del known[gone]
+            return [story for i in ids if (story := known.get(i)) is not None]
+
+
+class _RecentStories:
+    """The stories each watchlist alerted within the events window, with their articles'
+    gists and feeds, read once per watchlist per save (through the store's `_Recent`): a
+    new article is compared with every one from another feed (an outlet's own next story
+    on an event is a development it chose to publish apart, not another outlet's write-up
+    of it). Only the stories whose similarity could reach the bar are compared in full."""
+
+    def __init__(self, s: Session, now: datetime, cache: _Recent) -> None:
+        self._s = s
+        self._now = now
+        self._cache = cache
+        self._by_watchlist: dict[str, tuple[list[_Story], NDArray[np.float64]]] = {}
+        self._added: dict[str, list[tuple[str, Gist, int]]] = {}
+
+    def event_of(
+        self, watchlist: str, story_key: str, new: Gist | None, feed_id: int
+    ) -> Joined | None:
+        """The earlier story of another outlet's article whose event `new` reports, if any."""
+        import numpy as np
+
+        stories, rows = self._stories(watchlist)
+        added = self._added.get(watchlist, [])
+        if new is None or any(st.key == story_key for st in stories):
+            return None  # its own story is already alerted: it joins that one
+        if any(key == story_key for key, _, _ in added):
+            return None
+        floor = SAME_DAY - PER_NAME * len(new.names) - _SLACK
+        near: list[tuple[str, Gist]] = []
+        if stories:
+            similar = rows @ np.asarray(new.vector, dtype=np.float64) >= floor
+            near = [
+                (st.key, st.gist())
+                for st, close in zip(stories, similar.tolist(), strict=True)
+                if close and st.feed_id != feed_id
             ]
+        near += [(k, g) for k, g, feed in added if feed != feed_id]
+        return earliest_event(new, near)
+
+    def add(self, watchlist: str, story_key: str, new: Gist | None, feed_id: int) -> None:
+        if new is not None:
+            self._added.setdefault(watchlist, []).append((story_key, new, feed_id))
+
+    def _stories(self, watchlist: str) -> tuple[list[_Story], NDArray[np.float64]]:
+        """The watchlist's stories, and their vectors as the rows of one matrix."""
+        import numpy as np
+
+        if watchlist not in self._by_watchlist:
+            stories = self._cache.stories(self._s, watchlist, self._now)
+            rows = np.stack([st.vector for st in stories]) if stories else np.zeros((0, 0))
+            self._by_watchlist[watchlist] = (stories, rows)
         return self._by_watchlist[watchlist]
 
 

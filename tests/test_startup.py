@@ -110,8 +110,9 @@ def test_a_poll_with_many_changed_feeds_hands_them_to_pass_workers(
     assert sorted(a.split(" https")[0] for a in alerts) == [
         f"[us-china -> #china-desk] Qin Gang visit {f}" for f in sorted(range(0, 150, 25), key=str)
     ]
-    # the workers log like the service: the matcher each built, in the same format
-    assert "INFO monitor.service: matcher built" in log
+    # the workers log like the service, in the same format: the matcher built once, in
+    # their fork server before they were forked, and shared by both
+    assert log.count("INFO monitor.runtime.passes: matcher shared") == 2
     assert "feeds=150 failed=0 new_items=450 queued=6 sent=6" in log
     alerts, log, loaded = poll(cfg, db)
     assert alerts == [] and loaded == [] and "pass workers starting" not in log

@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
-from sqlmodel import col
+from sqlmodel import Session, col, select
 
 from monitor.archive import Archive
 from monitor.config import FeedConfig, Watchlist
@@ -19,15 +20,18 @@ from monitor.dedupe import fingerprint, identify
 from monitor.deliver import Senders
 from monitor.digests import Digests
 from monitor.errors import StoreError
+from monitor.events import earliest_event
 from monitor.feeds import FeedStore
 from monitor.models import (
     DeliveryRow,
     DeliveryStatus,
     Entry,
     FetchResult,
+    Gist,
     Hit,
     Item,
     MatchResult,
+    MatchRow,
     Sent,
     utcnow,
 )
@@ -581,3 +585,46 @@ def test_the_delivery_state_machine() -> None:
     with pytest.raises(ValueError, match="cannot go from held to sending"):
         status.HELD.to(status.SENDING)
     assert [s for s in status if s.unsent] == [status.HELD, status.PENDING]
+
+
+def _gist(rng: random.Random, centre: list[float], spread: float, at: datetime) -> Gist:
+    """A gist near `centre` (unit length, rounded as events.gist rounds), naming Beijing."""
+    raw = [c + rng.gauss(0, spread) for c in centre]
+    norm = sum(x * x for x in raw) ** 0.5
+    vector = tuple(round(x / norm, 4) for x in raw)
+    return Gist(vector, frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+
+
+def test_events_join_as_a_full_comparison_would_across_saves_and_stores(
+    db: tuple[Store, Outbox],
+) -> None:
+    """Each save compares a new gist with the window's stories kept from earlier saves,
+    and only those similar enough to reach the bar in full: the story each article joins
+    is the one a comparison with every earlier story of another feed picks, whichever of
+    two stores (two pass workers) wrote the earlier ones."""
+    store, _ = db
+    other = Store(store.engine)
+    feed_ids = feeds(store, "a", "b", "c")
+    rng = random.Random(3)
+    centres = []
+    for _ in range(6):
+        centres.append([rng.gauss(0, 1) for _ in range(32)])
+    at = utcnow().replace(tzinfo=UTC)
+    earlier: list[tuple[str, Gist, int]] = []
+    joins = 0
+    for n in range(60):
+        g = _gist(rng, rng.choice(centres), rng.choice([0.1, 0.3, 0.45, 0.6, 1.0]), at)
+        feed = rng.choice(feed_ids)
+        e = entry(f"g{n}", f"https://n.example/{n}", published=at)
+        expected = earliest_event(g, [(k, old) for k, old, f in earlier if f != feed])
+        res = replace(result(), gist=g)
+        (store if n % 2 else other).save(feed, [e], {e.key}, [(e, [res])], NOW_POLICY)
+        with Session(store.engine) as s:
+            row = s.exec(select(MatchRow).order_by(col(MatchRow.id).desc())).first()
+        assert row is not None
+        assert row.joined == (str(expected) if expected else None), n
+        story = expected.story_key if expected else e.story_key
+        assert row.story_key == story
+        earlier.append((story, g, feed))
+        joins += expected is not None
+    assert 5 < joins < 55  # the gists straddle the bar: both outcomes are exercised

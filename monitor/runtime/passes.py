@@ -5,8 +5,10 @@ service fetches; a worker is handed a body when it is free, and fetches nothing.
 
 The workers start only when a cycle has more bodies than the service could process in
 the time they take to start (runtime/executor.py decides), forked from a server that
-has imported the pipeline and spaCy once, and each builds its matcher on first need. The
-service only ever sees this pool through executor.FeedPool.
+has imported the pipeline and spaCy once and built the pool's matcher once
+(runtime/warm.py: the workers share it copy-on-write; a worker whose config was reloaded
+since builds its own on first need). The service only ever sees this pool through
+executor.FeedPool.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
+import tempfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from monitor import logs
-from monitor.config import Config
+from monitor.config import Config, MeaningSettings, Watchlist
 from monitor.errors import WorkerDied
 from monitor.feeds import FeedState
 from monitor.models import Body, FeedOutcome
@@ -41,7 +46,24 @@ _PRELOAD = [
     "monitor.runtime.warm",
 ]
 _READY = "ready"
+# The environment variable naming the file of the pool's Handover, for the fork server
+# (runtime/warm.py) to build the workers' matcher once.
+HANDOVER = "MONITOR_PASS_HANDOVER"
 _STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its feed
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What a matcher is built from: the watchlists, and the meaning model's setting and
+    the directory it is found from."""
+
+    root: Path
+    watchlists: tuple[Watchlist, ...]
+    meaning: MeaningSettings
+
+    @classmethod
+    def of(cls, config: Config) -> Handover:
+        return cls(config.root, config.watchlists, config.settings.meaning)
 
 
 def _work(config: Config, conn: Connection, log_setup: tuple[str, str] | None) -> None:
@@ -51,7 +73,12 @@ def _work(config: Config, conn: Connection, log_setup: tuple[str, str] | None) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_setup is not None:
         logs.setup(*log_setup)
-    processor = processor_for(config)
+    from monitor.runtime.warm import shared_matcher  # the fork server's: imported there
+
+    shared = shared_matcher(config)
+    if shared is not None:
+        log.info("matcher shared", extra={"pid": os.getpid(), "built_by": os.getppid()})
+    processor = processor_for(config, shared)
     conn.send(_READY)
     while True:
         try:
@@ -147,6 +174,7 @@ class PassPool:
         self._ready: list[Future[None]] = []
         self._workers: dict[int, _Worker] = {}  # by thread, while it has one
         self._closing = False
+        self._handover: Path | None = None  # the file of the matcher's Handover
 
     @property
     def enabled(self) -> bool:
@@ -161,6 +189,7 @@ class PassPool:
         ready; nobody need wait for them."""
         with self._lock:
             if not self._threads:
+                self._hand_over()
                 self._closing = False
                 self._ready = [Future() for _ in range(self._size)]
                 self._threads = [
@@ -170,6 +199,17 @@ class PassPool:
                 for thread in self._threads:
                     thread.start()
             return list(self._ready)
+
+    def _hand_over(self) -> None:
+        """Tells a fork server not yet started what to build the workers' matcher from
+        (runtime/warm.py); one already running (an earlier pool's) is not told."""
+        if self._handover is not None or self._size < 2:
+            return
+        fd, name = tempfile.mkstemp(prefix="monitor-handover-")  # mode 0600
+        with os.fdopen(fd, "wb") as out:
+            pickle.dump(Handover.of(self._config), out)
+        self._handover = Path(name)
+        os.environ[HANDOVER] = name
 
     def submit(self, feed: FeedState, body: Body) -> Future[FeedOutcome]:
         self.start()
@@ -211,6 +251,9 @@ class PassPool:
             worker.kill()
         for thread in threads:
             thread.join()
+        if self._handover is not None:
+            self._handover.unlink(missing_ok=True)
+            self._handover = None
 
     def _launch(self, index: int) -> _Worker:
         # forked from a fork server, not from here: the service has threads (scheduler,

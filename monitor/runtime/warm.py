@@ -3,15 +3,71 @@ service: fills once, before any worker is forked, the caches each worker's first
 build would otherwise fill for itself (spaCy's registry of languages and the English
 tokenizer's exceptions, wordfreq's English frequency table) and the packaged meaning
 model (every alerting article's gist is read by it), so the workers share them and start
-matching sooner, and the model's weights are in memory once, not once per worker."""
+matching sooner, and the model's weights are in memory once, not once per worker.
+
+When the pool hands over what its matcher is built from (passes.HANDOVER: a pickled
+passes.Handover, written by passes.PassPool before its first worker starts; no secrets), the
+fork server also builds that matcher and loads the English NER model: built once, shared
+copy-on-write by every worker forked after, instead of once per worker (a minute and a
+gigabyte each for a watchlist of 50,000 entities). A worker whose config differs (a
+reload) builds its own.
+"""
 
 from __future__ import annotations
 
+import gc
+import os
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import spacy
 
+from monitor.config import Config
 from monitor.match.matcher import default_meaning
 from monitor.match.prior import common_word
+from monitor.runtime.passes import HANDOVER, Handover
+
+if TYPE_CHECKING:
+    from monitor.match import Matcher
 
 spacy.blank("en")
 common_word("the")
 default_meaning()
+
+
+def _prebuilt() -> tuple[Handover, Matcher] | None:
+    """The handed-over matcher, built here; None without a handover."""
+    path = os.environ.get(HANDOVER)
+    if not path:
+        return None
+    try:
+        handover = pickle.loads(Path(path).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None  # a fork server restarted after its pool's handover was removed
+    if not isinstance(handover, Handover):
+        return None
+    from monitor.meaning import load, locate
+    from monitor.service import load_ner, matcher_for
+
+    chosen = handover.meaning
+    try:
+        model = load(locate(chosen.model, chosen.sha256, handover.root))
+        matcher = matcher_for(handover.watchlists, lambda: model)
+    except Exception:  # noqa: BLE001 - each worker then builds its own, and says why not
+        return None
+    load_ner()
+    return handover, matcher
+
+
+PREBUILT = _prebuilt()
+# What is here now stays as it is in every worker: the collector never visits it, so
+# it writes to none of its pages, which stay shared instead of copied into each worker.
+gc.freeze()
+
+
+def shared_matcher(config: Config) -> Matcher | None:
+    """The fork server's matcher, if it was built for this config's watchlists and model."""
+    if PREBUILT is None or PREBUILT[0] != Handover.of(config):
+        return None
+    return PREBUILT[1]
