@@ -2,7 +2,7 @@
 events window (store.py), which the separate indexes on each column answered by reading
 all of the watchlist's matches, however old.
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0008"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
