@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -363,12 +362,13 @@ def test_failed_jobs_are_kept_three_days_then_forgotten(pg_url: str, tmp_path: P
 def test_a_worker_killed_in_a_rate_limit_wait_is_replaced_and_its_alert_comes_once_soon(
     feed_server: FeedServer, slack: FakeSlack, pg_url: str, tmp_path: Path
 ) -> None:
-    """The worker dies while Slack has it wait 60 s: its post never landed. Once its
+    """The worker dies while Slack has it wait 10 min: its post never landed. Once its
     heartbeat is known to have stopped, its channel's job goes to the next worker, which
-    finds the channel free of live senders and posts at once, not after the 2 min lease."""
-    delivery = {"lease": "2m", "in_flight": "1s"}
+    finds the channel free of live senders and posts at once, not after the 10 min lease
+    nor the 10 min wait (both far beyond the test's own timeout, so no clock is read)."""
+    delivery = {"lease": "10m", "in_flight": "1s"}
     cfg = desk_config(tmp_path / "c", feed_server, count=1, delivery=delivery)
-    slack.script = [Reply(status=429, retry_after=60)]
+    slack.script = [Reply(status=429, retry_after=600)]
     slack.channels.add("desk-0")  # the bot is in it: it can look for the lost send
     logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
     first = start_worker(cfg, slack, pg_url, logs[0])
@@ -378,15 +378,12 @@ def test_a_worker_killed_in_a_rate_limit_wait_is_replaced_and_its_alert_comes_on
         assert wait_for(lambda: slack.answered >= 1)  # the 429 is back: the worker waits
         first.send_signal(signal.SIGKILL)
         first.wait()
-        restarted = time.time()
         procs.append(start_worker(cfg, slack, pg_url, logs[1]))
         assert wait_for(lambda: len(slack.messages) >= 1, timeout=60), "the alert never came"
         assert wait_for(lambda: nothing_left_to_post(pg_url))
     finally:
         stop_all(procs)
     assert alerts(slack) == expected_alerts(1)
-    landed = float(slack.messages[0]["ts"]) - restarted
-    assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
     taken_over = logs[1].read_text()
     assert "cannot check" not in taken_over and "unconfirmed send will be posted" in taken_over
 
