@@ -378,15 +378,15 @@ def statuses(db: Path) -> list[str]:
 
 def crash_mid_send(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path, reply: Reply, in_flight: str
-) -> float:
+) -> str:
     """`monitor run` killed with SIGKILL while its one alert is claimed and not confirmed,
-    and started again at once. Returns how many seconds after the restart the alert
-    landed (negative: before it), and the restarted process's log."""
+    and started again at once; returns the restarted process's log. The alert must come
+    within the wait below, far sooner than the 10 min lease would let it: no clock is read."""
     feed_server.routes["/f.xml"] = Route(rss(qin_items(1)))
     cfg = write_config(
         tmp_path / "c",
         [{"name": "f", "url": feed_server.url("/f.xml"), "interval": "1h"}],
-        settings={"delivery": {"lease": "2m", "in_flight": in_flight, "retry_base": "1s"}},
+        settings={"delivery": {"lease": "10m", "in_flight": in_flight, "retry_base": "1s"}},
     )
     db = tmp_path / "run.db"
     slack.script = [reply]
@@ -398,7 +398,6 @@ def crash_mid_send(
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
-    restarted = time.time()
     second = start_service(cfg, slack, db)
     try:
         assert wait_for(lambda: len(slack.messages) >= 1, timeout=30), "the alert never came"
@@ -408,15 +407,16 @@ def crash_mid_send(
     poll_once(cfg, slack, db)  # one more delivery pass, to its end: a second copy shows
     assert titles(slack) == {"Qin Gang story 0": 1}, err[-3000:]
     assert "cannot check a lost send" not in err and "dead sender sends=1" in err
-    return float(slack.messages[0]["ts"]) - restarted, err
+    return err
 
 
 @pytest.mark.parametrize(
     "reply",
     [
-        # Slack answered 429 "retry after 60 s"; the process died waiting. Nothing landed,
-        # and the restart knows no other sender is alive: it looks, finds nothing, posts.
-        pytest.param(Reply(status=429, retry_after=60), id="during-a-rate-limit-wait"),
+        # Slack answered 429 "retry after 10 min"; the process died waiting. Nothing
+        # landed, and the restart knows no other sender is alive: it looks, finds nothing,
+        # posts (at once: the wait below is far shorter than the 10 min).
+        pytest.param(Reply(status=429, retry_after=600), id="during-a-rate-limit-wait"),
         pytest.param(Reply(status=500, hang=5), id="while-a-post-hangs-unanswered"),
     ],
 )
@@ -424,9 +424,8 @@ def crash_mid_send(
 def test_killed_mid_send_the_alert_comes_once_soon_after_restart(
     feed_server: FeedServer, slack: FakeSlack, tmp_path: Path, reply: Reply
 ) -> None:
-    landed, err = crash_mid_send(feed_server, slack, tmp_path, reply, in_flight="1s")
+    err = crash_mid_send(feed_server, slack, tmp_path, reply, in_flight="1s")
     assert "unconfirmed send will be posted again" in err
-    assert landed <= 10, f"the alert came {landed:.1f}s after the restart"
 
 
 @pytest.mark.slow  # over 5 s: services as processes, kills, restarts or paced sends
@@ -435,9 +434,8 @@ def test_killed_while_a_post_is_landing_the_restart_finds_it_and_posts_nothing(
 ) -> None:
     # The post lands 1.5 s after it reached Slack, after its sender died: the restart
     # looks for it only once `in_flight` has passed, finds it, and posts nothing.
-    landed, err = crash_mid_send(feed_server, slack, tmp_path, Reply(hang=1.5), in_flight="3s")
+    err = crash_mid_send(feed_server, slack, tmp_path, Reply(hang=1.5), in_flight="3s")
     assert "lost send found in slack" in err
-    assert landed <= 10
 
 
 def test_alerts_to_the_console_are_not_paced(
