@@ -432,6 +432,27 @@ def test_http_requests_are_verified(desk: Desk, caplog: pytest.LogCaptureFixture
         endpoint.server_close()
 
 
+def test_http_header_names_are_case_insensitive(desk: Desk) -> None:
+    """HTTP/2 and many proxies lowercase header names: a well-signed request still counts."""
+    endpoint = serve("127.0.0.1:0", desk.service, Metrics(), lambda: True)
+    qin = desk.alert("Qin Gang")
+    body = urlencode({"payload": json.dumps(click_payload(desk.slack, qin))}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", endpoint.server_address[1], timeout=30)
+    try:
+        conn.putrequest("POST", "/slack/events")
+        for name, value in signed(body, time.time()).items():
+            conn.putheader(name.lower(), value)
+        conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        assert conn.getresponse().status == 200
+        assert desk.slack.wait_for(desk.slack.updated, lambda: len(desk.slack.updates) == 1)
+        assert len(desk.marks(qin)) == 1
+    finally:
+        conn.close()
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
 # A kill between a click and its message update: the click is kept, and no alert is lost
 # or sent twice when the service comes back.
 
