@@ -28,6 +28,7 @@ from monitor.db import Database, take_turns
 from monitor.errors import FeedbackError
 from monitor.models import (
     ArticleRow,
+    ChannelRow,
     DeliveryKind,
     DeliveryRow,
     FeedbackRow,
@@ -292,13 +293,17 @@ def _target(s: Session, match_id: int) -> Target:
         .order_by((col(DeliveryRow.match_id) == match_id).desc(), col(DeliveryRow.id))
         .limit(1)
     ).scalar()
-    return Target(
-        match_id,
-        match.watchlist,
-        delivery.channel if delivery else "",
-        delivery.channel_id if delivery else None,
-        match.story_key,
+    if delivery is None:
+        return Target(match_id, match.watchlist, "", None, match.story_key)
+    # an alert that went out in a flood or digest was never posted itself: its channel's
+    # ID is the one Slack answered a send to that channel with
+    known = (
+        delivery.channel_id
+        or s.execute(
+            select(col(ChannelRow.channel_id)).where(col(ChannelRow.name) == delivery.channel)
+        ).scalar()
     )
+    return Target(match_id, match.watchlist, delivery.channel, known, match.story_key)
 
 
 def _seen(s: Session, click: Click) -> bool | None:

@@ -78,6 +78,7 @@ def desk_config(
     feed_server: FeedServer,
     watchlist: dict[str, Any] | None = None,
     interval: str = "10m",
+    settings: dict[str, Any] | None = None,
 ) -> Path:
     feed_server.routes["/world.xml"] = Route(rss(WORLD))
     feed_server.routes["/asia.xml"] = Route(rss(ASIA))
@@ -88,6 +89,7 @@ def desk_config(
             {"name": "asia", "url": feed_server.url("/asia.xml"), "interval": interval},
         ],
         [watchlist or US_CHINA],
+        settings,
     )
 
 
@@ -314,6 +316,22 @@ def test_clicks_from_another_workspace_or_channel_are_refused(
     # trap: the same click from the channel, in the workspace, is taken
     clicked(desk, click_payload(desk.slack, qin))
     assert len(desk.marks(qin)) == 1
+
+
+def test_a_click_on_a_flood_entry_counts_in_the_channel_slack_named(
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack
+) -> None:
+    """An alert that went out in a flood was never posted itself: its channel's ID is the
+    one Slack answered the flood with, so a click there counts whatever the channel is
+    called now (renamed since, or named otherwise by the payload)."""
+    root = desk_config(tmp_path, feed_server, settings={"delivery": {"flood_threshold": 1}})
+    for desk in running_desk(root, app_env):
+        [page] = [m for m in desk.slack.messages if m.get("thread_ts") and "Alerts 1" in m["text"]]
+        update = clicked(desk, click_payload(desk.slack, page, channel=(DESK, "desk-renamed")))
+        assert (update["channel"], update["ts"]) == (DESK, page["ts"])
+        assert "Not relevant by @user-001" in context_text(update["blocks"])
+        # trap: another channel is still refused
+        refused(desk, click_payload(desk.slack, page, channel=("C0RANDOM01", "china-desk")))
 
 
 @pytest.fixture
