@@ -278,6 +278,19 @@ def test_a_click_delivered_twice_is_applied_once(desk: Desk) -> None:
     assert desk.marks(qin) == ()
 
 
+def test_a_new_click_is_told_from_a_redelivery_by_its_trigger_too(desk: Desk) -> None:
+    """Slack gives every click its own trigger_id: a second click stamped with the same
+    action_ts (a sender with one clock tick, or a fixed one) still undoes."""
+    qin = desk.alert("Qin Gang")
+    payload = click_payload(desk.slack, qin)
+    clicked(desk, payload)
+    payload["trigger_id"] = "9999.8888.other"
+    assert context_text(clicked(desk, payload)["blocks"]) == ""
+    assert desk.marks(qin) == ()
+    assert context_text(clicked(desk, payload)["blocks"]) == ""  # trap: its redelivery
+    assert desk.marks(qin) == ()
+
+
 def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: Desk) -> None:
     qin = desk.alert("Qin Gang")
     payload = click_payload(desk.slack, qin)

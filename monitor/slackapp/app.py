@@ -11,6 +11,7 @@ touched here, so the outbox's once-only sending is whatever it was.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -62,6 +63,16 @@ def _button_value(blocks: list[dict[str, Any]] | None) -> int | None:
     return None
 
 
+def _click_key(user_id: str, action: dict[str, Any], body: dict[str, Any]) -> str:
+    """What names one click, so the same click delivered again (a retried envelope) does
+    not undo itself: its action_ts and trigger_id (Slack's own, new for every click),
+    hashed to the stored key's size whatever their length; "" if it has neither."""
+    stamp, trigger = str(action.get("action_ts") or ""), str(body.get("trigger_id") or "")
+    if not (stamp or trigger):
+        return ""
+    return hashlib.sha256(f"{user_id}\n{stamp}\n{trigger}".encode()).hexdigest()
+
+
 class Listeners:
     """What the app does with what Slack sends; bolt calls these on its worker threads."""
 
@@ -94,8 +105,7 @@ class Listeners:
             team_id=actor.team_id,
             channel_id=actor.channel_id,
             at=utcnow(),
-            # the same click delivered again (a retried envelope) must not undo itself
-            key=f"{actor.user_id}:{stamp}" if (stamp := action.get("action_ts")) else "",
+            key=_click_key(actor.user_id, action, body),
         )
         with self._lock:
             applied = feedback.toggle(self._engine, click)
