@@ -271,6 +271,14 @@ def test_follow_ups_of_a_rejected_alert_are_not_counted_as_kept(tmp_path: Path) 
     desk.engine.dispose()
 
 
+def test_a_match_with_no_term_read_is_never_suppressed() -> None:
+    """The trap of "every term resembles a rejected hit": with no term read, none does."""
+    from monitor.match.lessons import Example, Lesson, Lessons
+
+    lessons = Lessons({("cyber", "hacking"): Lesson((Example(1, "a podcast", "ana", NOW),))})
+    assert lessons.hold(lambda: pytest.fail("nothing to compare"), "cyber", {}, {}) == ([], None)
+
+
 def test_the_services_matcher_takes_in_clicks_and_undos_without_a_restart(
     tmp_path: Path,
 ) -> None:
