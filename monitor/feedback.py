@@ -75,7 +75,7 @@ class Click:
     team_id: str
     channel_id: str
     at: datetime  # aware UTC
-    source: str = FeedbackSource.SLACK
+    source: FeedbackSource = FeedbackSource.SLACK
     # what names this click for its sender (Slack: a hash of the user, the action's
     # action_ts and the trigger_id): the same click delivered again changes nothing
     key: str = ""
