@@ -347,6 +347,23 @@ def test_a_click_on_a_flood_entry_counts_in_the_channel_slack_named(
         refused(desk, click_payload(desk.slack, page, channel=("C0RANDOM01", "china-desk")))
 
 
+def test_an_org_id_admits_the_clicks_of_its_workspaces(
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """slack.team_id may name an Enterprise Grid org (E...): its workspaces' clicks carry
+    their own team id, and the org's in `enterprise`."""
+    monkeypatch.setenv("SLACK_TEAM_ID", "E0ORG0001")
+    for desk in running_desk(desk_config(tmp_path, feed_server), app_env):
+        qin = desk.alert("Qin Gang")
+        payload = click_payload(desk.slack, qin)
+        payload["enterprise"] = {"id": "E0ORG0001", "name": "org"}
+        clicked(desk, payload)
+        assert len(desk.marks(qin)) == 1
+        other = click_payload(desk.slack, qin, team="T0OTHER99")  # trap: another org
+        other["enterprise"] = {"id": "E0OTHER01", "name": "other"}
+        assert "own workspace" in refused(desk, other)["text"]
+
+
 @pytest.fixture
 def strict_desk(tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack) -> Iterator[Desk]:
     app_env.groups["S0EDITORS"] = ["U0EDIT001"]

@@ -33,6 +33,7 @@ class Actor:
     team_id: str
     channel_id: str
     channel_name: str
+    enterprise_id: str = ""  # an Enterprise Grid org's, when the workspace is in one
 
 
 def same_channel(target: Target, channel_id: str, channel_name: str) -> bool:
@@ -63,7 +64,7 @@ class Access:
         self._lock = threading.Lock()
 
     def workspace_refusal(self, actor: Actor) -> str | None:
-        if self.team_id is not None and actor.team_id != self.team_id:
+        if self.team_id is not None and self.team_id not in (actor.team_id, actor.enterprise_id):
             return "This app answers only its own workspace: nothing was changed."
         return None
 

@@ -51,6 +51,7 @@ def _actor(body: dict[str, Any]) -> Actor:
         team_id=str((body.get("team") or {}).get("id") or user.get("team_id") or ""),
         channel_id=str(channel.get("id") or (body.get("container") or {}).get("channel_id") or ""),
         channel_name=str(channel.get("name") or ""),
+        enterprise_id=str((body.get("enterprise") or {}).get("id") or ""),
     )
 
 
@@ -170,6 +171,7 @@ class Listeners:
             team_id=str(command.get("team_id") or ""),
             channel_id=str(command.get("channel_id") or ""),
             channel_name=str(command.get("channel_name") or ""),
+            enterprise_id=str(command.get("enterprise_id") or ""),
         )
         if reason := self._access.workspace_refusal(actor):
             self._refuse(client, respond, actor, COMMAND, "", reason)
