@@ -243,6 +243,28 @@ def test_socket_mode_opens_on_the_web_api_base_and_acks_first(desk: Desk) -> Non
     assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
 
 
+def test_clicks_while_slack_is_slow_to_update_are_each_acknowledged_by_their_listener(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt runs listeners on a few threads and answers an envelope only once its
+    listener has acknowledged it: a click's slow work (chat.update held, rate-limited)
+    must not hold those threads, or the next clicks' acks wait for bolt's timeout."""
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    caplog.set_level(logging.INFO, logger="monitor.slackapp")
+    qin = desk.alert("Qin Gang")
+    slack.update_gate.clear()  # Slack does not answer chat.update for now
+    payload = click_payload(slack, qin)
+    for n in range(8):
+        payload = {**payload, "trigger_id": f"{n}.trigger"}
+        assert socket.wait_ack(socket.send("interactive", payload))
+    unanswered = [r for r in caplog.records if r.getMessage() == "slack envelope not handled"]
+    assert unanswered == [], "an envelope waited for bolt's ack timeout"
+    slack.update_gate.set()
+    assert slack.wait_for(slack.updated, lambda: len(slack.updates) == 8)
+    assert desk.marks(qin) == ()  # eight clicks of one user: in force, undone, ... undone
+
+
 def test_a_click_updates_the_message_and_a_second_click_undoes_it(desk: Desk) -> None:
     slack = desk.slack
     qin = desk.alert("Qin Gang")

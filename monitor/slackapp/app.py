@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -81,10 +82,34 @@ class Listeners:
         self._engine = engine
         self._access = access
         self._explain = explain
-        self._lock = threading.Lock()  # one click at a time: each update shows all before it
+        # Clicks are applied one at a time, in order (each update shows all before it), on
+        # a thread of their own: bolt runs listeners on a few threads and answers an
+        # envelope only once its listener acks, so a click waiting on a slow chat.update
+        # must not hold one of them.
+        self._clicks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-click")
 
     def click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
+        self._clicks.submit(self._applied, body, client, respond, utcnow())
+
+    def _applied(
+        self, body: dict[str, Any], client: WebClient, respond: Respond, at: datetime
+    ) -> None:
+        """The click's work; a failure is logged (bolt did that for its listeners)."""
+        try:
+            self._apply(body, client, respond, at)
+        except Exception as exc:  # the pool would keep it, unseen
+            log.error(
+                "feedback click not applied",
+                extra={
+                    "value": str((body.get("actions") or [{}])[0].get("value")),
+                    "error": str(exc),
+                },
+            )
+
+    def _apply(
+        self, body: dict[str, Any], client: WebClient, respond: Respond, at: datetime
+    ) -> None:
         action = (body.get("actions") or [{}])[0]
         verdict = VERDICTS[action["action_id"]]
         actor = _actor(body)
@@ -105,23 +130,22 @@ class Listeners:
             user_name=actor.user_name,
             team_id=actor.team_id,
             channel_id=actor.channel_id,
-            at=utcnow(),
+            at=at,
             key=_click_key(actor.user_id, action, body),
         )
-        with self._lock:
-            applied = feedback.toggle(self._engine, click)
-            log.info(
-                "feedback click applied",
-                extra={
-                    "verdict": verdict.value,
-                    "on": applied.on,
-                    "match_id": target.match_id,
-                    "watchlist": target.watchlist,
-                    "user_id": actor.user_id,
-                    "channel_id": actor.channel_id,
-                },
-            )
-            self._show(client, body, actor, target.match_id)
+        applied = feedback.toggle(self._engine, click)
+        log.info(
+            "feedback click applied",
+            extra={
+                "verdict": verdict.value,
+                "on": applied.on,
+                "match_id": target.match_id,
+                "watchlist": target.watchlist,
+                "user_id": actor.user_id,
+                "channel_id": actor.channel_id,
+            },
+        )
+        self._show(client, body, actor, target.match_id)
 
     def _show(self, client: WebClient, body: dict[str, Any], actor: Actor, match_id: int) -> None:
         """chat.update of the clicked message: the alert, who did what, the buttons."""
