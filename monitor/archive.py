@@ -142,8 +142,9 @@ class Archive(Database):
             yield [(name, _entry(a)) for a, name in rows]
 
 
-def _entry(a: ArticleRow) -> Entry:
-    item = Item(
+def item_of(a: ArticleRow) -> Item:
+    """A stored article as the matcher reads it (backtests, and `why` from Slack)."""
+    return Item(
         title=a.title,
         link=a.url,
         guid=None,
@@ -152,7 +153,10 @@ def _entry(a: ArticleRow) -> Entry:
         published=a.published_at,
         article=a.page_text or "",
     )
-    return Entry(item=item, key=a.key, story_key=a.story_key, link=a.url)
+
+
+def _entry(a: ArticleRow) -> Entry:
+    return Entry(item=item_of(a), key=a.key, story_key=a.story_key, link=a.url)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -28,6 +28,7 @@ from monitor.db import Database, take_turns
 from monitor.errors import FeedbackError
 from monitor.models import (
     ArticleRow,
+    ChannelRow,
     DeliveryKind,
     DeliveryRow,
     FeedbackRow,
@@ -74,9 +75,9 @@ class Click:
     team_id: str
     channel_id: str
     at: datetime  # aware UTC
-    source: str = FeedbackSource.SLACK
-    # what names this click for its sender (Slack: the action's action_ts, with the user):
-    # the same click delivered again (a retried envelope) changes nothing
+    source: FeedbackSource = FeedbackSource.SLACK
+    # what names this click for its sender (Slack: a hash of the user, the action's
+    # action_ts and the trigger_id): the same click delivered again changes nothing
     key: str = ""
 
 
@@ -210,7 +211,8 @@ def stamp(engine: Engine) -> tuple[int, int, int]:
 
 def lessons(engine: Engine) -> Lessons:
     """The Not relevant clicks in force, by (watchlist, term), each with the newest alerts
-    of its term the desk let stand: what the matcher is taught (match/lessons.py)."""
+    of its term the desk let stand (none of a rejected story: its follow-ups were judged
+    with it): what the matcher is taught (match/lessons.py)."""
     from monitor.match.lessons import STANDING, Example, Lesson, Lessons  # numpy: matching only
 
     version = stamp(engine)
@@ -224,9 +226,10 @@ def lessons(engine: Engine) -> Lessons:
             )
             .order_by(col(FeedbackRow.id))
         ).scalars()
-        rejected: set[int] = set()
+        # the stories the desk rejected: their follow-ups were never let stand either
+        rejected: set[tuple[str, str]] = set()
         for row in rows:
-            rejected.add(row.match_id)
+            rejected.add((row.watchlist, row.story_key))
             for term, text in row.contexts.items():
                 at = as_utc(row.created_at)
                 who = row.user_name or row.user_id
@@ -234,7 +237,7 @@ def lessons(engine: Engine) -> Lessons:
         standing: dict[tuple[str, str], list[str]] = defaultdict(list)
         for name in {w for w, _ in examples}:
             stmt = (
-                select(col(MatchRow.id), col(MatchRow.contexts))
+                select(col(MatchRow.story_key), col(MatchRow.contexts))
                 .where(
                     col(MatchRow.watchlist) == name,
                     col(MatchRow.held).is_(None),
@@ -243,8 +246,8 @@ def lessons(engine: Engine) -> Lessons:
                 .order_by(col(MatchRow.id).desc())
                 .limit(_RECENT)
             )
-            for match_id, contexts in s.execute(stmt):
-                if match_id in rejected:
+            for story_key, contexts in s.execute(stmt):
+                if (name, story_key) in rejected:
                     continue
                 for term, text in (contexts or {}).items():
                     kept = standing[(name, term)]
@@ -292,13 +295,17 @@ def _target(s: Session, match_id: int) -> Target:
         .order_by((col(DeliveryRow.match_id) == match_id).desc(), col(DeliveryRow.id))
         .limit(1)
     ).scalar()
-    return Target(
-        match_id,
-        match.watchlist,
-        delivery.channel if delivery else "",
-        delivery.channel_id if delivery else None,
-        match.story_key,
+    if delivery is None:
+        return Target(match_id, match.watchlist, "", None, match.story_key)
+    # an alert that went out in a flood or digest was never posted itself: its channel's
+    # ID is the one Slack answered a send to that channel with
+    known = (
+        delivery.channel_id
+        or s.execute(
+            select(col(ChannelRow.channel_id)).where(col(ChannelRow.name) == delivery.channel)
+        ).scalar()
     )
+    return Target(match_id, match.watchlist, delivery.channel, known, match.story_key)
 
 
 def _seen(s: Session, click: Click) -> bool | None:

@@ -255,6 +255,30 @@ def test_a_hit_like_one_marked_not_relevant_is_stored_suppressed_and_undone(
     desk.engine.dispose()
 
 
+def test_follow_ups_of_a_rejected_alert_are_not_counted_as_kept(tmp_path: Path) -> None:
+    """The desk judges a story by its alert: the near-copies threaded under it were never
+    let stand, and must not outweigh the click as alerts the desk kept."""
+    desk = Desk(f"sqlite:///{tmp_path / 'monitor.db'}")
+    clicked = desk.post(PODCAST)["cyber"]
+    copy = desk.post(copy_of(PODCAST, 1), desk.feed_b)["cyber"]
+    assert [d.kind for d in desk.deliveries(copy.id or 0)] == ["followup"]
+    desk.click(clicked.id or 0)
+    later = desk.post(PODCAST_AGAIN)["cyber"]
+    assert later.held == MatchHold.SUPPRESSED, later.held_why
+    # trap: the term's alert the desk did let stand (another story) still counts as kept
+    breach = desk.post(BREACH)["cyber"]
+    assert breach.held is None and desk.deliveries(breach.id or 0)
+    desk.engine.dispose()
+
+
+def test_a_match_with_no_term_read_is_never_suppressed() -> None:
+    """The trap of "every term resembles a rejected hit": with no term read, none does."""
+    from monitor.match.lessons import Example, Lesson, Lessons
+
+    lessons = Lessons({("cyber", "hacking"): Lesson((Example(1, "a podcast", "ana", NOW),))})
+    assert lessons.hold(lambda: pytest.fail("nothing to compare"), "cyber", {}, {}) == ([], None)
+
+
 def test_the_services_matcher_takes_in_clicks_and_undos_without_a_restart(
     tmp_path: Path,
 ) -> None:

@@ -78,6 +78,7 @@ def desk_config(
     feed_server: FeedServer,
     watchlist: dict[str, Any] | None = None,
     interval: str = "10m",
+    settings: dict[str, Any] | None = None,
 ) -> Path:
     feed_server.routes["/world.xml"] = Route(rss(WORLD))
     feed_server.routes["/asia.xml"] = Route(rss(ASIA))
@@ -88,6 +89,7 @@ def desk_config(
             {"name": "asia", "url": feed_server.url("/asia.xml"), "interval": interval},
         ],
         [watchlist or US_CHINA],
+        settings,
     )
 
 
@@ -241,6 +243,28 @@ def test_socket_mode_opens_on_the_web_api_base_and_acks_first(desk: Desk) -> Non
     assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
 
 
+def test_clicks_while_slack_is_slow_to_update_are_each_acknowledged_by_their_listener(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt runs listeners on a few threads and answers an envelope only once its
+    listener has acknowledged it: a click's slow work (chat.update held, rate-limited)
+    must not hold those threads, or the next clicks' acks wait for bolt's timeout."""
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    caplog.set_level(logging.INFO, logger="monitor.slackapp")
+    qin = desk.alert("Qin Gang")
+    slack.update_gate.clear()  # Slack does not answer chat.update for now
+    payload = click_payload(slack, qin)
+    for n in range(8):
+        payload = {**payload, "trigger_id": f"{n}.trigger"}
+        assert socket.wait_ack(socket.send("interactive", payload))
+    unanswered = [r for r in caplog.records if r.getMessage() == "slack envelope not handled"]
+    assert unanswered == [], "an envelope waited for bolt's ack timeout"
+    slack.update_gate.set()
+    assert slack.wait_for(slack.updated, lambda: len(slack.updates) == 8)
+    assert desk.marks(qin) == ()  # eight clicks of one user: in force, undone, ... undone
+
+
 def test_a_click_updates_the_message_and_a_second_click_undoes_it(desk: Desk) -> None:
     slack = desk.slack
     qin = desk.alert("Qin Gang")
@@ -273,6 +297,19 @@ def test_a_click_delivered_twice_is_applied_once(desk: Desk) -> None:
     assert len(desk.marks(qin)) == 1
     payload["actions"][0]["action_ts"] = f"{time.time() + 1:.6f}"  # trap: a new click undoes
     assert context_text(clicked(desk, payload)["blocks"]) == ""
+    assert desk.marks(qin) == ()
+
+
+def test_a_new_click_is_told_from_a_redelivery_by_its_trigger_too(desk: Desk) -> None:
+    """Slack gives every click its own trigger_id: a second click stamped with the same
+    action_ts (a sender with one clock tick, or a fixed one) still undoes."""
+    qin = desk.alert("Qin Gang")
+    payload = click_payload(desk.slack, qin)
+    clicked(desk, payload)
+    payload["trigger_id"] = "9999.8888.other"
+    assert context_text(clicked(desk, payload)["blocks"]) == ""
+    assert desk.marks(qin) == ()
+    assert context_text(clicked(desk, payload)["blocks"]) == ""  # trap: its redelivery
     assert desk.marks(qin) == ()
 
 
@@ -314,6 +351,39 @@ def test_clicks_from_another_workspace_or_channel_are_refused(
     # trap: the same click from the channel, in the workspace, is taken
     clicked(desk, click_payload(desk.slack, qin))
     assert len(desk.marks(qin)) == 1
+
+
+def test_a_click_on_a_flood_entry_counts_in_the_channel_slack_named(
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack
+) -> None:
+    """An alert that went out in a flood was never posted itself: its channel's ID is the
+    one Slack answered the flood with, so a click there counts whatever the channel is
+    called now (renamed since, or named otherwise by the payload)."""
+    root = desk_config(tmp_path, feed_server, settings={"delivery": {"flood_threshold": 1}})
+    for desk in running_desk(root, app_env):
+        [page] = [m for m in desk.slack.messages if m.get("thread_ts") and "Alerts 1" in m["text"]]
+        update = clicked(desk, click_payload(desk.slack, page, channel=(DESK, "desk-renamed")))
+        assert (update["channel"], update["ts"]) == (DESK, page["ts"])
+        assert "Not relevant by @user-001" in context_text(update["blocks"])
+        # trap: another channel is still refused
+        refused(desk, click_payload(desk.slack, page, channel=("C0RANDOM01", "china-desk")))
+
+
+def test_an_org_id_admits_the_clicks_of_its_workspaces(
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """slack.team_id may name an Enterprise Grid org (E...): its workspaces' clicks carry
+    their own team id, and the org's in `enterprise`."""
+    monkeypatch.setenv("SLACK_TEAM_ID", "E0ORG0001")
+    for desk in running_desk(desk_config(tmp_path, feed_server), app_env):
+        qin = desk.alert("Qin Gang")
+        payload = click_payload(desk.slack, qin)
+        payload["enterprise"] = {"id": "E0ORG0001", "name": "org"}
+        clicked(desk, payload)
+        assert len(desk.marks(qin)) == 1
+        other = click_payload(desk.slack, qin, team="T0OTHER99")  # trap: another org
+        other["enterprise"] = {"id": "E0OTHER01", "name": "other"}
+        assert "own workspace" in refused(desk, other)["text"]
 
 
 @pytest.fixture
@@ -428,6 +498,27 @@ def test_http_requests_are_verified(desk: Desk, caplog: pytest.LogCaptureFixture
         assert desk.slack.wait_for(desk.slack.updated, lambda: len(desk.slack.updates) == 1)
         assert len(desk.marks(qin)) == 1
     finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
+def test_http_header_names_are_case_insensitive(desk: Desk) -> None:
+    """HTTP/2 and many proxies lowercase header names: a well-signed request still counts."""
+    endpoint = serve("127.0.0.1:0", desk.service, Metrics(), lambda: True)
+    qin = desk.alert("Qin Gang")
+    body = urlencode({"payload": json.dumps(click_payload(desk.slack, qin))}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", endpoint.server_address[1], timeout=30)
+    try:
+        conn.putrequest("POST", "/slack/events")
+        for name, value in signed(body, time.time()).items():
+            conn.putheader(name.lower(), value)
+        conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        assert conn.getresponse().status == 200
+        assert desk.slack.wait_for(desk.slack.updated, lambda: len(desk.slack.updates) == 1)
+        assert len(desk.marks(qin)) == 1
+    finally:
+        conn.close()
         endpoint.shutdown()
         endpoint.server_close()
 

@@ -106,7 +106,7 @@ class Lessons:
             for term, text in contexts.items()
         ]
         notes = [f"feedback on {term!r}: {r}" for term, r in readings if r is not None]
-        if all(r is not None and r.suppressed for _, r in readings):
+        if readings and all(r is not None and r.suppressed for _, r in readings):
             return notes, "; ".join(f"{term!r} {r}" for term, r in readings)
         return notes, None
 

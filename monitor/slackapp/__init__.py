@@ -80,8 +80,10 @@ class SlackApp:
         """One request to the request URL: (status, headers, body)."""
         if self._verifier is None:
             return 404, {}, b"the Slack request URL is off: set SLACK_SIGNING_SECRET\n"
-        stamp = headers.get("X-Slack-Request-Timestamp") or ""
-        signature = headers.get("X-Slack-Signature") or ""
+        # header names are case-insensitive (HTTP/2 and many proxies send them lowercased)
+        named = {name.lower(): value for name, value in headers.items()}
+        stamp = named.get("x-slack-request-timestamp") or ""
+        signature = named.get("x-slack-signature") or ""
         if not self._verifier.is_valid(body, stamp, signature):
             stale = stamp.isdigit() and abs(time.time() - int(stamp)) > MAX_AGE
             log.warning(
@@ -93,7 +95,7 @@ class SlackApp:
                 },
             )
             return 401, {}, b"invalid request\n"
-        req = BoltRequest(body=body.decode("utf-8", "replace"), query=query, headers=dict(headers))
+        req = BoltRequest(body=body.decode("utf-8", "replace"), query=query, headers=dict(named))
         resp = self.app.dispatch(req)
         return resp.status, resp.first_headers(), (resp.body or "").encode()
 

@@ -33,16 +33,19 @@ class Actor:
     team_id: str
     channel_id: str
     channel_name: str
+    enterprise_id: str = ""  # an Enterprise Grid org's, when the workspace is in one
 
 
 def same_channel(target: Target, channel_id: str, channel_name: str) -> bool:
     """The channel the alert was sent to: the ID Slack answered the send with, or the
-    channel as the watchlist names it, by name (#china-desk) or by ID (C0123ABCD)."""
+    channel as the watchlist names it, by ID (C0123ABCD) or by name (#china-desk). Once
+    an ID is known it decides: a name is only what a channel is called today."""
     if target.channel_id and target.channel_id == channel_id:
         return True
-    if _CHANNEL_ID.match(target.channel):
-        return target.channel == channel_id
-    return bool(channel_name) and target.channel.lstrip("#") == channel_name
+    ids = [c for c in (target.channel_id or "", target.channel) if _CHANNEL_ID.match(c)]
+    if ids:
+        return ids[0] == channel_id
+    return bool(channel_name) and target.channel.lstrip("#").lower() == channel_name.lower()
 
 
 class Access:
@@ -61,7 +64,7 @@ class Access:
         self._lock = threading.Lock()
 
     def workspace_refusal(self, actor: Actor) -> str | None:
-        if self.team_id is not None and actor.team_id != self.team_id:
+        if self.team_id is not None and self.team_id not in (actor.team_id, actor.enterprise_id):
             return "This app answers only its own workspace: nothing was changed."
         return None
 

@@ -11,9 +11,11 @@ touched here, so the outbox's once-only sending is whatever it was.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -50,6 +52,7 @@ def _actor(body: dict[str, Any]) -> Actor:
         team_id=str((body.get("team") or {}).get("id") or user.get("team_id") or ""),
         channel_id=str(channel.get("id") or (body.get("container") or {}).get("channel_id") or ""),
         channel_name=str(channel.get("name") or ""),
+        enterprise_id=str((body.get("enterprise") or {}).get("id") or ""),
     )
 
 
@@ -62,6 +65,16 @@ def _button_value(blocks: list[dict[str, Any]] | None) -> int | None:
     return None
 
 
+def _click_key(user_id: str, action: dict[str, Any], body: dict[str, Any]) -> str:
+    """What names one click, so the same click delivered again (a retried envelope) does
+    not undo itself: its action_ts and trigger_id (Slack's own, new for every click),
+    hashed to the stored key's size whatever their length; "" if it has neither."""
+    stamp, trigger = str(action.get("action_ts") or ""), str(body.get("trigger_id") or "")
+    if not (stamp or trigger):
+        return ""
+    return hashlib.sha256(f"{user_id}\n{stamp}\n{trigger}".encode()).hexdigest()
+
+
 class Listeners:
     """What the app does with what Slack sends; bolt calls these on its worker threads."""
 
@@ -69,10 +82,34 @@ class Listeners:
         self._engine = engine
         self._access = access
         self._explain = explain
-        self._lock = threading.Lock()  # one click at a time: each update shows all before it
+        # Clicks are applied one at a time, in order (each update shows all before it), on
+        # a thread of their own: bolt runs listeners on a few threads and answers an
+        # envelope only once its listener acks, so a click waiting on a slow chat.update
+        # must not hold one of them.
+        self._clicks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-click")
 
     def click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
+        self._clicks.submit(self._applied, body, client, respond, utcnow())
+
+    def _applied(
+        self, body: dict[str, Any], client: WebClient, respond: Respond, at: datetime
+    ) -> None:
+        """The click's work; a failure is logged (bolt did that for its listeners)."""
+        try:
+            self._apply(body, client, respond, at)
+        except Exception as exc:  # the pool would keep it, unseen
+            log.error(
+                "feedback click not applied",
+                extra={
+                    "value": str((body.get("actions") or [{}])[0].get("value")),
+                    "error": str(exc),
+                },
+            )
+
+    def _apply(
+        self, body: dict[str, Any], client: WebClient, respond: Respond, at: datetime
+    ) -> None:
         action = (body.get("actions") or [{}])[0]
         verdict = VERDICTS[action["action_id"]]
         actor = _actor(body)
@@ -93,24 +130,22 @@ class Listeners:
             user_name=actor.user_name,
             team_id=actor.team_id,
             channel_id=actor.channel_id,
-            at=utcnow(),
-            # the same click delivered again (a retried envelope) must not undo itself
-            key=f"{actor.user_id}:{stamp}" if (stamp := action.get("action_ts")) else "",
+            at=at,
+            key=_click_key(actor.user_id, action, body),
         )
-        with self._lock:
-            applied = feedback.toggle(self._engine, click)
-            log.info(
-                "feedback click applied",
-                extra={
-                    "verdict": verdict.value,
-                    "on": applied.on,
-                    "match_id": target.match_id,
-                    "watchlist": target.watchlist,
-                    "user_id": actor.user_id,
-                    "channel_id": actor.channel_id,
-                },
-            )
-            self._show(client, body, actor, target.match_id)
+        applied = feedback.toggle(self._engine, click)
+        log.info(
+            "feedback click applied",
+            extra={
+                "verdict": verdict.value,
+                "on": applied.on,
+                "match_id": target.match_id,
+                "watchlist": target.watchlist,
+                "user_id": actor.user_id,
+                "channel_id": actor.channel_id,
+            },
+        )
+        self._show(client, body, actor, target.match_id)
 
     def _show(self, client: WebClient, body: dict[str, Any], actor: Actor, match_id: int) -> None:
         """chat.update of the clicked message: the alert, who did what, the buttons."""
@@ -160,6 +195,7 @@ class Listeners:
             team_id=str(command.get("team_id") or ""),
             channel_id=str(command.get("channel_id") or ""),
             channel_name=str(command.get("channel_name") or ""),
+            enterprise_id=str(command.get("enterprise_id") or ""),
         )
         if reason := self._access.workspace_refusal(actor):
             self._refuse(client, respond, actor, COMMAND, "", reason)

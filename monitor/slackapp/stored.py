@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
+from monitor.archive import item_of
 from monitor.models import ArticleRow, DeliveryKind, DeliveryRow, FeedRow, Item, MatchRow
 
 
@@ -62,13 +63,4 @@ def _stored(s: Session, article_id: int, watchlist: str | None) -> Stored | None
         watchlists = tuple(sorted(names))
     else:
         watchlists = (watchlist,)
-    item = Item(
-        title=article.title,
-        link=article.url,
-        guid=None,
-        summary=article.body,
-        content="",
-        published=article.published_at,
-        article=article.page_text or "",
-    )
-    return Stored(item, feed.name if feed else "", watchlists)
+    return Stored(item_of(article), feed.name if feed else "", watchlists)
