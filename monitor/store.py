@@ -244,6 +244,7 @@ class _Recent:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_watchlist: dict[str, dict[int, _Story | None]] = {}  # None: no gist
+        self._read_at: dict[str, datetime] = {}  # when each watchlist's window was last read
 
     def stories(self, s: Session, watchlist: str, now: datetime) -> list[_Story]:
         import numpy as np  # only where an article alerts: a quiet poll never loads it
@@ -281,7 +282,16 @@ class _Recent:
             known.update(fresh)
             for gone in known.keys() - set(ids):
                 del known[gone]
+            self._read_at[watchlist] = now
+            # a watchlist not read for a window's length (removed from the config, or
+            # silent) holds only stories out of the window by now: forgotten, not kept
+            for idle in [w for w, at in self._read_at.items() if at < now - 2 * EVENT_WINDOW]:
+                del self._read_at[idle], self._by_watchlist[idle]
             return [story for i in ids if (story := known.get(i)) is not None]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(known) for known in self._by_watchlist.values())
 
 
 class _RecentStories:

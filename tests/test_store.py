@@ -648,3 +648,21 @@ def test_a_gist_of_another_meaning_model_is_no_event_and_no_error(
         rows = s.exec(select(MatchRow).order_by(col(MatchRow.id))).all()
     assert [r.joined is not None for r in rows] == [False, False, True]
     assert rows[2].story_key == rows[1].story_key
+
+
+def test_the_events_cache_forgets_a_watchlist_no_longer_read(db: tuple[Store, Outbox]) -> None:
+    """A watchlist taken out of the config is never read again: what the store keeps of
+    its window must go once the window has passed, or a long-running service grows."""
+    store, _ = db
+    (feed,) = feeds(store, "a")
+    at = utcnow().replace(tzinfo=UTC)
+    g = Gist((1.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    res = replace(result("other", "#other"), gist=g)
+    for n in range(2):  # the second save reads (and keeps) the first one's story
+        e = entry(f"w{n}", f"https://n.example/w{n}", published=at)
+        store.save(feed, [e], {e.key}, [(e, [res])], NOW_POLICY)
+    assert len(store._recent) == 1
+    later = utcnow() + timedelta(days=5)
+    with Session(store.engine) as s:
+        store._recent.stories(s, "us-china", later)
+    assert len(store._recent) == 0
