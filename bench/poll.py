@@ -222,27 +222,30 @@ class Run:
     code: int
 
 
-def tree_rss(root: int) -> tuple[float, float]:
-    """(largest, total) resident MB of `root` and its descendants now, read from /proc."""
-    parents: dict[int, int] = {}
-    resident: dict[int, float] = {}
-    page = os.sysconf("SC_PAGE_SIZE") / 2**20
+def proc_tree(root: int) -> list[list[str]]:
+    """The /proc/PID/stat fields (after the command name) of `root` and its descendants
+    alive now: the pass workers are grandchildren, under the fork server."""
+    stats: dict[int, list[str]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        resident[int(entry.name)] = int(fields[21]) * page
     tree, grown = {root}, True
     while grown:
-        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        more = {pid for pid, fields in stats.items() if int(fields[1]) in tree} - tree
         tree |= more
         grown = bool(more)
-    sizes = [resident.get(pid, 0.0) for pid in tree]
+    return [stats[pid] for pid in tree if pid in stats]
+
+
+def tree_rss(root: int) -> tuple[float, float]:
+    """(largest, total) resident MB of `root` and its descendants now, read from /proc."""
+    page = os.sysconf("SC_PAGE_SIZE") / 2**20
+    sizes = [int(fields[21]) * page for fields in proc_tree(root)] or [0.0]
     return max(sizes), sum(sizes)
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import record  # noqa: E402
-from bench.poll import WORDS, items, start_server  # noqa: E402
+from bench.poll import WORDS, items, proc_tree, start_server  # noqa: E402
 from monitor.dedupe import lsh_bands, minhash  # noqa: E402
 from tests.conftest import US_CHINA, write_config  # noqa: E402
 from tests.servers import rss  # noqa: E402
@@ -109,27 +109,9 @@ def prefill(db: Path, articles: int, rng: random.Random) -> None:
 
 
 def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by `root` and its descendants alive (the pass workers are
-    grandchildren, under the fork server), from /proc."""
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
+    """CPU seconds used so far by `root` and its descendants alive, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    tree, grown = {root}, True
-    while grown:
-        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-        tree |= more
-        grown = bool(more)
-    return sum(used.get(pid, 0.0) for pid in tree)
+    return sum((int(fields[11]) + int(fields[12])) / tick for fields in proc_tree(root))
 
 
 def poll(

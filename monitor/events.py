@@ -101,8 +101,8 @@ def same_event(new: Gist, old: Gist, old_key: str) -> Joined | None:
         apart = abs(as_utc(new.at) - as_utc(old.at))
     else:
         apart = timedelta(0)
-    if apart > WINDOW or not new.terms & old.terms:
-        return None
+    if apart > WINDOW or not new.terms & old.terms or len(new.vector) != len(old.vector):
+        return None  # (vectors of two lengths: two meaning models', not comparable)
     similarity = sum(a * b for a, b in zip(new.vector, old.vector, strict=True))
     watched = {w for t in new.terms for w in t.casefold().split()}
     shared = sorted(n for n in new.names & old.names if n not in watched)

@@ -255,6 +255,14 @@ class FeedbackSource(StrEnum):
     CLI = "cli"
 
 
+class Strength(StrEnum):
+    """How much an article is about a watchlist's terms (MatchRow.strength; the values of
+    config.Strength, which a watchlist's `min_strength` is written in)."""
+
+    MENTION = "mention"  # a passing mention
+    ABOUT = "about"  # a term in the headline or the lead, or repeated
+
+
 @dataclass(frozen=True)
 class MatchResult:
     """Why one entry matched one watchlist."""
@@ -264,7 +272,7 @@ class MatchResult:
     hits: tuple[Hit, ...]
     snippet: str
     highlights: tuple[tuple[int, int], ...] = ()  # character ranges of hits in `snippet`
-    strength: str = "mention"  # "about": in the headline or lead, or repeated
+    strength: Strength = Strength.MENTION
     evidence: tuple[str, ...] = field(default=())
     gist: Gist | None = None  # for telling whether it reports an event already alerted
     # (term, the context its first hit was read in, the hit masked): what a click of
@@ -289,7 +297,7 @@ class Story:
     matched: list[str]
     snippet: str
     highlights: list[tuple[int, int]]
-    strength: str = "mention"
+    strength: str = Strength.MENTION  # as stored (MatchRow.strength)
     match_id: int | None = None  # the stored match it stands for: what a click acts on
 
 
@@ -413,7 +421,7 @@ class MatchRow(SQLModel, table=True):
     matched: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     hits: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     snippet: str = Field(default="", sa_column=Column(Text, nullable=False))
-    strength: str = Field(default="mention", max_length=10)
+    strength: str = Field(default=Strength.MENTION, max_length=10)
     highlights: list[list[int]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )

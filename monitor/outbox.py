@@ -35,6 +35,7 @@ from monitor.models import (
     Outgoing,
     Sent,
     Story,
+    Strength,
     as_utc,
     utcnow,
 )
@@ -138,7 +139,8 @@ def queue(
 
     mentions = list(policy.mentions)
     alert = {"key": parent_key, "kind": DeliveryKind.ALERT, "thread_of": None, "status": status}
-    if add({**alert, "match_id": match_id, "mentions": mentions if strength == "about" else []}):
+    named = mentions if strength == Strength.ABOUT else []  # a passing mention calls nobody
+    if add({**alert, "match_id": match_id, "mentions": named}):
         return 1
     copies = _story(session, watchlist, story_key, channel, match_id)
     new = next(c for c in copies if c.delivery_id == 0)
@@ -171,7 +173,7 @@ def queue(
         values = {
             **alert,
             "key": f"{parent_key}|{copy.article_id}",
-            "mentions": mentions if copy.strength == "about" else [],
+            "mentions": mentions if copy.strength == Strength.ABOUT else [],
         }
     else:
         values = {
@@ -230,7 +232,7 @@ def _flooded(s: Session, parent: _Copy) -> bool:
 def _rename(s: Session, delivery: _Copy, copy: _Copy, mentions: list[str]) -> bool:
     """Points an unsent delivery at an earlier copy; False if it went out meanwhile."""
     values: dict[str, Any] = {"match_id": copy.match_id}
-    if copy.strength == "about" and mentions:
+    if copy.strength == Strength.ABOUT and mentions:
         values["mentions"] = mentions  # never drops a mention the delivery had
     result: Any = s.execute(
         update(DeliveryRow)

@@ -244,6 +244,7 @@ class _Recent:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_watchlist: dict[str, dict[int, _Story | None]] = {}  # None: no gist
+        self._read_at: dict[str, datetime] = {}  # when each watchlist's window was last read
 
     def stories(self, s: Session, watchlist: str, now: datetime) -> list[_Story]:
         import numpy as np  # only where an article alerts: a quiet poll never loads it
@@ -281,7 +282,16 @@ class _Recent:
             known.update(fresh)
             for gone in known.keys() - set(ids):
                 del known[gone]
+            self._read_at[watchlist] = now
+            # a watchlist not read for a window's length (removed from the config, or
+            # silent) holds only stories out of the window by now: forgotten, not kept
+            for idle in [w for w, at in self._read_at.items() if at < now - 2 * EVENT_WINDOW]:
+                del self._read_at[idle], self._by_watchlist[idle]
             return [story for i in ids if (story := known.get(i)) is not None]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(known) for known in self._by_watchlist.values())
 
 
 class _RecentStories:
@@ -295,7 +305,11 @@ class _RecentStories:
         self._s = s
         self._now = now
         self._cache = cache
-        self._by_watchlist: dict[str, tuple[list[_Story], NDArray[np.float64]]] = {}
+        self._by_watchlist: dict[str, list[_Story]] = {}
+        # (watchlist, vector length) -> its stories of that length and their vectors as
+        # the rows of one matrix: after a change of meaning model the window holds gists
+        # of two lengths, and only those of the new gist's model are comparable
+        self._screens: dict[tuple[str, int], tuple[list[_Story], NDArray[np.float64]]] = {}
         self._added: dict[str, list[tuple[str, Gist, int]]] = {}
 
     def event_of(
@@ -304,7 +318,7 @@ class _RecentStories:
         """The earlier story of another outlet's article whose event `new` reports, if any."""
         import numpy as np
 
-        stories, rows = self._stories(watchlist)
+        stories = self._stories(watchlist)
         added = self._added.get(watchlist, [])
         if new is None or any(st.key == story_key for st in stories):
             return None  # its own story is already alerted: it joins that one
@@ -312,11 +326,12 @@ class _RecentStories:
             return None
         floor = SAME_DAY - PER_NAME * len(new.names) - _SLACK
         near: list[tuple[str, Gist]] = []
-        if stories:
+        alike, rows = self._screen(watchlist, len(new.vector))
+        if alike:
             similar = rows @ np.asarray(new.vector, dtype=np.float64) >= floor
             near = [
                 (st.key, st.gist())
-                for st, close in zip(stories, similar.tolist(), strict=True)
+                for st, close in zip(alike, similar.tolist(), strict=True)
                 if close and st.feed_id != feed_id
             ]
         near += [(k, g) for k, g, feed in added if feed != feed_id]
@@ -326,15 +341,19 @@ class _RecentStories:
         if new is not None:
             self._added.setdefault(watchlist, []).append((story_key, new, feed_id))
 
-    def _stories(self, watchlist: str) -> tuple[list[_Story], NDArray[np.float64]]:
-        """The watchlist's stories, and their vectors as the rows of one matrix."""
+    def _stories(self, watchlist: str) -> list[_Story]:
+        if watchlist not in self._by_watchlist:
+            self._by_watchlist[watchlist] = self._cache.stories(self._s, watchlist, self._now)
+        return self._by_watchlist[watchlist]
+
+    def _screen(self, watchlist: str, length: int) -> tuple[list[_Story], NDArray[np.float64]]:
         import numpy as np
 
-        if watchlist not in self._by_watchlist:
-            stories = self._cache.stories(self._s, watchlist, self._now)
-            rows = np.stack([st.vector for st in stories]) if stories else np.zeros((0, 0))
-            self._by_watchlist[watchlist] = (stories, rows)
-        return self._by_watchlist[watchlist]
+        if (watchlist, length) not in self._screens:
+            alike = [st for st in self._stories(watchlist) if len(st.vector) == length]
+            rows = np.stack([st.vector for st in alike]) if alike else np.zeros((0, length))
+            self._screens[watchlist, length] = (alike, rows)
+        return self._screens[watchlist, length]
 
 
 def _band_columns(e: Entry, bands: tuple[int, ...] | None) -> dict[str, object]:

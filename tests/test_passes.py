@@ -4,7 +4,9 @@ pool's handover, and shared: it must match exactly as a worker's own would."""
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,7 +18,7 @@ import pytest
 from monitor import config as config_mod
 from monitor.dedupe import identify
 from monitor.models import Item
-from monitor.runtime.passes import HANDOVER, Handover
+from monitor.runtime.passes import HANDOVER, Handover, PassPool
 from monitor.service import matcher_for, meaning_for
 from tests.conftest import US_CHINA, write_config
 
@@ -35,9 +37,15 @@ def warm_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Modul
     path = tmp_path / "handover"
     path.write_bytes(pickle.dumps(Handover.of(cfg)))
     monkeypatch.setenv(HANDOVER, str(path))
-    yield importlib.reload(importlib.import_module("monitor.runtime.warm"))
+    yield _fresh_warm()  # it reads the handover once, and removes it
     monkeypatch.delenv(HANDOVER)
-    importlib.reload(importlib.import_module("monitor.runtime.warm"))
+    _fresh_warm()
+
+
+def _fresh_warm() -> ModuleType:
+    """runtime/warm.py imported anew, as a fork server imports it once at its start."""
+    sys.modules.pop("monitor.runtime.warm", None)
+    return importlib.import_module("monitor.runtime.warm")
 
 
 def test_the_shared_matcher_matches_as_a_workers_own_would(
@@ -74,3 +82,22 @@ def test_without_a_handover_there_is_no_shared_matcher(tmp_path: Path) -> None:
     warm = importlib.import_module("monitor.runtime.warm")
     cfg = config_mod.load(write_config(tmp_path / "c", [], [US_CHINA]))
     assert warm.shared_matcher(cfg) is None
+
+
+def test_the_fork_server_removes_the_handover_once_read(
+    warm_with: ModuleType, tmp_path: Path
+) -> None:
+    """Read once, at the fork server's start: a service killed outright (no close) leaves
+    no file of its watchlists in the temp directory."""
+    assert warm_with.PREBUILT is not None
+    assert not (tmp_path / "handover").exists()
+
+
+def test_a_closed_pool_leaves_no_handover_behind(tmp_path: Path) -> None:
+    cfg = config_mod.load(write_config(tmp_path / "c", [], [US_CHINA]))
+    pool = PassPool(2, cfg)
+    pool.start()
+    path = Path(os.environ[HANDOVER])
+    pool.close()
+    assert HANDOVER not in os.environ
+    assert not path.exists()

@@ -628,3 +628,41 @@ def test_events_join_as_a_full_comparison_would_across_saves_and_stores(
         earlier.append((story, g, feed))
         joins += expected is not None
     assert 5 < joins < 55  # the gists straddle the bar: both outcomes are exercised
+
+
+def test_a_gist_of_another_meaning_model_is_no_event_and_no_error(
+    db: tuple[Store, Outbox],
+) -> None:
+    """After the meaning model is changed (its vectors have another length), the window
+    still holds the old model's gists: a new article is compared only with gists of its
+    own model, and its save does not fail on the others."""
+    store, _ = db
+    a, b, c = feeds(store, "a", "b", "c")
+    at = utcnow().replace(tzinfo=UTC)
+    old = Gist((1.0, 0.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    new = Gist((0.0, 1.0, 0.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    for n, (feed, g) in enumerate([(a, old), (b, new), (c, new)]):
+        e = entry(f"m{n}", f"https://n.example/m{n}", published=at)
+        store.save(feed, [e], {e.key}, [(e, [replace(result(), gist=g)])], NOW_POLICY)
+    with Session(store.engine) as s:
+        rows = s.exec(select(MatchRow).order_by(col(MatchRow.id))).all()
+    assert [r.joined is not None for r in rows] == [False, False, True]
+    assert rows[2].story_key == rows[1].story_key
+
+
+def test_the_events_cache_forgets_a_watchlist_no_longer_read(db: tuple[Store, Outbox]) -> None:
+    """A watchlist taken out of the config is never read again: what the store keeps of
+    its window must go once the window has passed, or a long-running service grows."""
+    store, _ = db
+    (feed,) = feeds(store, "a")
+    at = utcnow().replace(tzinfo=UTC)
+    g = Gist((1.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    res = replace(result("other", "#other"), gist=g)
+    for n in range(2):  # the second save reads (and keeps) the first one's story
+        e = entry(f"w{n}", f"https://n.example/w{n}", published=at)
+        store.save(feed, [e], {e.key}, [(e, [res])], NOW_POLICY)
+    assert len(store._recent) == 1
+    later = utcnow() + timedelta(days=5)
+    with Session(store.engine) as s:
+        store._recent.stories(s, "us-china", later)
+    assert len(store._recent) == 0

@@ -21,7 +21,7 @@ from monitor.match.senses import MeaningLoader, context, described, read, senses
 from monitor.match.snippet import quote, strength
 from monitor.match.topics import needs_a_reading, topic_hits
 from monitor.meaning import DEFAULT_MODEL, Meaning, load, locate
-from monitor.models import Entry, Hit, Item, MatchHold, MatchResult
+from monitor.models import Entry, Hit, Item, MatchHold, MatchResult, Strength
 
 NerLoader = Callable[[], Language | None]
 
@@ -40,7 +40,7 @@ class Verdict:
     hits: list[Hit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reasons: dict[Hit, str] = field(default_factory=dict)  # what decided a hit, if not plain
-    strength: str = "mention"
+    strength: Strength = Strength.MENTION
     matched: bool = False
     contexts: dict[str, str] = field(default_factory=dict)  # term -> its first hit's context
     held: MatchHold | None = None  # matched, but the desk's feedback holds it back
@@ -208,7 +208,7 @@ class Matcher:
             verdict.notes.append(
                 f"no match: the watchlist requires an {' and a '.join(missing)} hit as well"
             )
-        elif wl.min_strength == "about" and verdict.strength != "about":
+        elif Strength(wl.min_strength) is Strength.ABOUT and verdict.strength != Strength.ABOUT:
             verdict.notes.append(
                 "no match: only a passing mention, and the watchlist wants articles about its terms"
             )

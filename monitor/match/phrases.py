@@ -2,18 +2,13 @@
 normal form, so a pass costs about the same for ten terms as for ten thousand; and the
 finds of one article.
 
-Besides the words as written, a rule is made for each form a newsroom writes them in:
-a name's hyphens as spaces ("Ocasio Cortez"), a Korean given name hyphenated ("Kim
-Jong-un"), a two-word person's name family name first ("Takaichi Sanae"); a topic
-phrase's hyphen, space and closed forms ("cyber-attack", "cyber attack", "cyberattack",
-and a closed compound split where both halves are common English words); a prefix form
-(`hack*`) for every word of the vocabulary that begins with it, added as the word is
-first seen, so it costs nothing per article.
+Which forms a term is written in is match/forms.py's; here is what makes them cheap: a
+prefix form (`hack*`) becomes a phrase for every word of the vocabulary that begins with
+it as the word is first seen, so it costs nothing per article.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import cache
@@ -24,13 +19,11 @@ from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-from monitor.config import Entity, Topic, Watchlist
+from monitor.config import Watchlist
+from monitor.match import forms
 from monitor.match.finds import Found, Rule, Scan
-from monitor.match.names import name_parts
 from monitor.match.normal import fold, inflections, norm, scan_text, sentence_end
-from monitor.match.prior import common_word
-from monitor.match.scripts import INFLECTION_LETTERS, Unspaced, inflected_stem, non_latin
-from monitor.match.scripts import unspaced as is_unspaced
+from monitor.match.scripts import Unspaced
 from monitor.models import Item
 
 # Roles that can make a match on their own; the others only weigh or veto one.
@@ -39,10 +32,6 @@ _LEAD_CHARS = 300
 _LCP_KEY = 3  # a common start shorter than this is a weaker key than the words themselves
 _FLUSH = 10_000  # phrases tokenised in one doc
 _KEY = "monitor-term"
-_SPLIT = re.compile(r"[\s\-‐–]+")
-_NAME_ALONE = 3  # letters a name needs to stand on its own
-_SYLLABLE = 4  # letters: a Korean given name's syllables ("Jong Un", "Jae myung") are short
-_COMPOUND_ZIPF = 3.5  # both halves of a closed compound at least this common in English
 
 
 class Phrases:
@@ -65,130 +54,19 @@ class Phrases:
         self._prefix_lengths: list[int] = []
         self.keys: set[str] = set()  # for the prefilter: one of them is in any match
         self._pending: list[tuple[str, Rule, bool]] | None = []
-        for wi, wl in enumerate(watchlists):
-            for ei, entity in enumerate(wl.entities):
-                self._add_entity(wi, ei, entity)
-            for ti, topic in enumerate(wl.topics):
-                self._add_topic(wi, ti, topic)
+        forms.add_watchlists(self, watchlists)
         self._flush()
 
-    @staticmethod
-    def _words(phrase: str) -> list[str]:
-        """A phrase's words, as far as telling short forms from full names goes."""
-        return [w for w in _SPLIT.split(phrase) if w.strip(".,;:'’()")]
+    def add_unspaced(self, phrase: str, rule: Rule) -> None:
+        """A term in a script written without spaces: found as a substring."""
+        self._unspaced.add(phrase, rule)
+        if rule.role in _PRIMARY:
+            self.keys.add(fold(phrase))
 
-    def _add_entity(self, wi: int, ei: int, entity: Entity) -> None:
-        def rule(role: str, form: str = "", source: str = "") -> Rule:
-            return Rule(wi, "entity", ei, role, form=form, source=source or entity.name)
-
-        person = entity.type == "PERSON"
-        self._add_name(entity.name, rule("name"), person)
-        parts = name_parts(entity.name) if person else None
-        name_norms = {norm(w) for w in self._words(entity.name)}
-        declared = {norm(a) for a in entity.aliases}
-        for alias in entity.aliases:
-            words = [norm(w) for w in self._words(alias.rstrip("*"))]
-            if non_latin(alias) and not non_latin(entity.name):
-                # how that press writes the name: counts like the name
-                self._add_script(alias, rule("alt", "another script", alias))
-            elif len(words) == 1 or set(words) <= name_norms:
-                self._add_phrase(alias, rule("short", source=alias))
-            else:
-                self._add_name(alias, rule("alt", source=alias), person)
-        if parts is not None and parts.given:
-            # two letters are too few for a name on its own ("Un" of Kim Jong Un, "Yi")
-            for word, form in [(parts.family, "last name")] + [
-                (g, "first name") for g in parts.given
-            ]:
-                if len(word) >= _NAME_ALONE and norm(word) not in declared:
-                    self._add(word, rule("short", form, word))
-                    declared.add(norm(word))
-        for title in entity.titles:
-            self._add_phrase(title, rule("title", "declared title", title))
-        for phrase in entity.exclude:
-            self._add_phrase(phrase, rule("exclude", source=phrase))
-        for phrase in entity.context:
-            self._add_phrase(phrase, rule("context", source=phrase))
-
-    def _add_name(self, name: str, rule: Rule, person: bool) -> None:
-        """A name as written, its hyphens as spaces, a Korean given name hyphenated, and a
-        two-word person's name family name first."""
-        if is_unspaced(name):
-            self._add_script(name, rule)
-            return
-        self._add(name, rule)
-        words = name.replace("-", " ").split()
-        if "-" in name:
-            self._add(" ".join(words), _with(rule, "hyphen as space"))
-        if person and len(words) >= 3 and all(len(w) <= _SYLLABLE for w in words[-2:]):
-            self._add(" ".join(words[:-2] + ["-".join(words[-2:])]), _with(rule, "hyphenated"))
-        if person and len(words) == 2 and "-" not in name:
-            self._add(f"{words[1]} {words[0]}", _with(rule, "family name first"))
-
-    def _add_topic(self, wi: int, ti: int, topic: Topic) -> None:
-        def rule(role: str, phrase: str, group: int = -1) -> Rule:
-            return Rule(wi, "topic", ti, role, group, source=phrase)
-
-        for phrase in topic.phrases:
-            self._add_phrase(phrase, rule("phrase", phrase), variants=True)
-        for gi, group in enumerate(topic.all_of):
-            for phrase in group:
-                self._add_phrase(phrase, rule("all", phrase, gi), variants=True)
-        for phrase in topic.none_of:
-            self._add_phrase(phrase, rule("none", phrase), variants=True)
-        if topic.near is not None:
-            for phrase in topic.near.a:
-                self._add_phrase(phrase, rule("near_a", phrase), variants=True)
-            for phrase in topic.near.b:
-                self._add_phrase(phrase, rule("near_b", phrase), variants=True)
-
-    def _add_phrase(self, phrase: str, rule: Rule, variants: bool = False) -> None:
-        if phrase.endswith("*"):
-            self._add_prefix(phrase[:-1], _with(rule, f"prefix {phrase}"), None)
-        elif is_unspaced(phrase) or non_latin(phrase):
-            self._add_script(phrase, rule)
-        elif variants:
-            self._add_variants(phrase, rule)
-        else:
-            self._add(phrase, rule)
-
-    def _add_script(self, phrase: str, rule: Rule) -> None:
-        """An alias or phrase in another script: a substring where words are not spaced,
-        else a phrase whose Cyrillic last word may take an ending."""
-        if phrase.endswith("*"):
-            self._add_prefix(phrase[:-1], _with(rule, f"prefix {phrase}"), None)
-        elif is_unspaced(phrase):
-            self._unspaced.add(phrase, rule)
-            if rule.role in _PRIMARY:
-                self.keys.add(fold(phrase))
-        else:
-            self._add(phrase, rule)
-            words = self._words(phrase)
-            stem = inflected_stem(fold(words[-1])) if words and not words[-1].isupper() else None
-            if stem is not None:
-                self._add_prefix(
-                    " ".join([*words[:-1], stem]), _with(rule, "inflected"), INFLECTION_LETTERS
-                )
-
-    def _add_variants(self, phrase: str, rule: Rule) -> None:
-        """Topic phrases also match their hyphen and spacing variants: "mil-to-mil",
-        "mil to mil"; "cyber security", "cyber-security", "cybersecurity"; and a closed
-        compound of two common words its open forms ("cyberattack": "cyber-attack")."""
-        words = phrase.replace("-", " ").split()
-        if len(words) == 1:
-            split = _compound(words[0])
-            if split:
-                words = list(split)
-        variants = {phrase}
-        if "-" in phrase or len(words) == 2:
-            variants |= {" ".join(words), "-".join(words), "".join(words)}
-        for variant in sorted(variants):
-            self._add(variant, rule if variant == phrase else _with(rule, "spelt " + variant))
-
-    def _add_prefix(self, before: str, rule: Rule, most: int | None) -> None:
+    def add_prefix(self, before: str, rule: Rule, most: int | None) -> None:
         """A prefix form: its last word is a prefix; words of the vocabulary that begin
         with it become phrases as they are first seen."""
-        words = self._words(before) or [before]
+        words = forms.words_of(before) or [before]
         prefix = fold(words[-1])
         self._prefixes.setdefault(prefix, []).append((tuple(words[:-1]), rule, most))
         if rule.role in _PRIMARY:
@@ -203,9 +81,9 @@ class Phrases:
                 break
             for before, rule, most in self._prefixes.get(folded[:length], ()):
                 if most is None or len(folded) - length <= most:
-                    self._add(" ".join([*before, word]), rule, key=False)
+                    self.add(" ".join([*before, word]), rule, key=False)
 
-    def _add(self, phrase: str, rule: Rule, key: bool = True) -> None:
+    def add(self, phrase: str, rule: Rule, key: bool = True) -> None:
         if self._pending is not None:  # while building: tokenised all at once in _flush
             self._pending.append((phrase, rule, key))
             return
@@ -330,23 +208,6 @@ class Phrases:
         lead = sentence_end(text, body_start + 1)
         lead_end = min(len(text) if lead is None else lead, body_start + _LEAD_CHARS)
         return Scan(item, text, len(title), lead_end, doc, found)
-
-
-def _with(rule: Rule, form: str) -> Rule:
-    return Rule(rule.wl, rule.kind, rule.index, rule.role, rule.group, form, rule.source)
-
-
-def _compound(word: str) -> tuple[str, str] | None:
-    """A closed compound's halves, where both are common English words ("cyber",
-    "attack"); None for a word that is not one ("embargo", "tariff")."""
-    w = word.lower()
-    if not w.isalpha() or len(w) < 7:
-        return None
-    best = max(
-        ((min(common_word(w[:i]), common_word(w[i:])), i) for i in range(3, len(w) - 2)),
-        default=(0.0, 0),
-    )
-    return (w[: best[1]], w[best[1] :]) if best[0] >= _COMPOUND_ZIPF else None
 
 
 def _is_word(norm_text: str) -> bool:

@@ -6,20 +6,20 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from monitor.match.normal import sentence_end, sentence_ends
-from monitor.models import Hit
+from monitor.models import Hit, Strength
 
 _SNIPPET = 300
 _REPEATS_FOR_ABOUT = 3
 
 
-def strength(hits: Sequence[Hit], lead_end: int) -> str:
-    """ "about" when a term is in the headline or the lead, or repeated; else "mention"."""
+def strength(hits: Sequence[Hit], lead_end: int) -> Strength:
+    """About when a term is in the headline or the lead, or repeated; else a mention."""
     if any(h.field == "title" or h.start < lead_end for h in hits):
-        return "about"
+        return Strength.ABOUT
     counts: dict[str, int] = defaultdict(int)
     for h in hits:
         counts[h.term] += 1
-    return "about" if max(counts.values()) >= _REPEATS_FOR_ABOUT else "mention"
+    return Strength.ABOUT if max(counts.values()) >= _REPEATS_FOR_ABOUT else Strength.MENTION
 
 
 def quote(text: str, hits: Sequence[Hit]) -> tuple[str, tuple[tuple[int, int], ...]]:

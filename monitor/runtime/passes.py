@@ -251,8 +251,10 @@ class PassPool:
             worker.kill()
         for thread in threads:
             thread.join()
-        if self._handover is not None:
+        if self._handover is not None:  # the fork server never started to read it
             self._handover.unlink(missing_ok=True)
+            if os.environ.get(HANDOVER) == str(self._handover):
+                del os.environ[HANDOVER]  # no later fork server looks for it
             self._handover = None
 
     def _launch(self, index: int) -> _Worker:

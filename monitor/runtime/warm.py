@@ -45,6 +45,8 @@ def _prebuilt() -> tuple[Handover, Matcher] | None:
         handover = pickle.loads(Path(path).read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError):
         return None  # a fork server restarted after its pool's handover was removed
+    finally:  # read once: a service killed outright leaves nothing behind in the temp dir
+        Path(path).unlink(missing_ok=True)
     if not isinstance(handover, Handover):
         return None
     from monitor.meaning import load, locate
