@@ -129,10 +129,11 @@ class Store(Database):
                     if joined is not None:
                         story_key = joined.story_key
                     extra: dict[str, Any] = {"joined": str(joined)} if joined else {}
-                    if m.gist is not None:
-                        extra["gist"] = m.gist.stored()
-                    if m.held is not None:  # stored for the record; never posted
+                    if m.held is not None:  # stored for the record; never posted, so
+                        # no gist: no later article may join a story nobody was shown
                         extra |= {"held": m.held, "held_why": m.held_why}
+                    elif m.gist is not None:
+                        extra["gist"] = m.gist.stored()
                     stmt = (
                         self._insert(MatchRow)
                         .values(

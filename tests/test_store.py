@@ -30,6 +30,7 @@ from monitor.models import (
     Gist,
     Hit,
     Item,
+    MatchHold,
     MatchResult,
     MatchRow,
     Sent,
@@ -648,6 +649,24 @@ def test_a_gist_of_another_meaning_model_is_no_event_and_no_error(
         rows = s.exec(select(MatchRow).order_by(col(MatchRow.id))).all()
     assert [r.joined is not None for r in rows] == [False, False, True]
     assert rows[2].story_key == rows[1].story_key
+
+
+def test_a_suppressed_story_is_no_event_for_a_later_article(db: tuple[Store, Outbox]) -> None:
+    """A match held back by the desk's feedback was never posted: another outlet's report
+    of the same event, in this save or a later one, starts a story of its own rather
+    than going into the thread of a message nobody saw."""
+    store, _ = db
+    a, b, c = feeds(store, "a", "b", "c")
+    at = utcnow().replace(tzinfo=UTC)
+    g = Gist((1.0, 0.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    held = replace(result(), gist=g, held=MatchHold.SUPPRESSED, held_why="resembles #1")
+    for n, (feed, res) in enumerate([(a, held), (b, replace(result(), gist=g)), (c, held)]):
+        e = entry(f"s{n}", f"https://n.example/s{n}", published=at)
+        store.save(feed, [e], {e.key}, [(e, [res])], NOW_POLICY)
+    with Session(store.engine) as s:
+        rows = s.exec(select(MatchRow).order_by(col(MatchRow.id))).all()
+    assert [r.joined is not None for r in rows] == [False, False, True]  # the trap: c joins b
+    assert rows[0].gist is None and rows[1].gist is not None
 
 
 def test_the_events_cache_forgets_a_watchlist_no_longer_read(db: tuple[Store, Outbox]) -> None:

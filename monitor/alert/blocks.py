@@ -33,7 +33,7 @@ from monitor import feedback
 from monitor.digests import DIGEST_PART
 from monitor.errors import AlertError
 from monitor.feedback import Verdict
-from monitor.models import DeliveryKind, Outgoing, Story
+from monitor.models import DeliveryKind, Outgoing, Story, Strength
 
 EVENT_TYPE = "monitor_alert"
 SECTION_MAX = 3000  # characters in a section's text (the SDK checks it too)
@@ -248,7 +248,7 @@ def _render(out: Outgoing) -> tuple[str, list[Block]]:
         return _text((by, story)), [_context((also, SECTION_MAX)), *_buttons(story)]
     ping = _mentions(out.mentions)
     lead: list[Piece] = [Mark(f"{ping} ")] if ping else []
-    what = "About" if story.strength == "about" else "Mentions"
+    what = "About" if story.strength == Strength.ABOUT else "Mentions"
     terms: list[Piece] = [Mark(f"{what}: ")]
     for i, term in enumerate(story.matched):
         terms += [Mark(", ")] if i else []
