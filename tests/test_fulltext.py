@@ -538,10 +538,10 @@ def test_peak_memory_of_a_poll_reading_hostile_pages_is_bounded(
     assert all(
         outcome in ("extracted", "empty") for p, outcome in outcomes.items() if p != "/stream"
     )
-    # measured: ~400 MB against ~350 MB for the plain pages (spaCy, the meaning model's
-    # onnxruntime of issue 20, about 90 MB, and the rest): the hostile pages' own cost is
-    # the difference, bounded below
-    assert peaks["hostile"] < 500
+    # measured: ~500 MB against ~460 MB for the plain pages (spaCy, the meaning model's
+    # onnxruntime session, about 190 MB since its graph is optimised (issue 24), and the
+    # rest): the hostile pages' own cost is the difference, bounded below
+    assert peaks["hostile"] < 600
     assert peaks["hostile"] - peaks["plain"] < 200
 
 

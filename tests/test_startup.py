@@ -177,20 +177,23 @@ def test_a_pass_worker_killed_mid_poll_costs_only_its_own_feed(
     feeds = []
     for f in range(150):  # no ETags: 150 bodies, enough for the workers
         items = [{"title": f"Qin Gang in town {f}" if f % 10 == 0 else f"Rain {f}", "guid": f"{f}"}]
-        feed_server.routes[f"/f{f}.xml"] = Route(rss(items), delay=0.02)
+        # the last few answer late, so the cycle (and its pass workers) outlasts the kill
+        feed_server.routes[f"/f{f}.xml"] = Route(rss(items), delay=1.5 if f >= 145 else 0.02)
         feeds.append({"name": f"f{f}", "url": feed_server.url(f"/f{f}.xml")})
     cfg = write_config(tmp_path / "c", feeds, settings={"poll_processes": 2})
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env["MONITOR_DATABASE_URL"] = f"sqlite:///{tmp_path / 'poll.db'}"
     command = [sys.executable, "-m", "monitor", "--config", str(cfg), "poll"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while len(workers := pass_workers(proc.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert workers, "no pass worker started"
-    time.sleep(0.5)
-    os.kill(workers[0], signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    with proc:  # reaped and its pipes closed even when an assertion fails
+        deadline = time.monotonic() + 60
+        while (
+            len(workers := pass_workers(proc.pid)) < 2 or len(feed_server.requests) < 100
+        ) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "no pass worker started"
+        os.kill(workers[0], signal.SIGKILL)  # bodies are being handed to them
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     log = err.decode()
     failed = [line for line in log.splitlines() if "feed failed" in line]
