@@ -207,13 +207,30 @@ class Body:
         return self.fetched.not_modified
 
 
+class TermKind(StrEnum):
+    """What a watchlist term is (Hit.kind, the matcher's rules)."""
+
+    ENTITY = "entity"
+    TOPIC = "topic"
+
+
+class HitRule(StrEnum):
+    """How a hit was found (Hit.rule, followed by the form in brackets when varied)."""
+
+    NAME = "name"
+    ALIAS = "alias"
+    PHRASE = "phrase"
+    TITLE = "title"
+    SHORT_FORM = "short form"
+
+
 @dataclass(frozen=True)
 class Hit:
     """One place where a watchlist term was found."""
 
     term: str
-    kind: str  # "entity" or "topic"
-    rule: str  # "name", "alias" or "phrase"
+    kind: TermKind
+    rule: str  # a HitRule, then " (form)" when the words were varied to meet the text
     text: str
     field: str  # "title" or "body"
     start: int

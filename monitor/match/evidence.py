@@ -29,7 +29,7 @@ from enum import Enum
 from spacy.tokens import Doc
 
 from monitor.config import Entity, Watchlist
-from monitor.match.finds import Found, Scan
+from monitor.match.finds import Found, Role, Scan
 from monitor.match.names import (
     TITLES,
     NameParts,
@@ -48,6 +48,7 @@ from monitor.match.names import (
 )
 from monitor.match.normal import fold, norm, sentence_end
 from monitor.match.prior import COMMON, DISTINCTIVE, needed
+from monitor.models import TermKind
 
 TITLE_ALONE_NEEDS = 1
 _POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
@@ -90,7 +91,7 @@ def verdict_without_votes(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -
     """The decision on a short form that needs no votes, or None when it needs them."""
     where = f"{_what(f)} {f.text!r} at {f.start}"
     rule = f.rule
-    if rule.role == "short":
+    if rule.role == Role.SHORT:
         surface = _surface(scan, f, entity)
         if surface is not None:
             return Verdict(False, surface and f"{where} rejected: {surface}")
@@ -100,16 +101,16 @@ def verdict_without_votes(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -
     written = parts and own_name_before(scan.doc, f.tok_start, parts.given)
     if written:
         return Verdict(True, f"{where} accepted: the name written {written!r}")
-    whole = name_parts(entity.name) if rule.role == "short" and entity.type == "PERSON" else None
+    whole = name_parts(entity.name) if rule.role == Role.SHORT and entity.type == "PERSON" else None
     someone = whole and another_persons_name(scan, f, whole, own_words(entity))
     if someone:
         return Verdict(False, f"{where} rejected: part of another person's name {someone!r}")
-    if rule.role == "short" and name_earlier(f, mine, scan.title_len):
+    if rule.role == Role.SHORT and name_earlier(f, mine, scan.title_len):
         return Verdict(True, f"{where} accepted: the full name {entity.name!r} appears")
     owner = _inside_other_name(f, index.names)
     if owner is not None:
         return Verdict(False, None)
-    if rule.role == "title":
+    if rule.role == Role.TITLE:
         if len(rule.source.split()) < 2:
             return Verdict(False, None)  # "senator" alone could be any senator
         if past_holder(scan.doc, f.tok_start):
@@ -127,7 +128,7 @@ def verdict_without_votes(scan: Scan, f: Found, entity: Entity, wl: Watchlist) -
         return Verdict(False, f"{where} rejected: it refers to {other[1]!r}, named in the article")
     sharer = _shared_with(f, index.by_span[(f.start, f.end)])
     if sharer is not None and any(
-        o.rule.role in ("name", "alt") and o.end <= f.start
+        o.rule.role in (Role.NAME, Role.ALT) and o.end <= f.start
         for o in index.by_entity[sharer.rule.index]
     ):
         other = wl.entities[sharer.rule.index].name
@@ -164,7 +165,7 @@ def short_form_counts(
         return None
     votes: list[tuple[int, str]] = []
     own = 0  # votes only this entity could have earned
-    if f.rule.role == "title":
+    if f.rule.role == Role.TITLE:
         need, prior = TITLE_ALONE_NEEDS, f"a title alone needs {TITLE_ALONE_NEEDS:+d}"
     else:
         need, zipf = needed(f.text)
@@ -174,20 +175,20 @@ def short_form_counts(
         own += _name_votes(scan, f, entity, mine, votes)
     key = ("context", f.rule.index, "")
     if key not in index.memo:
-        index.memo[key] = [x for x in mine if x.rule.role == "context"]
+        index.memo[key] = [x for x in mine if x.rule.role == Role.CONTEXT]
     context = {
         x.text.lower()
         for x in index.memo[key]
         if not (f.start <= x.start and x.end <= f.end)
-        and (f.rule.role != "title" or _same_sentence(scan, f, x))
+        and (f.rule.role != Role.TITLE or _same_sentence(scan, f, x))
     }
     sharer = _shared_with(f, index.by_span[(f.start, f.end)])
     if sharer is not None:
         theirs = {fold(c) for c in wl.entities[sharer.rule.index].context}
         own += sum(1 for c in context if fold(c) not in theirs)
-    if f.rule.role != "title":  # an office alone is supported by its own context only
+    if f.rule.role != Role.TITLE:  # an office alone is supported by its own context only
         context |= {
-            (wl.entities[i] if kind == "entity" else wl.topics[i]).name
+            (wl.entities[i] if kind == TermKind.ENTITY else wl.topics[i]).name
             for kind, i in index.other_terms(f.rule.index)
         }
     if context:
@@ -212,7 +213,7 @@ def _name_votes(
     """The votes of the words around a short form, added to `votes`; how many of them
     only this entity could have earned (its declared title)."""
     doc = scan.doc
-    declared = [o for o in mine if o.rule.role == "title" and o.tok_end == f.tok_start]
+    declared = [o for o in mine if o.rule.role == Role.TITLE and o.tok_end == f.tok_start]
     title = title_before(doc, f.tok_start)
     heads = {_head(t) for t in entity.titles}
     own = 0
@@ -228,7 +229,7 @@ def _name_votes(
         votes.append((Vote.HEADLINE.weight, Vote.HEADLINE.says))
     namesakes = _namesakes(entity, f.text)
     if len(namesakes) > 1 and not any(
-        o.rule.role == "exclude" and o.rule.source in namesakes for o in mine
+        o.rule.role == Role.EXCLUDE and o.rule.source in namesakes for o in mine
     ):
         why = f"its namesakes are declared apart ({', '.join(namesakes)})"
         votes.append((Vote.NAMESAKES_APART.weight, why))
@@ -296,14 +297,14 @@ def _surname_of(entity: Entity, f: Found) -> NameParts | None:
     """The parts of a person's name when the short form is its family name, whether the
     rules made it from the name ("last name") or the watchlist declared it as an alias:
     "Antony J. Blinken" is written the same way either way."""
-    if f.rule.role != "short" or entity.type != "PERSON":
+    if f.rule.role != Role.SHORT or entity.type != "PERSON":
         return None
     parts = name_parts(entity.name)
     return parts if parts is not None and norm(f.text) == norm(parts.family) else None
 
 
 def _what(f: Found) -> str:
-    if f.rule.role == "title":
+    if f.rule.role == Role.TITLE:
         return "title"
     return f.rule.form if f.rule.form in _IMPLICIT else "short form"
 
@@ -325,7 +326,7 @@ def _surface(scan: Scan, f: Found, entity: Entity) -> str | None:
         return f"{text!r} is an acronym, not the name"
     if f.rule.form == "first name" and title_before(scan.doc, f.tok_start) is None:
         declared = any(
-            o.rule.role == "title" and o.tok_end == f.tok_start
+            o.rule.role == Role.TITLE and o.tok_end == f.tok_start
             for o in scan.index(f.rule.wl).by_entity[f.rule.index]
         )
         if not declared:
@@ -349,9 +350,9 @@ def _inside_other_name(f: Found, found: Sequence[Found]) -> Found | None:
     Sharif"), if any."""
     for o in found:
         if (
-            o.rule.kind == "entity"
+            o.rule.kind == TermKind.ENTITY
             and o.rule.index != f.rule.index
-            and o.rule.role in ("name", "alt")
+            and o.rule.role in (Role.NAME, Role.ALT)
             and o.start <= f.start
             and f.end <= o.end
         ):
@@ -364,9 +365,9 @@ def _shared_with(f: Found, here: Sequence[Found]) -> Found | None:
     the entity finds at f's place)."""
     for o in here:
         if (
-            o.rule.kind == "entity"
+            o.rule.kind == TermKind.ENTITY
             and o.rule.index != f.rule.index
-            and o.rule.role == "short"
+            and o.rule.role == Role.SHORT
             and (o.start, o.end) == (f.start, f.end)
         ):
             return o
@@ -447,11 +448,11 @@ def _named_by_ner(
     """Another person with the word in their name, as NER reads the article ("Neil
     Duncan-Jordan ... Duncan-Jordan said"): a bare short form means that person. The
     first find of the word in such a name, and the name."""
-    if not scan.ner or f.rule.role != "short":
+    if not scan.ner or f.rule.role != Role.SHORT:
         return None
     word = fold(f.text)
     for o in mine:
-        if o.rule.role == "short" and fold(o.text) == word:
+        if o.rule.role == Role.SHORT and fold(o.text) == word:
             seen = _ner_entity(scan, o, own)
             if seen is not None and seen[2] and seen[1] == "PERSON":
                 return o, seen[0]

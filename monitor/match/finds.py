@@ -7,27 +7,46 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from spacy.tokens import Doc
 
 from monitor.config import Watchlist
-from monitor.models import Item
+from monitor.models import Item, TermKind
+
+
+class Role(StrEnum):
+    """What part of its term a rule stands for: an entity's, then a topic's."""
+
+    NAME = "name"
+    ALT = "alt"
+    SHORT = "short"
+    TITLE = "title"
+    EXCLUDE = "exclude"
+    CONTEXT = "context"
+    PHRASE = "phrase"
+    ALL = "all"
+    NONE = "none"
+    NEAR_A = "near_a"
+    NEAR_B = "near_b"
 
 
 @dataclass(frozen=True)
 class Rule:
     wl: int
-    kind: str  # "entity" or "topic"
+    kind: TermKind
     index: int  # the entity's or topic's position in its watchlist
-    role: str  # name alt short title exclude context | phrase all none near_a near_b
+    role: Role
     group: int = -1  # the all_of group
     form: str = ""  # how the watchlist's words were varied to meet the text ("" as written)
     source: str = ""  # the watchlist's own words the rule was made from
 
     def term(self, watchlists: Sequence[Watchlist]) -> str:
         wl = watchlists[self.wl]
-        return (wl.entities[self.index] if self.kind == "entity" else wl.topics[self.index]).name
+        return (
+            wl.entities[self.index] if self.kind == TermKind.ENTITY else wl.topics[self.index]
+        ).name
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,7 @@ class Scan:
 
 
 # Roles whose finds, for another term of the watchlist, support a short form.
-EVIDENCE_ROLES = frozenset(("name", "alt", "phrase", "all", "near_a", "near_b"))
+EVIDENCE_ROLES = frozenset((Role.NAME, Role.ALT, Role.PHRASE, Role.ALL, Role.NEAR_A, Role.NEAR_B))
 
 
 class FindIndex:
@@ -87,17 +106,17 @@ class FindIndex:
         self.by_entity: dict[int, list[Found]] = defaultdict(list)
         self.by_span: dict[tuple[int, int], list[Found]] = defaultdict(list)
         self.names: list[Found] = []  # full names and full alternatives
-        self._terms: dict[tuple[str, int], None] = {}  # the terms with an evidence find
+        self._terms: dict[tuple[TermKind, int], None] = {}  # the terms with an evidence find
         self.memo: dict[tuple[object, ...], Any] = {}
         for f in found:
-            if f.rule.kind == "entity":
+            if f.rule.kind == TermKind.ENTITY:
                 self.by_entity[f.rule.index].append(f)
                 self.by_span[(f.start, f.end)].append(f)
-                if f.rule.role in ("name", "alt"):
+                if f.rule.role in (Role.NAME, Role.ALT):
                     self.names.append(f)
             if f.rule.role in EVIDENCE_ROLES:
                 self._terms[(f.rule.kind, f.rule.index)] = None
 
-    def other_terms(self, entity: int) -> list[tuple[str, int]]:
+    def other_terms(self, entity: int) -> list[tuple[TermKind, int]]:
         """The terms (kind, index) found in the article, the entity itself aside."""
-        return [t for t in self._terms if t != ("entity", entity)]
+        return [t for t in self._terms if t != (TermKind.ENTITY, entity)]

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from monitor.config import Entity, Topic, Watchlist
-from monitor.match.finds import Rule
+from monitor.match.finds import Role, Rule
 from monitor.match.names import name_parts
 from monitor.match.normal import fold, norm
 from monitor.match.prior import common_word
 from monitor.match.scripts import INFLECTION_LETTERS, inflected_stem, non_latin
 from monitor.match.scripts import unspaced as is_unspaced
+from monitor.models import TermKind
 
 _SPLIT = re.compile(r"[\s\-‐–]+")
 _NAME_ALONE = 3  # letters a name needs to stand on its own
@@ -54,11 +55,11 @@ def words_of(phrase: str) -> list[str]:
 
 
 def _entity(sink: Sink, wi: int, ei: int, entity: Entity) -> None:
-    def rule(role: str, form: str = "", source: str = "") -> Rule:
-        return Rule(wi, "entity", ei, role, form=form, source=source or entity.name)
+    def rule(role: Role, form: str = "", source: str = "") -> Rule:
+        return Rule(wi, TermKind.ENTITY, ei, role, form=form, source=source or entity.name)
 
     person = entity.type == "PERSON"
-    _name(sink, entity.name, rule("name"), person)
+    _name(sink, entity.name, rule(Role.NAME), person)
     parts = name_parts(entity.name) if person else None
     name_norms = {norm(w) for w in words_of(entity.name)}
     declared = {norm(a) for a in entity.aliases}
@@ -66,23 +67,23 @@ def _entity(sink: Sink, wi: int, ei: int, entity: Entity) -> None:
         words = [norm(w) for w in words_of(alias.rstrip("*"))]
         if non_latin(alias) and not non_latin(entity.name):
             # how that press writes the name: counts like the name
-            _script(sink, alias, rule("alt", "another script", alias))
+            _script(sink, alias, rule(Role.ALT, "another script", alias))
         elif len(words) == 1 or set(words) <= name_norms:
-            _phrase(sink, alias, rule("short", source=alias))
+            _phrase(sink, alias, rule(Role.SHORT, source=alias))
         else:
-            _name(sink, alias, rule("alt", source=alias), person)
+            _name(sink, alias, rule(Role.ALT, source=alias), person)
     if parts is not None and parts.given:
         # two letters are too few for a name on its own ("Un" of Kim Jong Un, "Yi")
         for word, form in [(parts.family, "last name")] + [(g, "first name") for g in parts.given]:
             if len(word) >= _NAME_ALONE and norm(word) not in declared:
-                sink.add(word, rule("short", form, word))
+                sink.add(word, rule(Role.SHORT, form, word))
                 declared.add(norm(word))
     for title in entity.titles:
-        _phrase(sink, title, rule("title", "declared title", title))
+        _phrase(sink, title, rule(Role.TITLE, "declared title", title))
     for phrase in entity.exclude:
-        _phrase(sink, phrase, rule("exclude", source=phrase))
+        _phrase(sink, phrase, rule(Role.EXCLUDE, source=phrase))
     for phrase in entity.context:
-        _phrase(sink, phrase, rule("context", source=phrase))
+        _phrase(sink, phrase, rule(Role.CONTEXT, source=phrase))
 
 
 def _name(sink: Sink, name: str, rule: Rule, person: bool) -> None:
@@ -102,21 +103,21 @@ def _name(sink: Sink, name: str, rule: Rule, person: bool) -> None:
 
 
 def _topic(sink: Sink, wi: int, ti: int, topic: Topic) -> None:
-    def rule(role: str, phrase: str, group: int = -1) -> Rule:
-        return Rule(wi, "topic", ti, role, group, source=phrase)
+    def rule(role: Role, phrase: str, group: int = -1) -> Rule:
+        return Rule(wi, TermKind.TOPIC, ti, role, group, source=phrase)
 
     for phrase in topic.phrases:
-        _phrase(sink, phrase, rule("phrase", phrase), variants=True)
+        _phrase(sink, phrase, rule(Role.PHRASE, phrase), variants=True)
     for gi, group in enumerate(topic.all_of):
         for phrase in group:
-            _phrase(sink, phrase, rule("all", phrase, gi), variants=True)
+            _phrase(sink, phrase, rule(Role.ALL, phrase, gi), variants=True)
     for phrase in topic.none_of:
-        _phrase(sink, phrase, rule("none", phrase), variants=True)
+        _phrase(sink, phrase, rule(Role.NONE, phrase), variants=True)
     if topic.near is not None:
         for phrase in topic.near.a:
-            _phrase(sink, phrase, rule("near_a", phrase), variants=True)
+            _phrase(sink, phrase, rule(Role.NEAR_A, phrase), variants=True)
         for phrase in topic.near.b:
-            _phrase(sink, phrase, rule("near_b", phrase), variants=True)
+            _phrase(sink, phrase, rule(Role.NEAR_B, phrase), variants=True)
 
 
 def _phrase(sink: Sink, phrase: str, rule: Rule, variants: bool = False) -> None:

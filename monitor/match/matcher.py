@@ -11,7 +11,7 @@ from spacy.language import Language
 from monitor.config import Entity, Topic, Watchlist
 from monitor.events import gist, gist_text
 from monitor.match.evidence import short_form_counts, verdict_without_votes
-from monitor.match.finds import Found, Scan
+from monitor.match.finds import Found, Role, Scan
 from monitor.match.lessons import Lessons
 from monitor.match.names import inside
 from monitor.match.normal import fold, prepare, scan_text
@@ -21,7 +21,16 @@ from monitor.match.senses import MeaningLoader, context, described, read, senses
 from monitor.match.snippet import quote, strength
 from monitor.match.topics import needs_a_reading, topic_hits
 from monitor.meaning import DEFAULT_MODEL, Meaning, load, locate
-from monitor.models import Entry, Hit, Item, MatchHold, MatchResult, Strength
+from monitor.models import (
+    Entry,
+    Hit,
+    HitRule,
+    Item,
+    MatchHold,
+    MatchResult,
+    Strength,
+    TermKind,
+)
 
 NerLoader = Callable[[], Language | None]
 
@@ -133,16 +142,18 @@ class Matcher:
         for wi, found in scan.found.items():
             wl = self.watchlists[wi]
             for f in found:
-                if f.rule.kind == "topic":
+                if f.rule.kind == TermKind.TOPIC:
                     if needs_a_reading(scan, f):
                         return True
                     continue
-                if f.rule.role != "short" or not wl.entities[f.rule.index].type:
+                if f.rule.role != Role.SHORT or not wl.entities[f.rule.index].type:
                     continue
                 mine = [
-                    o for o in found if o.rule.kind == "entity" and o.rule.index == f.rule.index
+                    o
+                    for o in found
+                    if o.rule.kind == TermKind.ENTITY and o.rule.index == f.rule.index
                 ]
-                if inside(f, mine, ("name", "alt", "exclude")):
+                if inside(f, mine, (Role.NAME, Role.ALT, Role.EXCLUDE)):
                     continue
                 if verdict_without_votes(scan, f, wl.entities[f.rule.index], wl) is None:
                     return True
@@ -152,35 +163,41 @@ class Matcher:
         wl = self.watchlists[wi]
         verdict = Verdict(wl, scan.text)
         found = scan.found.get(wi, [])
-        hits: list[tuple[Found, str, str]] = []  # the find, its rule, what decided it
-        groups: dict[tuple[str, int], list[Found]] = defaultdict(list)
+        hits: list[tuple[Found, HitRule, str]] = []  # the find, its rule, what decided it
+        groups: dict[tuple[TermKind, int], list[Found]] = defaultdict(list)
         for f in found:  # only the terms that hit: cost must not grow with the watchlist
             groups[(f.rule.kind, f.rule.index)].append(f)
         for (kind, index), mine in sorted(groups.items()):
-            if kind == "topic":
+            if kind == TermKind.TOPIC:
                 hits += [
-                    (f, "phrase", _variant(f))
+                    (f, HitRule.PHRASE, _variant(f))
                     for f in topic_hits(scan, wl.topics[index], mine, verdict.notes)
                 ]
                 continue
             entity = wl.entities[index]
             for f in mine:
-                if f.rule.role in ("exclude", "context"):
+                if f.rule.role in (Role.EXCLUDE, Role.CONTEXT):
                     continue
-                if inside(f, mine, ("exclude",)):
+                if inside(f, mine, (Role.EXCLUDE,)):
                     verdict.notes.append(
                         f"{f.text!r} at {f.start} ignored: inside an excluded "
                         f"phrase of {entity.name!r}"
                     )
                     continue
-                if f.rule.role in ("name", "alt"):
+                if f.rule.role in (Role.NAME, Role.ALT):
                     if _name_form_holds(scan, f):
-                        rule = "name" if f.rule.role == "name" else "alias"
+                        rule = HitRule.NAME if f.rule.role == Role.NAME else HitRule.ALIAS
                         hits.append((f, rule, _variant(f)))
-                elif not inside(f, mine, ("name", "alt")):
+                elif not inside(f, mine, (Role.NAME, Role.ALT)):
                     why = short_form_counts(scan, f, entity, self.watchlists, verdict.notes)
                     if why is not None:
-                        hits.append((f, "title" if f.rule.role == "title" else "short form", why))
+                        hits.append(
+                            (
+                                f,
+                                HitRule.TITLE if f.rule.role == Role.TITLE else HitRule.SHORT_FORM,
+                                why,
+                            )
+                        )
         hits = self._in_sense(scan, wi, hits, verdict.notes)
         for f, rule, why in sorted(hits, key=lambda h: (h[0].start, bool(h[0].rule.form))):
             hit = Hit(
@@ -218,7 +235,7 @@ class Matcher:
         return verdict
 
     def _learnt(
-        self, scan: Scan, wi: int, hits: list[tuple[Found, str, str]], verdict: Verdict
+        self, scan: Scan, wi: int, hits: list[tuple[Found, HitRule, str]], verdict: Verdict
     ) -> None:
         """Each term's first hit in its context, kept with the match (what a click on it
         teaches); and the match held back when every term's hit resembles one the desk
@@ -236,13 +253,13 @@ class Matcher:
             verdict.held, verdict.held_why = MatchHold.SUPPRESSED, why
 
     def _in_sense(
-        self, scan: Scan, wi: int, hits: list[tuple[Found, str, str]], notes: list[str]
-    ) -> list[tuple[Found, str, str]]:
+        self, scan: Scan, wi: int, hits: list[tuple[Found, HitRule, str]], notes: list[str]
+    ) -> list[tuple[Found, HitRule, str]]:
         """The hits read in the sense their term is about; the others set aside, with why."""
-        by_term: dict[tuple[str, int], list[tuple[Found, str, str]]] = defaultdict(list)
+        by_term: dict[tuple[TermKind, int], list[tuple[Found, HitRule, str]]] = defaultdict(list)
         for h in hits:
             by_term[(h[0].rule.kind, h[0].rule.index)].append(h)
-        kept: list[tuple[Found, str, str]] = []
+        kept: list[tuple[Found, HitRule, str]] = []
         for (kind, index), mine in by_term.items():
             senses = self._senses.get((wi, kind, index))
             if senses is None:

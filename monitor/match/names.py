@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from spacy.tokens import Doc, Token
 
-from monitor.match.finds import Found, Scan
+from monitor.match.finds import Found, Role, Scan
 from monitor.match.normal import fold, norm
 from monitor.match.prior import DISTINCTIVE, common_word
 
@@ -82,14 +82,14 @@ def name_parts(name: str) -> NameParts | None:
     return NameParts(words[-1], given)
 
 
-def inside(f: Found, found: Iterable[Found], roles: tuple[str, ...]) -> bool:
+def inside(f: Found, found: Iterable[Found], roles: tuple[Role, ...]) -> bool:
     """Whether another find of one of `roles` covers f ("Qin" inside "Qin dynasty")."""
     return any(
         o is not f
         and o.rule.role in roles
         and o.start <= f.start
         and f.end <= o.end
-        and (o.rule.role == "exclude" or (o.start, o.end) != (f.start, f.end))
+        and (o.rule.role == Role.EXCLUDE or (o.start, o.end) != (f.start, f.end))
         for o in found
     )
 
@@ -97,7 +97,7 @@ def inside(f: Found, found: Iterable[Found], roles: tuple[str, ...]) -> bool:
 def name_earlier(f: Found, mine: Iterable[Found], title_len: int) -> bool:
     """News style names a person in full before using the surname; a headline may use
     the surname first."""
-    names = [o for o in mine if o.rule.role in ("name", "alt")]
+    names = [o for o in mine if o.rule.role in (Role.NAME, Role.ALT)]
     if f.start < title_len:
         return bool(names)
     return any(o.end <= f.start for o in names)
@@ -114,9 +114,9 @@ def other_name(
     mine = list(mine)
     for earlier in mine:
         if (
-            earlier.rule.role == "short"
+            earlier.rule.role == Role.SHORT
             and fold(earlier.text) == word
-            and not inside(earlier, mine, ("exclude",))
+            and not inside(earlier, mine, (Role.EXCLUDE,))
         ):
             vote, _ = shape_vote(scan, earlier, own)
             if vote < 0:
@@ -269,7 +269,7 @@ def joined_names(scan: Scan, hyphen: int) -> bool:
     belongs to its second half, since a double-barrelled surname is never followed by
     its given name, so only the word before the hyphen needs this test."""
     return any(
-        o.tok_end == hyphen and o.rule.role in ("name", "alt")
+        o.tok_end == hyphen and o.rule.role in (Role.NAME, Role.ALT)
         for found in scan.found.values()
         for o in found
     )

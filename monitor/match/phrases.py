@@ -21,13 +21,13 @@ from spacy.tokens import Doc
 
 from monitor.config import Watchlist
 from monitor.match import forms
-from monitor.match.finds import Found, Rule, Scan
+from monitor.match.finds import Found, Role, Rule, Scan
 from monitor.match.normal import fold, inflections, norm, scan_text, sentence_end
 from monitor.match.scripts import Unspaced
 from monitor.models import Item
 
 # Roles that can make a match on their own; the others only weigh or veto one.
-_PRIMARY = frozenset(("name", "alt", "short", "title", "phrase", "all", "near_a", "near_b"))
+_PRIMARY = frozenset(Role) - {Role.EXCLUDE, Role.CONTEXT, Role.NONE}
 _LEAD_CHARS = 300
 _LCP_KEY = 3  # a common start shorter than this is a weaker key than the words themselves
 _FLUSH = 10_000  # phrases tokenised in one doc
@@ -186,10 +186,10 @@ class Phrases:
         # is that name, nothing more: left out here, it costs nothing later
         names: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         for rule, start, end in matches:
-            if rule.role in ("name", "alt"):
+            if rule.role in (Role.NAME, Role.ALT):
                 names[(rule.wl, rule.index)].append((start, end))
         for rule, start, end in matches:
-            if rule.role == "short" and any(
+            if rule.role == Role.SHORT and any(
                 s <= start and end <= e for s, e in names.get((rule.wl, rule.index), ())
             ):
                 continue

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.config import Entity, Topic, Watchlist
-from monitor.match.finds import Found, Scan
+from monitor.match.finds import Found, Role, Scan
 from monitor.match.normal import sentence_end, sentence_ends
 from monitor.match.prior import common_word
 from monitor.meaning import Meaning
+from monitor.models import TermKind
 
 MeaningLoader = Callable[[], Meaning]
 
@@ -43,7 +44,9 @@ MASK = "[MASK]"
 # English's commonest (the, of, and, is, will ...), which other languages' text is not.
 _FUNCTION_ZIPF = 6.0
 _ENGLISH_SHARE = 0.12
-_NAMESAKE_ROLES = ("short", "title")  # forms a namesake can share: a full name cannot
+_NAMESAKE_ROLES = frozenset(
+    (Role.SHORT, Role.TITLE)
+)  # forms a namesake can share: a full name cannot
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Senses:
     not_about: tuple[str, ...]
     namesakes: tuple[tuple[str, str], ...] = ()  # (another watched person, their about)
 
-    def contrasts(self, role: str) -> list[tuple[str, str]]:
+    def contrasts(self, role: Role) -> list[tuple[str, str]]:
         own = [("not about", text) for text in self.not_about]
         if role in _NAMESAKE_ROLES:
             own += [(name, about) for name, about in self.namesakes]
@@ -80,16 +83,16 @@ class Reading:
         )
 
 
-def senses_of(watchlists: Sequence[Watchlist]) -> dict[tuple[int, str, int], Senses]:
+def senses_of(watchlists: Sequence[Watchlist]) -> dict[tuple[int, TermKind, int], Senses]:
     """(watchlist, kind, index) -> the senses of each term that has something to weigh."""
     people: list[tuple[set[str], Entity]] = [
         (_name_words(e.name), e) for wl in watchlists for e in wl.entities if e.about
     ]
-    out: dict[tuple[int, str, int], Senses] = {}
+    out: dict[tuple[int, TermKind, int], Senses] = {}
     for wi, wl in enumerate(watchlists):
-        terms: list[tuple[str, int, Entity | Topic]] = [
-            *(("entity", i, e) for i, e in enumerate(wl.entities)),
-            *(("topic", i, t) for i, t in enumerate(wl.topics)),
+        terms: list[tuple[TermKind, int, Entity | Topic]] = [
+            *((TermKind.ENTITY, i, e) for i, e in enumerate(wl.entities)),
+            *((TermKind.TOPIC, i, t) for i, t in enumerate(wl.topics)),
         ]
         for kind, index, term in terms:
             namesakes: tuple[tuple[str, str], ...] = ()

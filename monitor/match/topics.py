@@ -5,33 +5,33 @@ from __future__ import annotations
 from collections import defaultdict
 
 from monitor.config import Topic
-from monitor.match.finds import Found, Scan
+from monitor.match.finds import Found, Role, Scan
 from monitor.match.names import proper_noun, shape_vote
 
 
 def topic_hits(scan: Scan, topic: Topic, found: list[Found], notes: list[str]) -> list[Found]:
-    by_role: dict[str, list[Found]] = defaultdict(list)
+    by_role: dict[Role, list[Found]] = defaultdict(list)
     for f in found:
-        if f.rule.role != "none" and _in_a_name(scan, f):
+        if f.rule.role != Role.NONE and _in_a_name(scan, f):
             notes.append(f"topic {topic.name!r}: {f.text!r} at {f.start} is part of a name")
             continue
         by_role[f.rule.role].append(f)
     if not found:
         return []
-    if by_role["none"]:
-        notes.append(f"topic {topic.name!r} vetoed by {by_role['none'][0].text!r}")
+    if by_role[Role.NONE]:
+        notes.append(f"topic {topic.name!r} vetoed by {by_role[Role.NONE][0].text!r}")
         return []
-    if topic.phrases and not by_role["phrase"]:
+    if topic.phrases and not by_role[Role.PHRASE]:
         return []
-    groups = {f.rule.group for f in by_role["all"]}
+    groups = {f.rule.group for f in by_role[Role.ALL]}
     if any(gi not in groups for gi in range(len(topic.all_of))):
         return []
-    hits = by_role["phrase"] + by_role["all"]
+    hits = by_role[Role.PHRASE] + by_role[Role.ALL]
     if topic.near is not None:
         pairs = [
             (a, b)
-            for a in by_role["near_a"]
-            for b in by_role["near_b"]
+            for a in by_role[Role.NEAR_A]
+            for b in by_role[Role.NEAR_B]
             if max(a.tok_start - b.tok_end, b.tok_start - a.tok_end, 0) <= topic.near.within
         ]
         if not pairs:
