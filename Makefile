@@ -8,10 +8,9 @@ CONFIG ?= config
 
 # The inner loop leaves out the costly tiers (markers in pyproject.toml).
 FAST := not slow and not postgres and not corpus
-# Coverage of monitor/ by the whole suite must not fall below this (per cent). Measured on
-# part of the suite only (the rest took too long on a shared machine): raise it to a
-# little below what a whole `make test` reports.
-COV_FLOOR ?= 85
+# Coverage of monitor/ by the whole suite must not fall below this (per cent): a little
+# below what a whole `make test` on a fresh clone reported (89.0% on 2026-12-07).
+COV_FLOOR ?= 87
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
