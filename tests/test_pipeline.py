@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from concurrent.futures import Future
 from dataclasses import replace
@@ -494,8 +495,6 @@ def test_bodies_are_read_here_while_the_pass_workers_start(
 
 def _runtime_imports(path: Path) -> set[str]:
     """The modules a file imports when it runs (not those only the type checker reads)."""
-    import ast
-
     names: set[str] = set()
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Import):
@@ -519,3 +518,24 @@ def test_the_executor_imports_no_stage_and_is_handed_them(tmp_path: Path) -> Non
     assert _runtime_imports(trap) == {"typing"}
     trap.write_text("from monitor import fetch\n")
     assert _runtime_imports(trap) == {"monitor"}
+
+
+def _long_classes(root: Path, limit: int) -> list[str]:
+    """Classes of more than `limit` lines under `root`, as path:name (lines)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.name}:{node.name} ({lines})")
+    return found
+
+
+def test_no_class_of_ours_is_over_200_lines(tmp_path: Path) -> None:
+    """A class a newcomer must read whole stays short (issue 23); the trap is one that is not."""
+    import monitor
+
+    assert _long_classes(Path(monitor.__file__).parent, 200) == []
+    (tmp_path / "big.py").write_text("class Big:\n" + "    x = 1\n" * 200)
+    assert _long_classes(tmp_path, 200) == ["big.py:Big (201)"]

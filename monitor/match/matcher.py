@@ -240,9 +240,7 @@ class Matcher:
         """Each term's first hit in its context, kept with the match (what a click on it
         teaches); and the match held back when every term's hit resembles one the desk
         marked Not relevant in this watchlist (lessons.py)."""
-        firsts: dict[str, Found] = {}
-        for f, _, _ in sorted(hits, key=lambda h: h[0].start):
-            firsts.setdefault(f.rule.term(self.watchlists), f)
+        firsts = _first_hits(hits, self.watchlists)
         verdict.contexts = {term: context(scan, f) for term, f in firsts.items()}
         abouts = {term: self._abouts.get((wi, term)) for term in verdict.contexts}
         notes, why = self.lessons.hold(
@@ -256,11 +254,8 @@ class Matcher:
         self, scan: Scan, wi: int, hits: list[tuple[Found, HitRule, str]], notes: list[str]
     ) -> list[tuple[Found, HitRule, str]]:
         """The hits read in the sense their term is about; the others set aside, with why."""
-        by_term: dict[tuple[TermKind, int], list[tuple[Found, HitRule, str]]] = defaultdict(list)
-        for h in hits:
-            by_term[(h[0].rule.kind, h[0].rule.index)].append(h)
         kept: list[tuple[Found, HitRule, str]] = []
-        for (kind, index), mine in by_term.items():
+        for (kind, index), mine in _by_term(hits).items():
             senses = self._senses.get((wi, kind, index))
             if senses is None:
                 kept += mine
@@ -291,3 +286,23 @@ def _name_form_holds(scan: Scan, f: Found) -> bool:
     if f.rule.form != "family name first":
         return True
     return all(w[:1].isupper() for w in f.text.split())
+
+
+def _first_hits(
+    hits: list[tuple[Found, HitRule, str]], watchlists: Sequence[Watchlist]
+) -> dict[str, Found]:
+    """Each term's first hit in the text."""
+    firsts: dict[str, Found] = {}
+    for f, _, _ in sorted(hits, key=lambda h: h[0].start):
+        firsts.setdefault(f.rule.term(watchlists), f)
+    return firsts
+
+
+def _by_term(
+    hits: list[tuple[Found, HitRule, str]],
+) -> dict[tuple[TermKind, int], list[tuple[Found, HitRule, str]]]:
+    """The hits of each term (its kind and place in the watchlist)."""
+    by_term: dict[tuple[TermKind, int], list[tuple[Found, HitRule, str]]] = defaultdict(list)
+    for h in hits:
+        by_term[(h[0].rule.kind, h[0].rule.index)].append(h)
+    return by_term
