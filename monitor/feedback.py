@@ -158,6 +158,7 @@ def toggle(engine: Engine, click: Click) -> Applied:
             "verdict": str(click.verdict),
             "watchlist": goal.watchlist,
             "user_id": click.user_id,
+            "channel_id": click.channel_id,
             "source": str(click.source),
         },
     )

@@ -133,22 +133,15 @@ class Listeners:
             at=at,
             key=_click_key(actor.user_id, action, body),
         )
-        applied = feedback.toggle(self._engine, click)
-        log.info(
-            "feedback click applied",
-            extra={
-                "verdict": verdict.value,
-                "on": applied.on,
-                "match_id": target.match_id,
-                "watchlist": target.watchlist,
-                "user_id": actor.user_id,
-                "channel_id": actor.channel_id,
-            },
-        )
-        self._show(client, body, actor, target.match_id)
+        applied = feedback.toggle(self._engine, click)  # logs the click, once
+        self._show(client, body, actor, applied)
 
-    def _show(self, client: WebClient, body: dict[str, Any], actor: Actor, match_id: int) -> None:
-        """chat.update of the clicked message: the alert, who did what, the buttons."""
+    def _show(
+        self, client: WebClient, body: dict[str, Any], actor: Actor, applied: feedback.Applied
+    ) -> None:
+        """chat.update of the clicked message: the alert, who did what (as the click left
+        it, read in its own transaction), the buttons."""
+        match_id = applied.target.match_id
         message = body.get("message") or {}
         ts = (body.get("container") or {}).get("message_ts") or message.get("ts")
         if not ts:
@@ -156,7 +149,7 @@ class Listeners:
             return
         text = str(message.get("text") or "")
         shown = message.get("blocks") or plain(text)  # a payload without blocks keeps its text
-        blocks = marked(shown, match_id, feedback.marks(self._engine, match_id))
+        blocks = marked(shown, match_id, applied.marks)
         try:
             client.chat_update(channel=actor.channel_id, ts=ts, text=text, blocks=blocks)
         except (SlackClientError, OSError) as exc:
