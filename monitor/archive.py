@@ -21,6 +21,7 @@ from monitor.models import (
     FeedRow,
     Item,
     MatchRow,
+    iso,
 )
 from monitor.store import CHUNK
 
@@ -55,8 +56,8 @@ class Archive(Database):
                     "matched": list(m.matched),
                     "snippet": m.snippet,
                     "strength": m.strength,
-                    "published_at": _iso(a.published_at),
-                    "created_at": _iso(m.created_at),
+                    "published_at": iso(a.published_at),
+                    "created_at": iso(m.created_at),
                     "delivery": d.status if d else None,
                     "slack_ts": d.slack_ts if d else None,
                     "joined": m.joined,  # why it went into another outlet's story
@@ -157,7 +158,3 @@ def item_of(a: ArticleRow) -> Item:
 
 def _entry(a: ArticleRow) -> Entry:
     return Entry(item=item_of(a), key=a.key, story_key=a.story_key, link=a.url)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

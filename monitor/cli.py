@@ -500,7 +500,7 @@ def _wrapped(text: str, indent: int, width: int = 100) -> str:
 def _feeds(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.feeds import FeedStore
     from monitor.health import assess
-    from monitor.models import PageOutcome, as_utc, utcnow
+    from monitor.models import PageOutcome, as_utc, iso, utcnow
 
     now = utcnow()
     with _database(cfg) as engine:
@@ -524,13 +524,13 @@ def _feeds(cfg: Config, args: argparse.Namespace) -> int:
                         "name": f.name,
                         "state": f.state,
                         "url": f.url,
-                        "last_fetch_at": _iso(f.last_fetch_at),
-                        "last_success_at": _iso(f.last_success_at),
+                        "last_fetch_at": iso(f.last_fetch_at),
+                        "last_success_at": iso(f.last_success_at),
                         "last_status": f.last_status,
                         "errors_in_row": f.errors_in_row,
                         "items_seen": f.items_seen,
                         "items_per_day": round(f.items_per_day, 1),
-                        "next_due_at": _iso(f.next_due_at),
+                        "next_due_at": iso(f.next_due_at),
                         "last_error": f.last_error,
                         "pages_fetched_1d": _fetched(outcomes),
                         "pages_extracted_1d": outcomes.get(PageOutcome.EXTRACTED, 0),
@@ -580,10 +580,6 @@ def _fetched(outcomes: dict[str, int]) -> int:
 
     unasked = (PageOutcome.REUSED, PageOutcome.SKIPPED)
     return sum(n for kind, n in outcomes.items() if kind not in unasked)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def _load_items(source: str, cfg: Config) -> list[Item]:

@@ -36,6 +36,7 @@ from monitor.models import (
     MatchRow,
     Verdict,
     as_utc,
+    iso,
 )
 
 if TYPE_CHECKING:
@@ -391,11 +392,7 @@ def _listed(r: FeedbackRow) -> dict[str, Any]:
         "user_id": r.user_id,
         "user_name": r.user_name,
         "source": r.source,
-        "created_at": _iso(r.created_at),
-        "undone_at": _iso(r.undone_at),
+        "created_at": iso(r.created_at),
+        "undone_at": iso(r.undone_at),
         "undone_by": r.undone_by,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

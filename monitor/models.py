@@ -24,6 +24,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored UTC time as JSON listings give it (stored times are UTC, naive or not)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
 def as_utc(moment: datetime) -> datetime:
     """In UTC; a naive time (SQLite's, or a feed's without a zone) is taken to be UTC."""
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
