@@ -107,15 +107,7 @@ class Matcher:
             results = [v.result() for v in verdicts if v.matched]
             if results:
                 out.append((entry, results))
-        if not out:
-            return out
-        texts = [gist_text(entry.item) for entry, _ in out]
-        vectors = self._meaning().vectors(texts)
-        gists = [gist(e.item, t, v) for (e, _), t, v in zip(out, texts, vectors, strict=True)]
-        return [
-            (entry, [replace(r, gist=replace(g, terms=frozenset(r.matched))) for r in results])
-            for (entry, results), g in zip(out, gists, strict=True)
-        ]
+        return _with_gists(out, self._meaning)
 
     def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
         return self._judge([item], feed)[0]
@@ -306,3 +298,29 @@ def _by_term(
     for h in hits:
         by_term[(h[0].rule.kind, h[0].rule.index)].append(h)
     return by_term
+
+
+def _with_gists(
+    out: list[tuple[Entry, list[MatchResult]]], meaning: MeaningLoader
+) -> list[tuple[Entry, list[MatchResult]]]:
+    """Each posted result with its article's gist. A gist is read only where something
+    will be posted: a match held back by the desk's feedback is no story another article
+    could join (store.py keeps none)."""
+    posted = [(e, rs) for e, rs in out if any(r.held is None for r in rs)]
+    if not posted:
+        return out
+    texts = [gist_text(entry.item) for entry, _ in posted]
+    vectors = meaning().vectors(texts)
+    gists = {e.key: gist(e.item, t, v) for (e, _), t, v in zip(posted, texts, vectors, strict=True)}
+    return [
+        (
+            entry,
+            [
+                r
+                if r.held is not None
+                else replace(r, gist=replace(gists[entry.key], terms=frozenset(r.matched)))
+                for r in results
+            ],
+        )
+        for entry, results in out
+    ]
