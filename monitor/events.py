@@ -23,6 +23,7 @@ on its own: two events must never merge, and a few extra top-level messages are 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +37,7 @@ SAME_DAY = 0.80
 NEXT_DAY = 0.90
 PER_NAME = 0.03
 _LEAD = 300  # characters of the body read after the headline
-_NAME = re.compile(r"\b[A-Z][\w'’-]*[A-Za-z]")
+_NAME = re.compile(r"\b[A-Z][\w'’-]*[A-Za-z]")  # on folded text (`_fold`): ASCII letters
 _COMMON_ZIPF = 5.0  # a capitalised word this common is a sentence's first word, not a name
 _FIRST_ZIPF = 3.0  # a sentence's first word counts as a name only when rare as a word
 _SENTENCE_END = re.compile(r"[.!?](?=[\"'”’)\]]*\s)")
@@ -50,11 +51,18 @@ def gist_text(item: Item) -> str:
     return f"{item.title.strip()}. {lead.strip()}"
 
 
+def _fold(text: str) -> str:
+    """Without accents: outlets spell one name "Jerí" and "Jeri", "Orbán" and "Orban"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 def names_in(text: str) -> frozenset[str]:
-    """The proper names of a text, folded: capitalised words that are not common words.
-    A sentence's first word is capitalised whatever it is, so there it must be rare."""
+    """The proper names of a text, folded (case and accents): capitalised words that are
+    not common words. A sentence's first word is capitalised whatever it is, so there it
+    must be rare."""
     from wordfreq import zipf_frequency  # only where an article alerts: a quiet poll never
 
+    text = _fold(text)
     names = set()
     for m in _NAME.finditer(text):
         word = m.group().casefold().removesuffix("'s").removesuffix("’s")
@@ -104,7 +112,7 @@ def same_event(new: Gist, old: Gist, old_key: str) -> Joined | None:
     if apart > WINDOW or not new.terms & old.terms or len(new.vector) != len(old.vector):
         return None  # (vectors of two lengths: two meaning models', not comparable)
     similarity = sum(a * b for a, b in zip(new.vector, old.vector, strict=True))
-    watched = {w for t in new.terms for w in t.casefold().split()}
+    watched = {w for t in new.terms for w in _fold(t).casefold().split()}
     shared = sorted(n for n in new.names & old.names if n not in watched)
     if not shared:
         return None
