@@ -309,7 +309,9 @@ def corpus(test: Test) -> Test:
 
 # Figures reached (issue 20); the targets are in the strict xfails below.
 SENSE_FLOOR = (0.50, 0.04)  # share of false alarms removed; recall lost at most
-EVENT_FLOOR = 0.54  # extra top-level messages at most, as a share of one-per-article's
+# extra top-level messages at most, as a share of one-per-article's, on each event set:
+# events.yaml chose the bars; events2.yaml is held out (other feeds, labelled before scoring)
+EVENT_FLOOR = {"events.yaml": 0.54, "events2.yaml": 0.50}
 
 
 @cache
@@ -382,15 +384,15 @@ def test_senses_meet_the_target() -> None:
 
 
 @cache
-def event_figures() -> tuple[int, int, int, str]:
-    """Every alerting article of events.yaml through the matcher and the store in the
-    order they were published: top-level alerts beyond one per event, those of
-    one-per-article, and articles put in another event's story."""
+def event_figures(labels: str) -> tuple[int, int, int, str]:
+    """Every alerting article of an event set (`labels`, in tests/data/realworld) through
+    the matcher and the store in the order they were published: top-level alerts beyond
+    one per event, those of one-per-article, and articles put in another event's story."""
     import tempfile
 
     from tests.test_realworld_labelled import feed_items, watchlists
 
-    data = yaml.safe_load((DATA / "events.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((DATA / labels).read_text(encoding="utf-8"))
     event_of = {
         (ev["watchlist"], a["file"], a["item"]): ev["id"]
         for ev in data["events"]
@@ -451,17 +453,19 @@ def event_figures() -> tuple[int, int, int, str]:
 
 
 @corpus
-def test_one_event_from_many_outlets_is_one_story() -> None:
-    extra, per_article, merged, report = event_figures()
-    print(report, f"extra top-level {extra} of one-per-article's {per_article}")
+@pytest.mark.parametrize("labels", sorted(EVENT_FLOOR))
+def test_one_event_from_many_outlets_is_one_story(labels: str) -> None:
+    extra, per_article, merged, report = event_figures(labels)
+    print(labels, report, f"extra top-level {extra} of one-per-article's {per_article}")
     assert merged == 0, report
-    assert extra <= EVENT_FLOOR * per_article, report
+    assert extra <= EVENT_FLOOR[labels] * per_article, report
 
 
 @corpus
+@pytest.mark.parametrize("labels", sorted(EVENT_FLOOR))
 @pytest.mark.xfail(strict=True, reason="issue 20's target: extra top-level messages at most 10%")
-def test_events_meet_the_target() -> None:
-    extra, per_article, merged, report = event_figures()
+def test_events_meet_the_target(labels: str) -> None:
+    extra, per_article, merged, report = event_figures(labels)
     assert merged == 0 and extra <= 0.10 * per_article, report
 
 
@@ -477,6 +481,20 @@ def test_a_hit_in_another_language_is_not_judged_by_an_english_model() -> None:
     english = item("City marathon returns", "The race was sanctioned by the athletics federation.")
     [verdict] = Matcher([wl], spacy.blank("en"), lambda: None).explain(english)
     assert any(n.startswith("sense of") for n in verdict.notes)
+
+
+def test_a_name_is_one_name_with_or_without_its_accents() -> None:
+    """Outlets write "José Jerí" and "Jose Jeri": one name, read whole (not "jos", "jer").
+    The trap: a watched name written with accents is still the watched name, so two alike
+    stories (cosine 0.86) that share only it, two openings in two cities, share no other
+    name and stay apart; read as "jos" and "jer", it was two other names, and they merged."""
+    assert {"jose", "jeri", "orban"} <= names_in("Peru's José Jerí met Viktor Orbán.")
+    cusco, arequipa = gists(
+        ("Jerí opens a hospital", "President José Jerí opened a new hospital in Cusco."),
+        ("Jerí opens a hospital", "President José Jerí opened a new hospital in Arequipa."),
+        terms=("Jose Jeri",),
+    )
+    assert earliest_event(arequipa, [("url:a", cusco)]) is None
 
 
 def test_a_sentence_opener_is_a_name_only_when_rare() -> None:
