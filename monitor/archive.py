@@ -26,7 +26,12 @@ from monitor.models import (
 from monitor.store import CHUNK
 
 # a delivery in these states no longer needs its match
-_SETTLED = (DeliveryStatus.SENT, DeliveryStatus.DEAD, DeliveryStatus.DIGESTED)
+_SETTLED = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.DEAD,
+    DeliveryStatus.DIGESTED,
+    DeliveryStatus.MUTED,
+)
 
 
 class Archive(Database):

@@ -463,6 +463,8 @@ class DeliveryStatus(StrEnum):
     one), or pending -> sending -> sent, or dead (out of attempts, or refused for good:
     `monitor alerts --failed`, then `--retry`). A pending or held row that a flood or a
     digest takes in becomes digested; a send that failed or was lost goes back to pending.
+    A pending follow-up whose story the desk muted before it went out becomes muted
+    instead of sending (its match held as MatchHold.MUTED, as one muted when stored).
 
     Every write of a status names its transition (`PENDING.to(SENDING)`), so the machine
     below is the whole of it: a write it lacks fails at once, in the tests first."""
@@ -473,6 +475,7 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     DEAD = "dead"
+    MUTED = "muted"
 
     @property
     def unsent(self) -> bool:
@@ -488,13 +491,16 @@ class DeliveryStatus(StrEnum):
 
 _MOVES: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     DeliveryStatus.HELD: frozenset({DeliveryStatus.DIGESTED}),
-    DeliveryStatus.PENDING: frozenset({DeliveryStatus.SENDING, DeliveryStatus.DIGESTED}),
+    DeliveryStatus.PENDING: frozenset(
+        {DeliveryStatus.SENDING, DeliveryStatus.DIGESTED, DeliveryStatus.MUTED}
+    ),
     DeliveryStatus.SENDING: frozenset(
         {DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.DEAD}
     ),
     DeliveryStatus.DEAD: frozenset({DeliveryStatus.PENDING}),
     DeliveryStatus.SENT: frozenset(),
     DeliveryStatus.DIGESTED: frozenset(),
+    DeliveryStatus.MUTED: frozenset(),
 }
 
 
@@ -514,7 +520,8 @@ class DeliveryRow(SQLModel, table=True):
     `key` is unique: "<watchlist>|<story>|<channel>" for a story's alert, with
     "|also|<article>" for a follow-up and "|digest|<period>|<channel>|<first row id>" for
     a digest.
-    status: held (waiting for a digest) -> digested, or pending -> sending -> sent | dead.
+    status: held (waiting for a digest) -> digested, or pending -> sending -> sent | dead,
+    or pending -> muted (a follow-up of a story muted before it went out).
     """
 
     __tablename__ = "delivery"

@@ -10,6 +10,7 @@ for it (the message carries the row's key in its metadata) before posting again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from monitor.models import (
     DeliveryKind,
     DeliveryRow,
     DeliveryStatus,
+    FeedbackRow,
     FeedRow,
     Item,
     MatchHold,
@@ -39,6 +41,8 @@ from monitor.models import (
     as_utc,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -161,13 +165,7 @@ def queue(
         return 0
     mute = muted(session, watchlist, story_key)
     if mute is not None:  # the desk muted the story: stored, shown as muted, never posted
-        when = f"{as_utc(mute.created_at):%Y-%m-%d %H:%M} UTC"
-        why = f"story muted by feedback #{mute.id} ({mute.user_name or mute.user_id}, {when})"
-        session.execute(
-            update(MatchRow)
-            .where(col(MatchRow.id) == copy.match_id)
-            .values(held=MatchHold.MUTED, held_why=why)
-        )
+        _hold_muted(session, copy.match_id, mute)
         return 0
     if policy.followups == "separate":
         values = {
@@ -186,6 +184,29 @@ def queue(
             else status,
         }
     return add({**values, "match_id": copy.match_id})
+
+
+def _hold_muted(s: Session, match_id: int, mute: FeedbackRow) -> None:
+    """Marks a follow-up's match held back by the desk's Mute story, saying whose."""
+    when = f"{as_utc(mute.created_at):%Y-%m-%d %H:%M} UTC"
+    why = f"story muted by feedback #{mute.id} ({mute.user_name or mute.user_id}, {when})"
+    s.execute(
+        update(MatchRow)
+        .where(col(MatchRow.id) == match_id)
+        .values(held=MatchHold.MUTED, held_why=why)
+    )
+
+
+def _muted_followup(s: Session, row: DeliveryRow) -> FeedbackRow | None:
+    """The Mute story in force on a delivery's story, if the delivery is one of its
+    follow-ups (in the thread, or a separate alert): never the story's own alert."""
+    if row.match_id is None or not row.story_key:
+        return None
+    kind = DeliveryKind(row.kind)
+    own = alert_key(row.watchlist, row.story_key, row.channel)
+    if kind is DeliveryKind.FOLLOWUP or (kind is DeliveryKind.ALERT and row.key != own):
+        return muted(s, row.watchlist, row.story_key)
+    return None
 
 
 def _story(s: Session, watchlist: str, story_key: str, channel: str, match_id: int) -> list[_Copy]:
@@ -335,25 +356,42 @@ class Outbox(Database):
 
     def claim(self, delivery_id: int, thread_ts: str | None = None) -> Outgoing | None:
         """pending -> sending, counting the attempt; None if another deliverer has it (or
-        it went into a flood message). The delivery comes back as claimed: a copy stored
-        since it was read may have changed the article it names."""
+        it went into a flood message), or if it is a follow-up of a story the desk muted
+        since it was queued: then pending -> muted in the same transaction, so a crash
+        cannot both post it and mark it. The delivery comes back as claimed: a copy
+        stored since it was read may have changed the article it names."""
         with self._session() as s:
-            result: Any = s.execute(
-                update(DeliveryRow)
-                .where(
-                    col(DeliveryRow.id) == delivery_id,
-                    col(DeliveryRow.status) == DeliveryStatus.PENDING,
-                )
-                .values(
-                    status=DeliveryStatus.PENDING.to(DeliveryStatus.SENDING),
-                    attempt_started_at=utcnow(),
-                    attempts=col(DeliveryRow.attempts) + 1,
-                )
+            unclaimed = (col(DeliveryRow.id) == delivery_id) & (
+                col(DeliveryRow.status) == DeliveryStatus.PENDING
             )
+            row = s.execute(select(DeliveryRow).where(unclaimed)).scalar()
+            if row is None:
+                return None
+            mute = _muted_followup(s, row)
+            status = DeliveryStatus.MUTED if mute is not None else DeliveryStatus.SENDING
+            values: dict[str, Any] = {"status": DeliveryStatus.PENDING.to(status)}
+            if mute is None:
+                values |= {
+                    "attempt_started_at": utcnow(),
+                    "attempts": col(DeliveryRow.attempts) + 1,
+                }
+            result: Any = s.execute(update(DeliveryRow).where(unclaimed).values(values))
             if result.rowcount != 1:
                 return None
-            row = s.execute(select(DeliveryRow).where(col(DeliveryRow.id) == delivery_id))
-            return _outgoing(s, row.scalar_one(), thread_ts)
+            if mute is None:
+                s.refresh(row)
+                return _outgoing(s, row, thread_ts)
+            assert row.match_id is not None  # _muted_followup asked for it
+            _hold_muted(s, row.match_id, mute)
+            ids = {
+                "delivery_id": delivery_id,
+                "match_id": row.match_id,
+                "feedback_id": mute.id,
+                "watchlist": row.watchlist,
+                "channel": row.channel,
+            }
+        log.info("follow-up not posted: its story is muted", extra=ids)
+        return None
 
     def sent(self, delivery_id: int, channel: str, sent: Sent) -> None:
         with self._session() as s:

@@ -27,9 +27,12 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import create_engine
 
 from monitor import config as config_mod
-from monitor import feedback
+from monitor import cycle, feedback
+from monitor.archive import Archive
 from monitor.cli import _describe, main
 from monitor.metrics import Metrics, serve
+from monitor.models import DeliveryStatus, MatchHold
+from monitor.outbox import Deliveries
 from monitor.service import Service, build, slack_app
 from tests.conftest import US_CHINA, write_config
 from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
@@ -130,6 +133,19 @@ def running_desk(root: Path, fake: FakeSlack) -> Iterator[Desk]:
 
 @pytest.fixture
 def desk(tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack) -> Iterator[Desk]:
+    yield from running_desk(desk_config(tmp_path, feed_server), app_env)
+
+
+@pytest.fixture
+def any_desk(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    app_env: FakeSlack,
+    any_db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Desk]:
+    """The desk on SQLite, and on PostgreSQL where it runs."""
+    monkeypatch.setenv("MONITOR_DATABASE_URL", any_db_url)
     yield from running_desk(desk_config(tmp_path, feed_server), app_env)
 
 
@@ -322,6 +338,81 @@ def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: 
     assert update["blocks"][0]["text"]["text"] == qin["text"]
     assert context_text(update["blocks"]) == "Not relevant by @user-001"
     assert button(update, "Not relevant")["value"] == str(match_of(qin))
+
+
+def posted(desk: Desk, words: str) -> list[dict[str, Any]]:
+    return [m for m in desk.slack.messages if words in m["text"]]
+
+
+def queue_more(desk: Desk, feed_server: FeedServer, asia: list[dict[str, Any]]) -> None:
+    """New articles in the asia feed, stored and queued by a poll, not yet delivered."""
+    feed_server.routes["/asia.xml"] = Route(rss([*ASIA, *asia]))
+    cycle.poll(desk.service, desk.service.deps.feeds.states(desk.service.feeds))
+
+
+HOTLINE = {
+    "title": "Pentagon and Beijing reopen military hotline",
+    "link": "https://news.example/hotline",
+    "guid": "w-hot",
+    "description": (
+        "Defense officials in Washington and Beijing agreed on Thursday to reopen the "
+        "military hotline that China suspended last year, the first step toward restoring "
+        "the military dialogue between the two armed forces after months of silence."
+    ),
+    "published": NOW - timedelta(minutes=40),
+}
+
+
+def qin_again(n: int) -> dict[str, Any]:
+    """Another outlet's copy of the Qin story: a follow-up in its thread."""
+    return {
+        "title": f"Qin Gang still unseen ({n})",
+        "link": f"https://asia.example/qin-{n}",
+        "guid": f"a-qin-{n}",
+        "description": QIN_TEXT,
+        "published": NOW - timedelta(minutes=20 - n),
+    }
+
+
+def test_a_followup_queued_before_its_story_was_muted_is_not_posted(
+    any_desk: Desk, feed_server: FeedServer
+) -> None:
+    """Mute story holds at send time too: a follow-up queued before the click is not
+    posted, and is kept as muted (its match held, as one muted when stored)."""
+    desk = any_desk
+    qin = desk.alert("Qin Gang")
+    # trap: another story, and its follow-up, queued with it, still go out
+    feed_server.routes["/world.xml"] = Route(rss([*WORLD, HOTLINE]))
+    hotline = {**HOTLINE, "link": "https://asia.example/hotline", "guid": "a-hot"}
+    queue_more(desk, feed_server, [qin_again(1), hotline])
+    assert {"Qin Gang still unseen (1)", HOTLINE["title"]} <= pending_titles(desk)
+    update = clicked(desk, click_payload(desk.slack, qin, "Mute story"))
+    assert "Muted by @user-001" in context_text(update["blocks"])
+    cycle.deliver(desk.service, desk.service.deliverer())
+    assert posted(desk, "Qin Gang still unseen (1)") == []
+    alert, followup = posted(desk, HOTLINE["title"])
+    assert followup["thread_ts"] == alert["ts"]
+    state = {r["title"]: r for r in Archive(desk.service.deps.store.engine).matches(None, None)}
+    muted_one = state["Qin Gang still unseen (1)"]
+    assert (muted_one["delivery"], muted_one["held"]) == (DeliveryStatus.MUTED, MatchHold.MUTED)
+    assert "story muted by feedback #" in muted_one["held_why"]
+
+    # trap: muted, then undone before delivery: the follow-up goes out as before
+    update = clicked(desk, click_payload(desk.slack, update, "Mute story"))  # undone
+    queue_more(desk, feed_server, [qin_again(1), hotline, qin_again(2)])
+    assert "Qin Gang still unseen (2)" in pending_titles(desk)
+    update = clicked(desk, click_payload(desk.slack, update, "Mute story"))
+    update = clicked(desk, click_payload(desk.slack, update, "Mute story"))  # undone
+    assert context_text(update["blocks"]) == ""
+    cycle.deliver(desk.service, desk.service.deliverer())
+    [again] = posted(desk, "Qin Gang still unseen (2)")
+    assert again["thread_ts"] == qin["ts"]
+    assert posted(desk, "Qin Gang still unseen (1)") == []  # muted stays muted
+
+
+def pending_titles(desk: Desk) -> set[str]:
+    rows = Deliveries(desk.service.deps.store.engine).listing([DeliveryStatus.PENDING], None)
+    return {str(r["title"]) for r in rows}
 
 
 def refused(desk: Desk, payload: dict[str, Any]) -> dict[str, Any]:
