@@ -58,8 +58,12 @@ def digests(service: Service) -> int:
 def deliver(
     service: Service, deliverer: Deliverer, stop: threading.Event | None = None
 ) -> DeliveryReport:
-    """Digests gathered, then everything due sent. First this process makes sure it
-    still holds its sender lock: a database restart drops it (deliver.Senders)."""
+    """Digests gathered, then everything due sent, then the Slack app's owed message
+    updates due handed to it. First this process makes sure it still holds its sender
+    lock: a database restart drops it (deliver.Senders)."""
     service.senders.keep()
     digests(service)
-    return deliverer.run(stop)
+    report = deliverer.run(stop)
+    if service.slack is not None:
+        service.slack.catch_up()
+    return report

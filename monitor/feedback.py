@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from monitor.models import (
     as_utc,
     iso,
 )
+from monitor.renders import Owed, Shown, owe
 
 if TYPE_CHECKING:
     from monitor.match.lessons import Example, Lessons
@@ -52,6 +54,7 @@ __all__ = [
     "lessons",
     "listing",
     "marks",
+    "marks_of",
     "muted",
     "stamp",
     "target",
@@ -111,6 +114,7 @@ class Applied:
     target: Target
     marks: tuple[Mark, ...]  # every verdict in force on the match (and its story's mutes)
     feedback_id: int = 0
+    owed: Owed | None = None  # the message's render, owed with the click (renders.py)
 
 
 def target(engine: Engine, match_id: int) -> Target:
@@ -119,15 +123,21 @@ def target(engine: Engine, match_id: int) -> Target:
         return _target(s, match_id)
 
 
-def toggle(engine: Engine, click: Click) -> Applied:
+def toggle(
+    engine: Engine, click: Click, shown: Shown | None = None, due_at: datetime | None = None
+) -> Applied:
     """Puts the click's verdict in force, or, when this user's same verdict on this match
-    is in force already, undoes it. Stored before it returns: it survives a restart."""
+    is in force already, undoes it. Stored before it returns: it survives a restart.
+    `shown`: the clicked message, owed a render from `due_at` in the same transaction."""
     with _Feedback(engine).session() as s:
         take_turns(s, _LOCK)
         goal = _target(s, click.match_id)
+        owed = None
+        if shown is not None:
+            owed = owe(s, shown, click.match_id, click.at, due_at or click.at)
         seen = _seen(s, click)
         if seen is not None:  # delivered before: applied then, shown as it stands now
-            return Applied(seen, goal, _marks(s, goal), _in_force(s, click) or 0)
+            return Applied(seen, goal, _marks(s, goal), _in_force(s, click) or 0, owed)
         active = (
             s.execute(
                 select(FeedbackRow).where(
@@ -150,7 +160,7 @@ def toggle(engine: Engine, click: Click) -> Applied:
             s.add(row)
             s.flush()
             feedback_id = row.id or 0
-        shown = _marks(s, goal)
+        marked = _marks(s, goal)
     log.info(
         "feedback undone" if active else "feedback applied",
         extra={
@@ -163,13 +173,25 @@ def toggle(engine: Engine, click: Click) -> Applied:
             "source": str(click.source),
         },
     )
-    return Applied(not active, goal, shown, feedback_id)
+    return Applied(not active, goal, marked, feedback_id, owed)
 
 
 def marks(engine: Engine, match_id: int) -> tuple[Mark, ...]:
     """The verdicts in force on a match and its story, to render its message again."""
     with _Feedback(engine).session() as s:
         return _marks(s, _target(s, match_id))
+
+
+def marks_of(engine: Engine, match_ids: Iterable[int]) -> dict[int, tuple[Mark, ...]]:
+    """The marks of each stored match of a message (a pruned one is left out)."""
+    found: dict[int, tuple[Mark, ...]] = {}
+    with _Feedback(engine).session() as s:
+        for match_id in match_ids:
+            try:
+                found[match_id] = _marks(s, _target(s, match_id))
+            except FeedbackError:
+                continue
+    return found
 
 
 def undo(engine: Engine, feedback_id: int, by: str, at: datetime) -> dict[str, Any]:

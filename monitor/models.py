@@ -580,6 +580,41 @@ class FeedbackRow(SQLModel, table=True):
     undo_key: str | None = Field(default=None, max_length=100, index=True)
 
 
+class RenderStatus(StrEnum):
+    """Where showing a click on its message stands (RenderRow.status)."""
+
+    OWED = "owed"  # the message does not show the stored marks yet
+    DONE = "done"  # chat.update answered ok for the newest click
+    DEAD = "dead"  # refused for good (the message is gone) or out of attempts
+
+
+class RenderRow(SQLModel, table=True):
+    """A message whose marks Slack owes the desk (slackapp/render.py): written in the
+    click's transaction, done in the one that records chat.update's success, so a kill
+    in between leaves it owed and the service renders it when it comes back.
+
+    One row per message (channel ID and ts); `serial` counts the clicks that owed it,
+    so an older render's success does not mark a newer click shown."""
+
+    __tablename__ = "render"
+    __table_args__ = (UniqueConstraint("channel_id", "ts", name="uq_render_message"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(max_length=64)
+    ts: str = Field(max_length=64)
+    match_id: int  # the match of the newest click on it
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    blocks: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )  # the message as that click's payload showed it
+    status: str = Field(default=RenderStatus.OWED, index=True, max_length=10)
+    serial: int = 1
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    owed_at: datetime = Field(default_factory=utcnow)
+
+
 class ChannelRow(SQLModel, table=True):
     """Channel names resolved to IDs, learnt from Slack's answers."""
 

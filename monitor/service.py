@@ -486,9 +486,11 @@ def slack_app(service: Service, describe: Callable[[Verdict], str]) -> SlackApp 
                 lines.append(describe(verdict))
         return "\n".join(lines)
 
-    listeners = app.Listeners(service.deps.store.engine, access, explain)
-    bolt = app.build(client(None), slack.token, slack.signing_secret or "", listeners)
-    return SlackApp(bolt, slack.app_token, slack.signing_secret)
+    engine, policy = service.deps.store.engine, service.config.settings.delivery
+    clicks = app.Clicks(engine, access, client(slack.token), policy)
+    questions = app.Questions(engine, access, explain)
+    bolt = app.build(client(None), slack.token, slack.signing_secret or "", clicks, questions)
+    return SlackApp(bolt, slack.app_token, slack.signing_secret, clicks.catch_up)
 
 
 def _own_team(client: WebClient) -> str | None:

@@ -166,7 +166,7 @@ class FakeSlack:
     incoming webhooks; and for the Slack app: auth.test, apps.connections.open (the URL
     of `socket`, a Socket Mode server, when started with one), chat.update (counted in
     `update_calls` on arrival, then held until `update_gate` is set, as a slow Slack
-    would), chat.postEphemeral,
+    would, or refused with the codes in `update_errors`), chat.postEphemeral,
     usergroups.users.list (`groups`) and response URLs (`respond_url`).
 
     `down` answers every chat.postMessage while set (Slack in an outage); else `script`
@@ -199,6 +199,7 @@ class FakeSlack:
         self.update_calls = 0
         self.update_gate = threading.Event()
         self.update_gate.set()
+        self.update_errors: list[str] = []  # chat.update answers these errors first, in turn
         self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral and response URLs
         self.ephemeral = threading.Condition(self.lock)
         self.socket: SocketServer | None = None
@@ -342,6 +343,8 @@ class FakeSlack:
             with self.lock:
                 self.update_calls += 1
                 self.updated.notify_all()
+                if self.update_errors:
+                    return {"ok": False, "error": self.update_errors.pop(0)}
             self.update_gate.wait()
             with self.lock:
                 self.updates.append(payload)

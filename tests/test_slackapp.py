@@ -33,6 +33,7 @@ from monitor.cli import _describe, main
 from monitor.metrics import Metrics, serve
 from monitor.models import DeliveryStatus, MatchHold
 from monitor.outbox import Deliveries
+from monitor.renders import Renders
 from monitor.service import Service, build, slack_app
 from tests.conftest import US_CHINA, write_config
 from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
@@ -327,6 +328,42 @@ def test_a_new_click_is_told_from_a_redelivery_by_its_trigger_too(desk: Desk) ->
     assert desk.marks(qin) == ()
     assert context_text(clicked(desk, payload)["blocks"]) == ""  # trap: its redelivery
     assert desk.marks(qin) == ()
+
+
+def owed_renders(desk: Desk) -> list[Any]:
+    return Renders(desk.service.deps.store.engine).owed(None)
+
+
+def test_an_update_slack_refused_is_owed_until_a_later_render_lands(any_desk: Desk) -> None:
+    """The click is stored with its message's render owed; a failed chat.update leaves it
+    owed, held back by delivery's backoff, and it is rendered (once) later."""
+    desk, slack = any_desk, any_desk.slack
+    app = desk.service.slack
+    assert app is not None
+    qin, pentagon = desk.alert("Qin Gang"), desk.alert("Pentagon seeks")
+    slack.update_errors.append("internal_error")
+    socket = slack.socket
+    assert socket is not None
+    assert socket.wait_ack(socket.send("interactive", click_payload(slack, qin)))
+    assert slack.wait_for(slack.updated, lambda: slack.update_calls == 1)
+    # a click on another message goes after the failed render on the click thread
+    barrier = clicked(desk, click_payload(slack, pentagon))
+    assert slack.updates == [barrier] and barrier["ts"] == pentagon["ts"]
+    assert wait(lambda: len(owed_renders(desk)) == 1)  # the other one is marked done
+    [owed] = owed_renders(desk)
+    assert (owed.shown.channel_id, owed.shown.ts, owed.attempts) == (DESK, qin["ts"], 1)
+    app.catch_up()  # trap: not due yet, it waits out the backoff
+    barrier = clicked(desk, click_payload(slack, barrier))
+    assert [u["ts"] for u in slack.updates] == [pentagon["ts"]] * 2
+    app.catch_up(everything=True)  # as at start
+    assert slack.wait_for(slack.updated, lambda: len(slack.updates) == 3)
+    update = slack.updates[-1]
+    assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+    assert context_text(update["blocks"]) == "Not relevant by @user-001"
+    assert wait(lambda: owed_renders(desk) == [])
+    app.catch_up(everything=True)  # trap: done, never rendered again
+    clicked(desk, click_payload(slack, barrier))
+    assert [u["ts"] for u in slack.updates].count(qin["ts"]) == 1
 
 
 def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: Desk) -> None:
@@ -638,10 +675,12 @@ def wait(predicate: Any, timeout: float = 60) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_between_click_and_update_keeps_the_click_and_sends_each_alert_once(
+def test_kill_between_click_and_update_keeps_the_click_updates_after_restart_sends_once(
     tmp_path: Path, feed_server: FeedServer, fake: FakeSlack, db_url: str
 ) -> None:
-    root = desk_config(tmp_path, feed_server, interval="1s")
+    # a lease longer than the test: only the restart's catch-up can make the owed update
+    delivery = {"channel_interval": "10ms", "max_per_second": 200, "lease": "10m"}
+    root = desk_config(tmp_path, feed_server, interval="1s", settings={"delivery": delivery})
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
@@ -666,9 +705,16 @@ def test_kill_between_click_and_update_keeps_the_click_and_sends_each_alert_once
         assert fake.wait_for(fake.updated, lambda: fake.update_calls == 1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        fake.update_gate.set()  # the dead process's request lands; its answer is lost
+        assert fake.wait_for(fake.updated, lambda: len(fake.updates) == 1)
         proc = start_run(root, env, log)
         assert wait(lambda: len(fake.opened) == 2), log.read_text()  # Socket Mode again
         assert socket.wait_connected()
+        # the update the kill left owed is made by the new process, from the stored marks
+        assert fake.wait_for(fake.updated, lambda: len(fake.updates) == 2), log.read_text()
+        update = fake.updates[-1]
+        assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+        assert context_text(update["blocks"]) == "Not relevant by @user-001"
         # a new article after the restart is alerted: the service is delivering again
         fentanyl = {"title": "Fentanyl talks resume", "link": "https://news.example/fent"}
         feed_server.routes["/world.xml"] = Route(
@@ -681,5 +727,8 @@ def test_kill_between_click_and_update_keeps_the_click_and_sends_each_alert_once
         fake.update_gate.set()
     tags = [m["metadata"]["event_payload"]["tag"] for m in fake.messages]
     assert len(tags) == len(set(tags)) == 4, "an alert was lost or sent twice"
-    marks = feedback.marks(create_engine(db_url), match_of(qin))
+    engine = create_engine(db_url)
+    marks = feedback.marks(engine, match_of(qin))
     assert [m.verdict for m in marks] == [feedback.Verdict.NOT_RELEVANT]
+    assert Renders(engine).owed(None) == []
+    assert len(fake.updates) == 2, "an owed update was made twice"

@@ -321,6 +321,8 @@ class QueueWorker:
         with self.service.senders.turn(channel) as orphans:
             deliverer = self.service.deliverer(channel=channel, orphans=orphans)
             report = deliverer.run(self.halt, time.monotonic() + budget)
+        if self.service.slack is not None:
+            self.service.slack.catch_up()  # the owed message updates, on the click thread
         if report.sent or report.failed or report.dead or report.recovered:
             log.info(
                 "channel delivered",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -49,16 +49,26 @@ class _Socket(SocketModeHandler):
 
 
 class SlackApp:
-    """The bolt App and its ways in; `start` dials Socket Mode when there is an app token."""
+    """The bolt App and its ways in; `start` dials Socket Mode when there is an app token.
+    `catch_up(everything)` renders the messages clicks left owed (slackapp/app.py)."""
 
-    def __init__(self, app: App, app_token: str | None, signing_secret: str | None) -> None:
+    def __init__(
+        self,
+        app: App,
+        app_token: str | None,
+        signing_secret: str | None,
+        catch_up: Callable[[bool], None],
+    ) -> None:
         self.app = app
         self._app_token = app_token
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self._socket: _Socket | None = None
+        self._catch_up = catch_up
 
     def start(self) -> None:
-        """Opens Socket Mode (apps.connections.open, then the websocket it names)."""
+        """Renders every message a previous run left owed, then opens Socket Mode
+        (apps.connections.open, then the websocket it names)."""
+        self._catch_up(True)
         if not self._app_token:
             return
         self._socket = _Socket(self.app, self._app_token, logger=self.app.logger)
@@ -73,6 +83,10 @@ class SlackApp:
         except (SlackClientError, OSError) as exc:
             raise MonitorError(f"slack: cannot open Socket Mode: {exc}") from exc
         log.info("slack socket mode connected")
+
+    def catch_up(self, everything: bool = False) -> None:
+        """Renders the owed messages that are due (after a delivery pass), or all."""
+        self._catch_up(everything)
 
     def http(
         self, body: bytes, headers: Mapping[str, str], query: str, peer: str = ""

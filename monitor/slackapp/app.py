@@ -1,11 +1,14 @@
 """The Slack app's listeners (slack-bolt): the `Not relevant` and `Mute story` buttons,
 the `Why this alert?` message shortcut and `/monitor why <link>`.
 
-Every listener acknowledges first, then works: Slack wants its answer within 3 s, and
-a click's work (the feedback stored, the message updated) may take longer. A click is
-applied (feedback.toggle, one transaction) before the message is updated, and the
-update is rendered from the stored marks: if the process dies in between, the click is
-kept and the next click on that message shows the whole state. Deliveries are not
+Every listener acknowledges first and hands the work to a thread of its own: Slack
+wants its answer within 3 s, and bolt runs listeners on only 5 threads, answering an
+envelope once its listener acks, so slow work there would delay the next acks.
+
+A click is applied (feedback.toggle, one transaction) with a row saying its message is
+owed a render (renders.py); the update is rendered from the stored marks and marked
+done in the transaction that records its success. A kill in between leaves it owed: the
+service renders it when it starts and after each delivery pass. Deliveries are not
 touched here, so the outbox's once-only sending is whatever it was.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -21,13 +25,16 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import Engine
 
-from monitor import feedback
+from monitor import feedback, retries
 from monitor.alert.blocks import BUTTONS, explanation, marked, plain
+from monitor.alert.slack import PERMANENT
+from monitor.config import DeliverySettings
 from monitor.errors import FeedbackError
 from monitor.models import utcnow
+from monitor.renders import Owed, Renders, Shown
 from monitor.slackapp.access import Access, Actor
 from monitor.slackapp.stored import Stored, by_link, by_match, match_of_message
 
@@ -37,6 +44,10 @@ VERDICTS = {action_id: verdict for verdict, (action_id, _) in BUTTONS.items()}
 WHY = "monitor_why"  # the message shortcut's callback_id (deploy/slack-app.yaml)
 COMMAND = "/monitor"
 USAGE = "Usage: `/monitor why <link to an article>`"
+BUSY = "Busy explaining other alerts: try again in a minute."
+WAITING = 4  # questions waiting for the one being explained; more are told BUSY
+# chat.update errors no retry can fix, beyond those of a post
+GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
 
 # `monitor explain`'s text for a stored article, for the watchlists it names
 Explainer = Callable[[Stored], str]
@@ -56,13 +67,16 @@ def _actor(body: dict[str, Any]) -> Actor:
     )
 
 
-def _button_value(blocks: list[dict[str, Any]] | None) -> int | None:
-    """The match id our buttons carry, in a message of ours."""
+def _match_ids(blocks: list[dict[str, Any]] | None) -> list[int]:
+    """The match ids our buttons carry in a message of ours, in order."""
+    found: list[int] = []
     for block in blocks or []:
         for element in block.get("elements") or []:
-            if element.get("action_id") in VERDICTS and str(element.get("value", "")).isdigit():
-                return int(element["value"])
-    return None
+            value = str(element.get("value", ""))
+            ours = element.get("action_id") in VERDICTS and value.isdigit()
+            if ours and int(value) not in found:
+                found.append(int(value))
+    return found
 
 
 def _click_key(user_id: str, action: dict[str, Any], body: dict[str, Any]) -> str:
@@ -75,22 +89,81 @@ def _click_key(user_id: str, action: dict[str, Any], body: dict[str, Any]) -> st
     return hashlib.sha256(f"{user_id}\n{stamp}\n{trigger}".encode()).hexdigest()
 
 
-class Listeners:
-    """What the app does with what Slack sends; bolt calls these on its worker threads."""
+def tell(
+    client: WebClient,
+    respond: Respond,
+    actor: Actor,
+    text: str,
+    blocks: list[dict[str, Any]] | None = None,
+) -> None:
+    """An ephemeral answer: through the payload's response URL, else chat.postEphemeral."""
+    try:
+        if respond.response_url:
+            respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+        else:
+            client.chat_postEphemeral(
+                channel=actor.channel_id, user=actor.user_id, text=text, blocks=blocks
+            )
+    except (SlackClientError, OSError) as exc:
+        log.warning(
+            "ephemeral answer not delivered", extra={"user_id": actor.user_id, "error": str(exc)}
+        )
 
-    def __init__(self, engine: Engine, access: Access, explain: Explainer) -> None:
+
+def refuse(
+    client: WebClient, respond: Respond, actor: Actor, what: str, value: str, reason: str
+) -> None:
+    log.warning(
+        "slack action refused",
+        extra={
+            "action": what,
+            "value": value,
+            "user_id": actor.user_id,
+            "team_id": actor.team_id,
+            "channel_id": actor.channel_id,
+            "reason": reason,
+        },
+    )
+    tell(client, respond, actor, reason)
+
+
+class Clicks:
+    """The buttons: each click applied, then its message rendered, one at a time and in
+    order (each update shows all before it) on a thread of its own, which also renders
+    what a kill left owed."""
+
+    def __init__(
+        self, engine: Engine, access: Access, client: WebClient, policy: DeliverySettings
+    ) -> None:
         self._engine = engine
         self._access = access
-        self._explain = explain
-        # Clicks are applied one at a time, in order (each update shows all before it), on
-        # a thread of their own: bolt runs listeners on a few threads and answers an
-        # envelope only once its listener acks, so a click waiting on a slow chat.update
-        # must not hold one of them.
-        self._clicks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-click")
+        self._client = client  # with the bot token: renders owed since a restart use it
+        self._policy = policy
+        self._renders = Renders(engine)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-click")
+        self._sweep_queued = threading.Lock()  # held while a sweep waits its turn
 
     def click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
-        self._clicks.submit(self._applied, body, client, respond, utcnow())
+        self._worker.submit(self._applied, body, client, respond, utcnow())
+
+    def catch_up(self, everything: bool = False) -> None:
+        """Renders (on the click thread) the messages owed: those due, or all of them
+        (at start: whoever owed them is gone). One sweep waits at a time."""
+        if self._sweep_queued.acquire(blocking=False):
+            self._worker.submit(self._sweep, everything)
+
+    def _sweep(self, everything: bool) -> None:
+        self._sweep_queued.release()
+        try:
+            for owed in self._renders.owed(None if everything else utcnow()):
+                log.info(
+                    "owed message update",
+                    extra={"render_id": owed.render_id, "match_id": owed.match_id},
+                )
+                self._render(owed)
+        except Exception as exc:  # the pool would keep it, unseen
+            log.error("owed message updates not made", extra={"error": str(exc)})
 
     def _applied(
         self, body: dict[str, Any], client: WebClient, respond: Respond, at: datetime
@@ -118,10 +191,10 @@ class Listeners:
             target = feedback.target(self._engine, int(value))
         except (ValueError, FeedbackError):
             gone = "This alert is no longer stored: nothing was changed."
-            self._refuse(client, respond, actor, verdict, value, gone)
+            refuse(client, respond, actor, verdict, value, gone)
             return
         if reason := self._access.refusal(target, actor):
-            self._refuse(client, respond, actor, verdict, value, reason)
+            refuse(client, respond, actor, verdict, value, reason)
             return
         click = feedback.Click(
             verdict=verdict,
@@ -133,49 +206,73 @@ class Listeners:
             at=at,
             key=_click_key(actor.user_id, action, body),
         )
-        applied = feedback.toggle(self._engine, click)  # logs the click, once
-        self._show(client, body, actor, applied)
-
-    def _show(
-        self, client: WebClient, body: dict[str, Any], actor: Actor, applied: feedback.Applied
-    ) -> None:
-        """chat.update of the clicked message: the alert, who did what (as the click left
-        it, read in its own transaction), the buttons."""
-        match_id = applied.target.match_id
         message = body.get("message") or {}
-        ts = (body.get("container") or {}).get("message_ts") or message.get("ts")
-        if not ts:
-            log.warning("clicked message not named in the payload", extra={"match_id": match_id})
-            return
+        ts = str((body.get("container") or {}).get("message_ts") or message.get("ts") or "")
         text = str(message.get("text") or "")
-        shown = message.get("blocks") or plain(text)  # a payload without blocks keeps its text
-        blocks = marked(shown, match_id, applied.marks)
+        # a payload without blocks keeps its text
+        shown = Shown(actor.channel_id, ts, text, message.get("blocks") or plain(text))
+        if not ts:
+            log.warning("clicked message not named in the payload", extra={"match_id": value})
+        # logs the click, once; a later sweep takes the render if this process dies first
+        applied = feedback.toggle(
+            self._engine, click, shown if ts else None, at + self._policy.lease
+        )
+        if applied.owed is not None:
+            self._render(applied.owed)
+
+    def _render(self, owed: Owed) -> None:
+        """chat.update of the message: as it was shown, with who did what on each of its
+        matches (read now: a click on another of its stories shows too), the buttons."""
+        shown = owed.shown
+        ids = _match_ids(shown.blocks)
+        ids += [owed.match_id] if owed.match_id not in ids else []
+        blocks = shown.blocks
+        for match_id, marks in feedback.marks_of(self._engine, ids).items():
+            blocks = marked(blocks, match_id, marks)
+        ids_logged = {"render_id": owed.render_id, "match_id": owed.match_id}
         try:
-            client.chat_update(channel=actor.channel_id, ts=ts, text=text, blocks=blocks)
+            self._client.chat_update(
+                channel=shown.channel_id, ts=shown.ts, text=shown.text, blocks=blocks
+            )
         except (SlackClientError, OSError) as exc:
+            code = str(exc.response.get("error", "")) if isinstance(exc, SlackApiError) else ""
+            attempts = owed.attempts + 1
+            dead = code in PERMANENT or code in GONE or attempts >= self._policy.max_attempts
+            retry_at = utcnow() + retries.backoff(
+                attempts, self._policy.retry_base, self._policy.retry_max
+            )
+            self._renders.failed(owed, str(exc), dead=dead, retry_at=retry_at)
             log.warning(
                 "message not updated after a click",
-                extra={"match_id": match_id, "channel_id": actor.channel_id, "error": str(exc)},
+                extra={
+                    **ids_logged,
+                    "channel_id": shown.channel_id,
+                    "attempts": attempts,
+                    "then": "given up" if dead else f"retry at {retry_at:%H:%M:%S}",
+                    "error": str(exc),
+                },
             )
+            return
+        self._renders.done(owed)
+        log.info("message updated", extra={**ids_logged, "channel_id": shown.channel_id})
+
+
+class Questions:
+    """The why shortcut and `/monitor why <link>`: acknowledged at once, explained one at
+    a time on a thread of their own (a matcher run may be slow), at most WAITING waiting:
+    one more is told BUSY rather than queued without end."""
+
+    def __init__(self, engine: Engine, access: Access, explain: Explainer) -> None:
+        self._engine = engine
+        self._access = access
+        self._explain = explain
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-why")
+        self._room = threading.BoundedSemaphore(1 + WAITING)
 
     def why(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         """The message shortcut: why this alert was posted, as `monitor explain` says."""
         ack()
-        actor = _actor(body)
-        if reason := self._access.workspace_refusal(actor):
-            self._refuse(client, respond, actor, WHY, "", reason)
-            return
-        message = body.get("message") or {}
-        ts = str(body.get("message_ts") or message.get("ts") or "")
-        match_id = _button_value(message.get("blocks")) or match_of_message(
-            self._engine, actor.channel_id, ts
-        )
-        found = None if match_id is None else by_match(self._engine, match_id)
-        if found is None:
-            text = "This message is not one stored alert. " + USAGE
-            self._tell(client, respond, actor, text)
-            return
-        self._answer(client, respond, actor, found)
+        self._queue(self._why, _actor(body), body, client, respond)
 
     def command(
         self, ack: Ack, command: dict[str, Any], client: WebClient, respond: Respond
@@ -190,75 +287,81 @@ class Listeners:
             channel_name=str(command.get("channel_name") or ""),
             enterprise_id=str(command.get("enterprise_id") or ""),
         )
+        self._queue(self._command, actor, command, client, respond)
+
+    def _queue(
+        self,
+        work: Callable[[Actor, dict[str, Any], WebClient, Respond], None],
+        actor: Actor,
+        body: dict[str, Any],
+        client: WebClient,
+        respond: Respond,
+    ) -> None:
+        if not self._room.acquire(blocking=False):
+            log.warning("question refused: busy", extra={"user_id": actor.user_id})
+            tell(client, respond, actor, BUSY)
+            return
+        self._worker.submit(self._answered, work, actor, body, client, respond)
+
+    def _answered(
+        self,
+        work: Callable[[Actor, dict[str, Any], WebClient, Respond], None],
+        actor: Actor,
+        body: dict[str, Any],
+        client: WebClient,
+        respond: Respond,
+    ) -> None:
+        try:
+            work(actor, body, client, respond)
+        except Exception as exc:  # the pool would keep it, unseen
+            log.error("question not answered", extra={"user_id": actor.user_id, "error": str(exc)})
+        finally:
+            self._room.release()
+
+    def _why(self, actor: Actor, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         if reason := self._access.workspace_refusal(actor):
-            self._refuse(client, respond, actor, COMMAND, "", reason)
+            refuse(client, respond, actor, WHY, "", reason)
+            return
+        message = body.get("message") or {}
+        ts = str(body.get("message_ts") or message.get("ts") or "")
+        ids = _match_ids(message.get("blocks"))
+        match_id = ids[0] if ids else match_of_message(self._engine, actor.channel_id, ts)
+        found = None if match_id is None else by_match(self._engine, match_id)
+        if found is None:
+            tell(client, respond, actor, "This message is not one stored alert. " + USAGE)
+            return
+        self._answer(client, respond, actor, found)
+
+    def _command(
+        self, actor: Actor, command: dict[str, Any], client: WebClient, respond: Respond
+    ) -> None:
+        if reason := self._access.workspace_refusal(actor):
+            refuse(client, respond, actor, COMMAND, "", reason)
             return
         words = str(command.get("text") or "").split()
         if len(words) != 2 or words[0].lower() != "why":
-            self._tell(client, respond, actor, USAGE)
+            tell(client, respond, actor, USAGE)
             return
         link = words[1].strip("<>").split("|")[0]
         found = by_link(self._engine, link)
         if found is None:
             text = f"No stored article has that link; `monitor explain {link}` reads it anew."
-            self._tell(client, respond, actor, text)
+            tell(client, respond, actor, text)
             return
         self._answer(client, respond, actor, found)
 
     def _answer(self, client: WebClient, respond: Respond, actor: Actor, found: Stored) -> None:
         text = self._explain(found)
-        self._tell(client, respond, actor, f"Why: {found.item.title}", explanation(text))
+        tell(client, respond, actor, f"Why: {found.item.title}", explanation(text))
         log.info(
             "explanation given",
             extra={"user_id": actor.user_id, "watchlists": ",".join(found.watchlists)},
         )
 
-    def _refuse(
-        self,
-        client: WebClient,
-        respond: Respond,
-        actor: Actor,
-        what: str,
-        value: str,
-        reason: str,
-    ) -> None:
-        log.warning(
-            "slack action refused",
-            extra={
-                "action": what,
-                "value": value,
-                "user_id": actor.user_id,
-                "team_id": actor.team_id,
-                "channel_id": actor.channel_id,
-                "reason": reason,
-            },
-        )
-        self._tell(client, respond, actor, reason)
 
-    def _tell(
-        self,
-        client: WebClient,
-        respond: Respond,
-        actor: Actor,
-        text: str,
-        blocks: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """An ephemeral answer: through the payload's response URL, else chat.postEphemeral."""
-        try:
-            if respond.response_url:
-                respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
-            else:
-                client.chat_postEphemeral(
-                    channel=actor.channel_id, user=actor.user_id, text=text, blocks=blocks
-                )
-        except (SlackClientError, OSError) as exc:
-            log.warning(
-                "ephemeral answer not delivered",
-                extra={"user_id": actor.user_id, "error": str(exc)},
-            )
-
-
-def build(client: WebClient, bot_token: str, signing_secret: str, listeners: Listeners) -> App:
+def build(
+    client: WebClient, bot_token: str, signing_secret: str, clicks: Clicks, questions: Questions
+) -> App:
     """The bolt App. `client` carries the Web API base URL (and no token): bolt gives each
     listener a client on that base with the bot token `authorize` hands it, so nothing
     is asked of Slack before the first envelope."""
@@ -276,7 +379,7 @@ def build(client: WebClient, bot_token: str, signing_secret: str, listeners: Lis
         raise_error_for_unhandled_request=False,
     )
     for action_id in VERDICTS:
-        app.action(action_id)(listeners.click)
-    app.shortcut(WHY)(listeners.why)
-    app.command(COMMAND)(listeners.command)
+        app.action(action_id)(clicks.click)
+    app.shortcut(WHY)(questions.why)
+    app.command(COMMAND)(questions.command)
     return app
