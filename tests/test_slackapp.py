@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ from monitor.models import DeliveryStatus, MatchHold
 from monitor.outbox import Deliveries
 from monitor.renders import Renders
 from monitor.service import Service, build, slack_app
+from monitor.slackapp.app import BUSY, WAITING
 from tests.conftest import US_CHINA, write_config
 from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
 
@@ -119,10 +121,12 @@ class Desk:
         return feedback.marks(self.service.deps.store.engine, match_of(message))
 
 
-def running_desk(root: Path, fake: FakeSlack) -> Iterator[Desk]:
+def running_desk(
+    root: Path, fake: FakeSlack, describe: Callable[[Any], str] = _describe
+) -> Iterator[Desk]:
     assert main(["--config", str(root), "poll"]) == 0
     service = build(config_mod.load(root))
-    service.slack = slack_app(service, _describe)
+    service.slack = slack_app(service, describe)
     assert service.slack is not None
     service.slack.start()
     try:
@@ -544,26 +548,30 @@ def test_every_envelope_is_acknowledged(desk: Desk) -> None:
     assert socket.wait_ack(socket.send("events_api", event))
 
 
-def test_why_shortcut_and_slash_command_answer_ephemerally(desk: Desk) -> None:
-    slack = desk.slack
-    qin = desk.alert("Qin Gang")
-    shortcut = {
+def why_payload(slack: FakeSlack, message: dict[str, Any], n: int = 2) -> dict[str, Any]:
+    """The Why this alert? shortcut on a message, as Slack sends it."""
+    return {
         "type": "message_action",
         "callback_id": "monitor_why",
-        "trigger_id": "1.2.3",
-        "message_ts": qin["ts"],
+        "trigger_id": f"1.2.{n}",
+        "message_ts": message["ts"],
         "team": {"id": slack.team, "domain": "desk"},
         "user": {"id": "U0DESK001", "name": "ana"},
         "channel": {"id": DESK, "name": "china-desk"},
         "message": {
             "type": "message",
-            "ts": qin["ts"],
-            "text": qin["text"],
-            "blocks": qin["blocks"],
+            "ts": message["ts"],
+            "text": message["text"],
+            "blocks": message["blocks"],
         },
-        "response_url": slack.respond_url(2),
+        "response_url": slack.respond_url(n),
     }
-    answer = refused(desk, shortcut)  # an ephemeral answer, through the response URL
+
+
+def test_why_shortcut_and_slash_command_answer_ephemerally(desk: Desk) -> None:
+    slack = desk.slack
+    qin = desk.alert("Qin Gang")
+    answer = refused(desk, why_payload(slack, qin))  # ephemeral, through the response URL
     text = json.dumps(answer["blocks"])
     assert "us-china: MATCH" in text and "Qin Gang" in text and "by " in text
     command = {
@@ -583,6 +591,59 @@ def test_why_shortcut_and_slash_command_answer_ephemerally(desk: Desk) -> None:
     assert socket.wait_ack(socket.send("slash_commands", command))
     assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) > before)
     assert "military dialogue" in json.dumps(slack.ephemerals[-1]["blocks"])
+
+
+class Held:
+    """An explanation held until `release` is set: a slow matcher run, as a barrier."""
+
+    def __init__(self) -> None:
+        self.explaining, self.release = threading.Event(), threading.Event()
+
+    def describe(self, verdict: Any) -> str:
+        self.explaining.set()
+        self.release.wait()
+        return _describe(verdict)
+
+
+@pytest.fixture
+def held_desk(
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack
+) -> Iterator[tuple[Desk, Held]]:
+    held = Held()
+    try:
+        for desk in running_desk(desk_config(tmp_path, feed_server), app_env, held.describe):
+            yield desk, held
+    finally:
+        held.release.set()
+
+
+def test_why_questions_are_acknowledged_while_one_is_being_explained(
+    held_desk: tuple[Desk, Held], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An explanation runs the matcher, which may be slow: the questions after it are
+    acknowledged by their listeners at once, more than bolt has listener threads; those
+    beyond the bounded queue are told to try again, the queued ones answered in turn."""
+    desk, held = held_desk
+    caplog.set_level(logging.INFO, logger="monitor.slackapp")
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    qin = desk.alert("Qin Gang")
+    assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, 1)))
+    assert held.explaining.wait(30)
+    asked = 1 + WAITING + 3  # more than bolt's 5 listener threads
+    for n in range(2, asked + 1):
+        envelope = socket.send("interactive", why_payload(slack, qin, n))
+        assert socket.wait_ack(envelope), f"question {n} waited for the first"
+    unanswered = [r for r in caplog.records if r.getMessage() == "slack envelope not handled"]
+    assert unanswered == [], "a question waited for bolt's ack timeout"
+    busy = asked - 1 - WAITING
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) == busy)
+    assert {e["text"] for e in slack.ephemerals} == {BUSY}
+    held.release.set()
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) == asked)
+    answers = [e for e in slack.ephemerals if e["text"] != BUSY]
+    assert len(answers) == 1 + WAITING  # trap: the queued ones are answered, not dropped
+    assert all("us-china: MATCH" in json.dumps(e["blocks"]) for e in answers)
 
 
 def signed(body: bytes, at: float, secret: str = SECRET) -> dict[str, str]:
