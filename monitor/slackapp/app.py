@@ -229,7 +229,7 @@ class Clicks:
         blocks = shown.blocks
         for match_id, marks in feedback.marks_of(self._engine, ids).items():
             blocks = marked(blocks, match_id, marks)
-        ids_logged = {"render_id": owed.render_id, "match_id": owed.match_id}
+        named = {"render_id": owed.render_id, "match_id": owed.match_id}
         try:
             self._client.chat_update(
                 channel=shown.channel_id, ts=shown.ts, text=shown.text, blocks=blocks
@@ -245,7 +245,7 @@ class Clicks:
             log.warning(
                 "message not updated after a click",
                 extra={
-                    **ids_logged,
+                    **named,
                     "channel_id": shown.channel_id,
                     "attempts": attempts,
                     "then": "given up" if dead else f"retry at {retry_at:%H:%M:%S}",
@@ -254,7 +254,7 @@ class Clicks:
             )
             return
         self._renders.done(owed)
-        log.info("message updated", extra={**ids_logged, "channel_id": shown.channel_id})
+        log.info("message updated", extra={**named, "channel_id": shown.channel_id})
 
 
 class Questions:
