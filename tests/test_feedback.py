@@ -501,6 +501,18 @@ def _match(
 
 
 @cache
+def _unclicked() -> dict[tuple[str, str], list[MatchResult]]:
+    """Every labelled item's results with no feedback given: what the first half is
+    polled with and what the second half is measured against, in every replay (a
+    matcher with no clicks stored matches as a plain one does)."""
+    from monitor.service import load_ner
+    from tests.test_realworld_labelled import watchlists
+
+    _, entries = _units()
+    return _match(Matcher(watchlists(), spacy.blank("en"), load_ner), list(entries), entries)
+
+
+@cache
 def replay(interleaved: bool = False) -> tuple[float, float, str]:
     """The labelled items in publication order: the first half polled and alerted, its
     false alarms clicked Not relevant (and nothing else), a restart, then the second
@@ -509,7 +521,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
     import tempfile
 
     from monitor.match.matcher import default_meaning
-    from monitor.service import LazyMatcher, load_ner
+    from monitor.service import LazyMatcher
     from tests.test_realworld_labelled import watchlists
 
     units, entries = _units()
@@ -526,8 +538,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
         files = sorted({f for f, _ in entries})
         ids = dict(zip(files, feeds(store, *files), strict=True))
         policies = {w.name: THREAD for w in wls}
-        service = LazyMatcher(wls, default_meaning, engine)
-        polled = _match(service, dated[:half], entries)
+        polled = {k: r for k, r in _unclicked().items() if k in first}
         for key in dated[:half]:  # stored in the order they were published
             e = entries[key]
             found = [(e, polled[key])] if key in polled else []
@@ -551,9 +562,8 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
                 )
                 clicks += 1
         restarted = LazyMatcher(wls, default_meaning, engine)
-        plain = Matcher(wls, spacy.blank("en"), load_ner)
         taught = _match(restarted, dated[half:], entries)
-        without = _match(plain, dated[half:], entries)
+        without = {k: r for k, r in _unclicked().items() if k in second}
         engine.dispose()
     rest = [u for u in units if u.key in second]
     fa_with, recall_with = _score(rest, taught)
