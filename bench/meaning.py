@@ -29,7 +29,7 @@ import spacy  # noqa: E402
 from bench.figures import record  # noqa: E402
 from bench.match import articles, watchlist  # noqa: E402
 from monitor.config import Watchlist  # noqa: E402
-from monitor.events import earliest_event, gist, gist_text  # noqa: E402
+from monitor.events import earliest_event, gist, gist_text, reader  # noqa: E402
 from monitor.match import Matcher  # noqa: E402
 from monitor.match.matcher import default_meaning  # noqa: E402
 from monitor.meaning import Meaning  # noqa: E402
@@ -108,9 +108,9 @@ def main() -> None:
     model._cache.clear()
     started = time.process_time()
     texts = [gist_text(e.item) for e in alerting]
-    vectors = model.vectors(texts)
+    vectors = reader(lambda: model)(texts)
     gists = [
-        replace(gist(e.item, t, v), terms=frozenset({"Qin Gang"}))
+        replace(gist(e.item, t), terms=frozenset({"Qin Gang"}), vector=v)
         for e, t, v in zip(alerting, texts, vectors, strict=True)
     ]
     read_s = (time.process_time() - started) / len(alerting)

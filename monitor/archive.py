@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlmodel import col
 
-from monitor.db import Database
+from monitor.db import CHUNK, Database
 from monitor.models import (
     ArticleRow,
     DeliveryKind,
@@ -23,7 +23,6 @@ from monitor.models import (
     MatchRow,
     iso,
 )
-from monitor.store import CHUNK
 
 # a delivery in these states no longer needs its match
 _SETTLED = (

@@ -71,6 +71,7 @@ def conninfo(database_url: str) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+CHUNK = 400  # values in one IN (...) list
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATE_LOCK = 0x6D6F6E69  # "moni": PostgreSQL advisory lock held while migrating
 _REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)

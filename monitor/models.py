@@ -244,16 +244,21 @@ class Hit:
 
 @dataclass(frozen=True)
 class Gist:
-    """What one alerting article says first (events.py): its headline and lead as the
-    meaning model reads them, their proper names, the watched terms it matched, and when."""
+    """What one alerting article says first (events.py): its headline and lead, their
+    proper names, the watched terms it matched, and when; and the text as the meaning
+    model reads it, a vector read only once another story could join it (store.py)."""
 
-    vector: tuple[float, ...]
+    text: str  # events.gist_text; "" in a gist stored before texts were kept
     names: frozenset[str]
     terms: frozenset[str]
     at: datetime | None
+    vector: tuple[float, ...] | None = None  # None: not read (yet)
 
     def stored(self) -> dict[str, Any]:
-        return {"v": list(self.vector), "n": sorted(self.names)}
+        kept: dict[str, Any] = {"t": self.text, "n": sorted(self.names)}
+        if self.vector is not None:
+            kept["v"] = list(self.vector)
+        return kept
 
 
 class MatchHold(StrEnum):
@@ -447,8 +452,9 @@ class MatchRow(SQLModel, table=True):
     highlights: list[list[int]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
-    # The article's gist ({"v": vector, "n": names}), and why it joined an earlier story
-    # of another outlet as the same event (events.py), if it did.
+    # The article's gist ({"t": text, "n": names, "v": vector once read; rows stored
+    # before texts were kept have "v" and no "t"}), and why it joined an earlier story of
+    # another outlet as the same event (events.py), if it did.
     gist: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     joined: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -28,6 +28,7 @@ from monitor.db import Locks, make_engine, migrate
 from monitor.deliver import Deliverer, Orphans, Senders
 from monitor.digests import Digests
 from monitor.errors import ConfigError
+from monitor.events import reader
 from monitor.feeds import FeedState, FeedStore
 from monitor.fetch import http_client
 from monitor.models import Entry, Item, MatchResult, utcnow
@@ -393,16 +394,17 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
     """Clients, database and (lazily) the matcher for the service's process."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
+    meaning = meaning_for(config)
     return Deps(
         settings=settings,
         client=http_client(settings),
         page_client=functools.partial(http_client, settings),
         feeds=FeedStore(engine),
-        store=Store(engine),
+        store=Store(engine, reader(meaning)),
         outbox=Outbox(engine),
         notices=Notices(engine),
         digests=Digests(engine),
-        matcher=LazyMatcher(config.watchlists, meaning_for(config), engine),
+        matcher=LazyMatcher(config.watchlists, meaning, engine),
         alerter=sink or alerter(settings),
         pool=pool,
     )
@@ -423,8 +425,9 @@ def processor_for(config: Config, matcher: Matcher | None = None) -> Processing:
     and sends nothing, so it has no HTTP client and no sink."""
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
-    lazy = LazyMatcher(config.watchlists, meaning_for(config), engine, matcher)
-    return Processor(settings, Store(engine), lazy)
+    meaning = meaning_for(config)
+    lazy = LazyMatcher(config.watchlists, meaning, engine, matcher)
+    return Processor(settings, Store(engine, reader(meaning)), lazy)
 
 
 def build(config: Config, *, sink: Alerter | None = None, pool: FeedPool | None = None) -> Service:

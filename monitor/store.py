@@ -5,49 +5,32 @@ already hold, which makes every write safe to repeat.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, or_, select
 from sqlmodel import Session, SQLModel, col
 
-from monitor.db import Database
+from monitor.db import CHUNK, Database
 from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
-from monitor.events import PER_NAME, SAME_DAY, Joined, earliest_event, stored_gist
-from monitor.events import WINDOW as EVENT_WINDOW
+from monitor.events import Reader
 from monitor.feeds import record
-from monitor.models import (
-    ArticleRow,
-    Entry,
-    FeedRow,
-    FetchResult,
-    Gist,
-    MatchResult,
-    MatchRow,
-    utcnow,
-)
+from monitor.models import ArticleRow, Entry, FeedRow, FetchResult, MatchResult, MatchRow, utcnow
 from monitor.outbox import Policy, queue
+from monitor.recent import Recent, RecentStories, Vectors
 
-CHUNK = 400  # values in one IN (...) list
-# Rounding room for the similarity prefilter: a story is compared in full (events.py)
-# when its similarity is within this of the lowest bar its shared names could make.
-_SLACK = 1e-3
 _BANDS = tuple(f"band{i}" for i in range(BANDS))
 _ARTICLES = SQLModel.metadata.tables["article"]
-_MATCHES = SQLModel.metadata.tables["match"]
-
-if TYPE_CHECKING:
-    import numpy as np
-    from numpy.typing import NDArray
 
 
 class Store(Database):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, meaning: Reader) -> None:
+        """`meaning` reads gists' vectors, only where a new article may join a story."""
         super().__init__(engine)
-        self._recent = _Recent()  # the events window's gists, parsed once per process
+        self._recent = Recent()  # the events window's gists, parsed once per process
+        self._meaning = meaning
 
     def seen_keys(self, feed_id: int, keys: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(keys))
@@ -92,6 +75,10 @@ class Store(Database):
         """
         now = utcnow()
         queued = 0
+        vectors = Vectors(self._meaning)
+        if any(m.held is None and m.gist is not None for _, rs in matches for m in rs):
+            with self._session() as s:  # a short read: the model is read after it
+                vectors.fill(*self._recent.screen(s, feed_id, matches, now))
         with self._session() as s:
             bands = {e.key: lsh_bands(e.minhash) for e in entries if e.minhash is not None}
             stories = self._near_duplicates(s, entries, bands, now)
@@ -118,7 +105,7 @@ class Store(Database):
                 stmt = self._insert(_ARTICLES).on_conflict_do_nothing()
                 stmt = stmt.returning(_ARTICLES.c.id, _ARTICLES.c.key)
                 ids.update({r.key: r.id for r in s.connection().execute(stmt, rows)})
-            recent = _RecentStories(s, now, self._recent)
+            recent = RecentStories(s, now, self._recent, vectors)
             for entry, results in matches:
                 article_id = ids.get(entry.key)
                 if article_id is None:
@@ -133,7 +120,7 @@ class Store(Database):
                         # no gist: no later article may join a story nobody was shown
                         extra |= {"held": m.held, "held_why": m.held_why}
                     elif m.gist is not None:
-                        extra["gist"] = m.gist.stored()
+                        extra["gist"] = vectors.filled(m.gist).stored()
                     stmt = (
                         self._insert(MatchRow)
                         .values(
@@ -155,7 +142,7 @@ class Store(Database):
                     match_id = s.execute(stmt).scalar()
                     if match_id is None or m.held is not None:
                         continue
-                    recent.add(m.watchlist, story_key, m.gist, feed_id)
+                    recent.add(m.watchlist, story_key, m.gist)
                     queued += queue(
                         s,
                         self._insert,
@@ -168,6 +155,7 @@ class Store(Database):
                         policy=policies[m.watchlist],
                         now=now,
                     )
+            vectors.write_back(s)
             row = s.get(FeedRow, fetch.feed_id) if fetch is not None else None
             if fetch is not None and row is not None:
                 record(row, fetch)
@@ -217,144 +205,6 @@ class Store(Database):
                     out[e.key] = match
                     break
         return out
-
-
-@dataclass(frozen=True, eq=False)
-class _Story:
-    """One recent alerting match as events.py compares it: its story, its gist's vector
-    (float64, exactly the stored numbers), names, terms and time, and its article's feed."""
-
-    key: str
-    vector: NDArray[np.float64]
-    names: frozenset[str]
-    terms: frozenset[str]
-    at: datetime | None
-    feed_id: int
-
-    def gist(self) -> Gist:
-        return Gist(tuple(self.vector.tolist()), self.names, self.terms, self.at)
-
-
-class _Recent:
-    """Each watchlist's alerting matches within the events window, kept between saves by
-    match id: a save reads the window's ids (an index range) and parses only the rows it
-    has not seen, instead of every gist of the window again (the cost that grew with every
-    alert of a cycle and with the database). Ids, not a high-water mark, so a row that
-    another process commits late (PostgreSQL) is still read."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_watchlist: dict[str, dict[int, _Story | None]] = {}  # None: no gist
-        self._read_at: dict[str, datetime] = {}  # when each watchlist's window was last read
-
-    def stories(self, s: Session, watchlist: str, now: datetime) -> list[_Story]:
-        import numpy as np  # only where an article alerts: a quiet poll never loads it
-
-        window = (
-            col(MatchRow.watchlist) == watchlist,
-            col(MatchRow.created_at) >= now - 2 * EVENT_WINDOW,
-        )  # read from the index alone: a row's gist is kilobytes (rows without are kept as None)
-        stmt = select(_MATCHES.c.id).where(*window).order_by(_MATCHES.c.id)
-        ids: list[int] = list(s.connection().execute(stmt).scalars())  # Core: no ORM rows
-        with self._lock:
-            known = self._by_watchlist.setdefault(watchlist, {})
-            missing = [i for i in ids if i not in known]
-        fresh: dict[int, _Story | None] = dict.fromkeys(missing)
-        for i in range(0, len(missing), CHUNK):
-            rows = (
-                select(
-                    col(MatchRow.id),
-                    col(MatchRow.story_key),
-                    col(MatchRow.gist),
-                    col(MatchRow.matched),
-                    col(ArticleRow.published_at),
-                    col(ArticleRow.seen_at),
-                    col(ArticleRow.feed_id),
-                )
-                .join(ArticleRow, col(ArticleRow.id) == col(MatchRow.article_id))
-                .where(col(MatchRow.id).in_(missing[i : i + CHUNK]))
-            )
-            for match_id, key, gist, matched, published, seen, feed in s.connection().execute(rows):
-                if gist:
-                    old = stored_gist(gist, matched, published or seen)
-                    vector = np.asarray(old.vector, dtype=np.float64)
-                    fresh[match_id] = _Story(key, vector, old.names, old.terms, old.at, feed)
-        with self._lock:
-            known.update(fresh)
-            for gone in known.keys() - set(ids):
-                del known[gone]
-            self._read_at[watchlist] = now
-            # a watchlist not read for a window's length (removed from the config, or
-            # silent) holds only stories out of the window by now: forgotten, not kept
-            for idle in [w for w, at in self._read_at.items() if at < now - 2 * EVENT_WINDOW]:
-                del self._read_at[idle], self._by_watchlist[idle]
-            return [story for i in ids if (story := known.get(i)) is not None]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(known) for known in self._by_watchlist.values())
-
-
-class _RecentStories:
-    """The stories each watchlist alerted within the events window, with their articles'
-    gists and feeds, read once per watchlist per save (through the store's `_Recent`): a
-    new article is compared with every one from another feed (an outlet's own next story
-    on an event is a development it chose to publish apart, not another outlet's write-up
-    of it). Only the stories whose similarity could reach the bar are compared in full."""
-
-    def __init__(self, s: Session, now: datetime, cache: _Recent) -> None:
-        self._s = s
-        self._now = now
-        self._cache = cache
-        self._by_watchlist: dict[str, list[_Story]] = {}
-        # (watchlist, vector length) -> its stories of that length and their vectors as
-        # the rows of one matrix: after a change of meaning model the window holds gists
-        # of two lengths, and only those of the new gist's model are comparable
-        self._screens: dict[tuple[str, int], tuple[list[_Story], NDArray[np.float64]]] = {}
-        self._added: dict[str, list[tuple[str, Gist, int]]] = {}
-
-    def event_of(
-        self, watchlist: str, story_key: str, new: Gist | None, feed_id: int
-    ) -> Joined | None:
-        """The earlier story of another outlet's article whose event `new` reports, if any."""
-        import numpy as np
-
-        stories = self._stories(watchlist)
-        added = self._added.get(watchlist, [])
-        if new is None or any(st.key == story_key for st in stories):
-            return None  # its own story is already alerted: it joins that one
-        if any(key == story_key for key, _, _ in added):
-            return None
-        floor = SAME_DAY - PER_NAME * len(new.names) - _SLACK
-        near: list[tuple[str, Gist]] = []
-        alike, rows = self._screen(watchlist, len(new.vector))
-        if alike:
-            similar = rows @ np.asarray(new.vector, dtype=np.float64) >= floor
-            near = [
-                (st.key, st.gist())
-                for st, close in zip(alike, similar.tolist(), strict=True)
-                if close and st.feed_id != feed_id
-            ]
-        near += [(k, g) for k, g, feed in added if feed != feed_id]
-        return earliest_event(new, near)
-
-    def add(self, watchlist: str, story_key: str, new: Gist | None, feed_id: int) -> None:
-        if new is not None:
-            self._added.setdefault(watchlist, []).append((story_key, new, feed_id))
-
-    def _stories(self, watchlist: str) -> list[_Story]:
-        if watchlist not in self._by_watchlist:
-            self._by_watchlist[watchlist] = self._cache.stories(self._s, watchlist, self._now)
-        return self._by_watchlist[watchlist]
-
-    def _screen(self, watchlist: str, length: int) -> tuple[list[_Story], NDArray[np.float64]]:
-        import numpy as np
-
-        if (watchlist, length) not in self._screens:
-            alike = [st for st in self._stories(watchlist) if len(st.vector) == length]
-            rows = np.stack([st.vector for st in alike]) if alike else np.zeros((0, length))
-            self._screens[watchlist, length] = (alike, rows)
-        return self._screens[watchlist, length]
 
 
 def _band_columns(e: Entry, bands: tuple[int, ...] | None) -> dict[str, object]:

@@ -19,7 +19,9 @@ from monitor.archive import Archive
 from monitor.cli import main
 from monitor.db import head, make_engine, migrate, revision_of
 from monitor.errors import StoreError
+from monitor.events import reader
 from monitor.feeds import FeedStore
+from monitor.match.matcher import default_meaning
 from monitor.models import Sent, utcnow
 from monitor.outbox import Outbox
 from monitor.store import Store
@@ -149,7 +151,7 @@ def test_two_polls_started_at_once_on_a_new_database(
 def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
     engine = make_engine(any_db_url)
     migrate(engine)
-    store, archive, outbox = Store(engine), Archive(engine), Outbox(engine)
+    store, archive, outbox = Store(engine, reader(default_meaning)), Archive(engine), Outbox(engine)
     [feed] = feeds(store, "world")
     for i in range(4):
         save(store, feed, entry(str(i), f"https://n.example/{i}", title=f"Qin Gang {i}"))

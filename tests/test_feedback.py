@@ -24,8 +24,10 @@ from monitor.config import Watchlist
 from monitor.db import make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.errors import FeedbackError
+from monitor.events import reader
 from monitor.feedback import Click, Verdict
 from monitor.match import Matcher
+from monitor.match.matcher import default_meaning
 from monitor.models import (
     ArticleRow,
     DeliveryRow,
@@ -68,7 +70,7 @@ class Desk:
     def __init__(self, url: str, *specs: dict[str, Any]) -> None:
         self.engine: Engine = make_engine(url)
         migrate(self.engine)
-        self.store = Store(self.engine)
+        self.store = Store(self.engine, reader(default_meaning))
         self.wls = [watchlist(s) for s in specs or (CYBER,)]
         self.feed_a, self.feed_b = feeds(self.store, "a", "b")
         self.matcher = Matcher(self.wls, spacy.blank("en"), lambda: None)
@@ -534,7 +536,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/replay.db")
         migrate(engine)
-        store = Store(engine)
+        store = Store(engine, reader(default_meaning))
         files = sorted({f for f, _ in entries})
         ids = dict(zip(files, feeds(store, *files), strict=True))
         policies = {w.name: THREAD for w in wls}

@@ -22,7 +22,7 @@ from monitor.config import Watchlist
 from monitor.db import make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.errors import MeaningError
-from monitor.events import earliest_event, gist, gist_text, names_in
+from monitor.events import earliest_event, gist, gist_text, names_in, reader
 from monitor.match import Matcher
 from monitor.match.matcher import default_meaning
 from monitor.meaning import DEFAULT_MODEL, Meaning, locate
@@ -233,9 +233,9 @@ OTHER = (
 
 def gists(*articles: tuple[str, str], terms: tuple[str, ...] = ("Iran",)) -> list[Any]:
     items = [item(t, b, hours=i) for i, (t, b) in enumerate(articles)]
-    vectors = default_meaning().vectors([gist_text(i) for i in items])
+    vectors = reader(default_meaning)([gist_text(i) for i in items])
     return [
-        replace(gist(i, gist_text(i), v), terms=frozenset(terms))
+        replace(gist(i, gist_text(i)), terms=frozenset(terms), vector=v)
         for i, v in zip(items, vectors, strict=True)
     ]
 
@@ -271,7 +271,7 @@ def test_another_outlets_report_of_the_event_goes_into_the_storys_thread(
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
     migrate(engine)
-    store = Store(engine)
+    store = Store(engine, reader(default_meaning))
     [feed_a, feed_b] = feeds(store, "a", "b")
     wl = desk(entities=[{"name": "Iran", "type": "GPE"}])
     m = Matcher([wl], spacy.blank("en"), lambda: None)
@@ -411,7 +411,7 @@ def event_figures(labels: str) -> tuple[int, int, int, str]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/events.db")
         migrate(engine)
-        store = Store(engine)
+        store = Store(engine, reader(default_meaning))
         ids = dict(zip(data["files"], feeds(store, *data["files"]), strict=True))
         policies = {w.name: Policy(hold=False, followups="thread") for w in wls}
         for name, e in entries:

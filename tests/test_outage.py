@@ -30,6 +30,8 @@ from monitor.db import Database, make_engine, migrate
 from monitor.deliver import Deliverer
 from monitor.digests import Digests
 from monitor.errors import AlertError, DatabaseUnavailable
+from monitor.events import reader
+from monitor.match.matcher import default_meaning
 from monitor.models import Outgoing, Sent, utcnow
 from monitor.outage import DbState, unavailable, watch_of
 from monitor.outbox import Outbox
@@ -358,7 +360,7 @@ def test_held_deliveries_are_probed_for_free_and_all_due_once_a_send_lands(
     once, but not one waiting out a rate limit."""
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     migrate(engine)
-    store, outbox = Store(engine), Outbox(engine)
+    store, outbox = Store(engine, reader(default_meaning)), Outbox(engine)
     [feed] = feeds(store, "world")
     save(store, feed, entry("1", "https://n.example/a", "Qin Gang missing"))
     save(store, feed, entry("2", "https://n.example/b", "Rates"), result("other", "#other"))

@@ -20,8 +20,9 @@ from monitor.dedupe import fingerprint, identify
 from monitor.deliver import Senders
 from monitor.digests import Digests
 from monitor.errors import StoreError
-from monitor.events import earliest_event
+from monitor.events import earliest_event, reader
 from monitor.feeds import FeedStore
+from monitor.match.matcher import default_meaning
 from monitor.models import (
     DeliveryRow,
     DeliveryStatus,
@@ -73,7 +74,7 @@ def result(
 def db(any_db_url: str) -> Iterator[tuple[Store, Outbox]]:
     engine = make_engine(any_db_url)
     migrate(engine)
-    yield Store(engine), Outbox(engine)
+    yield Store(engine, reader(default_meaning)), Outbox(engine)
     engine.dispose()
 
 
@@ -566,7 +567,7 @@ def test_a_lock_session_that_drops_takes_its_shared_locks_again(pg_url: str) -> 
             pass
         with worker.turn("#a"):  # a new session, holding "queue-worker" again
             pass
-        crashed_send(Store(engine), outbox)
+        crashed_send(Store(engine, reader(default_meaning)), outbox)
         assert single.join().sends == ()  # a queue worker is alive: nothing is proven
     finally:
         worker.close()
@@ -593,7 +594,7 @@ def _gist(rng: random.Random, centre: list[float], spread: float, at: datetime) 
     raw = [c + rng.gauss(0, spread) for c in centre]
     norm = sum(x * x for x in raw) ** 0.5
     vector = tuple(round(x / norm, 4) for x in raw)
-    return Gist(vector, frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    return Gist("", frozenset({"beijing"}), frozenset({"Qin Gang"}), at, vector)
 
 
 def test_events_join_as_a_full_comparison_would_across_saves_and_stores(
@@ -604,7 +605,7 @@ def test_events_join_as_a_full_comparison_would_across_saves_and_stores(
     is the one a comparison with every earlier story of another feed picks, whichever of
     two stores (two pass workers) wrote the earlier ones."""
     store, _ = db
-    other = Store(store.engine)
+    other = Store(store.engine, reader(default_meaning))
     feed_ids = feeds(store, "a", "b", "c")
     rng = random.Random(3)
     centres = []
@@ -640,8 +641,8 @@ def test_a_gist_of_another_meaning_model_is_no_event_and_no_error(
     store, _ = db
     a, b, c = feeds(store, "a", "b", "c")
     at = utcnow().replace(tzinfo=UTC)
-    old = Gist((1.0, 0.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
-    new = Gist((0.0, 1.0, 0.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    old = Gist("", frozenset({"beijing"}), frozenset({"Qin Gang"}), at, (1.0, 0.0, 0.0))
+    new = Gist("", frozenset({"beijing"}), frozenset({"Qin Gang"}), at, (0.0, 1.0, 0.0, 0.0))
     for n, (feed, g) in enumerate([(a, old), (b, new), (c, new)]):
         e = entry(f"m{n}", f"https://n.example/m{n}", published=at)
         store.save(feed, [e], {e.key}, [(e, [replace(result(), gist=g)])], NOW_POLICY)
@@ -658,7 +659,7 @@ def test_a_suppressed_story_is_no_event_for_a_later_article(db: tuple[Store, Out
     store, _ = db
     a, b, c = feeds(store, "a", "b", "c")
     at = utcnow().replace(tzinfo=UTC)
-    g = Gist((1.0, 0.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    g = Gist("", frozenset({"beijing"}), frozenset({"Qin Gang"}), at, (1.0, 0.0, 0.0))
     held = replace(result(), gist=g, held=MatchHold.SUPPRESSED, held_why="resembles #1")
     for n, (feed, res) in enumerate([(a, held), (b, replace(result(), gist=g)), (c, held)]):
         e = entry(f"s{n}", f"https://n.example/s{n}", published=at)
@@ -675,7 +676,7 @@ def test_the_events_cache_forgets_a_watchlist_no_longer_read(db: tuple[Store, Ou
     store, _ = db
     (feed,) = feeds(store, "a")
     at = utcnow().replace(tzinfo=UTC)
-    g = Gist((1.0, 0.0), frozenset({"beijing"}), frozenset({"Qin Gang"}), at)
+    g = Gist("", frozenset({"beijing"}), frozenset({"Qin Gang"}), at, (1.0, 0.0))
     res = replace(result("other", "#other"), gist=g)
     for n in range(2):  # the second save reads (and keeps) the first one's story
         e = entry(f"w{n}", f"https://n.example/w{n}", published=at)

@@ -26,8 +26,9 @@ One file per concern, in the order an article meets them:
     senses.py     about/not_about: a hit read in context by the meaning model (meaning.py)
     lessons.py    hits like ones the desk marked Not relevant, held back (feedback.py)
     snippet.py    what an alert quotes, and how strongly an article is about its terms
-    matcher.py    the Matcher, which puts them together, and reads each alert's gist
-                  for events.py (one story per event across outlets)
+    matcher.py    the Matcher, which puts them together, and takes each alert's gist
+                  (headline, lead, names) for events.py (one story per event across
+                  outlets); the store reads its vector only where a story may join
 """
 
 from monitor.match.matcher import Matcher, NerLoader, Verdict

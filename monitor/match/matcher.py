@@ -107,7 +107,7 @@ class Matcher:
             results = [v.result() for v in verdicts if v.matched]
             if results:
                 out.append((entry, results))
-        return _with_gists(out, self._meaning)
+        return _with_gists(out)
 
     def explain(self, item: Item, feed: str | None = None) -> list[Verdict]:
         return self._judge([item], feed)[0]
@@ -301,17 +301,15 @@ def _by_term(
 
 
 def _with_gists(
-    out: list[tuple[Entry, list[MatchResult]]], meaning: MeaningLoader
+    out: list[tuple[Entry, list[MatchResult]]],
 ) -> list[tuple[Entry, list[MatchResult]]]:
-    """Each posted result with its article's gist. A gist is read only where something
-    will be posted: a match held back by the desk's feedback is no story another article
-    could join (store.py keeps none)."""
-    posted = [(e, rs) for e, rs in out if any(r.held is None for r in rs)]
-    if not posted:
-        return out
-    texts = [gist_text(entry.item) for entry, _ in posted]
-    vectors = meaning().vectors(texts)
-    gists = {e.key: gist(e.item, t, v) for (e, _), t, v in zip(posted, texts, vectors, strict=True)}
+    """Each posted result with its article's gist: its text, names and time, not its
+    vector, which the store has read only where another story could join it (most
+    alerting articles have none). A match held back by the desk's feedback gets no gist:
+    it is no story another article could join (store.py keeps none)."""
+    gists = {
+        e.key: gist(e.item, gist_text(e.item)) for e, rs in out if any(r.held is None for r in rs)
+    }
     return [
         (
             entry,

@@ -2,8 +2,9 @@
 service: fills once, before any worker is forked, the caches each worker's first matcher
 build would otherwise fill for itself (spaCy's registry of languages and the English
 tokenizer's exceptions, wordfreq's English frequency table) and the packaged meaning
-model (every alerting article's gist is read by it), so the workers share them and start
-matching sooner, and the model's weights are in memory once, not once per worker.
+model (senses, and the gists of alerting articles that may join a story), so the workers
+share them and start matching sooner, and the model's weights are in memory once, not
+once per worker.
 
 When the pool hands over what its matcher is built from (passes.HANDOVER: a pickled
 passes.Handover, written by passes.PassPool before its first worker starts; no secrets), the
