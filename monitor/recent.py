@@ -8,7 +8,9 @@ lack in one call of the model, outside any transaction (on SQLite a save's trans
 holds the only write lock, and every other process's save would wait out the model);
 then writes, deciding in full. A story that came into the window between the two reads
 is screened again in the write and, rarely, read there. A stored gist's vector, once
-read, is written back to its match row and kept in the window: no process reads it twice.
+read, is kept in the window and written back to its match row at once, in a transaction
+of its own (on PostgreSQL one that holds no other row's lock), so no process reads it
+twice.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class Vectors:
     def __init__(self, read: Reader) -> None:
         self._read = read
         self._by_text: dict[str, tuple[float, ...]] = {}
-        self._read_for: dict[int, Story] = {}  # stored gists read in this save
+        self._read_for: dict[int, Story] = {}  # stored gists read, not written back yet
 
     def fill(self, gists: Sequence[Gist], stories: Sequence[Story]) -> None:
         """Reads the vectors `gists` and `stories` lack, and sets the stories'."""
@@ -177,12 +179,17 @@ class Vectors:
             return g
         return replace(g, vector=self._by_text[g.text])
 
+    @property
+    def unwritten(self) -> bool:
+        return bool(self._read_for)
+
     def write_back(self, s: Session) -> None:
-        """The stored gists read in this save, vectors and all, into their match rows (in
-        id order: two saves writing the same rows take their locks in one order)."""
+        """The stored gists read since the last write-back, vectors and all, into their
+        match rows (in id order: two saves writing the same rows lock them in one order)."""
         rows = [
             {"match_id": i, "kept": st.gist.stored()} for i, st in sorted(self._read_for.items())
         ]
+        self._read_for.clear()
         if rows:
             stmt = update(_MATCHES).where(_MATCHES.c.id == bindparam("match_id"))
             s.connection().execute(stmt.values(gist=bindparam("kept")), rows)

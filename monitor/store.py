@@ -70,7 +70,9 @@ class Store(Database):
         """Stores new entries, their matches, their deliveries and the poll's result in one
         transaction.
 
-        An entry whose text nearly equals a recent article's joins that article's story.
+        An entry whose text nearly equals a recent article's joins that article's story;
+        one whose gist reports a recent story's event, that story (read by the meaning
+        model before the transaction, and only where it may: recent.py).
         Returns how many deliveries were queued.
         """
         now = utcnow()
@@ -78,7 +80,11 @@ class Store(Database):
         vectors = Vectors(self._meaning)
         if any(m.held is None and m.gist is not None for _, rs in matches for m in rs):
             with self._session() as s:  # a short read: the model is read after it
-                vectors.fill(*self._recent.screen(s, feed_id, matches, now))
+                gists, unread = self._recent.screen(s, feed_id, matches, now)
+            vectors.fill(gists, unread)
+            if vectors.unwritten:  # kept at once, in a transaction that locks nothing else
+                with self._session() as s:
+                    vectors.write_back(s)
         with self._session() as s:
             bands = {e.key: lsh_bands(e.minhash) for e in entries if e.minhash is not None}
             stories = self._near_duplicates(s, entries, bands, now)
@@ -155,7 +161,7 @@ class Store(Database):
                         policy=policies[m.watchlist],
                         now=now,
                     )
-            vectors.write_back(s)
+            vectors.write_back(s)  # read in this transaction (rarely: see recent.py)
             row = s.get(FeedRow, fetch.feed_id) if fetch is not None else None
             if fetch is not None and row is not None:
                 record(row, fetch)
