@@ -159,6 +159,37 @@ def test_a_shared_surname_is_credited_to_the_person_it_names() -> None:
     assert {v.watchlist.name for v in m.explain(both) if v.matched} >= {"world"}
 
 
+def test_each_term_is_read_on_its_own() -> None:
+    """The trap for corroboration (a hit set aside standing because another term of its
+    watchlist matched): Trump matches, and the country Jordan beside him is still not
+    the congressman (on real news it kept two such Gaza stories, and won back no true hit)."""
+    wl = desk(
+        entities=[
+            {
+                "name": "Donald Trump",
+                "type": "PERSON",
+                "about": "Donald Trump, president of the United States",
+                "not_about": ["a trump card in a card game"],
+            },
+            {
+                "name": "Jim Jordan",
+                "type": "PERSON",
+                "about": "Jim Jordan, Republican congressman from Ohio who chairs the House"
+                " Judiciary Committee",
+                "not_about": ["the country of Jordan in the Middle East"],
+            },
+        ]
+    )
+    visit = item(
+        "Trump hosts King Abdullah",
+        "President Donald Trump met King Abdullah II of Jordan at the White House on Monday. "
+        "Jordan has taken in more than a million refugees from Syria, the king said.",
+    )
+    [verdict] = Matcher([wl], spacy.blank("en"), _ner()).explain(visit)
+    assert verdict.matched and {h.term for h in verdict.hits} == {"Donald Trump"}
+    assert any("'Jordan'" in n and "set aside" in n for n in verdict.notes), verdict.notes
+
+
 def test_senses_are_checked_with_the_config(tmp_path: Path) -> None:
     from monitor.config import load
     from monitor.errors import ConfigError
