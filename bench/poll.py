@@ -216,15 +216,17 @@ def sanctions(n: int, rng: random.Random) -> list[dict[str, Any]]:
 class Run:
     total: float  # seconds, process start to exit
     ready: float | None  # seconds to the "service ready" log line
+    matcher: float | None  # seconds to the first "matcher built" or "matcher shared" line
     alerts: int  # lines on stdout: one per console alert
     peak_rss_mb: float  # the largest resident set of any one process of its tree
     peak_total_mb: float  # the largest sum over its tree (workers are grandchildren)
+    peak_pss_mb: float  # the largest sum of PSS over its tree: shared pages counted once
     code: int
 
 
-def proc_tree(root: int) -> list[list[str]]:
-    """The /proc/PID/stat fields (after the command name) of `root` and its descendants
-    alive now: the pass workers are grandchildren, under the fork server."""
+def proc_tree(root: int) -> list[tuple[int, list[str]]]:
+    """Each pid and its /proc/PID/stat fields (after the command name) of `root` and its
+    descendants alive now: the pass workers are grandchildren, under the fork server."""
     stats: dict[int, list[str]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -239,14 +241,28 @@ def proc_tree(root: int) -> list[list[str]]:
         more = {pid for pid, fields in stats.items() if int(fields[1]) in tree} - tree
         tree |= more
         grown = bool(more)
-    return [stats[pid] for pid in tree if pid in stats]
+    return [(pid, stats[pid]) for pid in tree if pid in stats]
 
 
-def tree_rss(root: int) -> tuple[float, float]:
-    """(largest, total) resident MB of `root` and its descendants now, read from /proc."""
+def tree_rss(root: int) -> tuple[float, float, float]:
+    """(largest, total) resident MB of `root` and its descendants now, and their total
+    proportional set size (a page shared by n processes counts 1/n in each), from /proc."""
     page = os.sysconf("SC_PAGE_SIZE") / 2**20
-    sizes = [int(fields[21]) * page for fields in proc_tree(root)] or [0.0]
-    return max(sizes), sum(sizes)
+    tree = proc_tree(root)
+    sizes = [int(fields[21]) * page for _, fields in tree] or [0.0]
+    return max(sizes), sum(sizes), sum(_pss_mb(pid) for pid, _ in tree)
+
+
+def _pss_mb(pid: int) -> float:
+    """A process's proportional set size in MB (0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def process(argv: list[str], env: dict[str, str]) -> Run:
@@ -256,6 +272,7 @@ def process(argv: list[str], env: dict[str, str]) -> Run:
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     ready: list[float] = []
+    matcher: list[float] = []
     lines: list[int] = [0]
     errors: list[str] = []
 
@@ -264,6 +281,8 @@ def process(argv: list[str], env: dict[str, str]) -> Run:
         for line in proc.stderr:
             if not ready and "service ready" in line:
                 ready.append(time.perf_counter() - started)
+            if not matcher and ("matcher built" in line or "matcher shared" in line):
+                matcher.append(time.perf_counter() - started)
             if " ERROR " in line or "Traceback" in line:
                 errors.append(line.rstrip())
 
@@ -272,13 +291,13 @@ def process(argv: list[str], env: dict[str, str]) -> Run:
         for _ in proc.stdout:
             lines[0] += 1
 
-    peaks = [0.0, 0.0]
+    peaks = [0.0, 0.0, 0.0]
     done = threading.Event()
 
     def sample() -> None:  # every quarter second: pass workers are not waited-for children
         while not done.wait(0.25):
-            largest, total = tree_rss(proc.pid)
-            peaks[:] = [max(peaks[0], largest), max(peaks[1], total)]
+            now = tree_rss(proc.pid)
+            peaks[:] = [max(peak, value) for peak, value in zip(peaks, now, strict=True)]
 
     readers = [threading.Thread(target=f) for f in (read_err, read_out, sample)]
     for reader in readers:
@@ -293,7 +312,16 @@ def process(argv: list[str], env: dict[str, str]) -> Run:
         print(f"  ! {argv[-1]} exited {proc.returncode}: {errors[:3]}", flush=True)
     # ru_maxrss (KB) is exact for the process itself and any children it waited for
     largest = max(peaks[0], usage.ru_maxrss / 1024)
-    return Run(total, ready[0] if ready else None, lines[0], largest, peaks[1], proc.returncode)
+    return Run(
+        total,
+        ready[0] if ready else None,
+        matcher[0] if matcher else None,
+        lines[0],
+        largest,
+        peaks[1],
+        peaks[2],
+        proc.returncode,
+    )
 
 
 def monitor_poll(cfg: Path, env: dict[str, str]) -> Run:
@@ -310,9 +338,11 @@ def timed(label: str, fn: Any) -> float:
 
 def shown(label: str, run: Run) -> Run:
     ready = f"ready at {run.ready:5.2f} s, " if run.ready is not None else ""
+    matcher = f"matcher at {run.matcher:5.2f} s, " if run.matcher is not None else ""
     print(
-        f"{label:<44} {run.total:8.2f} s  ({ready}{run.alerts} alerts, peak RSS "
-        f"{run.peak_rss_mb:.0f} MB, all its processes {run.peak_total_mb:.0f} MB)",
+        f"{label:<44} {run.total:8.2f} s  ({ready}{matcher}{run.alerts} alerts, peak RSS "
+        f"{run.peak_rss_mb:.0f} MB, all its processes {run.peak_total_mb:.0f} MB, "
+        f"PSS {run.peak_pss_mb:.0f} MB)",
         flush=True,
     )
     return run

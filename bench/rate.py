@@ -111,7 +111,7 @@ def prefill(db: Path, articles: int, rng: random.Random) -> None:
 def tree_cpu(root: int) -> float:
     """CPU seconds used so far by `root` and its descendants alive, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    return sum((int(fields[11]) + int(fields[12])) / tick for fields in proc_tree(root))
+    return sum((int(fields[11]) + int(fields[12])) / tick for _, fields in proc_tree(root))
 
 
 def poll(
