@@ -10,8 +10,9 @@ When the pool hands over what its matcher is built from (passes.HANDOVER: a pick
 passes.Handover, written by passes.PassPool before its first worker starts; no secrets), the
 fork server also builds that matcher and loads the English NER model: built once, shared
 copy-on-write by every worker forked after, instead of once per worker (a minute and a
-gigabyte each for a watchlist of 50,000 entities). A worker whose config differs (a
-reload) builds its own.
+gigabyte each for a watchlist of 50,000 entities), and the watchlists themselves, which
+a worker then takes from here instead of unpickling its own copy. A worker whose config
+differs (a reload: another digest) is sent its watchlists and builds its own matcher.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import spacy
 
-from monitor.config import Config
+from monitor.config import Watchlist
 from monitor.match.matcher import default_meaning
 from monitor.match.prior import common_word
 from monitor.runtime.passes import HANDOVER, Handover
@@ -69,8 +70,10 @@ PREBUILT = _prebuilt()
 gc.freeze()
 
 
-def shared_matcher(config: Config) -> Matcher | None:
-    """The fork server's matcher, if it was built for this config's watchlists and model."""
-    if PREBUILT is None or PREBUILT[0] != Handover.of(config):
+def shared(digest: str) -> tuple[tuple[Watchlist, ...], Matcher] | None:
+    """The fork server's watchlists and the matcher built from them, if `digest` is theirs
+    (passes.digest: the same watchlists, model and root); None for any other."""
+    if PREBUILT is None or PREBUILT[0].digest != digest:
         return None
-    return PREBUILT[1]
+    handover, matcher = PREBUILT
+    return handover.watchlists, matcher
