@@ -92,10 +92,10 @@ class FeedStore(Database):
     ) -> list[FeedState]:
         """Makes the table agree with feeds.yaml (by name) and returns the configured feeds.
         Workers starting together on PostgreSQL take turns (an advisory lock)."""
-        out = []
         with self._session() as s:
             take_turns(s, _SYNC_LOCK)
             rows = {r.name: r for r in s.execute(select(FeedRow)).scalars()}
+            mine = []
             for cfg in feeds:
                 row = rows.get(cfg.name)
                 if row is None:
@@ -104,9 +104,9 @@ class FeedStore(Database):
                 elif (row.config_url or row.url) != cfg.url:
                     row.url, row.config_url = cfg.url, cfg.url
                     row.etag, row.last_modified = None, None
-                s.flush()
-                out.append(_state(row, interval(cfg), backfill(cfg), cfg.full_text))
-        return out
+                mine.append((cfg, row))
+            s.flush()  # once, for the new rows' ids: nothing to write when nothing changed
+            return [_state(row, interval(cfg), backfill(cfg), cfg.full_text) for cfg, row in mine]
 
     def states(
         self,

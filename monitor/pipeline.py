@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from monitor import dedupe, fetch, pages
+from monitor import dedupe, fetch
 from monitor.config import FullText, Settings
 from monitor.errors import DatabaseUnavailable, FetchError, MonitorError, StoreError
 from monitor.feeds import FeedState, next_due
@@ -64,6 +64,8 @@ def refresh(feed: FeedState, body: Body, deps: Processing) -> FeedOutcome:
             return _unchanged(feed, fetched, next_due(feed, now, 0, max_interval, fetched.hint))
         items = body.items or read(feed, fetched, deps)  # parse, dedupe
         if items.pages:  # extract
+            from monitor import pages  # full text only (see fetch_feed)
+
             items = replace(items, pages={k: pages.extracted(p) for k, p in items.pages.items()})
         alertable = [_with_page(e, items.pages.get(e.key)) for e in items.alertable]
         matches = [  # match
@@ -124,6 +126,10 @@ def fetch_feed(
         then(Body(fetched))
         return
     items = read(feed, fetched, deps)
+    # imported for full text only: pages.py and extract.py are a hundredth of a second of
+    # a poll with nothing new, which never reads a page
+    from monitor import pages
+
     want = pages.wanted(items.alertable, mode, deps.settings.full_text_min_words)
     if not want:
         then(Body(fetched, items))
@@ -282,6 +288,8 @@ class FeedStages:
         self._hosts = fetch.HostLimits(settings.http.per_host)
 
     def page_round(self, deps: Deps) -> executor.PageRound:
+        from monitor import pages  # full text only (see fetch_feed)
+
         return pages.Pages(deps.settings, self._hosts, deps.page_client)
 
     def fetch(

@@ -23,11 +23,13 @@ from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Route, rss
 
 # What a cycle with nothing new must not load: the matcher's spaCy, the migrations'
-# Alembic, queue mode's procrastinate, the parsers of feeds and pages, httpx's own
-# command line (rich, click), and any multiprocessing start method (loaded when the
-# first process is started).
+# Alembic, queue mode's procrastinate, the parsers of feeds and pages and full text's
+# page reader, httpx's own command line (rich, click), and multiprocessing (loaded when
+# the pass workers start).
 HEAVY = (
     "spacy",
+    "monitor.pages",
+    "multiprocessing",
     "rich",
     "click",
     "alembic",
