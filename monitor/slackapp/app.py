@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -272,7 +273,8 @@ class Questions:
     def why(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         """The message shortcut: why this alert was posted, as `monitor explain` says."""
         ack()
-        self._queue(self._why, _actor(body), body, client, respond)
+        actor = _actor(body)
+        self._queue(actor, client, respond, partial(self._why, actor, body, client, respond))
 
     def command(
         self, ack: Ack, command: dict[str, Any], client: WebClient, respond: Respond
@@ -287,32 +289,21 @@ class Questions:
             channel_name=str(command.get("channel_name") or ""),
             enterprise_id=str(command.get("enterprise_id") or ""),
         )
-        self._queue(self._command, actor, command, client, respond)
+        job = partial(self._command, actor, command, client, respond)
+        self._queue(actor, client, respond, job)
 
     def _queue(
-        self,
-        work: Callable[[Actor, dict[str, Any], WebClient, Respond], None],
-        actor: Actor,
-        body: dict[str, Any],
-        client: WebClient,
-        respond: Respond,
+        self, actor: Actor, client: WebClient, respond: Respond, job: Callable[[], None]
     ) -> None:
         if not self._room.acquire(blocking=False):
             log.warning("question refused: busy", extra={"user_id": actor.user_id})
             tell(client, respond, actor, BUSY)
             return
-        self._worker.submit(self._answered, work, actor, body, client, respond)
+        self._worker.submit(self._answered, actor, job)
 
-    def _answered(
-        self,
-        work: Callable[[Actor, dict[str, Any], WebClient, Respond], None],
-        actor: Actor,
-        body: dict[str, Any],
-        client: WebClient,
-        respond: Respond,
-    ) -> None:
+    def _answered(self, actor: Actor, job: Callable[[], None]) -> None:
         try:
-            work(actor, body, client, respond)
+            job()
         except Exception as exc:  # the pool would keep it, unseen
             log.error("question not answered", extra={"user_id": actor.user_id, "error": str(exc)})
         finally:
