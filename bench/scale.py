@@ -1,13 +1,20 @@
-"""Feeds polled per second by 1, 2 and 4 queue-mode workers (`monitor run --workers-mode
-queue`) on one PostgreSQL and one feed server, in one run.
+"""Feeds polled per second by one single-host `monitor run` and by 1, 2 and 4 queue-mode
+workers (`monitor run --workers-mode queue`) on one PostgreSQL and one feed server, in one
+run.
 
-    python bench/scale.py [--feeds 1000] [--items 20] [--workers 1,2,4]
+    python bench/scale.py [--feeds 1000] [--items 20] [--workers 1,2,4] [--no-single]
+                          [--against TREE] [--runs 1]
 
-Each round gets a fresh schema with the feeds synced but not due, starts N worker
-processes and waits until all have registered with the queue; then it makes every feed
-due at once and times until each has been polled: cold (every item new: fetch, parse,
-dedupe, match, store) and then warm (nothing changed: every feed answers 304). The feed
-server runs in its own process. PostgreSQL: MONITOR_BENCH_PG_URL, or the local one.
+Each round gets a fresh schema with the feeds synced but not due, starts the processes
+and waits until they are ready (queue workers registered with the queue, the single
+host's /healthz answering); then it makes every feed due at once and times until each
+has been polled: cold (every item new: fetch, parse, dedupe, match, store) and then warm
+(nothing changed: every feed answers 304). Besides the wall time it counts the CPU
+seconds of the processes' trees and of PostgreSQL, per feed: on a shared machine those
+move far less with the other load than the wall time does. `--against` runs the same
+rounds with another tree's `monitor` (PYTHONPATH), alternated with this one's, `--runs`
+times. The feed server runs in its own process. PostgreSQL: MONITOR_BENCH_PG_URL, or the
+local one.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import argparse
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
 from bench.figures import record  # noqa: E402
-from bench.poll import items, start_server  # noqa: E402
+from bench.poll import items, proc_tree, start_server  # noqa: E402
 from monitor import config as config_mod  # noqa: E402
 from monitor.db import make_engine, migrate  # noqa: E402
 from monitor.feeds import FeedStore  # noqa: E402
@@ -58,21 +68,22 @@ def wait(engine: Engine, sql: str, want: int, timeout: float, **params: object) 
         time.sleep(0.05)
 
 
-def cpu_seconds(pids: set[int]) -> tuple[float, float]:
-    """CPU time used so far by these processes, and by every PostgreSQL process (Linux)."""
-    ours = postgres = 0.0
+def cpu_seconds(roots: set[int]) -> tuple[float, float]:
+    """CPU time used so far by these processes and their descendants (with the children
+    they have reaped), and by every PostgreSQL process (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
+    ours = sum(
+        sum(int(f) for f in fields[11:15]) / tick for root in roots for fields in proc_tree(root)
+    )
+    postgres = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             head, _, rest = stat.read_text().rpartition(")")
         except OSError:
             continue
-        fields = rest.split()
-        used = (int(fields[11]) + int(fields[12])) / tick
-        if int(stat.parent.name) in pids:
-            ours += used
-        elif head.split("(", 1)[1].startswith("postgres"):
-            postgres += used
+        if head.split("(", 1)[1].startswith("postgres"):
+            fields = rest.split()
+            postgres += (int(fields[11]) + int(fields[12])) / tick
     return ours, postgres
 
 
@@ -95,13 +106,37 @@ def polled_in(engine: Engine, feeds: int, pids: set[int]) -> Phase:
     return Phase(took, ours_after - ours, postgres_after - postgres)
 
 
-def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, Phase]:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def healthy(port: int, timeout: float) -> None:
+    """Waits until the single host's /healthz answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit("timed out waiting for the single host's /healthz")
+
+
+def round_with(workers: int, tree: str, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, Phase]:
+    """`workers` queue workers, or (0) one single-host `monitor run`, of `tree`."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_URL)
     execute(admin, f"CREATE SCHEMA {schema}")
     url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    env = {**os.environ, "MONITOR_DATABASE_URL": url}
+    path = os.pathsep.join([tree, *filter(None, [os.environ.get("PYTHONPATH")])])  # tree first
+    env = {**os.environ, "MONITOR_DATABASE_URL": url, "PYTHONPATH": path}
     env.pop("SLACK_BOT_TOKEN", None)
+    port = free_port()
+    mode = ["--workers-mode", "queue"] if workers else ["--http", f"127.0.0.1:{port}"]
     procs: list[subprocess.Popen[bytes]] = []
     engine = make_engine(url)
     try:
@@ -110,7 +145,7 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, P
         config = config_mod.load(cfg)
         FeedStore(engine).sync(config.feeds, config.interval, config.backfill)
         execute(engine, "UPDATE feed SET next_due_at = now() + interval '1 day'")
-        for n in range(workers):
+        for n in range(max(workers, 1)):
             with (Path(os.environ.get("BENCH_LOGS") or tmp) / f"w{workers}-{n}.log").open(
                 "wb"
             ) as log:
@@ -125,16 +160,19 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, P
                             "--log-level",
                             os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
                             "run",
-                            "--workers-mode",
-                            "queue",
+                            *mode,
                         ],
                         env=env,
+                        cwd=tree,
                         stdout=subprocess.DEVNULL,
                         stderr=log,
                     )
                 )
-        wait(engine, "SELECT count(*) FROM procrastinate_workers", workers, 120)
-        time.sleep(1.0)  # each worker's periodic deferrer is up
+        if workers:
+            wait(engine, "SELECT count(*) FROM procrastinate_workers", workers, 120)
+            time.sleep(1.0)  # each worker's periodic deferrer is up
+        else:
+            healthy(port, 120)
         pids = {p.pid for p in procs}
         return polled_in(engine, feeds, pids), polled_in(engine, feeds, pids)
     finally:
@@ -147,14 +185,31 @@ def round_with(workers: int, cfg: Path, feeds: int, tmp: Path) -> tuple[Phase, P
         admin.dispose()
 
 
+def line(label: str, phase: Phase, feeds: int) -> str:
+    return (
+        f"{label}: {phase.seconds:6.2f} s = {feeds / phase.seconds:5.0f} feeds/s; CPU a feed: "
+        f"processes {1000 * phase.worker_cpu / feeds:5.1f} ms, PostgreSQL "
+        f"{1000 * phase.postgres_cpu / feeds:4.1f} ms; cores: "
+        f"{phase.worker_cpu / phase.seconds:4.2f} + {phase.postgres_cpu / phase.seconds:4.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--feeds", type=int, default=1000)
     ap.add_argument("--items", type=int, default=20)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument(
+        "--single", action=argparse.BooleanOptionalAction, default=True, help="a single host too"
+    )
     ap.add_argument("--concurrency", type=int, default=16, help="jobs at once in each worker")
+    ap.add_argument("--against", default=None, help="another tree, alternated with this one")
+    ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
-    counts = [int(n) for n in args.workers.split(",")]
+    counts = ([0] if args.single else []) + [int(n) for n in args.workers.split(",")]
+    trees = {"this tree": str(Path(__file__).resolve().parents[1])}
+    if args.against:
+        trees["against"] = str(Path(args.against).resolve())
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -179,27 +234,40 @@ def main() -> None:
             f"one feed server; each worker runs {args.concurrency} jobs at once",
             flush=True,
         )
-        results: dict[int, tuple[Phase, Phase]] = {}
-        for n in counts:
-            results[n] = round_with(n, cfg, args.feeds, tmp)
-            for label, phase in zip(("cold", "warm"), results[n], strict=True):
-                print(
-                    f"{n} worker{'s' if n > 1 else ' '} {label}: {phase.seconds:6.2f} s = "
-                    f"{args.feeds / phase.seconds:5.0f} feeds/s; CPU: workers "
-                    f"{phase.worker_cpu / phase.seconds:4.2f} cores, PostgreSQL "
-                    f"{phase.postgres_cpu / phase.seconds:4.2f} cores",
-                    flush=True,
-                )
+        for run in range(args.runs):
+            for label, tree in trees.items():  # alternated, so both see the same drift
+                results: dict[int, tuple[Phase, Phase]] = {}
+                for n in counts:
+                    results[n] = round_with(n, tree, cfg, args.feeds, tmp)
+                    who = "single host" if not n else f"{n} worker{'s' if n > 1 else ''}"
+                    for kind, phase in zip(("cold", "warm"), results[n], strict=True):
+                        print(line(f"{label}, run {run + 1}, {who:11} {kind}", phase, args.feeds))
+                summary(label, results, counts)
         server.terminate()
-    base_cold, base_warm = results[counts[0]]
-    for n in counts[1:]:
+
+
+def summary(label: str, results: dict[int, tuple[Phase, Phase]], counts: list[int]) -> None:
+    """Each queue round against the single host (per feed: > 1 is slower) and against the
+    first queue round (speed-up)."""
+    queue = [n for n in counts if n]
+    if 0 in results and queue:
+        single = results[0]
+        one = results[queue[0]]
+        cells = ", ".join(
+            f"{kind} {q.seconds / s.seconds:.2f}x wall, {q.worker_cpu / s.worker_cpu:.2f}x CPU"
+            for kind, s, q in zip(("cold", "warm"), single, one, strict=True)
+        )
+        print(f"{label}: {queue[0]} queue worker vs the single host, time a feed: {cells}")
+        record("scale", f"queue mode, {queue[0]} worker vs single host, time a feed", cells)
+    base_cold, base_warm = results[queue[0]] if queue else results[0]
+    for n in queue[1:]:
         cold, warm = results[n]
         ratios = (
             f"cold {base_cold.seconds / cold.seconds:.2f}x, "
             f"warm {base_warm.seconds / warm.seconds:.2f}x"
         )
-        print(f"{n} workers vs {counts[0]}: {ratios}")
-        record("scale", f"queue mode, {n} workers vs {counts[0]}", ratios)
+        print(f"{label}: {n} workers vs {queue[0]}: {ratios}")
+        record("scale", f"queue mode, {n} workers vs {queue[0]}", ratios)
 
 
 if __name__ == "__main__":

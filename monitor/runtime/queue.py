@@ -36,13 +36,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import procrastinate
+import psycopg
 from procrastinate import exceptions as queue_errors
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
@@ -146,7 +147,10 @@ def make_app(settings: Settings) -> procrastinate.App:
     """The job queue with our tasks: the same in every worker, so any worker runs any job."""
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(
-            conninfo=conninfo(settings.effective_database_url()), min_size=1, max_size=4
+            conninfo=conninfo(settings.effective_database_url()),
+            min_size=1,
+            max_size=4,
+            configure=_autocommit,
         )
     )
     app.task(name=POLL, pass_context=True, retry=_WEATHER)(_poll_feed)
@@ -167,6 +171,19 @@ def make_app(settings: Settings) -> procrastinate.App:
         app.task(name=FORGET, pass_context=True, queueing_lock=FORGET)(_forget_old_jobs)
     )
     return app
+
+
+def _autocommit(
+    connection: psycopg.AsyncConnection[Any] | psycopg.Connection[Any],
+) -> Awaitable[None] | None:
+    """Each of the queue's calls is one statement (a function of its schema): a
+    transaction around it would only add a BEGIN and a COMMIT round trip to every fetch,
+    finish and defer. Its pool opens connections without autocommit; this sets it on
+    each, for the async pool (which awaits it) and the sync one (`App.open`) alike."""
+    if isinstance(connection, psycopg.AsyncConnection):
+        return connection.set_autocommit(True)
+    connection.autocommit = True
+    return None
 
 
 def _job(context: JobContext, work: Callable[[QueueWorker], None]) -> None:
