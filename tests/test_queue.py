@@ -410,3 +410,28 @@ def test_a_flood_is_one_message_in_queue_mode(
     assert flood["blocks"][0]["text"]["text"] == "desk: 30 alerts in one poll cycle"
     assert len(set(slack.listed_in_thread(flood))) == 30
     assert "alert flood gathered into one message channel=#china-desk" in log.read_text()
+
+
+def test_the_queue_talks_to_postgresql_without_transactions_around_its_calls(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Each procrastinate call is one statement: a BEGIN and a COMMIT around it would be
+    two more round trips per fetch and finish, so its connections are autocommit, opened
+    by the async pool and by the sync one alike."""
+    import asyncio
+
+    from monitor import config as config_mod
+    from monitor.runtime.queue import make_app
+
+    cfg = write_config(tmp_path / "c", [], settings={"database_url": pg_url})
+    app = make_app(config_mod.load(cfg).settings)
+
+    async def pooled() -> bool:
+        async with app.open_async(), app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            return bool(conn.autocommit)
+
+    assert asyncio.run(pooled())
+    with app.open():
+        sync = app.connector.get_sync_connector()
+        with sync.pool.connection() as conn:  # type: ignore[attr-defined]
+            assert conn.autocommit
