@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, select
 from sqlmodel import Session, SQLModel, col
 
-from monitor.db import CHUNK, Database
+from monitor.db import CHUNK, Database, WriteTurn
 from monitor.dedupe import BANDS, NEAR_DUPLICATE, NEAR_DUPLICATE_WINDOW, lsh_bands, similarity
 from monitor.events import Reader
 from monitor.feeds import record
@@ -31,6 +31,7 @@ class Store(Database):
         super().__init__(engine)
         self._recent = Recent()  # the events window's gists, parsed once per process
         self._meaning = meaning
+        self._turn = WriteTurn(engine)  # SQLite's writers wake in turn, not by polling
 
     def seen_keys(self, feed_id: int, keys: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(keys))
@@ -85,7 +86,7 @@ class Store(Database):
             if vectors.unwritten:  # kept at once, in a transaction that locks nothing else
                 with self._session() as s:
                     vectors.write_back(s)
-        with self._session() as s:
+        with self._turn.held(), self._session() as s:
             bands = {e.key: lsh_bands(e.minhash) for e in entries if e.minhash is not None}
             stories = self._near_duplicates(s, entries, bands, now)
             ids: dict[str, int] = {}

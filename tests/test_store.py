@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -17,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from monitor.archive import Archive
 from monitor.config import FeedConfig, Watchlist
-from monitor.db import Database, Locks, make_engine, migrate
+from monitor.db import Database, Locks, WriteTurn, make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.deliver import Senders
 from monitor.digests import Digests
@@ -890,3 +893,48 @@ def test_the_events_cache_forgets_a_watchlist_no_longer_read(db: tuple[Store, Ou
     with Session(store.engine) as s:
         store._recent.stories(s, "us-china", later)
     assert len(store._recent) == 0
+
+
+def _blocked_on(path: Path) -> bool:
+    """Whether /proc/locks shows a process or thread waiting for a flock(2) on `path`."""
+    inode = f":{os.stat(path).st_ino} "
+    with open("/proc/locks") as locks:
+        return any("->" in line and inode in line for line in locks)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_a_save_to_a_sqlite_file_waits_its_turn_and_goes_on_when_it_is_free(
+    tmp_path: Path,
+) -> None:
+    """Writers of one SQLite file take turns on a lock file beside it (db.WriteTurn), so
+    the next is woken as the last lets go, not by SQLite's busy handler's sleeps: a save
+    begun while another writer's turn is held waits on the file, then stores."""
+    engine = make_engine(f"sqlite:///{tmp_path}/turns.db")
+    migrate(engine)
+    store = Store(engine, reader(default_meaning))
+    [feed] = feeds(store, "world")
+    other = WriteTurn(engine)  # another writer's: its own open file, so flock parts them
+    assert other.path == Path(f"{tmp_path}/turns.db.write.lock")
+    e = entry("1", "https://n.example/qin")
+    queued: list[int] = []
+    with other.held():
+        saver = threading.Thread(target=lambda: queued.append(save(store, feed, e)))
+        saver.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on(other.path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _blocked_on(other.path), "the save did not wait for the turn"
+        assert store.seen_keys(feed, [e.key]) == set() and not queued
+    saver.join()
+    assert queued == [1] and store.seen_keys(feed, [e.key]) == {e.key}
+    engine.dispose()
+
+
+def test_no_write_turns_where_the_database_parts_writers_itself() -> None:
+    """PostgreSQL locks rows, and SQLite in memory has one process: no lock file, and
+    holding the turn takes nothing (nor does it wait)."""
+    for url in ("sqlite://", "sqlite:///:memory:", "postgresql://nobody@127.0.0.1:1/none"):
+        turn = WriteTurn(make_engine(url))
+        assert turn.path is None
+        with turn.held(), turn.held():  # nothing taken: not even this thread waits
+            pass
