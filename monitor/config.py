@@ -34,6 +34,7 @@ from sqlalchemy.exc import ArgumentError
 
 from monitor.alert.timing import DigestSchedule, QuietHours
 from monitor.errors import ConfigError, Problem
+from monitor.heap import collector_paused
 from monitor.redact import redact
 
 _DURATION = re.compile(r"(\d+)\s*(ms|[smhdw])")
@@ -699,28 +700,76 @@ class _Checked(_Bounded, yaml.SafeLoader):
         self._start_counting()
 
 
-def _fast_loader() -> type[_Bounded] | None:
-    """The same composing on events from libyaml's scanner and parser, in C: a 300-feed
-    feeds.yaml reads in a fifth of the time. Its errors are libyaml's (and it refuses
-    nesting on its own, ahead of the place), so a file it fails on is read again by
-    _Checked, whose error is the one reported. None for a PyYAML built without libyaml."""
+def _fast_loader() -> type[Any] | None:
+    """libyaml's scanner, parser and composer, in C: a 10,000-entity watchlist composes
+    in a quarter of the time of PyYAML's Python composer. It cannot count as it composes,
+    so the tree it makes is checked against the same bounds after (`_within_bounds`:
+    composing itself expands no alias, so this is safe); a file it fails on or that
+    exceeds a bound is read again by _Checked, whose error is the one reported. None for
+    a PyYAML built without libyaml."""
     try:
         from yaml._yaml import CParser
     except ImportError:
         return None
 
-    class Fast(_Bounded, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    class Fast(CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
-            yaml.composer.Composer.__init__(self)
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
-            self._start_counting()
 
     return Fast
 
 
 _FAST = _fast_loader()
+
+
+def _within_bounds(root: yaml.Node | None) -> None:
+    """Raises _Refused where _Bounded would have refused the composed tree: the same
+    count of values (a node met again is an alias, counted as every value it repeats),
+    of values repeated through aliases, of depth, and an alias inside what it names."""
+    sizes: dict[int, int] = {}
+    seen: set[int] = set()
+    open_: set[int] = set()
+    values = aliased = 0
+
+    def size(node: yaml.Node) -> int:
+        if isinstance(node, yaml.ScalarNode):
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 1 + sum(size(c) for c in _children(node))
+        return sizes[id(node)]
+
+    def walk(node: yaml.Node, depth: int) -> None:
+        nonlocal values, aliased
+        if id(node) in seen:
+            if id(node) in open_:
+                raise _Refused("an alias inside the value it names")
+            values += size(node)
+            aliased += size(node)
+            if aliased > MAX_ALIASED:
+                raise _Refused(f"aliases repeat more than {MAX_ALIASED:,} values")
+        else:
+            seen.add(id(node))
+            values += 1
+            if depth > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+            if not isinstance(node, yaml.ScalarNode):
+                open_.add(id(node))
+                for child in _children(node):
+                    walk(child, depth + 1)
+                open_.discard(id(node))
+        if values > MAX_VALUES:
+            raise _Refused(f"more than {MAX_VALUES:,} values")
+
+    if root is not None:
+        walk(root, 1)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return list(node.value)
 
 
 def _compose(path: Path) -> yaml.Node | None:
@@ -731,17 +780,20 @@ def _compose(path: Path) -> yaml.Node | None:
     text = raw.decode("utf-8")
     if _FAST is not None:
         try:
-            return _single_node(_FAST(text))  # type: ignore[call-arg]
+            node = _single_node(_FAST(text))
+            _within_bounds(node)
+            return node
         except yaml.YAMLError:
             pass
     return _single_node(_Checked(text))
 
 
-def _single_node(loader: _Bounded) -> yaml.Node | None:
+def _single_node(loader: Any) -> yaml.Node | None:
     try:
-        return loader.get_single_node()
+        node: yaml.Node | None = loader.get_single_node()
+        return node
     finally:
-        loader.dispose()  # type: ignore[attr-defined]
+        loader.dispose()
 
 
 def _read_yaml(path: Path) -> _Doc:
@@ -991,7 +1043,11 @@ def _env_doc(data: dict[str, Any], env: Mapping[str, str]) -> _Doc:
 
 def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     """Loads and validates the whole config directory; raises ConfigError listing every problem."""
-    env = os.environ if env is None else env
+    with collector_paused():  # a large config is a million objects: heap.py
+        return _load(root, os.environ if env is None else env)
+
+
+def _load(root: Path, env: Mapping[str, str]) -> Config:
     problems: list[Problem] = []
     warnings: list[Problem] = []
     if not root.is_dir():

@@ -406,3 +406,49 @@ def test_check_says_how_the_slack_app_listens(
     monkeypatch.setenv("SLACK_APP_TOKEN", "xoxp-user-token")
     assert main(["--config", str(root), "check"]) == 2
     assert "SLACK_APP_TOKEN: not an app-level token" in capsys.readouterr().out
+
+
+def _aliases(times: int) -> str:
+    """A list of 99 values aliased `times` times: 100 values repeated each time."""
+    items = ", ".join(["x"] * 99)
+    return f"channel: '#w'\nbase: &b [{items}]\nmore: [{', '.join(['*b'] * times)}]\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        ("a: " + "[" * 63 + "]" * 63 + "\n", False),  # 64 levels with the mapping
+        ("a: " + "[" * 64 + "]" * 64 + "\n", True),
+        (_aliases(100), False),  # 10,000 values repeated: the bound itself
+        (_aliases(101), True),
+        ("a: &a [1, *a]\n", True),  # an alias inside what it names
+        ("a: &a [1, 2]\nb: [*a, {c: *a}]\n", False),
+    ],
+    ids=["depth-64", "depth-65", "aliased-10000", "aliased-10100", "loop", "aliases"],
+)
+def test_libyamls_tree_is_bounded_as_pyyamls_composer_bounds_it(
+    tmp_path: Path, body: str, refused: bool
+) -> None:
+    """The fast path composes in C and checks the bounds after; it must refuse exactly
+    what the Python composer, which counts as it goes, refuses, and build the same tree."""
+    import yaml
+
+    from monitor import config
+
+    path = tmp_path / "w.yaml"
+    path.write_text(body)
+    assert config._FAST is not None
+    fast = config._single_node(config._FAST(body))
+    try:
+        config._within_bounds(fast)
+        fast_refused = False
+    except yaml.YAMLError:
+        fast_refused = True
+    try:
+        checked = config._single_node(config._Checked(body))
+        checked_refused = False
+    except yaml.YAMLError:
+        checked_refused = True
+    assert fast_refused == checked_refused == refused
+    if not refused:
+        assert yaml.serialize(fast) == yaml.serialize(checked)
