@@ -32,7 +32,7 @@ class Role(StrEnum):
     NEAR_B = "near_b"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # about 350,000 of them for 50,000 entities
 class Rule:
     wl: int
     kind: TermKind

@@ -10,6 +10,7 @@ from spacy.language import Language
 
 from monitor.config import Entity, Topic, Watchlist
 from monitor.events import gist, gist_text
+from monitor.heap import collector_paused
 from monitor.match.evidence import short_form_counts, verdict_without_votes
 from monitor.match.finds import Found, Role, Scan
 from monitor.match.lessons import Lessons
@@ -82,15 +83,21 @@ class Matcher:
         meaning: MeaningLoader = default_meaning,
         lessons: Lessons | None = None,
     ) -> None:
-        self.watchlists = list(watchlists)
+        with collector_paused():  # a million objects for 50,000 entities: heap.py
+            self._build(watchlists, nlp, prefilter)
         self._ner = ner
         self._meaning = meaning
-        self._senses = senses_of(self.watchlists)
         self.lessons = lessons or Lessons()  # the desk's feedback (feedback.lessons)
+
+    def _build(self, watchlists: Sequence[Watchlist], nlp: Language, prefilter: bool) -> None:
+        self.watchlists = list(watchlists)
+        self._senses = senses_of(self.watchlists)
         terms: list[tuple[int, Entity | Topic]] = []
         for wi, wl in enumerate(self.watchlists):
             terms += [(wi, t) for t in wl.entities] + [(wi, t) for t in wl.topics]
-        self._abouts = {(wi, t.name): described(t) for wi, t in terms}
+        abouts = {(wi, t.name): described(t) for wi, t in terms}
+        # only the terms described: most are not, and a missing one reads as None
+        self._abouts = {term: about for term, about in abouts.items() if about is not None}
         prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)

@@ -33,11 +33,15 @@ def script_of(ch: str) -> str:
 
 def unspaced(phrase: str) -> bool:
     """Whether a phrase is written in a script without spaces between words."""
+    if phrase.isascii():
+        return False
     return any(unicodedata.name(c, "").startswith(_UNSPACED) for c in phrase if not c.isascii())
 
 
 def non_latin(phrase: str) -> bool:
     """Whether a phrase's letters are in another script than Latin."""
+    if phrase.isascii():
+        return False
     letters = [c for c in phrase if c.isalpha()]
     return bool(letters) and all(not c.isascii() and script_of(c) != "LATIN" for c in letters)
 
