@@ -22,6 +22,7 @@ from typing import Any
 
 from spacy.attrs import IS_SPACE, NORM, ORTH
 from spacy.language import Language
+from spacy.strings import get_string_id
 from spacy.tokens import Doc
 
 from monitor.config import Watchlist
@@ -51,6 +52,7 @@ class Phrases:
         self._length_sets: dict[tuple[int, ...], tuple[int, ...]] = {}  # one copy of each
         self._keyed: set[tuple[int, ...]] = set()  # while building
         self._word_norms: dict[str, int] = {}  # while building
+        self._norm_texts: dict[int, str] = {}  # while building: what _norm_of's ids stand for
         self._unspaced = Unspaced()
         # prefix forms: folded prefix -> (words before it, rule, most letters after it)
         self._prefixes: dict[str, list[tuple[tuple[str, ...], Rule, int | None]]] = {}
@@ -120,16 +122,19 @@ class Phrases:
             for (_, rule, key), start, end in zip(chunk, starts, ends, strict=True):
                 ids = [norms[i] for i in range(start, end) if i not in spaces]
                 self._add_pattern(ids, rule, key)
-        self._word_norms = {}
+        self._word_norms, self._norm_texts = {}, {}
         self._keyed = set()
 
     def _norm_of(self, word: str) -> int:
         """A plain word's NORM id, without a vocabulary entry (a lexeme costs about 600
-        bytes and 70 µs): the word is normalised as any other when an article first holds
-        it, and its prefix forms completed now, as they would be then."""
+        bytes and 70 µs) or its norm stored (200 bytes): the word is normalised as any
+        other when an article first holds it, and its prefix forms completed now, as they
+        would be then."""
         known = self._word_norms.get(word)
         if known is None:
-            known = self._word_norms[word] = int(self._nlp.vocab.strings.add(norm(word)))
+            text = norm(word)
+            known = self._word_norms[word] = int(get_string_id(text))
+            self._norm_texts[known] = text
             if self._prefix_lengths:
                 self._expand(word)
         return known
@@ -149,8 +154,9 @@ class Phrases:
             self._rules[ids_of] = (*rules, rule)
         if key and rule.role in _PRIMARY and ids_of not in self._keyed:
             self._keyed.add(ids_of)
-            strings = self._nlp.vocab.strings
-            self.keys |= _phrase_keys([w for w in map(strings.__getitem__, ids) if _is_word(w)])
+            strings, texts = self._nlp.vocab.strings, self._norm_texts
+            words = [texts.get(i) or strings[i] for i in ids]
+            self.keys |= _phrase_keys([w for w in words if _is_word(w)])
 
     def _normalise(self, doc: Doc) -> Doc:
         """Sets each new word's NORM, once per vocabulary entry, and makes the phrases of

@@ -33,6 +33,7 @@ from monitor import logs
 from monitor.config import Config, MeaningSettings, Watchlist
 from monitor.errors import WorkerDied
 from monitor.feeds import FeedState
+from monitor.heap import collector_paused
 from monitor.models import Body, FeedOutcome
 from monitor.pipeline import refresh
 from monitor.service import processor_for
@@ -100,7 +101,8 @@ def _work(bare: Config, digest: str, conn: Connection, log_setup: tuple[str, str
         log.info("matcher shared", extra={"pid": os.getpid(), "built_by": os.getppid()})
     else:
         conn.send(_WATCHLISTS)
-        watchlists, matcher = conn.recv(), None
+        with collector_paused():  # 50,000 entities unpickle in 0.3 s instead of 1.7: heap.py
+            watchlists, matcher = conn.recv(), None
         log.info("watchlists received", extra={"pid": os.getpid(), "watchlists": len(watchlists)})
     processor = processor_for(replace(bare, watchlists=watchlists), matcher)
     conn.send(_READY)

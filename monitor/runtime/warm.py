@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import spacy
 
 from monitor.config import Watchlist
+from monitor.heap import collector_paused
 from monitor.match.matcher import default_meaning
 from monitor.match.prior import common_word
 from monitor.runtime.passes import HANDOVER, Handover
@@ -64,7 +65,8 @@ def _prebuilt() -> tuple[Handover, Matcher] | None:
     return handover, matcher
 
 
-PREBUILT = _prebuilt()
+with collector_paused():  # the handover unpickled, the matcher built: heap.py
+    PREBUILT = _prebuilt()
 # What is here now stays as it is in every worker: the collector never visits it, so
 # it writes to none of its pages, which stay shared instead of copied into each worker.
 gc.freeze()
