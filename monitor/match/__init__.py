@@ -1,6 +1,6 @@
 """Match stage: decides which watchlists an entry is really about.
 
-One PhraseMatcher holds every phrase of every watchlist, keyed on a normal form of each
+One table holds every phrase of every watchlist, keyed on spaCy's normal form of each
 word (folded letters, the lemma), so a pass costs about the same for ten terms as for
 ten thousand, and "military dialogues" meets "military dialogue", "Erdoğan" meets
 "Erdogan". A prefilter skips, without spaCy, the articles that hold none of the
