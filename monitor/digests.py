@@ -15,6 +15,7 @@ from sqlmodel import Session, col
 from monitor.config import Watchlist
 from monitor.db import Database
 from monitor.models import DeliveryKind, DeliveryRow, DeliveryStatus, as_utc, utcnow
+from monitor.outbox import log_muted, mute_followups
 
 DIGEST_PART = 20  # stories per digest message (and listed in a flood); Slack allows 50 blocks
 
@@ -30,7 +31,8 @@ class Flood:
 class Digests(Database):
     def make(self, watchlists: Sequence[Watchlist], now: datetime) -> int:
         """Gathers held rows into digest deliveries: at each schedule boundary for digest
-        watchlists, and when quiet hours end for the others. Returns digests made."""
+        watchlists, and when quiet hours end for the others; a follow-up of a story the
+        desk muted since it was held is muted instead, not listed. Returns digests made."""
         made = 0
         for wl in watchlists:
             if wl.delivery == "digest":
@@ -54,8 +56,10 @@ class Digests(Database):
                     .scalars()
                     .all()
                 )
+                moved = mute_followups(s, held)
+                muted = {ids["delivery_id"] for ids in moved}
                 by_channel: dict[str, list[DeliveryRow]] = {}
-                for row in held:
+                for row in (r for r in held if r.id not in muted):
                     by_channel.setdefault(row.channel, []).append(row)
                 for channel, rows in by_channel.items():
                     parts = [rows[i : i + DIGEST_PART] for i in range(0, len(rows), DIGEST_PART)]
@@ -84,6 +88,7 @@ class Digests(Database):
                             )
                         )
                         made += 1
+            log_muted(moved)
         return made
 
     def floods(
@@ -92,7 +97,8 @@ class Digests(Database):
         """Gathers floods into one message each (in one channel, if given): more than
         `threshold` alerts for a channel, never tried yet, created within `window` of the
         first of them, i.e. from one poll cycle, whichever process or worker stored them.
-        Those already sent stay sent; what a later cycle brings counts afresh."""
+        Those already sent stay sent; what a later cycle brings counts afresh. A follow-up
+        of a story the desk muted since it was queued is muted, neither counted nor listed."""
         fresh = (
             col(DeliveryRow.status) == DeliveryStatus.PENDING,
             col(DeliveryRow.kind) == DeliveryKind.ALERT,
@@ -104,6 +110,7 @@ class Digests(Database):
             busy = busy.where(col(DeliveryRow.channel) == channel)
         busy = busy.group_by(col(DeliveryRow.channel)).having(func.count() > threshold)
         made: list[Flood] = []
+        moved: list[dict[str, Any]] = []
         with self._session() as s:
             for name in s.execute(busy).scalars().all():
                 created = col(DeliveryRow.created_at)
@@ -111,16 +118,29 @@ class Digests(Database):
                 times = s.execute(select(created).where(*waiting).order_by(created)).scalars()
                 for start in _cycles([as_utc(t) for t in times], threshold, window):
                     cycle = (*waiting, created >= start, created < start + window)
-                    flood = self._flood(s, name, cycle)
+                    flood = self._flood(s, name, cycle, threshold, moved)
                     if flood is not None:
                         made.append(flood)
+        log_muted(moved)
         return made
 
-    def _flood(self, s: Session, channel: str, cycle: tuple[Any, ...]) -> Flood | None:
-        """One flood message for the rows `cycle` selects, unless another deliverer has
-        just gathered them (its message has the key of their first row)."""
-        first = s.execute(select(func.min(col(DeliveryRow.id))).where(*cycle)).scalar()
-        if first is None:
+    def _flood(
+        self,
+        s: Session,
+        channel: str,
+        cycle: tuple[Any, ...],
+        threshold: int,
+        moved: list[dict[str, Any]],
+    ) -> Flood | None:
+        """One flood message for the rows `cycle` selects, if they are still more than
+        `threshold` once the follow-ups of muted stories are muted (added to `moved`),
+        unless another deliverer has just gathered them (its message has the key of
+        their first row)."""
+        moved += mute_followups(s, s.execute(select(DeliveryRow).where(*cycle)).scalars().all())
+        first, count = s.execute(
+            select(func.min(col(DeliveryRow.id)), func.count()).where(*cycle)
+        ).one()
+        if first is None or count <= threshold:
             return None
         names = s.execute(select(col(DeliveryRow.watchlist)).where(*cycle).distinct())
         watchlist = ", ".join(sorted(names.scalars()))[:200]
@@ -155,12 +175,11 @@ class Digests(Database):
         unsent = [status for status in DeliveryStatus if status.unsent]
         # their stories' follow-ups have no thread to go to: the flood message stands for them
         gathered = select(col(DeliveryRow.key)).where(col(DeliveryRow.digest_id) == made)
+        followups = (col(DeliveryRow.thread_of).in_(gathered), col(DeliveryRow.status).in_(unsent))
+        moved += mute_followups(s, s.execute(select(DeliveryRow).where(*followups)).scalars().all())
         s.execute(
             update(DeliveryRow)
-            .where(
-                col(DeliveryRow.thread_of).in_(gathered),
-                col(DeliveryRow.status).in_(unsent),
-            )
+            .where(*followups)
             .values(status=DeliveryStatus.HELD.to(DeliveryStatus.DIGESTED), digest_id=made)
         )
         return Flood(made, channel, watchlist, alerts)

@@ -469,8 +469,9 @@ class DeliveryStatus(StrEnum):
     one), or pending -> sending -> sent, or dead (out of attempts, or refused for good:
     `monitor alerts --failed`, then `--retry`). A pending or held row that a flood or a
     digest takes in becomes digested; a send that failed or was lost goes back to pending.
-    A pending follow-up whose story the desk muted before it went out becomes muted
-    instead of sending (its match held as MatchHold.MUTED, as one muted when stored).
+    A pending or held follow-up whose story the desk muted before it went out becomes
+    muted instead of sending or digested (its match held as MatchHold.MUTED, as one muted
+    when stored): at its claim, or when a flood or a digest gathers the others.
 
     Every write of a status names its transition (`PENDING.to(SENDING)`), so the machine
     below is the whole of it: a write it lacks fails at once, in the tests first."""
@@ -496,7 +497,7 @@ class DeliveryStatus(StrEnum):
 
 
 _MOVES: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    DeliveryStatus.HELD: frozenset({DeliveryStatus.DIGESTED}),
+    DeliveryStatus.HELD: frozenset({DeliveryStatus.DIGESTED, DeliveryStatus.MUTED}),
     DeliveryStatus.PENDING: frozenset(
         {DeliveryStatus.SENDING, DeliveryStatus.DIGESTED, DeliveryStatus.MUTED}
     ),

@@ -209,6 +209,43 @@ def _muted_followup(s: Session, row: DeliveryRow) -> FeedbackRow | None:
     return None
 
 
+def mute_followups(s: Session, rows: Iterable[DeliveryRow]) -> list[dict[str, Any]]:
+    """Moves each unsent row that is a follow-up of a story the desk muted (pending or
+    held) to muted, its match held as one muted when stored, in the caller's
+    transaction: a claim, a flood or a digest takes the others and never this one.
+    Returns the ids of those moved, for `log_muted` once the transaction is committed."""
+    moved: list[dict[str, Any]] = []
+    for row in rows:
+        mute = _muted_followup(s, row)
+        if mute is None:
+            continue
+        assert row.match_id is not None  # _muted_followup asked for it
+        was = DeliveryStatus(row.status)
+        result: Any = s.execute(
+            update(DeliveryRow)
+            .where(col(DeliveryRow.id) == row.id, col(DeliveryRow.status) == was)
+            .values(status=was.to(DeliveryStatus.MUTED))
+        )
+        if result.rowcount != 1:
+            continue  # another deliverer took it meanwhile
+        _hold_muted(s, row.match_id, mute)
+        moved.append(
+            {
+                "delivery_id": row.id,
+                "match_id": row.match_id,
+                "feedback_id": mute.id,
+                "watchlist": row.watchlist,
+                "channel": row.channel,
+            }
+        )
+    return moved
+
+
+def log_muted(moved: Iterable[dict[str, Any]]) -> None:
+    for ids in moved:
+        log.info("follow-up not posted: its story is muted", extra=ids)
+
+
 def _story(s: Session, watchlist: str, story_key: str, channel: str, match_id: int) -> list[_Copy]:
     """The story's deliveries in the channel, and the new article (delivery_id 0)."""
     rows = s.execute(
@@ -367,30 +404,22 @@ class Outbox(Database):
             row = s.execute(select(DeliveryRow).where(unclaimed)).scalar()
             if row is None:
                 return None
-            mute = _muted_followup(s, row)
-            status = DeliveryStatus.MUTED if mute is not None else DeliveryStatus.SENDING
-            values: dict[str, Any] = {"status": DeliveryStatus.PENDING.to(status)}
-            if mute is None:
-                values |= {
-                    "attempt_started_at": utcnow(),
-                    "attempts": col(DeliveryRow.attempts) + 1,
-                }
-            result: Any = s.execute(update(DeliveryRow).where(unclaimed).values(values))
-            if result.rowcount != 1:
-                return None
-            if mute is None:
+            moved = mute_followups(s, [row])
+            if not moved:
+                result: Any = s.execute(
+                    update(DeliveryRow)
+                    .where(unclaimed)
+                    .values(
+                        status=DeliveryStatus.PENDING.to(DeliveryStatus.SENDING),
+                        attempt_started_at=utcnow(),
+                        attempts=col(DeliveryRow.attempts) + 1,
+                    )
+                )
+                if result.rowcount != 1:
+                    return None
                 s.refresh(row)
                 return _outgoing(s, row, thread_ts)
-            assert row.match_id is not None  # _muted_followup asked for it
-            _hold_muted(s, row.match_id, mute)
-            ids = {
-                "delivery_id": delivery_id,
-                "match_id": row.match_id,
-                "feedback_id": mute.id,
-                "watchlist": row.watchlist,
-                "channel": row.channel,
-            }
-        log.info("follow-up not posted: its story is muted", extra=ids)
+        log_muted(moved)
         return None
 
     def sent(self, delivery_id: int, channel: str, sent: Sent) -> None:

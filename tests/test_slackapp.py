@@ -25,14 +25,15 @@ from urllib.parse import urlencode
 
 import pytest
 from slack_sdk.signature import SignatureVerifier
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
+from sqlmodel import Session, col
 
 from monitor import config as config_mod
 from monitor import cycle, feedback
 from monitor.archive import Archive
 from monitor.cli import _describe, main
 from monitor.metrics import Metrics, serve
-from monitor.models import DeliveryStatus, MatchHold
+from monitor.models import ArticleRow, DeliveryStatus, MatchHold, MatchRow, Verdict
 from monitor.outbox import Deliveries
 from monitor.renders import Renders
 from monitor.service import Service, build, slack_app
@@ -154,10 +155,13 @@ def any_desk(
     yield from running_desk(desk_config(tmp_path, feed_server), app_env)
 
 
-def button(message: dict[str, Any], text: str) -> dict[str, Any]:
+def button(message: dict[str, Any], text: str, match_id: int | None = None) -> dict[str, Any]:
+    """The message's first `text` button (of `match_id`'s story, in a listing page)."""
     for block in message["blocks"]:
         for element in block.get("elements") or []:
-            if element.get("type") == "button" and element["text"]["text"] == text:
+            if element.get("type") != "button" or element["text"]["text"] != text:
+                continue
+            if match_id is None or element["value"] == str(match_id):
                 return dict(element, block_id=block.get("block_id"))
     raise AssertionError(f"no {text!r} button")
 
@@ -173,9 +177,10 @@ def click_payload(
     user: str = "U0DESK001",
     team: str | None = None,
     channel: tuple[str, str] = (DESK, "china-desk"),
+    match_id: int | None = None,
 ) -> dict[str, Any]:
     """A click as Slack sends it (the Contract's fields, and the rest Slack adds)."""
-    pressed = button(message, text)
+    pressed = button(message, text, match_id)
     team = team or slack.team
     return {
         "type": "block_actions",
@@ -449,6 +454,190 @@ def test_a_followup_queued_before_its_story_was_muted_is_not_posted(
     [again] = posted(desk, "Qin Gang still unseen (2)")
     assert again["thread_ts"] == qin["ts"]
     assert posted(desk, "Qin Gang still unseen (1)") == []  # muted stays muted
+
+
+ASIA_HOTLINE = {**HOTLINE, "link": "https://asia.example/hotline", "guid": "a-hot"}
+OTHERS = [  # stories of their own, one each
+    (
+        "Wang Yi meets ASEAN ministers",
+        "Wang Yi met foreign ministers in Jakarta on shipping lanes.",
+    ),
+    (
+        "Antony Blinken to visit Manila",
+        "Antony Blinken flies to Manila next week for defence talks.",
+    ),
+    ("Fentanyl shipment seized", "Police in Veracruz seized fentanyl bound for Texas on Friday."),
+    (
+        "Wang Yi urges calm at Munich",
+        "Speaking in Munich, Wang Yi urged restraint after naval drills.",
+    ),
+    (
+        "Antony Blinken hails accord",
+        "In Lima, Antony Blinken said the customs accord was holding up.",
+    ),
+    ("Li Shangfu skips forum", "Li Shangfu missed the Shangri-La security forum in Singapore."),
+    ("Fentanyl precursors curbed", "Chemical firms in Hubei must now register precursor exports."),
+    ("Wang Yi visits Canberra", "Wang Yi arrived in Canberra for the first such trip in years."),
+]
+
+
+def other(n: int) -> dict[str, Any]:
+    title, text = OTHERS[n]
+    return {
+        "title": title,
+        "link": f"https://news.example/other-{n}",
+        "guid": f"w-o-{n}",
+        "description": text,
+    }
+
+
+def separate_config(tmp_path: Path, feed_server: FeedServer, **watchlist: Any) -> Path:
+    """Follow-ups posted as alerts of their own; more than 3 alerts in a cycle flood."""
+    wl = {**US_CHINA, "followups": "separate", **watchlist}
+    return desk_config(tmp_path, feed_server, wl, settings={"delivery": {"flood_threshold": 3}})
+
+
+@pytest.fixture
+def separate_desk(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    app_env: FakeSlack,
+    any_db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Desk]:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", any_db_url)
+    yield from running_desk(separate_config(tmp_path, feed_server), app_env)
+
+
+@pytest.fixture
+def separate_digest_desk(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    app_env: FakeSlack,
+    any_db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Desk]:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", any_db_url)
+    digest = {"delivery": "digest", "digest": "daily 08:00 Europe/London"}
+    yield from running_desk(separate_config(tmp_path, feed_server, **digest), app_env)
+
+
+def mute_unposted(desk: Desk, title: str) -> None:
+    """Mute story on a story whose own alert is not posted yet (as a click on another of
+    its messages would: the mute is the story's, whichever match it names)."""
+    with Session(desk.service.deps.store.engine) as s:
+        stmt = select(MatchRow.id).join(ArticleRow, col(ArticleRow.id) == MatchRow.article_id)
+        match_id = s.execute(stmt.where(col(ArticleRow.title) == title)).scalar_one()
+    assert match_id is not None
+    click = feedback.Click(
+        Verdict.MUTE_STORY, match_id, "U0DESK003", "cy", desk.slack.team, DESK, datetime.now(UTC)
+    )
+    assert feedback.toggle(desk.service.deps.store.engine, click).on
+
+
+def gathered(desk: Desk, since: int) -> tuple[dict[str, Any], set[str], str]:
+    """The one flood or digest message posted since message `since`, the links its thread
+    lists, and the text of everything posted since."""
+    posts = desk.slack.messages[since:]
+    [message] = [m for m in posts if not m.get("thread_ts")]
+    return message, set(desk.slack.listed_in_thread(message)), json.dumps(posts)
+
+
+def states(desk: Desk) -> dict[str, dict[str, Any]]:
+    return {r["title"]: r for r in Archive(desk.service.deps.store.engine).matches(None, None)}
+
+
+def test_a_flood_lists_no_separate_follow_up_of_a_muted_story(
+    separate_desk: Desk, feed_server: FeedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follow-up posted as an alert of its own, queued before its story was muted, is
+    muted when a flood gathers the others: in neither the message nor its thread. The
+    story's own first alert is gathered even when its story is muted after it was
+    queued: Mute story means no more follow-ups, and a first alert is none."""
+    desk = separate_desk
+    caplog.set_level(logging.INFO, logger="monitor.outbox")
+    qin = desk.alert("Qin Gang absent")
+    feed_server.routes["/world.xml"] = Route(rss([*WORLD, HOTLINE, other(0), other(1)]))
+    queue_more(desk, feed_server, [qin_again(1), ASIA_HOTLINE])
+    assert {"Qin Gang still unseen (1)", HOTLINE["title"], OTHERS[0][0]} <= pending_titles(desk)
+    update = clicked(desk, click_payload(desk.slack, qin, "Mute story"))
+    mute_unposted(desk, OTHERS[0][0])  # trap: its own first alert, still listed
+    since = len(desk.slack.messages)
+    cycle.deliver(desk.service, desk.service.deliverer())
+    flood, listed, posts = gathered(desk, since)
+    assert flood["text"].startswith("us-china: 4 alerts in one poll cycle")
+    links = [HOTLINE["link"], ASIA_HOTLINE["link"], other(0)["link"], other(1)["link"]]
+    assert listed == set(links)
+    assert "qin-1" not in posts and "Qin Gang still unseen" not in posts
+    muted_one = states(desk)["Qin Gang still unseen (1)"]
+    assert (muted_one["delivery"], muted_one["held"]) == (DeliveryStatus.MUTED, MatchHold.MUTED)
+    assert "story muted by feedback #" in muted_one["held_why"]
+    assert states(desk)[OTHERS[0][0]]["delivery"] == DeliveryStatus.DIGESTED
+    [line] = [
+        r for r in caplog.records if r.getMessage() == "follow-up not posted: its story is muted"
+    ]
+    assert line.match_id and line.delivery_id and line.feedback_id  # type: ignore[attr-defined]
+
+    # trap: once the mute is undone, the story's next follow-up is gathered again
+    update = clicked(desk, click_payload(desk.slack, update, "Mute story"))  # undone
+    feed_server.routes["/world.xml"] = Route(rss([*WORLD, HOTLINE, *map(other, range(5))]))
+    queue_more(desk, feed_server, [qin_again(1), ASIA_HOTLINE, qin_again(2)])
+    since = len(desk.slack.messages)
+    cycle.deliver(desk.service, desk.service.deliverer())
+    flood, listed, posts = gathered(desk, since)
+    assert listed == {"https://asia.example/qin-2", *(other(n)["link"] for n in (2, 3, 4))}
+    assert "qin-1" not in posts  # muted stays muted
+
+    # trap: a muted follow-up does not count towards a flood: 3 others go one by one
+    feed_server.routes["/world.xml"] = Route(rss([*WORLD, HOTLINE, *map(other, range(8))]))
+    queue_more(desk, feed_server, [qin_again(1), ASIA_HOTLINE, qin_again(2), qin_again(3)])
+    clicked(desk, click_payload(desk.slack, update, "Mute story"))
+    since = len(desk.slack.messages)
+    cycle.deliver(desk.service, desk.service.deliverer())
+    posts = json.dumps(desk.slack.messages[since:])
+    assert all(len(posted(desk, title)) == 1 for title, _ in OTHERS[5:])
+    assert "in one poll cycle" not in posts and "qin-3" not in posts
+    assert states(desk)["Qin Gang still unseen (3)"]["delivery"] == DeliveryStatus.MUTED
+
+
+def test_a_digest_lists_no_separate_follow_up_of_a_muted_story(
+    separate_digest_desk: Desk, feed_server: FeedServer
+) -> None:
+    """The same for a digest: a held follow-up of a story muted from the last digest's
+    thread is muted when the next digest is made, not listed; the others are."""
+    desk = separate_digest_desk
+    digests, watchlists = desk.service.deps.digests, desk.service.config.watchlists
+    day = datetime.now(UTC) + timedelta(hours=1)
+    assert digests.make(watchlists, day + timedelta(days=1)) == 1
+    cycle.deliver(desk.service, desk.service.deliverer())
+    first, listed, _ = gathered(desk, 0)
+    assert "https://news.example/qin" in listed
+    feed_server.routes["/world.xml"] = Route(rss([*WORLD, other(0), other(1)]))
+    queue_more(desk, feed_server, [qin_again(1)])
+    assert "Qin Gang still unseen (1)" not in pending_titles(desk)  # held for the digest
+    [page] = [m for m in desk.slack.messages if m.get("thread_ts") == first["ts"]]
+    entry = next(i for i, b in enumerate(page["blocks"]) if "Qin Gang absent" in json.dumps(b))
+    qin = int(page["blocks"][entry + 1]["elements"][0]["value"])
+    clicked(desk, click_payload(desk.slack, page, "Mute story", match_id=qin))
+    mute_unposted(desk, OTHERS[0][0])  # trap: its own first alert, still listed
+    assert digests.make(watchlists, day + timedelta(days=2)) == 1
+    since = len(desk.slack.messages)
+    cycle.deliver(desk.service, desk.service.deliverer())
+    digest, listed, posts = gathered(desk, since)
+    assert "2 stories" in digest["text"] and listed == {other(0)["link"], other(1)["link"]}
+    assert "qin-1" not in posts and "Qin Gang still unseen" not in posts
+    muted_one = states(desk)["Qin Gang still unseen (1)"]
+    assert (muted_one["delivery"], muted_one["held"]) == (DeliveryStatus.MUTED, MatchHold.MUTED)
+
+    # trap: once the mute is undone, the story's next follow-up is listed again
+    page = desk.slack.updates[-1]
+    clicked(desk, click_payload(desk.slack, page, "Mute story", match_id=qin))  # undone
+    queue_more(desk, feed_server, [qin_again(1), qin_again(2)])
+    assert digests.make(watchlists, day + timedelta(days=3)) == 1
+    since = len(desk.slack.messages)
+    cycle.deliver(desk.service, desk.service.deliverer())
+    _, listed, posts = gathered(desk, since)
+    assert listed == {"https://asia.example/qin-2"} and "qin-1" not in posts
 
 
 def pending_titles(desk: Desk) -> set[str]:
