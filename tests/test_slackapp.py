@@ -143,15 +143,15 @@ def desk(tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack) -> Iterato
 
 
 @pytest.fixture
-def any_desk(
-    tmp_path: Path,
-    feed_server: FeedServer,
-    app_env: FakeSlack,
-    any_db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Desk]:
-    """The desk on SQLite, and on PostgreSQL where it runs."""
+def any_db(any_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The desk's service on SQLite, and on PostgreSQL where it runs."""
     monkeypatch.setenv("MONITOR_DATABASE_URL", any_db_url)
+
+
+@pytest.fixture
+def any_desk(
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack, any_db: None
+) -> Iterator[Desk]:
     yield from running_desk(desk_config(tmp_path, feed_server), app_env)
 
 
@@ -499,25 +499,15 @@ def separate_config(tmp_path: Path, feed_server: FeedServer, **watchlist: Any) -
 
 @pytest.fixture
 def separate_desk(
-    tmp_path: Path,
-    feed_server: FeedServer,
-    app_env: FakeSlack,
-    any_db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack, any_db: None
 ) -> Iterator[Desk]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", any_db_url)
     yield from running_desk(separate_config(tmp_path, feed_server), app_env)
 
 
 @pytest.fixture
 def separate_digest_desk(
-    tmp_path: Path,
-    feed_server: FeedServer,
-    app_env: FakeSlack,
-    any_db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack, any_db: None
 ) -> Iterator[Desk]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", any_db_url)
     digest = {"delivery": "digest", "digest": "daily 08:00 Europe/London"}
     yield from running_desk(separate_config(tmp_path, feed_server, **digest), app_env)
 
