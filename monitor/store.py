@@ -84,7 +84,7 @@ class Store(Database):
                 gists, unread = self._recent.screen(s, feed_id, matches, now)
             vectors.fill(gists, unread)
             if vectors.unwritten:  # kept at once, in a transaction that locks nothing else
-                with self._session() as s:
+                with self._turn.held(), self._session() as s:
                     vectors.write_back(s)
         with self._turn.held(), self._session() as s:
             bands = {e.key: lsh_bands(e.minhash) for e in entries if e.minhash is not None}
