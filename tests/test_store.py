@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from monitor.archive import Archive
 from monitor.config import FeedConfig, Watchlist
-from monitor.db import Database, Locks, WriteTurn, make_engine, migrate
+from monitor.db import Database, FileLock, Locks, WriteTurn, make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.deliver import Senders
 from monitor.digests import Digests
@@ -928,6 +929,30 @@ def test_a_save_to_a_sqlite_file_waits_its_turn_and_goes_on_when_it_is_free(
     saver.join()
     assert queued == [1] and store.seen_keys(feed, [e.key]) == {e.key}
     engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_forked_child_holds_a_lock_file_through_its_own_descriptor(tmp_path: Path) -> None:
+    """flock(2) holds belong to an open file, which fork shares: the trap is a child that
+    takes its parent's lock through the inherited descriptor, and so holds it alongside
+    the parent instead of finding it taken."""
+    lock = FileLock(tmp_path / "x.lock")
+    assert lock.try_exclusive()
+    with warnings.catch_warnings():  # fork in a threaded process: the child only flocks
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if not lock.try_exclusive() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lock.release()
+    again = FileLock(tmp_path / "x.lock")
+    assert again.try_exclusive()
+    again.release()
 
 
 def test_no_write_turns_where_the_database_parts_writers_itself() -> None:
