@@ -26,7 +26,15 @@ from monitor.dedupe import fingerprint, identify
 from monitor.deliver import Senders
 from monitor.digests import Digests
 from monitor.errors import StoreError
-from monitor.events import earliest_event, gist, gist_text, reader, stored_gist
+from monitor.events import (
+    earliest_event,
+    gist,
+    gist_text,
+    may_join,
+    reader,
+    stored_gist,
+    watched_words,
+)
 from monitor.feeds import FeedStore
 from monitor.match import Matcher
 from monitor.match.matcher import default_meaning
@@ -47,6 +55,7 @@ from monitor.models import (
     utcnow,
 )
 from monitor.outbox import Deliveries, Outbox, Policy
+from monitor.recent import Story, candidates
 from monitor.store import Store
 
 NOW_POLICY = {
@@ -747,6 +756,27 @@ def _gists(store: Store) -> dict[str, dict[str, Any]]:
     """Each stored match's gist, by its gist text."""
     with Session(store.engine) as s:
         return {r.gist["t"]: r.gist for r in s.exec(select(MatchRow)) if r.gist}
+
+
+@pytest.mark.parametrize("term", ["José Jerí", "Jose Jeri"])
+def test_a_watched_name_is_one_name_to_the_window_and_to_events_however_spelt(
+    term: str,
+) -> None:
+    """Gists' names are folded ("jose", "jeri"), and so are the words of a watched term,
+    with its accents or without, in the events' test of shared names and in the window's
+    screen before it alike: the trap is a story that shares only the watched name (kept
+    out by both), beside one that shares a place too (kept by both: the screen never
+    leaves out a story that events would join)."""
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def story(i: int, *names: str) -> Story:
+        return Story(i, f"url:{i}", Gist("", frozenset(names), frozenset([term]), at), feed_id=1)
+
+    new = Gist("", frozenset({"jose", "jeri", "lima", "cusco"}), frozenset([term]), at)
+    only_him, and_lima = story(1, "jose", "jeri", "arequipa"), story(2, "jose", "jeri", "lima")
+    assert watched_words(new) == {"jose", "jeri"}
+    assert not may_join(new, only_him.gist) and may_join(new, and_lima.gist)
+    assert candidates(new, [only_him, and_lima], feed_id=2) == [and_lima]
 
 
 def test_alerts_no_story_may_join_read_no_gist(db: tuple[Store, Outbox]) -> None:
