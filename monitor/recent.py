@@ -237,9 +237,9 @@ class RecentStories:
         self._vectors.fill([new], near)
         return earliest_event(self._vectors.filled(new), [(st.key, st.gist) for st in near])
 
-    def add(self, watchlist: str, story_key: str, new: Gist | None) -> None:
-        if new is not None:
-            self._added.setdefault(watchlist, set()).add(story_key)
+    def add(self, watchlist: str, story_key: str) -> None:
+        """A story alerted in this save, with a gist: its later articles join no other."""
+        self._added.setdefault(watchlist, set()).add(story_key)
 
     def _stories(self, watchlist: str) -> list[Story]:
         if watchlist not in self._by_watchlist:
