@@ -240,13 +240,20 @@ class FileLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._pid = 0  # the process that opened _fd
 
     def _file(self) -> int:
+        if self._fd is not None and self._pid != os.getpid():
+            # a forked child's copy of its parent's descriptor shares the parent's hold
+            # (and would keep it past the parent's release): the child opens its own
+            os.close(self._fd)
+            self._fd = None
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:  # a read-only or vanished data dir: one line, no traceback
                 raise StoreError(f"cannot open the lock file {self.path}: {exc.strerror}") from exc
+            self._pid = os.getpid()
         return self._fd
 
     def try_exclusive(self) -> bool:
@@ -264,6 +271,17 @@ class FileLock:
             os.close(self._fd)  # closing the file drops its lock
             self._fd = None
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held alone for as long as the block runs, waiting for it if need be; the file
+        stays open for the next hold."""
+        fd = self._file()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
 
 class WriteTurn:
     """Turns at writing one SQLite file, taken on a flock(2) file beside it. SQLite runs
@@ -276,34 +294,22 @@ class WriteTurn:
     def __init__(self, engine: Engine) -> None:
         database = engine.url.database
         sqlite = engine.dialect.name == "sqlite" and database and database != ":memory:"
-        self.path = Path(f"{database}.write.lock") if sqlite else None
+        self._lock = FileLock(Path(f"{database}.write.lock")) if sqlite else None
         self._mutex = threading.Lock()  # flock(2) does not part threads sharing a file
-        self._fd: int | None = None
-        self._pid = 0
+
+    @property
+    def path(self) -> Path | None:
+        """The lock file, if there is one to take."""
+        return None if self._lock is None else self._lock.path
 
     @contextmanager
     def held(self) -> Iterator[None]:
         """This process's turn, for as long as the block runs."""
-        if self.path is None:
+        if self._lock is None:
             yield
             return
-        with self._mutex:
-            fd = self._file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _file(self) -> int:
-        assert self.path is not None
-        if self._fd is None or self._pid != os.getpid():  # a forked child's own: an
-            try:  # inherited descriptor would share its parent's turns
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:  # a read-only or vanished data dir: one line, no traceback
-                raise StoreError(f"cannot open the lock file {self.path}: {exc.strerror}") from exc
-            self._pid = os.getpid()
-        return self._fd
+        with self._mutex, self._lock.exclusive():
+            yield
 
 
 class LockSession:

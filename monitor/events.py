@@ -127,10 +127,15 @@ def _apart(new: Gist, old: Gist) -> timedelta:
     return timedelta(0)
 
 
+def watched_words(g: Gist) -> frozenset[str]:
+    """The words of `g`'s watched terms, folded as its names are (`names_in`): a watched
+    name is no other name two gists share, however an outlet spells it ("José Jerí")."""
+    return frozenset(w for t in g.terms for w in _fold(t).casefold().split())
+
+
 def _shared_names(new: Gist, old: Gist) -> list[str]:
     """The proper names both gists have, other than words of `new`'s watched terms."""
-    watched = {w for t in new.terms for w in _fold(t).casefold().split()}
-    return sorted(n for n in new.names & old.names if n not in watched)
+    return sorted((new.names & old.names) - watched_words(new))
 
 
 def may_join(new: Gist, old: Gist) -> bool:

@@ -24,7 +24,15 @@ from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, SQLModel, col
 
 from monitor.db import CHUNK
-from monitor.events import WINDOW, Joined, Reader, earliest_event, may_join, stored_gist
+from monitor.events import (
+    WINDOW,
+    Joined,
+    Reader,
+    earliest_event,
+    may_join,
+    stored_gist,
+    watched_words,
+)
 from monitor.models import ArticleRow, Entry, Gist, MatchResult, MatchRow
 
 _MATCHES = SQLModel.metadata.tables["match"]
@@ -44,8 +52,7 @@ class Story:
 def candidates(new: Gist, stories: Iterable[Story], feed_id: int) -> list[Story]:
     """The stories of another feed that `new` may join, as far as can be told without
     the meaning model, in the window's order (by match id)."""
-    watched = {w for t in new.terms for w in t.casefold().split()}
-    names = new.names - watched
+    names = new.names - watched_words(new)  # may_join's test of names, its words read once
     return [
         st
         for st in stories
@@ -230,9 +237,9 @@ class RecentStories:
         self._vectors.fill([new], near)
         return earliest_event(self._vectors.filled(new), [(st.key, st.gist) for st in near])
 
-    def add(self, watchlist: str, story_key: str, new: Gist | None) -> None:
-        if new is not None:
-            self._added.setdefault(watchlist, set()).add(story_key)
+    def add(self, watchlist: str, story_key: str) -> None:
+        """A story alerted in this save, with a gist: its later articles join no other."""
+        self._added.setdefault(watchlist, set()).add(story_key)
 
     def _stories(self, watchlist: str) -> list[Story]:
         if watchlist not in self._by_watchlist:

@@ -149,7 +149,8 @@ class Store(Database):
                     match_id = s.execute(stmt).scalar()
                     if match_id is None or m.held is not None:
                         continue
-                    recent.add(m.watchlist, story_key, m.gist)
+                    if m.gist is not None:
+                        recent.add(m.watchlist, story_key)
                     queued += queue(
                         s,
                         self._insert,

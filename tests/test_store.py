@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,12 +21,20 @@ from sqlmodel import Session, col, select
 
 from monitor.archive import Archive
 from monitor.config import FeedConfig, Watchlist
-from monitor.db import Database, Locks, WriteTurn, make_engine, migrate
+from monitor.db import Database, FileLock, Locks, WriteTurn, make_engine, migrate
 from monitor.dedupe import fingerprint, identify
 from monitor.deliver import Senders
 from monitor.digests import Digests
 from monitor.errors import StoreError
-from monitor.events import earliest_event, gist, gist_text, reader, stored_gist
+from monitor.events import (
+    earliest_event,
+    gist,
+    gist_text,
+    may_join,
+    reader,
+    stored_gist,
+    watched_words,
+)
 from monitor.feeds import FeedStore
 from monitor.match import Matcher
 from monitor.match.matcher import default_meaning
@@ -46,6 +55,7 @@ from monitor.models import (
     utcnow,
 )
 from monitor.outbox import Deliveries, Outbox, Policy
+from monitor.recent import Story, candidates
 from monitor.store import Store
 
 NOW_POLICY = {
@@ -748,6 +758,27 @@ def _gists(store: Store) -> dict[str, dict[str, Any]]:
         return {r.gist["t"]: r.gist for r in s.exec(select(MatchRow)) if r.gist}
 
 
+@pytest.mark.parametrize("term", ["José Jerí", "Jose Jeri"])
+def test_a_watched_name_is_one_name_to_the_window_and_to_events_however_spelt(
+    term: str,
+) -> None:
+    """Gists' names are folded ("jose", "jeri"), and so are the words of a watched term,
+    with its accents or without, in the events' test of shared names and in the window's
+    screen before it alike: the trap is a story that shares only the watched name (kept
+    out by both), beside one that shares a place too (kept by both: the screen never
+    leaves out a story that events would join)."""
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def story(i: int, *names: str) -> Story:
+        return Story(i, f"url:{i}", Gist("", frozenset(names), frozenset([term]), at), feed_id=1)
+
+    new = Gist("", frozenset({"jose", "jeri", "lima", "cusco"}), frozenset([term]), at)
+    only_him, and_lima = story(1, "jose", "jeri", "arequipa"), story(2, "jose", "jeri", "lima")
+    assert watched_words(new) == {"jose", "jeri"}
+    assert not may_join(new, only_him.gist) and may_join(new, and_lima.gist)
+    assert candidates(new, [only_him, and_lima], feed_id=2) == [and_lima]
+
+
 def test_alerts_no_story_may_join_read_no_gist(db: tuple[Store, Outbox]) -> None:
     """The trap: alerting articles of one watchlist within the window, in one batch and
     across saves, that share only the watched name with another feed's, or a place with
@@ -928,6 +959,30 @@ def test_a_save_to_a_sqlite_file_waits_its_turn_and_goes_on_when_it_is_free(
     saver.join()
     assert queued == [1] and store.seen_keys(feed, [e.key]) == {e.key}
     engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_forked_child_holds_a_lock_file_through_its_own_descriptor(tmp_path: Path) -> None:
+    """flock(2) holds belong to an open file, which fork shares: the trap is a child that
+    takes its parent's lock through the inherited descriptor, and so holds it alongside
+    the parent instead of finding it taken."""
+    lock = FileLock(tmp_path / "x.lock")
+    assert lock.try_exclusive()
+    with warnings.catch_warnings():  # fork in a threaded process: the child only flocks
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if not lock.try_exclusive() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lock.release()
+    again = FileLock(tmp_path / "x.lock")
+    assert again.try_exclusive()
+    again.release()
 
 
 def test_no_write_turns_where_the_database_parts_writers_itself() -> None:

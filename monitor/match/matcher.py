@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from spacy.language import Language
 
-from monitor.config import Entity, Topic, Watchlist
+from monitor.config import Watchlist
 from monitor.events import gist, gist_text
 from monitor.heap import collector_paused
 from monitor.match.evidence import short_form_counts, verdict_without_votes
@@ -92,12 +92,14 @@ class Matcher:
     def _build(self, watchlists: Sequence[Watchlist], nlp: Language, prefilter: bool) -> None:
         self.watchlists = list(watchlists)
         self._senses = senses_of(self.watchlists)
-        terms: list[tuple[int, Entity | Topic]] = []
-        for wi, wl in enumerate(self.watchlists):
-            terms += [(wi, t) for t in wl.entities] + [(wi, t) for t in wl.topics]
-        abouts = {(wi, t.name): described(t) for wi, t in terms}
         # only the terms described: most are not, and a missing one reads as None
-        self._abouts = {term: about for term, about in abouts.items() if about is not None}
+        self._abouts = {
+            (wi, t.name): about
+            for wi, wl in enumerate(self.watchlists)
+            for terms in (wl.entities, wl.topics)
+            for t in terms
+            if (about := described(t)) is not None
+        }
         prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)

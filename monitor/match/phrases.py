@@ -80,13 +80,19 @@ class Phrases:
             self._expand(self._nlp.vocab[orth].orth_, prefixes={prefix})
 
     def _expand(self, word: str, prefixes: set[str] | None = None) -> None:
+        for phrase, rule in self._completed(word, prefixes):
+            self.add(phrase, rule, key=False)
+
+    def _completed(self, word: str, prefixes: set[str] | None = None) -> Iterator[tuple[str, Rule]]:
+        """The phrases of the prefix forms (of `prefixes`, else all) that `word` completes,
+        with their rules."""
         folded = fold(word)
         for length in self._prefix_lengths if prefixes is None else [len(p) for p in prefixes]:
             if length > len(folded):
                 break
             for before, rule, most in self._prefixes.get(folded[:length], ()):
                 if most is None or len(folded) - length <= most:
-                    self.add(" ".join([*before, word]), rule, key=False)
+                    yield " ".join([*before, word]), rule
 
     def add(self, phrase: str, rule: Rule, key: bool = True) -> None:
         if self._pending is not None:  # while building: tokenised all at once in _flush
@@ -128,15 +134,16 @@ class Phrases:
     def _norm_of(self, word: str) -> int:
         """A plain word's NORM id, without a vocabulary entry (a lexeme costs about 600
         bytes and 70 µs) or its norm stored (200 bytes): the word is normalised as any
-        other when an article first holds it, and its prefix forms completed now, as they
-        would be then."""
+        other when an article first holds it. One that completes a prefix form is
+        normalised now, as an article's word would be then: the phrases it completes hold
+        its lexeme anyway, and _normalise makes them, once."""
         known = self._word_norms.get(word)
         if known is None:
             text = norm(word)
             known = self._word_norms[word] = int(get_string_id(text))
             self._norm_texts[known] = text
-            if self._prefix_lengths:
-                self._expand(word)
+            if self._prefix_lengths and any(self._completed(word)):
+                self._normalise(self._nlp.make_doc(word))
         return known
 
     def _add_pattern(self, ids: list[int], rule: Rule, key: bool) -> None:
