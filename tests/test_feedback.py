@@ -419,6 +419,13 @@ REPLAY_FLOOR = (0.0, 0.003)  # share of the second half's false alarms removed; 
 # Interleaved (a second look, not the issue's protocol): 7 clicks, false alarms 13 -> 10
 # (the same article in another feed, the same podcast's other episode), recall 0.963 kept.
 INTERLEAVED_FLOOR = (0.23, 0.003)
+# A desk's stream (stream.yaml: 480 alerts of 14 Jan-18 Feb 2026 judged, 6 wrong): the first
+# half's 3 false alarms clicked (a Davos speech's link to a Gaza story for "Gaza ceasefire",
+# Myanmar's cease-fire for "peace talks", the Doomsday Clock for "Iran nuclear talks") are
+# kin to none of the second half's 3 (Merz on nuclear deterrence, a US-Hungary civil nuclear
+# deal, Rubio naming the war in Gaza): each reads nearer an alert the desk kept than any
+# click (cosine 0.22 against 0.33; 0.36 against 0.46), so all stay, and no true alert is lost.
+STREAM_FLOOR = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -431,19 +438,28 @@ class Unit:
     expect: bool
 
 
-def _units() -> tuple[list[Unit], dict[tuple[str, str], Entry]]:
+# The judgements a replay reads: the labelled sets (items from every feed and year, each
+# judged for a watchlist or, in senses.yaml, for one term), or a desk's stream (every alert
+# of four watchlists over the 2026 feeds of the event sets, judged for its watchlist).
+LABELS = ("labelled.yaml", "senses.yaml")
+STREAM = ("stream.yaml",)
+
+
+@cache
+def _units(labels: tuple[str, ...]) -> tuple[list[Unit], dict[tuple[str, str], Entry]]:
     from tests.test_realworld_labelled import find
 
     units: list[Unit] = []
     entries: dict[tuple[str, str], Entry] = {}
-    for name, per_term in (("labelled.yaml", False), ("senses.yaml", True)):
+    for name in labels:
         for j in yaml.safe_load((DATA / name).read_text(encoding="utf-8"))["judgements"]:
+            if j["expect"] is None:  # left unclear by its reader: neither clicked nor counted
+                continue
             item = find(j)
             assert item is not None, j
             e = fingerprint(identify(item))
             entries.setdefault((j["file"], e.key), e)
-            term = j["term"] if per_term else None
-            units.append(Unit((j["file"], e.key), j["watchlist"], term, bool(j["expect"])))
+            units.append(Unit((j["file"], e.key), j["watchlist"], j.get("term"), j["expect"]))
     return units, entries
 
 
@@ -503,19 +519,19 @@ def _match(
 
 
 @cache
-def _unclicked() -> dict[tuple[str, str], list[MatchResult]]:
+def _unclicked(labels: tuple[str, ...]) -> dict[tuple[str, str], list[MatchResult]]:
     """Every labelled item's results with no feedback given: what the first half is
     polled with and what the second half is measured against, in every replay (a
     matcher with no clicks stored matches as a plain one does)."""
     from monitor.service import load_ner
     from tests.test_realworld_labelled import watchlists
 
-    _, entries = _units()
+    _, entries = _units(labels)
     return _match(Matcher(watchlists(), spacy.blank("en"), load_ner), list(entries), entries)
 
 
 @cache
-def replay(interleaved: bool = False) -> tuple[float, float, str]:
+def replay(labels: tuple[str, ...], interleaved: bool = False) -> tuple[float, float, str]:
     """The labelled items in publication order: the first half polled and alerted, its
     false alarms clicked Not relevant (and nothing else), a restart, then the second
     half measured against the same replay without clicks. `interleaved`: every other
@@ -526,7 +542,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
     from monitor.service import LazyMatcher
     from tests.test_realworld_labelled import watchlists
 
-    units, entries = _units()
+    units, entries = _units(labels)
     dated = sorted(entries, key=lambda k: (entries[k].item.published or NOW, k))
     if interleaved:
         dated = dated[0::2] + dated[1::2]
@@ -540,7 +556,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
         files = sorted({f for f, _ in entries})
         ids = dict(zip(files, feeds(store, *files), strict=True))
         policies = {w.name: THREAD for w in wls}
-        polled = {k: r for k, r in _unclicked().items() if k in first}
+        polled = {k: r for k, r in _unclicked(labels).items() if k in first}
         for key in dated[:half]:  # stored in the order they were published
             e = entries[key]
             found = [(e, polled[key])] if key in polled else []
@@ -565,7 +581,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
                 clicks += 1
         restarted = LazyMatcher(wls, default_meaning, engine)
         taught = _match(restarted, dated[half:], entries)
-        without = {k: r for k, r in _unclicked().items() if k in second}
+        without = {k: r for k, r in _unclicked(labels).items() if k in second}
         engine.dispose()
     rest = [u for u in units if u.key in second]
     fa_with, recall_with = _score(rest, taught)
@@ -587,7 +603,7 @@ def replay(interleaved: bool = False) -> tuple[float, float, str]:
 @pytest.mark.timeout(900)  # the labelled set matched three times over
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
 def test_clicked_false_alarms_teach_the_second_half() -> None:
-    fewer, lost, report = replay()
+    fewer, lost, report = replay(LABELS)
     print(report)
     assert fewer >= REPLAY_FLOOR[0] and lost <= REPLAY_FLOOR[1], report
 
@@ -598,9 +614,20 @@ def test_clicked_false_alarms_teach_the_second_half() -> None:
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
 def test_clicks_teach_an_interleaved_replay() -> None:
     """Where the same kinds of false alarm recur in both halves, clicks remove some."""
-    fewer, lost, report = replay(interleaved=True)
+    fewer, lost, report = replay(LABELS, interleaved=True)
     print(report)
     assert fewer >= INTERLEAVED_FLOOR[0] and lost <= INTERLEAVED_FLOOR[1], report
+
+
+@pytest.mark.slow
+@pytest.mark.corpus
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no shared corpus at {CORPUS}")
+def test_clicks_on_a_desks_stream() -> None:
+    """The protocol on the alerts one desk read over five weeks, every one judged."""
+    fewer, lost, report = replay(STREAM)
+    print(report)
+    assert fewer >= STREAM_FLOOR[0] and lost <= STREAM_FLOOR[1], report
 
 
 @pytest.mark.slow
@@ -611,5 +638,5 @@ def test_clicks_teach_an_interleaved_replay() -> None:
     strict=True, reason="issue 21's target: 70% fewer false alarms at a recall loss of 0.02"
 )
 def test_clicks_meet_the_target() -> None:
-    fewer, lost, report = replay()
+    fewer, lost, report = replay(LABELS)
     assert fewer >= 0.70 and lost <= 0.02, report
