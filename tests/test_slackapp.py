@@ -825,6 +825,49 @@ def test_why_questions_are_acknowledged_while_one_is_being_explained(
     assert all("us-china: MATCH" in json.dumps(e["blocks"]) for e in answers)
 
 
+def test_questions_from_another_workspace_are_refused_at_once_and_take_no_room(
+    held_desk: tuple[Desk, Held], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The workspace is checked before a question is queued: another workspace's is
+    refused while an explanation is under way, not after it, and takes no place in the
+    bounded queue."""
+    desk, held = held_desk
+    caplog.set_level(logging.WARNING, logger="monitor.slackapp.app")
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    qin = desk.alert("Qin Gang")
+    assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, 1)))
+    assert held.explaining.wait(30)
+    shortcut = {**why_payload(slack, qin, 2), "team": {"id": "T0OTHER99", "domain": "other"}}
+    command = {
+        "command": "/monitor",
+        "text": "why <https://news.example/mil>",
+        "team_id": "T0OTHER99",
+        "user_id": "U0OTHER01",
+        "user_name": "eve",
+        "channel_id": DESK,
+        "channel_name": "china-desk",
+        "response_url": slack.respond_url(3),
+        "trigger_id": "1.2.3",
+    }
+    assert socket.wait_ack(socket.send("interactive", shortcut))
+    assert socket.wait_ack(socket.send("slash_commands", command))
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) == 2)
+    assert all("own workspace" in e["text"] for e in slack.ephemerals)
+    refusals = [
+        (r.action, r.team_id)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "slack action refused"
+    ]
+    assert sorted(refusals) == [("/monitor", "T0OTHER99"), ("monitor_why", "T0OTHER99")]
+    # trap: they took no room, so as many questions as may wait are all queued
+    for n in range(4, 4 + WAITING):
+        assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, n)))
+    held.release.set()
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) == 2 + 1 + WAITING)
+    assert BUSY not in {e["text"] for e in slack.ephemerals}
+
+
 def signed(body: bytes, at: float, secret: str = SECRET) -> dict[str, str]:
     stamp = str(int(at))
     signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)

@@ -274,7 +274,7 @@ class Questions:
         """The message shortcut: why this alert was posted, as `monitor explain` says."""
         ack()
         actor = _actor(body)
-        self._queue(actor, client, respond, partial(self._why, actor, body, client, respond))
+        self._queue(WHY, actor, client, respond, partial(self._why, actor, body, client, respond))
 
     def command(
         self, ack: Ack, command: dict[str, Any], client: WebClient, respond: Respond
@@ -290,11 +290,21 @@ class Questions:
             enterprise_id=str(command.get("enterprise_id") or ""),
         )
         job = partial(self._command, actor, command, client, respond)
-        self._queue(actor, client, respond, job)
+        self._queue(COMMAND, actor, client, respond, job)
 
     def _queue(
-        self, actor: Actor, client: WebClient, respond: Respond, job: Callable[[], None]
+        self,
+        what: str,
+        actor: Actor,
+        client: WebClient,
+        respond: Respond,
+        job: Callable[[], None],
     ) -> None:
+        """Another workspace is refused here, before the queue: it takes no room there and
+        does not wait behind the explanations under way."""
+        if reason := self._access.workspace_refusal(actor):
+            refuse(client, respond, actor, what, "", reason)
+            return
         if not self._room.acquire(blocking=False):
             log.warning("question refused: busy", extra={"user_id": actor.user_id})
             tell(client, respond, actor, BUSY)
@@ -310,9 +320,6 @@ class Questions:
             self._room.release()
 
     def _why(self, actor: Actor, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        if reason := self._access.workspace_refusal(actor):
-            refuse(client, respond, actor, WHY, "", reason)
-            return
         message = body.get("message") or {}
         ts = str(body.get("message_ts") or message.get("ts") or "")
         ids = _match_ids(message.get("blocks"))
@@ -326,9 +333,6 @@ class Questions:
     def _command(
         self, actor: Actor, command: dict[str, Any], client: WebClient, respond: Respond
     ) -> None:
-        if reason := self._access.workspace_refusal(actor):
-            refuse(client, respond, actor, COMMAND, "", reason)
-            return
         words = str(command.get("text") or "").split()
         if len(words) != 2 or words[0].lower() != "why":
             tell(client, respond, actor, USAGE)
