@@ -417,6 +417,8 @@ class Outbox(Database):
                 )
                 if result.rowcount != 1:
                     return None
+                # read again: on PostgreSQL a copy committed since the SELECT above may
+                # have renamed the row the UPDATE claimed (tests/test_store.py)
                 s.refresh(row)
                 return _outgoing(s, row, thread_ts)
         log_muted(moved)
