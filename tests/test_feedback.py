@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import spacy
 import yaml
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlmodel import Session, col
 
 from monitor import feedback
@@ -362,6 +362,33 @@ def test_a_muted_story_gets_no_follow_ups_until_undone(desk: Desk) -> None:
     assert not desk.click(first.id, Verdict.MUTE_STORY).on
     again = desk.post(copy_of(BREACH, 3), desk.feed_b)["cyber"]
     assert again.held is None and [d.kind for d in desk.deliveries(again.id or 0)] == ["followup"]
+
+
+def test_a_messages_marks_are_read_with_one_query_for_its_matches(desk: Desk) -> None:
+    """A thread page shows up to 15 stories: their marks (a story's mute shown on each of
+    its matches) take one query for the matches and one each for their marks, not the
+    three or four a click's `target` costs; a match no longer stored is left out."""
+    first = desk.post(BREACH)["cyber"].id or 0
+    followup = desk.post(copy_of(BREACH, 1), desk.feed_b)["cyber"].id or 0
+    other = desk.post(PODCAST)["cyber"].id or 0
+    desk.click(first, Verdict.MUTE_STORY)
+    desk.click(other, user="U2")
+    selects: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(desk.engine, "before_cursor_execute", counted)
+    try:
+        found = feedback.marks_of(desk.engine, [followup, 999, other, first])
+    finally:
+        event.remove(desk.engine, "before_cursor_execute", counted)
+    assert list(found) == [followup, other, first]
+    assert found == {m: feedback.marks(desk.engine, m) for m in (followup, other, first)}
+    assert [m.verdict for m in found[followup]] == [Verdict.MUTE_STORY]  # the story's
+    assert [m.user_id for m in found[other]] == ["U2"]
+    assert len(selects) == 1 + 3
 
 
 # The command line.
