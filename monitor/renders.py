@@ -91,23 +91,27 @@ class Renders(Database):
                 for r in rows
             ]
 
-    def done(self, owed: Owed) -> bool:
+    def done(self, owed: Owed) -> None:
         """chat.update answered ok: done, unless a newer click owes the message again."""
-        return self._settle(owed, {"status": RenderStatus.DONE, "last_error": None})
+        self._settle(owed, {"status": RenderStatus.DONE, "last_error": None})
 
-    def failed(self, owed: Owed, error: str, *, dead: bool, retry_at: datetime) -> bool:
-        """A failed update: tried again from `retry_at`, or given up (`dead`)."""
+    def failed(
+        self, owed: Owed, error: str, *, attempts: int, dead: bool, retry_at: datetime
+    ) -> None:
+        """A failed update, `attempts` made in all (the caller's policy counted them):
+        tried again from `retry_at`, or given up (`dead`)."""
         values = {
             "status": RenderStatus.DEAD if dead else RenderStatus.OWED,
-            "attempts": owed.attempts + 1,
+            "attempts": attempts,
             "next_attempt_at": retry_at,
             "last_error": error[:2000],
         }
-        return self._settle(owed, values)
+        self._settle(owed, values)
 
-    def _settle(self, owed: Owed, values: dict[str, Any]) -> bool:
+    def _settle(self, owed: Owed, values: dict[str, Any]) -> None:
+        """Writes the outcome unless a newer click owes the message again (`serial`)."""
         with self._session() as s:
-            result: Any = s.execute(
+            s.execute(
                 update(RenderRow)
                 .where(
                     col(RenderRow.id) == owed.render_id,
@@ -116,4 +120,3 @@ class Renders(Database):
                 )
                 .values(values)
             )
-            return bool(result.rowcount == 1)

@@ -244,7 +244,7 @@ class Clicks:
             retry_at = utcnow() + retries.backoff(
                 attempts, self._policy.retry_base, self._policy.retry_max
             )
-            self._renders.failed(owed, str(exc), dead=dead, retry_at=retry_at)
+            self._renders.failed(owed, str(exc), attempts=attempts, dead=dead, retry_at=retry_at)
             log.warning(
                 "message not updated after a click",
                 extra={
