@@ -37,6 +37,7 @@ from monitor.models import ArticleRow, DeliveryStatus, MatchHold, MatchRow, Verd
 from monitor.outbox import Deliveries
 from monitor.renders import Renders, Shown
 from monitor.service import Service, build, slack_app
+from monitor.slackapp.access import same_channel
 from monitor.slackapp.app import BUSY, WAITING
 from tests.conftest import US_CHINA, write_config
 from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
@@ -698,6 +699,25 @@ def test_clicks_from_another_workspace_or_channel_are_refused(
     # trap: the same click from the channel, in the workspace, is taken
     clicked(desk, click_payload(desk.slack, qin))
     assert len(desk.marks(qin)) == 1
+
+
+@pytest.mark.parametrize(
+    ("channel_id", "channel", "clicked_in", "same"),
+    [
+        ("C0DESK0001", "#china-desk", ("C0DESK0001", "anything"), True),
+        ("C0DESK0001", "#china-desk", ("C0OTHER001", "china-desk"), False),  # the ID decides
+        (None, "C0DESK0001", ("C0DESK0001", ""), True),  # configured by ID
+        (None, "C0DESK0001", ("C0OTHER001", "C0DESK0001"), False),
+        (None, "#China-Desk", ("C0ANY00001", "china-desk"), True),  # by name, no ID known
+        (None, "#china-desk", ("C0ANY00001", ""), False),  # trap: no name, no match
+        ("C0DESK0001", "C0OLD00001", ("C0OLD00001", ""), False),  # Slack's answer wins
+    ],
+)
+def test_the_channel_a_click_counts_in(
+    channel_id: str | None, channel: str, clicked_in: tuple[str, str], same: bool
+) -> None:
+    target = feedback.Target(1, "us-china", channel, channel_id)
+    assert same_channel(target, *clicked_in) is same
 
 
 def test_a_click_on_a_flood_entry_counts_in_the_channel_slack_named(
