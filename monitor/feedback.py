@@ -137,7 +137,8 @@ def toggle(
             owed = owe(s, shown, click.match_id, click.at, due_at or click.at)
         seen = _seen(s, click)
         if seen is not None:  # delivered before: applied then, shown as it stands now
-            return Applied(seen, goal, _marks(s, goal), _in_force(s, click) or 0, owed)
+            marked = _marks(s, goal.match_id, goal.watchlist, goal.story_key)
+            return Applied(seen, goal, marked, _in_force(s, click) or 0, owed)
         active = (
             s.execute(
                 select(FeedbackRow).where(
@@ -160,7 +161,7 @@ def toggle(
             s.add(row)
             s.flush()
             feedback_id = row.id or 0
-        marked = _marks(s, goal)
+        marked = _marks(s, goal.match_id, goal.watchlist, goal.story_key)
     log.info(
         "feedback undone" if active else "feedback applied",
         extra={
@@ -179,19 +180,26 @@ def toggle(
 def marks(engine: Engine, match_id: int) -> tuple[Mark, ...]:
     """The verdicts in force on a match and its story, to render its message again."""
     with _Feedback(engine).session() as s:
-        return _marks(s, _target(s, match_id))
+        goal = _target(s, match_id)
+        return _marks(s, goal.match_id, goal.watchlist, goal.story_key)
 
 
 def marks_of(engine: Engine, match_ids: Iterable[int]) -> dict[int, tuple[Mark, ...]]:
-    """The marks of each stored match of a message (a pruned one is left out)."""
-    found: dict[int, tuple[Mark, ...]] = {}
+    """The marks of each stored match of a message (a pruned one is left out). Marks
+    need only a match's watchlist and story, read for all of them in one query: not its
+    channel, as a click's `target` reads it."""
+    ids = list(match_ids)
+    stmt = select(col(MatchRow.id), col(MatchRow.watchlist), col(MatchRow.story_key))
     with _Feedback(engine).session() as s:
-        for match_id in match_ids:
-            try:
-                found[match_id] = _marks(s, _target(s, match_id))
-            except FeedbackError:
-                continue
-    return found
+        stories = {
+            match_id: (watchlist, story_key)
+            for match_id, watchlist, story_key in s.execute(stmt.where(col(MatchRow.id).in_(ids)))
+        }
+        return {
+            match_id: _marks(s, match_id, *stories[match_id])
+            for match_id in ids
+            if match_id in stories
+        }
 
 
 def undo(engine: Engine, feedback_id: int, by: str, at: datetime) -> dict[str, Any]:
@@ -385,12 +393,13 @@ def _new_row(s: Session, click: Click, goal: Target) -> FeedbackRow:
     )
 
 
-def _marks(s: Session, goal: Target) -> tuple[Mark, ...]:
-    on_match = col(FeedbackRow.match_id) == goal.match_id
+def _marks(s: Session, match_id: int, watchlist: str, story_key: str) -> tuple[Mark, ...]:
+    """The verdicts in force on the match, and the mutes of its story."""
+    on_match = col(FeedbackRow.match_id) == match_id
     on_story = (
         (col(FeedbackRow.verdict) == Verdict.MUTE_STORY)
-        & (col(FeedbackRow.watchlist) == goal.watchlist)
-        & (col(FeedbackRow.story_key) == goal.story_key)
+        & (col(FeedbackRow.watchlist) == watchlist)
+        & (col(FeedbackRow.story_key) == story_key)
     )
     rows = s.execute(
         select(FeedbackRow)

@@ -197,29 +197,34 @@ def _hold_muted(s: Session, match_id: int, mute: FeedbackRow) -> None:
     )
 
 
-def _muted_followup(s: Session, row: DeliveryRow) -> FeedbackRow | None:
-    """The Mute story in force on a delivery's story, if the delivery is one of its
-    follow-ups (in the thread, or a separate alert): never the story's own alert."""
+def _followup(row: DeliveryRow) -> bool:
+    """Whether a delivery is a follow-up of its story (in the thread, or a separate
+    alert), which a Mute story holds back: never the story's own alert."""
     if row.match_id is None or not row.story_key:
-        return None
+        return False
     kind = DeliveryKind(row.kind)
     own = alert_key(row.watchlist, row.story_key, row.channel)
-    if kind is DeliveryKind.FOLLOWUP or (kind is DeliveryKind.ALERT and row.key != own):
-        return muted(s, row.watchlist, row.story_key)
-    return None
+    return kind is DeliveryKind.FOLLOWUP or (kind is DeliveryKind.ALERT and row.key != own)
 
 
 def mute_followups(s: Session, rows: Iterable[DeliveryRow]) -> list[dict[str, Any]]:
     """Moves each unsent row that is a follow-up of a story the desk muted (pending or
     held) to muted, its match held as one muted when stored, in the caller's
     transaction: a claim, a flood or a digest takes the others and never this one.
+    Each story's mute is read once (a digest may gather many follow-ups of one story).
     Returns the ids of those moved, for `log_muted` once the transaction is committed."""
     moved: list[dict[str, Any]] = []
+    mutes: dict[tuple[str, str], FeedbackRow | None] = {}
     for row in rows:
-        mute = _muted_followup(s, row)
+        if not _followup(row):
+            continue
+        story = (row.watchlist, row.story_key)
+        if story not in mutes:
+            mutes[story] = muted(s, *story)
+        mute = mutes[story]
         if mute is None:
             continue
-        assert row.match_id is not None  # _muted_followup asked for it
+        assert row.match_id is not None  # _followup asked for it
         was = DeliveryStatus(row.status)
         result: Any = s.execute(
             update(DeliveryRow)
@@ -417,6 +422,8 @@ class Outbox(Database):
                 )
                 if result.rowcount != 1:
                     return None
+                # read again: on PostgreSQL a copy committed since the SELECT above may
+                # have renamed the row the UPDATE claimed (tests/test_store.py)
                 s.refresh(row)
                 return _outgoing(s, row, thread_ts)
         log_muted(moved)

@@ -3,8 +3,9 @@
 A click is stored (feedback.toggle) with a row saying its message must be rendered
 again (`owe`, in the click's transaction). The Slack app renders it at once and marks
 it `done` in the transaction that records the success; a kill in between leaves it
-owed, and the service renders what is owed when it starts and after each delivery pass
-(slackapp/app.py). A failed update waits out delivery's backoff (retries.backoff).
+owed, due once `delivery.lease` from the click has run out, and the service renders what
+is due when it starts and after each delivery pass (slackapp/app.py). A failed update
+waits out delivery's backoff (retries.backoff).
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def owe(s: Session, shown: Shown, match_id: int, at: datetime, due_at: datetime)
 
 
 class Renders(Database):
-    def owed(self, now: datetime | None) -> list[Owed]:
-        """Messages still owed (those due by `now`; all of them if None), oldest first."""
-        stmt = select(RenderRow).where(col(RenderRow.status) == RenderStatus.OWED)
-        if now is not None:
-            stmt = stmt.where(col(RenderRow.next_attempt_at) <= now)
+    def owed(self, now: datetime) -> list[Owed]:
+        """Messages still owed and due by `now`, oldest first."""
+        stmt = select(RenderRow).where(
+            col(RenderRow.status) == RenderStatus.OWED, col(RenderRow.next_attempt_at) <= now
+        )
         with self._session() as s:
             rows = s.execute(stmt.order_by(col(RenderRow.id))).scalars().all()
             return [
@@ -90,23 +91,27 @@ class Renders(Database):
                 for r in rows
             ]
 
-    def done(self, owed: Owed) -> bool:
+    def done(self, owed: Owed) -> None:
         """chat.update answered ok: done, unless a newer click owes the message again."""
-        return self._settle(owed, {"status": RenderStatus.DONE, "last_error": None})
+        self._settle(owed, {"status": RenderStatus.DONE, "last_error": None})
 
-    def failed(self, owed: Owed, error: str, *, dead: bool, retry_at: datetime) -> bool:
-        """A failed update: tried again from `retry_at`, or given up (`dead`)."""
+    def failed(
+        self, owed: Owed, error: str, *, attempts: int, dead: bool, retry_at: datetime
+    ) -> None:
+        """A failed update, `attempts` made in all (the caller's policy counted them):
+        tried again from `retry_at`, or given up (`dead`)."""
         values = {
             "status": RenderStatus.DEAD if dead else RenderStatus.OWED,
-            "attempts": owed.attempts + 1,
+            "attempts": attempts,
             "next_attempt_at": retry_at,
             "last_error": error[:2000],
         }
-        return self._settle(owed, values)
+        self._settle(owed, values)
 
-    def _settle(self, owed: Owed, values: dict[str, Any]) -> bool:
+    def _settle(self, owed: Owed, values: dict[str, Any]) -> None:
+        """Writes the outcome unless a newer click owes the message again (`serial`)."""
         with self._session() as s:
-            result: Any = s.execute(
+            s.execute(
                 update(RenderRow)
                 .where(
                     col(RenderRow.id) == owed.render_id,
@@ -115,4 +120,3 @@ class Renders(Database):
                 )
                 .values(values)
             )
-            return bool(result.rowcount == 1)

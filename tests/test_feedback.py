@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import spacy
 import yaml
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlmodel import Session, col
 
 from monitor import feedback
@@ -362,6 +362,62 @@ def test_a_muted_story_gets_no_follow_ups_until_undone(desk: Desk) -> None:
     assert not desk.click(first.id, Verdict.MUTE_STORY).on
     again = desk.post(copy_of(BREACH, 3), desk.feed_b)["cyber"]
     assert again.held is None and [d.kind for d in desk.deliveries(again.id or 0)] == ["followup"]
+
+
+def test_follow_ups_gathered_together_read_each_storys_mute_once(desk: Desk) -> None:
+    """A digest or flood may gather many follow-ups of one story: every one of a muted
+    story goes to muted, another story's stay, and each story's mute is read once."""
+    from monitor.outbox import mute_followups
+
+    first = desk.post(BREACH)["cyber"].id or 0
+    copies = [desk.post(copy_of(BREACH, n), desk.feed_b)["cyber"].id or 0 for n in (1, 2, 3)]
+    desk.post(PODCAST)
+    podcast_copy = desk.post(copy_of(PODCAST, 4), desk.feed_b)["cyber"].id or 0
+    desk.click(first, Verdict.MUTE_STORY)
+    asked: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM feedback" in statement:
+            asked.append(statement)
+
+    with Session(desk.engine) as s, s.begin():
+        rows = s.exec(select(DeliveryRow).order_by(col(DeliveryRow.id))).scalars().all()
+        event.listen(desk.engine, "before_cursor_execute", counted)
+        try:
+            moved = mute_followups(s, rows)
+        finally:
+            event.remove(desk.engine, "before_cursor_execute", counted)
+    assert [m["match_id"] for m in moved] == copies
+    assert len(asked) == 2  # the two stories with follow-ups; no alert asks
+    assert [d.status for d in desk.deliveries(podcast_copy)] == ["pending"]
+    assert [d.status for d in desk.deliveries(first)] == ["pending"]  # its own alert
+
+
+def test_a_messages_marks_are_read_with_one_query_for_its_matches(desk: Desk) -> None:
+    """A thread page shows up to 15 stories: their marks (a story's mute shown on each of
+    its matches) take one query for the matches and one each for their marks, not the
+    three or four a click's `target` costs; a match no longer stored is left out."""
+    first = desk.post(BREACH)["cyber"].id or 0
+    followup = desk.post(copy_of(BREACH, 1), desk.feed_b)["cyber"].id or 0
+    other = desk.post(PODCAST)["cyber"].id or 0
+    desk.click(first, Verdict.MUTE_STORY)
+    desk.click(other, user="U2")
+    selects: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(desk.engine, "before_cursor_execute", counted)
+    try:
+        found = feedback.marks_of(desk.engine, [followup, 999, other, first])
+    finally:
+        event.remove(desk.engine, "before_cursor_execute", counted)
+    assert list(found) == [followup, other, first]
+    assert found == {m: feedback.marks(desk.engine, m) for m in (followup, other, first)}
+    assert [m.verdict for m in found[followup]] == [Verdict.MUTE_STORY]  # the story's
+    assert [m.user_id for m in found[other]] == ["U2"]
+    assert len(selects) == 1 + 3
 
 
 # The command line.

@@ -435,3 +435,51 @@ def test_the_queue_talks_to_postgresql_without_transactions_around_its_calls(
         sync = app.connector.get_sync_connector()
         with sync.pool.connection() as conn:  # type: ignore[attr-defined]
             assert conn.autocommit
+
+
+def test_a_dispatch_hands_the_owed_message_updates_over_once_not_once_a_channel(
+    feed_server: FeedServer,
+    slack: FakeSlack,
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One dispatch queues a delivery job for each of four channels and asks the Slack
+    app for its owed message updates once; the delivery jobs do not ask again."""
+    import threading
+    from types import SimpleNamespace
+    from typing import cast
+
+    from monitor import config as config_mod
+    from monitor import cycle
+    from monitor.runtime.queue import QueueWorker, prepare
+    from monitor.service import build
+    from monitor.slackapp import SlackApp
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("SLACK_API_URL", slack.api_url)
+    monkeypatch.setenv("MONITOR_DATABASE_URL", pg_url)
+    cfg = desk_config(tmp_path / "c", feed_server, count=len(PEOPLE))
+    service = build(config_mod.load(cfg))
+    asked: list[bool] = []
+    service.slack = cast(SlackApp, SimpleNamespace(catch_up=lambda: asked.append(True)))
+    try:
+        cycle.poll(service, service.deps.feeds.states(service.feeds))
+        prepare(service.deps.store.engine)
+        worker = QueueWorker(service, threading.Event())
+        with worker.app.open():
+            worker.dispatch()
+        queued = scalar(
+            pg_url,
+            "SELECT array_agg(args->>'channel' ORDER BY args->>'channel') "
+            f"FROM procrastinate_jobs WHERE task_name = '{DELIVER}'",
+        )
+        assert queued == [f"#desk-{k}" for k in range(len(PEOPLE))]
+        assert asked == [True]
+        for channel in queued:
+            worker.deliver(channel)
+        assert alerts(slack) == expected_alerts(len(PEOPLE))
+        assert asked == [True]
+    finally:
+        service.slack = None
+        service.close()

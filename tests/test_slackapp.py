@@ -33,10 +33,11 @@ from monitor import cycle, feedback
 from monitor.archive import Archive
 from monitor.cli import _describe, main
 from monitor.metrics import Metrics, serve
-from monitor.models import ArticleRow, DeliveryStatus, MatchHold, MatchRow, Verdict
+from monitor.models import ArticleRow, DeliveryStatus, MatchHold, MatchRow, Verdict, utcnow
 from monitor.outbox import Deliveries
-from monitor.renders import Renders
+from monitor.renders import Renders, Shown
 from monitor.service import Service, build, slack_app
+from monitor.slackapp.access import same_channel
 from monitor.slackapp.app import BUSY, WAITING
 from tests.conftest import US_CHINA, write_config
 from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
@@ -339,8 +340,13 @@ def test_a_new_click_is_told_from_a_redelivery_by_its_trigger_too(desk: Desk) ->
     assert desk.marks(qin) == ()
 
 
+def all_owed(engine: Any) -> list[Any]:
+    """Every render still owed, due or not: a day on is past any lease or backoff here."""
+    return Renders(engine).owed(utcnow() + timedelta(days=1))
+
+
 def owed_renders(desk: Desk) -> list[Any]:
-    return Renders(desk.service.deps.store.engine).owed(None)
+    return all_owed(desk.service.deps.store.engine)
 
 
 def test_an_update_slack_refused_is_owed_until_a_later_render_lands(any_desk: Desk) -> None:
@@ -364,15 +370,46 @@ def test_an_update_slack_refused_is_owed_until_a_later_render_lands(any_desk: De
     app.catch_up()  # trap: not due yet, it waits out the backoff
     barrier = clicked(desk, click_payload(slack, barrier))
     assert [u["ts"] for u in slack.updates] == [pentagon["ts"]] * 2
-    app.catch_up(everything=True)  # as at start
+    engine = desk.service.deps.store.engine
+    assert wait(lambda: Renders(engine).owed(utcnow()) != [])  # the backoff has run out
+    app.catch_up()
     assert slack.wait_for(slack.updated, lambda: len(slack.updates) == 3)
     update = slack.updates[-1]
     assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
     assert context_text(update["blocks"]) == "Not relevant by @user-001"
     assert wait(lambda: owed_renders(desk) == [])
-    app.catch_up(everything=True)  # trap: done, never rendered again
+    app.catch_up()  # trap: done, never rendered again
     clicked(desk, click_payload(slack, barrier))
     assert [u["ts"] for u in slack.updates].count(qin["ts"]) == 1
+
+
+def test_a_render_another_process_owes_is_left_to_it_until_its_lease_runs_out(
+    desk: Desk,
+) -> None:
+    """A click stored by another process, its render owed and not yet made (that process
+    may be making it, or have died), is rendered by a sweep once `delivery.lease` from
+    the click has run out, and not before."""
+    slack, app = desk.slack, desk.service.slack
+    assert app is not None
+    engine = desk.service.deps.store.engine
+    lease = desk.service.config.settings.delivery.lease  # 1 s in these tests
+    qin = desk.alert("Qin Gang")
+    at = utcnow()
+    click = feedback.Click(
+        Verdict.NOT_RELEVANT, match_of(qin), "U0DESK001", "user-001", slack.team, DESK, at
+    )
+    shown = Shown(DESK, qin["ts"], qin["text"], qin["blocks"])
+    feedback.toggle(engine, click, shown, at + lease)  # as the other process stored it
+    app.catch_up()  # trap: its lease has not run out
+    barrier = clicked(desk, click_payload(slack, desk.alert("Pentagon seeks")))
+    assert [u["ts"] for u in slack.updates] == [barrier["ts"]]
+    assert wait(lambda: utcnow() >= at + lease)
+    app.catch_up()
+    assert slack.wait_for(slack.updated, lambda: len(slack.updates) == 2)
+    update = slack.updates[-1]
+    assert (update["channel"], update["ts"]) == (DESK, qin["ts"])
+    assert context_text(update["blocks"]) == "Not relevant by @user-001"
+    assert wait(lambda: all_owed(engine) == [])
 
 
 def test_a_click_whose_payload_lacks_the_blocks_still_updates_the_message(desk: Desk) -> None:
@@ -664,6 +701,25 @@ def test_clicks_from_another_workspace_or_channel_are_refused(
     assert len(desk.marks(qin)) == 1
 
 
+@pytest.mark.parametrize(
+    ("channel_id", "channel", "clicked_in", "same"),
+    [
+        ("C0DESK0001", "#china-desk", ("C0DESK0001", "anything"), True),
+        ("C0DESK0001", "#china-desk", ("C0OTHER001", "china-desk"), False),  # the ID decides
+        (None, "C0DESK0001", ("C0DESK0001", ""), True),  # configured by ID
+        (None, "C0DESK0001", ("C0OTHER001", "C0DESK0001"), False),
+        (None, "#China-Desk", ("C0ANY00001", "china-desk"), True),  # by name, no ID known
+        (None, "#china-desk", ("C0ANY00001", ""), False),  # trap: no name, no match
+        ("C0DESK0001", "C0OLD00001", ("C0OLD00001", ""), False),  # Slack's answer wins
+    ],
+)
+def test_the_channel_a_click_counts_in(
+    channel_id: str | None, channel: str, clicked_in: tuple[str, str], same: bool
+) -> None:
+    target = feedback.Target(1, "us-china", channel, channel_id)
+    assert same_channel(target, *clicked_in) is same
+
+
 def test_a_click_on_a_flood_entry_counts_in_the_channel_slack_named(
     tmp_path: Path, feed_server: FeedServer, app_env: FakeSlack
 ) -> None:
@@ -825,6 +881,49 @@ def test_why_questions_are_acknowledged_while_one_is_being_explained(
     assert all("us-china: MATCH" in json.dumps(e["blocks"]) for e in answers)
 
 
+def test_questions_from_another_workspace_are_refused_at_once_and_take_no_room(
+    held_desk: tuple[Desk, Held], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The workspace is checked before a question is queued: another workspace's is
+    refused while an explanation is under way, not after it, and takes no place in the
+    bounded queue."""
+    desk, held = held_desk
+    caplog.set_level(logging.WARNING, logger="monitor.slackapp.app")
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    qin = desk.alert("Qin Gang")
+    assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, 1)))
+    assert held.explaining.wait(30)
+    shortcut = {**why_payload(slack, qin, 2), "team": {"id": "T0OTHER99", "domain": "other"}}
+    command = {
+        "command": "/monitor",
+        "text": "why <https://news.example/mil>",
+        "team_id": "T0OTHER99",
+        "user_id": "U0OTHER01",
+        "user_name": "eve",
+        "channel_id": DESK,
+        "channel_name": "china-desk",
+        "response_url": slack.respond_url(3),
+        "trigger_id": "1.2.3",
+    }
+    assert socket.wait_ack(socket.send("interactive", shortcut))
+    assert socket.wait_ack(socket.send("slash_commands", command))
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) == 2)
+    assert all("own workspace" in e["text"] for e in slack.ephemerals)
+    refusals = [
+        (r.action, r.team_id)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "slack action refused"
+    ]
+    assert sorted(refusals) == [("/monitor", "T0OTHER99"), ("monitor_why", "T0OTHER99")]
+    # trap: they took no room, so as many questions as may wait are all queued
+    for n in range(4, 4 + WAITING):
+        assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, n)))
+    held.release.set()
+    assert slack.wait_for(slack.ephemeral, lambda: len(slack.ephemerals) == 2 + 1 + WAITING)
+    assert BUSY not in {e["text"] for e in slack.ephemerals}
+
+
 def signed(body: bytes, at: float, secret: str = SECRET) -> dict[str, str]:
     stamp = str(int(at))
     signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
@@ -918,8 +1017,8 @@ def wait(predicate: Any, timeout: float = 60) -> bool:
 def test_kill_between_click_and_update_keeps_the_click_updates_after_restart_sends_once(
     tmp_path: Path, feed_server: FeedServer, fake: FakeSlack, db_url: str
 ) -> None:
-    # a lease longer than the test: only the restart's catch-up can make the owed update
-    delivery = {"channel_interval": "10ms", "max_per_second": 200, "lease": "10m"}
+    # the update the kill leaves owed falls due a lease after the click: soon, here
+    delivery = {"channel_interval": "10ms", "max_per_second": 200, "lease": "2s"}
     root = desk_config(tmp_path, feed_server, interval="1s", settings={"delivery": delivery})
     env = {
         **os.environ,
@@ -970,5 +1069,5 @@ def test_kill_between_click_and_update_keeps_the_click_updates_after_restart_sen
     engine = create_engine(db_url)
     marks = feedback.marks(engine, match_of(qin))
     assert [m.verdict for m in marks] == [feedback.Verdict.NOT_RELEVANT]
-    assert Renders(engine).owed(None) == []
+    assert all_owed(engine) == []
     assert len(fake.updates) == 2, "an owed update was made twice"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import spacy
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 from sqlmodel import Session, col, select
 
 from monitor.archive import Archive
@@ -198,6 +198,33 @@ def test_the_alert_names_the_earliest_published_copy(db: tuple[Store, Outbox]) -
         "asia",
         "world",
     ]  # every copy is stored and listed; one was posted
+
+
+def test_a_claim_returns_the_copy_stored_between_its_read_and_its_update(pg_url: str) -> None:
+    """On PostgreSQL a copy committed after the claim read its row, but before the claim's
+    UPDATE took it, is in the row the UPDATE claims (it re-reads it as committed): the
+    claim must return that row as the database now has it, not as it read it."""
+    engine, other = make_engine(pg_url), make_engine(pg_url)
+    try:
+        migrate(engine)
+        store, outbox = Store(other, reader(default_meaning)), Outbox(engine)
+        world, asia = feeds(store, "world", "asia")
+        save(store, world, entry("w1", "https://n.example/qin", published=at(10)))
+        [due] = outbox.due(utcnow())
+        earlier = entry("a1", "https://n.example/qin?ref_src=x", published=at(9))
+        stored: list[int] = []
+
+        def between(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.startswith("UPDATE delivery SET status") and not stored:
+                stored.append(save(store, asia, earlier))  # committed, on another connection
+
+        event.listen(engine, "before_cursor_execute", between)
+        claimed = outbox.claim(due.delivery_id)
+        assert stored == [0]  # the earlier copy took the waiting alert: no new delivery
+        assert claimed is not None and claimed.stories[0].feed == "asia"
+    finally:
+        engine.dispose()
+        other.dispose()
 
 
 def test_an_earlier_different_article_takes_the_alert_and_the_other_follows(

@@ -6,7 +6,8 @@ through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE 
   one poll job per feed, locked by the feed: no feed is polled by two workers at once.
 - Another gathers digests and queues one delivery job per channel with something due,
   locked by the channel: one worker at a time posts to a channel, and it paces itself
-  from the channel's last send, whoever made it.
+  from the channel's last send, whoever made it. It then hands the Slack app's owed
+  message updates that are due to its click thread: once a tick, not once a channel.
 - A worker that dies stops its heartbeat; after `queue.stalled_after` the recovery job
   puts its jobs back in the queue for the others. Taking over is safe: a poll job whose
   feed was polled since it was queued does nothing, and the outbox keeps alerts
@@ -330,6 +331,8 @@ class QueueWorker:
         now = utcnow()
         for channel in outbox.channels_due(now, now - settings.delivery.lease, held=True):
             self._queue(DELIVER, f"channel:{channel}", channel=channel)
+        if service.slack is not None:
+            service.slack.catch_up()  # the owed message updates, on the click thread
 
     def deliver(self, channel: str) -> None:
         """This worker's turn at a channel. Sends its dead predecessor left unconfirmed
@@ -338,8 +341,6 @@ class QueueWorker:
         with self.service.senders.turn(channel) as orphans:
             deliverer = self.service.deliverer(channel=channel, orphans=orphans)
             report = deliverer.run(self.halt, time.monotonic() + budget)
-        if self.service.slack is not None:
-            self.service.slack.catch_up()  # the owed message updates, on the click thread
         if report.sent or report.failed or report.dead or report.recovered:
             log.info(
                 "channel delivered",

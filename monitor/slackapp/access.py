@@ -42,9 +42,9 @@ def same_channel(target: Target, channel_id: str, channel_name: str) -> bool:
     an ID is known it decides: a name is only what a channel is called today."""
     if target.channel_id and target.channel_id == channel_id:
         return True
-    ids = [c for c in (target.channel_id or "", target.channel) if _CHANNEL_ID.match(c)]
-    if ids:
-        return ids[0] == channel_id
+    for known in (target.channel_id or "", target.channel):
+        if _CHANNEL_ID.match(known):
+            return known == channel_id
     return bool(channel_name) and target.channel.lstrip("#").lower() == channel_name.lower()
 
 

@@ -7,9 +7,10 @@ envelope once its listener acks, so slow work there would delay the next acks.
 
 A click is applied (feedback.toggle, one transaction) with a row saying its message is
 owed a render (renders.py); the update is rendered from the stored marks and marked
-done in the transaction that records its success. A kill in between leaves it owed: the
-service renders it when it starts and after each delivery pass. Deliveries are not
-touched here, so the outbox's once-only sending is whatever it was.
+done in the transaction that records its success. A kill in between leaves it owed: once
+`delivery.lease` has run out it is due, and a process renders it when it starts or after
+a delivery pass. Deliveries are not touched here, so the outbox's once-only sending is
+whatever it was.
 """
 
 from __future__ import annotations
@@ -148,16 +149,17 @@ class Clicks:
         ack()
         self._worker.submit(self._applied, body, client, respond, utcnow())
 
-    def catch_up(self, everything: bool = False) -> None:
-        """Renders (on the click thread) the messages owed: those due, or all of them
-        (at start: whoever owed them is gone). One sweep waits at a time."""
+    def catch_up(self) -> None:
+        """Renders (on the click thread) the owed messages that are due: a failed one once
+        its backoff has run out, a dead process's once its lease has (a live one renders
+        its own before that). One sweep waits at a time."""
         if self._sweep_queued.acquire(blocking=False):
-            self._worker.submit(self._sweep, everything)
+            self._worker.submit(self._sweep)
 
-    def _sweep(self, everything: bool) -> None:
+    def _sweep(self) -> None:
         self._sweep_queued.release()
         try:
-            for owed in self._renders.owed(None if everything else utcnow()):
+            for owed in self._renders.owed(utcnow()):
                 log.info(
                     "owed message update",
                     extra={"render_id": owed.render_id, "match_id": owed.match_id},
@@ -242,7 +244,7 @@ class Clicks:
             retry_at = utcnow() + retries.backoff(
                 attempts, self._policy.retry_base, self._policy.retry_max
             )
-            self._renders.failed(owed, str(exc), dead=dead, retry_at=retry_at)
+            self._renders.failed(owed, str(exc), attempts=attempts, dead=dead, retry_at=retry_at)
             log.warning(
                 "message not updated after a click",
                 extra={
@@ -274,7 +276,7 @@ class Questions:
         """The message shortcut: why this alert was posted, as `monitor explain` says."""
         ack()
         actor = _actor(body)
-        self._queue(actor, client, respond, partial(self._why, actor, body, client, respond))
+        self._queue(WHY, actor, client, respond, partial(self._why, actor, body, client, respond))
 
     def command(
         self, ack: Ack, command: dict[str, Any], client: WebClient, respond: Respond
@@ -290,11 +292,21 @@ class Questions:
             enterprise_id=str(command.get("enterprise_id") or ""),
         )
         job = partial(self._command, actor, command, client, respond)
-        self._queue(actor, client, respond, job)
+        self._queue(COMMAND, actor, client, respond, job)
 
     def _queue(
-        self, actor: Actor, client: WebClient, respond: Respond, job: Callable[[], None]
+        self,
+        what: str,
+        actor: Actor,
+        client: WebClient,
+        respond: Respond,
+        job: Callable[[], None],
     ) -> None:
+        """Another workspace is refused here, before the queue: it takes no room there and
+        does not wait behind the explanations under way."""
+        if reason := self._access.workspace_refusal(actor):
+            refuse(client, respond, actor, what, "", reason)
+            return
         if not self._room.acquire(blocking=False):
             log.warning("question refused: busy", extra={"user_id": actor.user_id})
             tell(client, respond, actor, BUSY)
@@ -310,9 +322,6 @@ class Questions:
             self._room.release()
 
     def _why(self, actor: Actor, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        if reason := self._access.workspace_refusal(actor):
-            refuse(client, respond, actor, WHY, "", reason)
-            return
         message = body.get("message") or {}
         ts = str(body.get("message_ts") or message.get("ts") or "")
         ids = _match_ids(message.get("blocks"))
@@ -326,9 +335,6 @@ class Questions:
     def _command(
         self, actor: Actor, command: dict[str, Any], client: WebClient, respond: Respond
     ) -> None:
-        if reason := self._access.workspace_refusal(actor):
-            refuse(client, respond, actor, COMMAND, "", reason)
-            return
         words = str(command.get("text") or "").split()
         if len(words) != 2 or words[0].lower() != "why":
             tell(client, respond, actor, USAGE)
