@@ -3,9 +3,8 @@
 A click is stored (feedback.toggle) with a row saying its message must be rendered
 again (`owe`, in the click's transaction). The Slack app renders it at once and marks
 it `done` in the transaction that records the success; a kill in between leaves it
-owed, due once `delivery.lease` from the click has run out, and the service renders what
-is due when it starts and after each delivery pass (slackapp/app.py). A failed update
-waits out delivery's backoff (retries.backoff).
+owed, and the service renders what is owed when it starts and after each delivery pass
+(slackapp/app.py). A failed update waits out delivery's backoff (retries.backoff).
 """
 
 from __future__ import annotations
@@ -73,11 +72,11 @@ def owe(s: Session, shown: Shown, match_id: int, at: datetime, due_at: datetime)
 
 
 class Renders(Database):
-    def owed(self, now: datetime) -> list[Owed]:
-        """Messages still owed and due by `now`, oldest first."""
-        stmt = select(RenderRow).where(
-            col(RenderRow.status) == RenderStatus.OWED, col(RenderRow.next_attempt_at) <= now
-        )
+    def owed(self, now: datetime | None) -> list[Owed]:
+        """Messages still owed (those due by `now`; all of them if None), oldest first."""
+        stmt = select(RenderRow).where(col(RenderRow.status) == RenderStatus.OWED)
+        if now is not None:
+            stmt = stmt.where(col(RenderRow.next_attempt_at) <= now)
         with self._session() as s:
             rows = s.execute(stmt.order_by(col(RenderRow.id))).scalars().all()
             return [

@@ -50,14 +50,14 @@ class _Socket(SocketModeHandler):
 
 class SlackApp:
     """The bolt App and its ways in; `start` dials Socket Mode when there is an app token.
-    `catch_up` renders the messages clicks left owed, those due (slackapp/app.py)."""
+    `catch_up(everything)` renders the messages clicks left owed (slackapp/app.py)."""
 
     def __init__(
         self,
         app: App,
         app_token: str | None,
         signing_secret: str | None,
-        catch_up: Callable[[], None],
+        catch_up: Callable[[bool], None],
     ) -> None:
         self.app = app
         self._app_token = app_token
@@ -66,10 +66,9 @@ class SlackApp:
         self._catch_up = catch_up
 
     def start(self) -> None:
-        """Renders the owed messages that are due (a previous run's, once their lease
-        has run out), then opens Socket Mode (apps.connections.open, then the websocket
-        it names)."""
-        self._catch_up()
+        """Renders every message a previous run left owed, then opens Socket Mode
+        (apps.connections.open, then the websocket it names)."""
+        self._catch_up(True)
         if not self._app_token:
             return
         self._socket = _Socket(self.app, self._app_token, logger=self.app.logger)
@@ -85,9 +84,9 @@ class SlackApp:
             raise MonitorError(f"slack: cannot open Socket Mode: {exc}") from exc
         log.info("slack socket mode connected")
 
-    def catch_up(self) -> None:
-        """Renders the owed messages that are due (after a delivery pass)."""
-        self._catch_up()
+    def catch_up(self, everything: bool = False) -> None:
+        """Renders the owed messages that are due (after a delivery pass), or all."""
+        self._catch_up(everything)
 
     def http(
         self, body: bytes, headers: Mapping[str, str], query: str, peer: str = ""

@@ -7,10 +7,9 @@ envelope once its listener acks, so slow work there would delay the next acks.
 
 A click is applied (feedback.toggle, one transaction) with a row saying its message is
 owed a render (renders.py); the update is rendered from the stored marks and marked
-done in the transaction that records its success. A kill in between leaves it owed: once
-`delivery.lease` has run out it is due, and a process renders it when it starts or after
-a delivery pass. Deliveries are not touched here, so the outbox's once-only sending is
-whatever it was.
+done in the transaction that records its success. A kill in between leaves it owed: the
+service renders it when it starts and after each delivery pass. Deliveries are not
+touched here, so the outbox's once-only sending is whatever it was.
 """
 
 from __future__ import annotations
@@ -149,17 +148,16 @@ class Clicks:
         ack()
         self._worker.submit(self._applied, body, client, respond, utcnow())
 
-    def catch_up(self) -> None:
-        """Renders (on the click thread) the owed messages that are due: a failed one once
-        its backoff has run out, a dead process's once its lease has (a live one renders
-        its own before that). One sweep waits at a time."""
+    def catch_up(self, everything: bool = False) -> None:
+        """Renders (on the click thread) the messages owed: those due, or all of them
+        (at start: whoever owed them is gone). One sweep waits at a time."""
         if self._sweep_queued.acquire(blocking=False):
-            self._worker.submit(self._sweep)
+            self._worker.submit(self._sweep, everything)
 
-    def _sweep(self) -> None:
+    def _sweep(self, everything: bool) -> None:
         self._sweep_queued.release()
         try:
-            for owed in self._renders.owed(utcnow()):
+            for owed in self._renders.owed(None if everything else utcnow()):
                 log.info(
                     "owed message update",
                     extra={"render_id": owed.render_id, "match_id": owed.match_id},
