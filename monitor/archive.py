@@ -21,6 +21,8 @@ from monitor.models import (
     FeedRow,
     Item,
     MatchRow,
+    RenderRow,
+    RenderStatus,
     iso,
 )
 
@@ -73,9 +75,11 @@ class Archive(Database):
 
     def prune(self, older_than: datetime, *, dry_run: bool = False) -> dict[str, int]:
         """Deletes what retention no longer needs: matches and their sent or dead
-        deliveries older than the cut-off, then articles nothing refers to. Each feed's
+        deliveries older than the cut-off, then articles nothing refers to, and the
+        records of message updates settled (shown or given up) before it. Each feed's
         newest articles are kept, whatever their age, so items still in a feed are never
-        taken for new; pending deliveries and what they refer to are never touched."""
+        taken for new; pending deliveries and what they refer to, and updates still owed,
+        are never touched."""
         with self._session() as s:
             old_matches = select(col(MatchRow.id)).where(col(MatchRow.created_at) < older_than)
             live = select(col(DeliveryRow.match_id)).where(
@@ -100,7 +104,16 @@ class Archive(Database):
                     )
                 ).scalars()
             ]
-            counts = {"matches": len(matches), "articles": len(articles)}
+            settled = (
+                col(RenderRow.status).in_((RenderStatus.DONE, RenderStatus.DEAD)),
+                col(RenderRow.owed_at) < older_than,
+            )
+            renders = s.execute(select(func.count()).select_from(RenderRow).where(*settled))
+            counts = {
+                "matches": len(matches),
+                "articles": len(articles),
+                "renders": int(renders.scalar_one()),
+            }
             if dry_run:
                 return counts
             for i in range(0, len(matches), CHUNK):
@@ -119,6 +132,8 @@ class Archive(Database):
             )
             for i in range(0, len(articles), CHUNK):
                 s.execute(delete(ArticleRow).where(col(ArticleRow.id).in_(articles[i : i + CHUNK])))
+            # one statement: a click that owes a message again meanwhile keeps its row
+            s.execute(delete(RenderRow).where(*settled))
             return counts
 
     def count_articles(self, since: datetime) -> int:

@@ -245,8 +245,8 @@ def _db(cfg: Config, args: argparse.Namespace) -> int:
         counts = Archive(engine).prune(cutoff, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(
-        f"{verb} {counts['matches']} matches and {counts['articles']} articles "
-        f"older than {cutoff:%Y-%m-%d %H:%M} UTC"
+        f"{verb} {counts['matches']} matches, {counts['articles']} articles and "
+        f"{counts['renders']} settled message updates older than {cutoff:%Y-%m-%d %H:%M} UTC"
     )
     return 0
 

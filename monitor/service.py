@@ -335,7 +335,7 @@ class Service:
         retention = self.config.settings.retention
         if retention is not None:
             counts = Archive(self.deps.store.engine).prune(utcnow() - retention)
-            log.info("pruned", extra={"matches": counts["matches"], "articles": counts["articles"]})
+            log.info("pruned", extra=counts)
 
     @property
     def senders(self) -> Senders:

@@ -13,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from monitor.archive import Archive
 from monitor.cli import main
@@ -22,7 +22,7 @@ from monitor.errors import StoreError
 from monitor.events import reader
 from monitor.feeds import FeedStore
 from monitor.match.matcher import default_meaning
-from monitor.models import Sent, utcnow
+from monitor.models import RenderRow, RenderStatus, Sent, utcnow
 from monitor.outbox import Outbox
 from monitor.store import Store
 from tests.conftest import write_config
@@ -163,9 +163,9 @@ def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
         conn.execute(text("UPDATE match SET created_at = '2020-01-01 00:00:00'"))
         conn.execute(text("UPDATE article SET seen_at = '2020-01-01 00:00:00'"))
     cutoff = utcnow() - timedelta(days=30)
-    assert archive.prune(cutoff, dry_run=True) == {"matches": 2, "articles": 2}
-    assert archive.prune(cutoff) == {"matches": 2, "articles": 2}
-    assert archive.prune(cutoff) == {"matches": 0, "articles": 0}
+    assert archive.prune(cutoff, dry_run=True) == {"matches": 2, "articles": 2, "renders": 0}
+    assert archive.prune(cutoff) == {"matches": 2, "articles": 2, "renders": 0}
+    assert archive.prune(cutoff) == {"matches": 0, "articles": 0, "renders": 0}
     # pending deliveries, their matches and articles are untouched
     rest = outbox.due(utcnow())
     assert [o.delivery_id for o in rest] == [o.delivery_id for o in due[2:]]
@@ -174,10 +174,36 @@ def test_prune_keeps_what_dedupe_and_delivery_need(any_db_url: str) -> None:
         outbox.sent(out.delivery_id, out.channel, Sent("1.2", "C1"))
     with engine.begin() as conn:
         conn.execute(text("UPDATE match SET created_at = '2020-01-01 00:00:00'"))
-    assert archive.prune(cutoff) == {"matches": 2, "articles": 1}
+    assert archive.prune(cutoff) == {"matches": 2, "articles": 1, "renders": 0}
     # the feed's newest article stays, so the item still in the feed is not taken for new
     newest = entry("3", "https://n.example/3", title="Qin Gang 3")
     assert store.seen_keys(feed, [newest.key]) == {newest.key}
+    engine.dispose()
+
+
+def test_prune_deletes_settled_message_updates_and_keeps_those_owed(any_db_url: str) -> None:
+    """A click's render row is kept while its message is owed an update, whatever its
+    age; once shown (or given up) it is retention's like a match."""
+    engine = make_engine(any_db_url)
+    migrate(engine)
+    old, recent = utcnow() - timedelta(days=60), utcnow() - timedelta(days=1)
+    rows = {
+        "old done": (RenderStatus.DONE, old),
+        "old dead": (RenderStatus.DEAD, old),
+        "old owed": (RenderStatus.OWED, old),
+        "recent done": (RenderStatus.DONE, recent),
+    }
+    with Session(engine) as s:
+        for ts, (status, at) in rows.items():
+            s.add(RenderRow(channel_id="C1", ts=ts, match_id=1, status=status, owed_at=at))
+        s.commit()
+    cutoff = utcnow() - timedelta(days=30)
+    archive = Archive(engine)
+    assert archive.prune(cutoff, dry_run=True)["renders"] == 2
+    assert archive.prune(cutoff)["renders"] == 2
+    with Session(engine) as s:
+        left = {r.ts for r in s.exec(select(RenderRow))}
+    assert left == {"old owed", "recent done"}
     engine.dispose()
 
 
@@ -198,7 +224,9 @@ def test_db_commands(
     main(["--config", str(cfg), "poll"])
     capsys.readouterr()
     assert main(["--config", str(cfg), "db", "prune", "--older-than", "1d", "--dry-run"]) == 0
-    assert capsys.readouterr().out.startswith("would delete 0 matches and 0 articles older than")
+    assert capsys.readouterr().out.startswith(
+        "would delete 0 matches, 0 articles and 0 settled message updates older than"
+    )
 
 
 def test_an_item_older_than_retention_never_alerts_again(
