@@ -19,7 +19,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import monitor
-from monitor import logs
+from monitor import heap, logs
 from monitor.errors import (
     ConfigError,
     FeedbackError,
@@ -147,6 +147,7 @@ def _silence_stdout() -> None:
 
 def _main(args: argparse.Namespace) -> int:
     if args.command in _WITHOUT_CONFIG:
+        heap.started()
         logs.setup((args.log_level or "INFO").upper(), args.log_format)
         return _WITHOUT_CONFIG[args.command](args)
     from monitor import config as config_mod
@@ -157,6 +158,8 @@ def _main(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stdout if args.command == "check" else sys.stderr)
         return 2
+    if args.command not in ("run", "poll"):  # theirs ends once the service is built
+        heap.started()
     logs.setup(
         args.log_level.upper() if args.log_level else cfg.settings.log_level, args.log_format
     )
@@ -181,7 +184,9 @@ def run() -> NoReturn:
     """The `monitor` command as a process: `main`, then out at once. By then the service
     is closed (every transaction committed, pools, workers and locks let go), so the
     interpreter's own teardown of hundreds of modules (a tenth of a second, much of a
-    poll with nothing new) buys nothing; output is flushed first."""
+    poll with nothing new) buys nothing; output is flushed first. Start-up runs without
+    the garbage collector (heap.start_up)."""
+    heap.start_up()
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -297,6 +302,7 @@ def _poll(cfg: Config, args: argparse.Namespace) -> int:
     from monitor.service import build
 
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
+    heap.started()
     try:
         done = cycle.once(service)
     finally:
@@ -360,6 +366,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
         conninfo(cfg.settings.effective_database_url())  # PostgreSQL, or say so now
     runner = runtime.pick(mode)
     service = build(cfg, pool=PassPool(cfg.settings.poll_processes, cfg))
+    heap.started()
     try:
         _announce(service)
         service.slack = slack_app(service, _describe)

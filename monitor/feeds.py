@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlmodel import SQLModel, col
 
 from monitor.config import FeedConfig, FullText
@@ -20,6 +20,12 @@ from monitor.redact import redact
 log = logging.getLogger(__name__)
 _SYNC_LOCK = 0x6D6F6E66  # PostgreSQL advisory lock held while syncing feeds.yaml
 _FEEDS = SQLModel.metadata.tables["feed"]
+# A feed's fetch state as FeedState holds it: read as plain rows, not as FeedRow objects,
+# so a start (and each tick of `monitor run`) builds no ORM object for an unchanged feed.
+_STATE = [
+    _FEEDS.c[name]
+    for name in ("id", "name", "url", "etag", "last_modified", "last_success_at", "errors_in_row")
+]
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,19 @@ class FeedStore(Database):
         backfill: Any,
     ) -> list[FeedState]:
         """Makes the table agree with feeds.yaml (by name) and returns the configured feeds.
-        Workers starting together on PostgreSQL take turns (an advisory lock)."""
+        When it agrees already (every start but the first after an edit) that is one read,
+        without the write lock; else workers starting together take turns (an advisory
+        lock on PostgreSQL, the write lock on SQLite)."""
+        with self._session() as s:
+            stored = {
+                row.name: row
+                for row in s.connection().execute(select(_FEEDS.c.config_url, *_STATE))
+            }
+        if all(_agrees(stored.get(cfg.name), cfg) for cfg in feeds):
+            return [
+                _state(stored[cfg.name], interval(cfg), backfill(cfg), cfg.full_text)
+                for cfg in feeds
+            ]
         with self._session() as s:
             take_turns(s, _SYNC_LOCK)
             rows = {r.name: r for r in s.execute(select(FeedRow)).scalars()}
@@ -101,7 +119,7 @@ class FeedStore(Database):
                 if row is None:
                     row = FeedRow(name=cfg.name, url=cfg.url, config_url=cfg.url)
                     s.add(row)
-                elif (row.config_url or row.url) != cfg.url:
+                elif not _agrees(row, cfg):
                     row.url, row.config_url = cfg.url, cfg.url
                     row.etag, row.last_modified = None, None
                 mine.append((cfg, row))
@@ -119,15 +137,15 @@ class FeedStore(Database):
         ids = {f.id: f for f in feeds}
         if not ids:
             return []
-        stmt = select(FeedRow).where(col(FeedRow.id).in_(ids))
+        c = _FEEDS.c
+        stmt = select(*_STATE).where(c.id.in_(ids))
         if due_by is not None:
-            stmt = stmt.where(col(FeedRow.next_due_at) <= due_by)
+            stmt = stmt.where(c.next_due_at <= due_by)
         if unpolled_since is not None:
-            polled = col(FeedRow.last_fetch_at)
-            stmt = stmt.where(polled.is_(None) | (polled < unpolled_since))
+            stmt = stmt.where(c.last_fetch_at.is_(None) | (c.last_fetch_at < unpolled_since))
         with self._session() as s:
-            rows = s.execute(stmt.order_by(col(FeedRow.next_due_at))).scalars()
-            return [_refreshed(r, ids[r.id or 0]) for r in rows]
+            rows = s.connection().execute(stmt.order_by(c.next_due_at))
+            return [_refreshed(row, ids[row.id]) for row in rows]
 
     def schedule(self, feeds: Sequence[FeedState], now: datetime) -> Schedule:
         """How many of the feeds are due now, and when the next of the others is."""
@@ -260,8 +278,17 @@ def record(row: FeedRow, result: FetchResult) -> None:
         row.url = result.moved_to
 
 
+def _agrees(row: FeedRow | Row[Any] | None, cfg: FeedConfig) -> bool:
+    """Whether a feed's row is there and is for the URL feeds.yaml gives it now (it is
+    fetched where it moved to, but a new URL in feeds.yaml is a new start)."""
+    return row is not None and (row.config_url or row.url) == cfg.url
+
+
 def _state(
-    row: FeedRow, interval: timedelta, backfill: timedelta, full_text: FullText | None
+    row: FeedRow | Row[Any],
+    interval: timedelta,
+    backfill: timedelta,
+    full_text: FullText | None,
 ) -> FeedState:
     return FeedState(
         id=row.id or 0,
@@ -277,6 +304,6 @@ def _state(
     )
 
 
-def _refreshed(row: FeedRow, known: FeedState) -> FeedState:
+def _refreshed(row: FeedRow | Row[Any], known: FeedState) -> FeedState:
     """The row's fetch state, with the config of the feed's state as it was known."""
     return _state(row, known.interval, known.backfill, known.full_text)

@@ -377,7 +377,16 @@ class Sent:
 # Tables.
 
 
-class FeedRow(SQLModel, table=True):
+class TableRow(SQLModel):
+    """A table's row. Pydantic's validator and serializer of a row are built on first
+    use: rows are made by SQLAlchemy or by keyword, never validated nor dumped, so no
+    poll uses them, and building them for every table was a fifth of this module's
+    import (docs/speed.md)."""
+
+    model_config = {"defer_build": True}
+
+
+class FeedRow(TableRow, table=True):
     __tablename__ = "feed"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -402,7 +411,7 @@ class FeedRow(SQLModel, table=True):
     held_back_matching: int = 0  # of those, how many a watchlist matched
 
 
-class ArticleRow(SQLModel, table=True):
+class ArticleRow(TableRow, table=True):
     __tablename__ = "article"
     __table_args__ = (UniqueConstraint("feed_id", "key", name="uq_article_feed_key"),)
 
@@ -434,7 +443,7 @@ class ArticleRow(SQLModel, table=True):
     band7: int | None = Field(default=None, index=True)
 
 
-class MatchRow(SQLModel, table=True):
+class MatchRow(TableRow, table=True):
     __tablename__ = "match"
     __table_args__ = (
         UniqueConstraint("watchlist", "article_id", name="uq_match_article"),
@@ -521,7 +530,7 @@ class DeliveryKind(StrEnum):
     NOTICE = "notice"  # a message for operators (ops_channel)
 
 
-class DeliveryRow(SQLModel, table=True):
+class DeliveryRow(TableRow, table=True):
     """The outbox: written with its match, sent later, never deleted.
 
     `key` is unique: "<watchlist>|<story>|<channel>" for a story's alert, with
@@ -557,7 +566,7 @@ class DeliveryRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-class FeedbackRow(SQLModel, table=True):
+class FeedbackRow(TableRow, table=True):
     """One click of the desk on a message (feedback.py): who, when, on which match, and
     what the hit read like, so it teaches the matcher. Never deleted: an undo stamps
     `undone_at`, and the history stays."""
@@ -595,7 +604,7 @@ class RenderStatus(StrEnum):
     DEAD = "dead"  # refused for good (the message is gone) or out of attempts
 
 
-class RenderRow(SQLModel, table=True):
+class RenderRow(TableRow, table=True):
     """A message whose marks Slack owes the desk (slackapp/render.py): written in the
     click's transaction, done in the one that records chat.update's success, so a kill
     in between leaves it owed and the service renders it when it comes back.
@@ -622,7 +631,7 @@ class RenderRow(SQLModel, table=True):
     owed_at: datetime = Field(default_factory=utcnow)
 
 
-class ChannelRow(SQLModel, table=True):
+class ChannelRow(TableRow, table=True):
     """Channel names resolved to IDs, learnt from Slack's answers."""
 
     __tablename__ = "channel"

@@ -44,8 +44,11 @@ HEAVY = (
 )
 POLL = f"""
 import sys
+from monitor import models
 from monitor.cli import main
 code = main(sys.argv[1:])
+built = [t.__name__ for t in vars(models).values() if getattr(t, "__pydantic_complete__", 0) is True and getattr(t, "__table__", None) is not None]
+print("VALIDATORS=" + ",".join(built), file=sys.stderr)
 print("LOADED=" + ",".join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
 sys.exit(code)
 """
@@ -87,6 +90,43 @@ def serve(feed_server: FeedServer, tmp_path: Path, feeds: int, matching_every: i
     return write_config(tmp_path / "c", out, settings={"poll_processes": 2})
 
 
+# A `monitor` process as cli.run makes it, saying at its exit whether the garbage
+# collector is on and how many objects it has frozen.
+AS_PROCESS = """
+import gc, os, sys
+from monitor.cli import run
+leave = os._exit
+def report(code):
+    print(f"COLLECTOR {gc.isenabled()} {gc.get_freeze_count()}", file=sys.stderr)
+    leave(code)
+os._exit = report
+run()
+"""
+
+
+@pytest.mark.parametrize("command", ["poll", "check"])
+def test_a_process_starts_up_without_the_collector_and_then_runs_it(
+    feed_server: FeedServer, tmp_path: Path, command: str
+) -> None:
+    """Start-up (to the service built, or the config loaded) makes objects that live as
+    long as the process: they are frozen, and the collector runs again after, for all
+    that the command then makes."""
+    cfg = serve(feed_server, tmp_path, 3, matching_every=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env["MONITOR_DATABASE_URL"] = f"sqlite:///{tmp_path / 'poll.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", AS_PROCESS, "--config", str(cfg), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    enabled, frozen = done.stderr.rsplit("COLLECTOR ", 1)[1].split()
+    assert enabled == "True"
+    assert int(frozen) > 10_000  # the modules, the config (and the service) of start-up
+
+
 @pytest.mark.slow
 def test_a_poll_with_nothing_new_starts_nothing_it_does_not_need(
     feed_server: FeedServer, tmp_path: Path
@@ -97,6 +137,8 @@ def test_a_poll_with_nothing_new_starts_nothing_it_does_not_need(
     alerts, log, loaded = poll(cfg, db)
     assert alerts == []
     assert loaded == [], f"a poll of 30 unchanged feeds loaded {loaded}"
+    # rows are made by SQLAlchemy or by keyword: no table's pydantic validator is built
+    assert "VALIDATORS=\n" in log
     assert "matcher built" not in log and "pass workers starting" not in log
     assert "feeds=30 failed=0 new_items=0" in log
 

@@ -424,6 +424,40 @@ def test_changed_url_forgets_validators(db: tuple[Store, Outbox]) -> None:
     assert row.url == "https://moved.example/rss" and row.etag is None
 
 
+def test_a_start_with_feeds_yaml_unchanged_writes_nothing_and_takes_no_turn(
+    db: tuple[Store, Outbox],
+) -> None:
+    """Only a start that has feeds to add or move takes the write lock (SQLite) or the
+    advisory lock (PostgreSQL); any other reads the feeds' states, the same states."""
+    engine = db[0].engine
+    configured = [FeedConfig(name=n, url=f"https://{n}.example/rss") for n in ("a", "b")]
+
+    def sync() -> tuple[list[Any], list[str]]:
+        said: list[str] = []
+
+        def heard(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            said.append(statement)
+
+        event.listen(engine, "before_cursor_execute", heard)
+        try:
+            states = FeedStore(engine).sync(
+                configured, lambda f: timedelta(minutes=10), lambda f: timedelta(days=1)
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", heard)
+        return states, said
+
+    first, said = sync()
+    assert any(s.startswith("INSERT") for s in said)
+    again, said = sync()
+    assert again == first
+    assert said and all(s.lstrip().startswith("SELECT") for s in said), said
+    configured[1] = FeedConfig(name="b", url="https://b.example/moved")
+    moved, said = sync()
+    assert any("advisory" in s or "BEGIN IMMEDIATE" in s for s in said)
+    assert moved[1].url == "https://b.example/moved" and moved[0] == first[0]
+
+
 def test_unchanged_feeds_are_recorded_in_bulk(db: tuple[Store, Outbox]) -> None:
     store = FeedStore(db[0].engine)
     a, b = feeds(store, "a", "b")
