@@ -1,16 +1,17 @@
 """The matcher's phrase tables kept on disk, so that a process cron starts does not build
-them again from watchlists that have not changed: for 50,000 entities a build is 7 s,
-reading them back under 1 s.
+them again from watchlists that have not changed: for 50,000 entities a build is 7 s of
+CPU, reading them back 1-1.5 s.
 
 One file holds the tables of the watchlists last built with it, so it is never larger
-than one build (25 MB for 50,000 entities); tables of other watchlists replace it. It
-is trusted for nothing: its header holds a key, a SHA-256 of the watchlists and of all
-a build depends on besides (the matching code, spaCy, its lookups, wordfreq, Python),
-and a SHA-256 of the rest; a file of another key, or whose rest does not hash to its
-header or does not read as tables, is built again and written anew. It is written whole
-to a temporary file beside it and renamed over it: a reader finds the old file or the
-new one, never a part. The tables are written with marshal, which holds builtin values
-only and runs nothing it reads: a rule as its fields.
+than one build (25 MB for 50,000 entities); tables of other watchlists replace it. Its
+header holds a key, a SHA-256 of the watchlists and of all a build depends on besides
+(the matching code, spaCy, its lookups, wordfreq, Python), and a SHA-256 of the rest; a
+file of another key, or whose rest does not hash to its header or does not read as
+tables, is built again and written anew. It is written whole to a temporary file beside
+it and renamed over it: a reader finds the old file or the new one, never a part. The
+tables are written with marshal, which holds builtin values only and runs nothing it
+reads (a rule as its fields); the digest finds damage, not forgery: whoever can write the
+data directory can write the SQLite database in it too.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def save(path: Path, key: str, tables: Tables) -> None:
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # never worth failing a match for
         log.info("matcher tables not kept", extra={"path": str(path), "error": str(exc)})
 
 
