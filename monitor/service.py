@@ -92,18 +92,31 @@ def meaning_for(config: Config) -> MeaningLoader:
 
 
 def matcher_for(
-    watchlists: Sequence[Watchlist], meaning: MeaningLoader, engine: Engine | None = None
+    watchlists: Sequence[Watchlist],
+    meaning: MeaningLoader,
+    engine: Engine | None = None,
+    tables: Path | None = None,
 ) -> Matcher:
     """A Matcher on a blank English pipeline (importing spaCy takes half a second), taught
-    the desk's feedback stored in `engine`, if given."""
+    the desk's feedback stored in `engine`, if given; its phrase tables read from the file
+    `tables` if they are these watchlists', else built and kept there (match/stored.py)."""
     import spacy
 
-    from monitor.match import Matcher
+    from monitor.match import Matcher, stored
 
-    matcher = Matcher(watchlists, spacy.blank("en"), load_ner, meaning=meaning)
+    wanted = stored.key(watchlists) if tables is not None else ""
+    kept = stored.load(tables, wanted) if tables is not None else None
+    matcher = Matcher(watchlists, spacy.blank("en"), load_ner, meaning=meaning, tables=kept)
+    if tables is not None and kept is None:
+        stored.save(tables, wanted, matcher.tables())
     if engine is not None:
         teach(matcher, engine)
     return matcher
+
+
+def tables_file(settings: Settings) -> Path:
+    """Where the matcher's phrase tables are kept between processes (match/stored.py)."""
+    return settings.data_dir / "matcher.tables"
 
 
 def teach(matcher: Matcher, engine: Engine) -> None:
@@ -179,11 +192,13 @@ class LazyMatcher:
         meaning: MeaningLoader,
         engine: Engine | None = None,
         built: Matcher | None = None,  # one built already (a pass worker's fork server's)
+        tables: Path | None = None,  # where its phrase tables are kept (matcher_for)
     ) -> None:
         self.watchlists = list(watchlists)
         self._meaning = meaning
         self._engine = engine
         self._matcher = built
+        self._tables = tables
         self._lock = threading.Lock()
 
     @property
@@ -211,7 +226,7 @@ class LazyMatcher:
         with self._lock:
             if self._matcher is None:
                 started = time.monotonic()
-                self._matcher = matcher_for(self.watchlists, self._meaning)
+                self._matcher = matcher_for(self.watchlists, self._meaning, tables=self._tables)
                 log.info(
                     "matcher built",
                     extra={
@@ -314,7 +329,10 @@ class Service:
         self.feeds = self.deps.feeds.sync(new.feeds, new.interval, new.backfill)
         engine = self.deps.store.engine
         self.deps = replace(
-            self.deps, matcher=LazyMatcher(new.watchlists, meaning_for(new), engine)
+            self.deps,
+            matcher=LazyMatcher(
+                new.watchlists, meaning_for(new), engine, tables=tables_file(self.config.settings)
+            ),
         )
         self.config = replace(new, settings=self.config.settings)
         if self.deps.pool is not None:
@@ -404,7 +422,7 @@ def deps_for(config: Config, *, sink: Alerter | None = None, pool: FeedPool | No
         outbox=Outbox(engine),
         notices=Notices(engine),
         digests=Digests(engine),
-        matcher=LazyMatcher(config.watchlists, meaning, engine),
+        matcher=LazyMatcher(config.watchlists, meaning, engine, tables=tables_file(settings)),
         alerter=sink or alerter(settings),
         pool=pool,
     )
@@ -426,7 +444,7 @@ def processor_for(config: Config, matcher: Matcher | None = None) -> Processing:
     settings = config.settings
     engine = make_engine(settings.effective_database_url())
     meaning = meaning_for(config)
-    lazy = LazyMatcher(config.watchlists, meaning, engine, matcher)
+    lazy = LazyMatcher(config.watchlists, meaning, engine, matcher, tables_file(settings))
     return Processor(settings, Store(engine, reader(meaning)), lazy)
 
 
@@ -483,7 +501,9 @@ def slack_app(service: Service, describe: Callable[[Verdict], str]) -> SlackApp 
         matcher = service.deps.matcher  # the service's own: built once, reloaded with it
         if not isinstance(matcher, LazyMatcher):
             config, engine = service.config, service.deps.store.engine
-            matcher = LazyMatcher(config.watchlists, meaning_for(config), engine)
+            matcher = LazyMatcher(
+                config.watchlists, meaning_for(config), engine, tables=tables_file(config.settings)
+            )
         for verdict in matcher.explain(item, found.feed or None):
             if not found.watchlists or verdict.watchlist.name in found.watchlists:
                 lines.append(describe(verdict))

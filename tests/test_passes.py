@@ -19,9 +19,10 @@ import pytest
 
 from monitor import config as config_mod
 from monitor.dedupe import identify
+from monitor.match import stored
 from monitor.models import Item
 from monitor.runtime.passes import HANDOVER, Handover, PassPool, digest
-from monitor.service import matcher_for, meaning_for
+from monitor.service import matcher_for, meaning_for, tables_file
 from tests.conftest import US_CHINA, write_config
 from tests.servers import rss
 
@@ -96,6 +97,26 @@ def test_the_fork_server_removes_the_handover_once_read(
     no file of its watchlists in the temp directory."""
     assert warm_with.PREBUILT is not None
     assert not (tmp_path / "handover").exists()
+
+
+def test_a_fork_server_keeps_the_matchers_tables_for_the_next_to_read(
+    warm_with: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As cron starts `monitor poll` again and again: the first fork server builds the
+    phrase tables and keeps them in the data directory, the next reads them back."""
+    cfg = config_mod.load(tmp_path / "c")
+    kept = tables_file(cfg.settings)
+    assert kept.is_file()
+    written = kept.stat().st_mtime_ns
+    path = tmp_path / "handover"
+    path.write_bytes(pickle.dumps(Handover.of(cfg)))
+    monkeypatch.setattr(stored, "save", lambda *_: pytest.fail("tables built again"))
+    found = _fresh_warm().shared(digest(cfg))
+    assert found is not None
+    assert kept.stat().st_mtime_ns == written
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    entries = [identify(Item(t, None, t, b, "", at)) for t, b in TEXTS]
+    assert found[1].match(entries) == warm_with.shared(digest(cfg))[1].match(entries)
 
 
 def test_a_closed_pool_leaves_no_handover_behind(tmp_path: Path) -> None:

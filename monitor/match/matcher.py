@@ -16,7 +16,7 @@ from monitor.match.finds import Found, Role, Scan
 from monitor.match.lessons import Lessons
 from monitor.match.names import inside
 from monitor.match.normal import fold, prepare, scan_text
-from monitor.match.phrases import Phrases
+from monitor.match.phrases import Phrases, Tables
 from monitor.match.prefilter import Prefilter
 from monitor.match.senses import MeaningLoader, context, described, read, senses_of
 from monitor.match.snippet import quote, strength
@@ -72,6 +72,18 @@ class Verdict:
         )
 
 
+def _abouts(watchlists: Sequence[Watchlist]) -> dict[tuple[int, str], str]:
+    """(watchlist, term name) -> what the term is about, for the terms described only: most
+    are not, and a missing one reads as None."""
+    return {
+        (wi, t.name): about
+        for wi, wl in enumerate(watchlists)
+        for terms in (wl.entities, wl.topics)
+        for t in terms
+        if (about := described(t)) is not None
+    }
+
+
 class Matcher:
     def __init__(
         self,
@@ -82,27 +94,27 @@ class Matcher:
         prefilter: bool = True,  # False: every article through spaCy (to measure the scan)
         meaning: MeaningLoader = default_meaning,
         lessons: Lessons | None = None,
+        tables: Tables | None = None,  # the phrases' tables, built from these watchlists
     ) -> None:
         with collector_paused():  # a million objects for 50,000 entities: heap.py
-            self._build(watchlists, nlp, prefilter)
+            self._build(watchlists, nlp, prefilter, tables)
         self._ner = ner
         self._meaning = meaning
         self.lessons = lessons or Lessons()  # the desk's feedback (feedback.lessons)
 
-    def _build(self, watchlists: Sequence[Watchlist], nlp: Language, prefilter: bool) -> None:
+    def _build(
+        self, watchlists: Sequence[Watchlist], nlp: Language, prefilter: bool, tables: Tables | None
+    ) -> None:
         self.watchlists = list(watchlists)
         self._senses = senses_of(self.watchlists)
-        # only the terms described: most are not, and a missing one reads as None
-        self._abouts = {
-            (wi, t.name): about
-            for wi, wl in enumerate(self.watchlists)
-            for terms in (wl.entities, wl.topics)
-            for t in terms
-            if (about := described(t)) is not None
-        }
+        self._abouts = _abouts(self.watchlists)
         prepare(nlp)
-        self._phrases = Phrases(self.watchlists, nlp)
+        self._phrases = Phrases(self.watchlists, nlp, tables)
         self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
+
+    def tables(self) -> Tables:
+        """The phrases' tables, for a matcher of the same watchlists to start from."""
+        return self._phrases.tables()
 
     def match(
         self, entries: Sequence[Entry], feed: str | None = None

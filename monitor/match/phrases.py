@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from spacy.attrs import IS_SPACE, NORM, ORTH
 from spacy.language import Language
@@ -39,10 +39,28 @@ _LCP_KEY = 3  # a common start shorter than this is a weaker key than the words 
 _FLUSH = 10_000  # phrases tokenised in one doc
 
 
+# folded prefix -> (words before it, rule, most letters after it)
+Prefixes = dict[str, list[tuple[tuple[str, ...], Rule, int | None]]]
+
+
+class Tables(NamedTuple):
+    """What a Phrases is built into from its watchlists, and all that a scan reads: kept
+    between processes by match/stored.py, as a build for 50,000 entities takes seconds."""
+
+    rules: dict[tuple[int, ...], tuple[Rule, ...]]
+    lengths: dict[int, tuple[int, ...]]
+    keys: set[str]
+    prefixes: Prefixes
+    unspaced: dict[str, list[Rule]]
+
+
 class Phrases:
     """The rules of a set of watchlists, and where they stand in an article."""
 
-    def __init__(self, watchlists: Sequence[Watchlist], nlp: Language) -> None:
+    def __init__(
+        self, watchlists: Sequence[Watchlist], nlp: Language, tables: Tables | None = None
+    ) -> None:
+        """Built from the watchlists, or taken from `tables` built from them before."""
         self._nlp = nlp
         self._normalised: set[int] = set()
         # each phrase's words' NORM ids -> its rules
@@ -54,13 +72,28 @@ class Phrases:
         self._word_norms: dict[str, int] = {}  # while building
         self._norm_texts: dict[int, str] = {}  # while building: what _norm_of's ids stand for
         self._unspaced = Unspaced()
-        # prefix forms: folded prefix -> (words before it, rule, most letters after it)
-        self._prefixes: dict[str, list[tuple[tuple[str, ...], Rule, int | None]]] = {}
+        self._prefixes: Prefixes = {}  # prefix forms
         self._prefix_lengths: list[int] = []
         self.keys: set[str] = set()  # for the prefilter: one of them is in any match
         self._pending: list[tuple[str, Rule, bool]] | None = []
-        forms.add_watchlists(self, watchlists)
-        self._flush()
+        if tables is None:
+            forms.add_watchlists(self, watchlists)
+            self._flush()
+            return
+        # a word the build normalised is normalised again when an article first holds it,
+        # as any word: its prefix forms' phrases are in the tables already
+        self._rules, self._lengths, self.keys, self._prefixes = tables[:4]
+        self._length_sets = {lengths: lengths for lengths in self._lengths.values()}
+        self._prefix_lengths = sorted({len(p) for p in self._prefixes})
+        for phrase, rules in tables.unspaced.items():
+            for rule in rules:
+                self._unspaced.add(phrase, rule)
+        self._pending = None
+
+    def tables(self) -> Tables:
+        """What this was built into (rebuilt the same from the same watchlists)."""
+        unspaced = self._unspaced.rules
+        return Tables(self._rules, self._lengths, self.keys, self._prefixes, unspaced)
 
     def add_unspaced(self, phrase: str, rule: Rule) -> None:
         """A term in a script written without spaces: found as a substring."""

@@ -73,6 +73,10 @@ class Unspaced:
     def __bool__(self) -> bool:
         return bool(self._rules)
 
+    @property
+    def rules(self) -> dict[str, list[Any]]:
+        return self._rules
+
     def finditer(self, text: str) -> Iterator[tuple[int, int, list[Any]]]:
         if not self._rules or text.isascii():
             return

@@ -36,7 +36,7 @@ from monitor.feeds import FeedState
 from monitor.heap import collector_paused
 from monitor.models import Body, FeedOutcome
 from monitor.pipeline import refresh
-from monitor.service import processor_for
+from monitor.service import processor_for, tables_file
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -62,16 +62,21 @@ _STOP_WAIT = 10.0  # seconds a closing pool waits for a worker to finish its fee
 @dataclass(frozen=True)
 class Handover:
     """What a matcher is built from: the watchlists, and the meaning model's setting and
-    the directory it is found from; and their digest, which the workers are given."""
+    the directory it is found from; and their digest, which the workers are given; and
+    where its phrase tables are kept between processes (service.tables_file)."""
 
     root: Path
     watchlists: tuple[Watchlist, ...]
     meaning: MeaningSettings
     digest: str
+    tables: Path
 
     @classmethod
     def of(cls, config: Config) -> Handover:
-        return cls(config.root, config.watchlists, config.settings.meaning, digest(config))
+        settings = config.settings
+        return cls(
+            config.root, config.watchlists, settings.meaning, digest(config), tables_file(settings)
+        )
 
 
 def digest(config: Config) -> str:
