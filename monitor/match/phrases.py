@@ -54,6 +54,18 @@ class Tables(NamedTuple):
     unspaced: dict[str, list[Rule]]
 
 
+def _completions(table: Prefixes, lengths: Sequence[int], word: str) -> Iterator[tuple[str, Rule]]:
+    """The phrases of the prefix forms in `table` (of these prefix `lengths`, shortest
+    first) that `word` completes, with their rules."""
+    folded = fold(word)
+    for length in lengths:
+        if length > len(folded):
+            break
+        for before, rule, most in table.get(folded[:length], ()):
+            if most is None or len(folded) - length <= most:
+                yield " ".join([*before, word]), rule
+
+
 class Phrases:
     """The rules of a set of watchlists, and where they stand in an article."""
 
@@ -113,19 +125,9 @@ class Phrases:
             self._expand(self._nlp.vocab[orth].orth_, prefixes={prefix})
 
     def _expand(self, word: str, prefixes: set[str] | None = None) -> None:
-        for phrase, rule in self._completed(word, prefixes):
+        lengths = self._prefix_lengths if prefixes is None else [len(p) for p in prefixes]
+        for phrase, rule in _completions(self._prefixes, lengths, word):
             self.add(phrase, rule, key=False)
-
-    def _completed(self, word: str, prefixes: set[str] | None = None) -> Iterator[tuple[str, Rule]]:
-        """The phrases of the prefix forms (of `prefixes`, else all) that `word` completes,
-        with their rules."""
-        folded = fold(word)
-        for length in self._prefix_lengths if prefixes is None else [len(p) for p in prefixes]:
-            if length > len(folded):
-                break
-            for before, rule, most in self._prefixes.get(folded[:length], ()):
-                if most is None or len(folded) - length <= most:
-                    yield " ".join([*before, word]), rule
 
     def add(self, phrase: str, rule: Rule, key: bool = True) -> None:
         if self._pending is not None:  # while building: tokenised all at once in _flush
@@ -175,7 +177,9 @@ class Phrases:
             text = norm(word)
             known = self._word_norms[word] = int(get_string_id(text))
             self._norm_texts[known] = text
-            if self._prefix_lengths and any(self._completed(word)):
+            if self._prefix_lengths and any(
+                _completions(self._prefixes, self._prefix_lengths, word)
+            ):
                 self._normalise(self._nlp.make_doc(word))
         return known
 
