@@ -1015,6 +1015,7 @@ _TAG_KINDS = {
 
 _ENV_SETTINGS = {
     "MONITOR_DATABASE_URL": ("database_url",),
+    "MONITOR_DATA_DIR": ("data_dir",),
     "MONITOR_WORKERS_MODE": ("workers_mode",),
     "SLACK_BOT_TOKEN": ("slack", "token"),
     "SLACK_API_URL": ("slack", "api_url"),
@@ -1157,7 +1158,7 @@ def _anchor(settings: Settings, root: Path, env: Mapping[str, str]) -> tuple[Set
     database the old reading (from the current directory) would have used, if one is
     there and is not this one: it is named at start, never silently abandoned."""
     update: dict[str, Any] = {}
-    if not settings.data_dir.is_absolute():
+    if not settings.data_dir.is_absolute() and not env.get("MONITOR_DATA_DIR"):
         update["data_dir"] = root.absolute() / settings.data_dir
     url = make_url(settings.database_url) if settings.database_url else None
     own_url = url is not None and not env.get("MONITOR_DATABASE_URL")

@@ -335,6 +335,19 @@ def test_database_urls_we_speak_are_accepted(tmp_path: Path) -> None:
         assert load(root, env={"MONITOR_DATABASE_URL": url}).settings.database_url == url
 
 
+def test_the_data_directory_from_the_environment_is_read_as_the_shell_meant_it(
+    tmp_path: Path,
+) -> None:
+    """As MONITOR_DATABASE_URL: an absolute one as it is, a relative one from the current
+    directory (a container's volume, not its read-only config directory)."""
+    root = _write(tmp_path, {"feeds.yaml": GOOD_FEEDS, "watchlists/w.yaml": GOOD_WATCH})
+    assert load(root).settings.data_dir == root.absolute() / "data"
+    settings = load(root, env={"MONITOR_DATA_DIR": "/data"}).settings
+    assert settings.data_dir == Path("/data")
+    assert settings.effective_database_url() == "sqlite:////data/monitor.db"
+    assert load(root, env={"MONITOR_DATA_DIR": "state"}).settings.data_dir == Path("state")
+
+
 APP = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1-A0-1-abc"}
 
 
