@@ -9,7 +9,7 @@ import spacy
 
 from monitor.config import Watchlist
 from monitor.dedupe import identify
-from monitor.match import Matcher, stem
+from monitor.match import Matcher, scan_text, stem
 from monitor.models import Item
 from monitor.service import load_ner
 from tests.conftest import US_CHINA
@@ -445,6 +445,74 @@ def test_the_prefilter_never_drops_an_article_the_matcher_would_take() -> None:
         scanned = sorted(v.watchlist.name for v in matcher.explain(e.item) if v.matched)
         assert filtered.get(e.key, []) == scanned, e.item.title
     assert len(filtered) >= 20  # the check compared real matches, not only empty lists
+
+
+ACRONYMS = watch(
+    name="acronyms",
+    entities=[
+        {"name": "Tovar Holding Industrial LLC", "aliases": ["THI"], "type": "ORG"},
+        {"name": "World Health Organization", "aliases": ["WHO"]},
+        {"name": "People's Liberation Army", "aliases": ["PLA"], "context": ["China"]},
+        {"name": "National Security Agency", "aliases": ["NSA", "N.S.A."], "type": "ORG"},
+        {"name": "Agency for International Development", "aliases": ["AID"]},
+        {"name": "Etat Islamique", "aliases": ["ÉI"]},
+        {"name": "Condoleezza Rice", "aliases": ["Rice"], "type": "PERSON"},
+    ],
+)
+
+
+@pytest.mark.parametrize("model", ["none", "ner"])
+def test_the_prefilter_passes_every_article_an_acronym_matches(model: str) -> None:
+    """Short forms that count only after a capital (acronyms, capitalised aliases) are
+    looked for only there: still every article the unfiltered matcher alerts on passes,
+    whatever the form, case, accents, dots or place of the word."""
+    ner: Callable[[], Any] = ner_model if model == "ner" else no_model
+    nlp = spacy.blank("en")
+    filtered = Matcher([ACRONYMS], nlp, ner)
+    unfiltered = Matcher([ACRONYMS], nlp, ner, prefilter=False)
+    texts = [
+        ("THI SAYS PROFITS ROSE", "Shares of the group rose on Monday."),
+        ("Profits rose", "THI said on Monday that profits rose."),
+        ("Profits rose", "The T.H.I. board met. The T.H.I board met too."),
+        ("Profits rose", "Investors in THI's bonds and THI’s loans, and THIs."),
+        ("Profits rose", "A THI-backed fund and a fund, THI-led."),
+        ("Profits rose", "This is what Tovar Holding Industrial LLC said. This rose."),
+        ("Thi rose", "Thi and THIS and Thí and ThI, all of them."),
+        ("Who warns", "The WHO said so; who knows. Who? «WHO» (WHO) W.H.O."),
+        ("Virus spreads", "World Health Organization said so. Who knows."),
+        ("Drills near Taiwan", "China said the PLA and the P.L.A. drilled; pla."),
+        ("Leak", "The N.S.A. and the NSA’s staff; l'NSA, d’NSA; the nsa."),
+        ("Aid cuts", "Congress cut AID's budget; aid workers left. AID-funded."),
+        ("Aid cuts", "Agency for International Development: Aid is cut."),
+        ("Guerre", "L'ÉI et l'EI, Éi et ei; ÉI-backed."),
+        ("Rice prices", "Rice prices rose; Condoleezza Rice spoke. Rice said so."),
+        ("Rice", "Secretary Rice met reporters; RICE, rice."),
+        ("Nothing", "Nothing here but this, who, aid, pla, nsa and rice."),
+    ]
+    entries = [identify(item(body, title)) for title, body in texts]
+    passed = {e.key for e in entries if filtered._prefilter.may_match(scan_text(e.item))}
+    alerted = {e.key for e, _ in unfiltered.match(entries)}
+    assert alerted <= passed
+    assert {e.key for e, _ in filtered.match(entries)} == alerted
+    assert len(alerted) >= 10  # the check compared real alerts
+
+
+def test_a_common_word_under_an_acronym_costs_no_reading() -> None:
+    """An acronym written as a common word in lower case ("THI" and "this", "WHO" and
+    "who") never counts, so an article holding only the word skips the scan and NER."""
+    calls: list[int] = []
+
+    def ner() -> None:
+        calls.append(1)
+        return None
+
+    matcher = Matcher([ACRONYMS], spacy.blank("en"), ner)
+    trap = identify(
+        item("So this is who said it: aid and rice for the pla, and nsa staff.", "this week")
+    )
+    assert not matcher._prefilter.may_match(scan_text(trap.item))
+    assert matcher.match([trap]) == []
+    assert calls == []
 
 
 def test_a_stem_less_a_final_y_starts_its_word() -> None:

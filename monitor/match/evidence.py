@@ -317,7 +317,7 @@ def _surface(scan: Scan, f: Found, entity: Entity) -> str | None:
     """Why the words as written cannot be this name ("" for a reason not worth a note),
     or None."""
     source, text = f.rule.source, f.text
-    if not source[:1].isupper() or not text[:1].isalpha():
+    if not f.rule.needs_capital or not text[:1].isalpha():
         return None
     shouted = scan.text[: scan.title_len].isupper() and f.start < scan.title_len
     if text[:1].islower():

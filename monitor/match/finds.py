@@ -48,6 +48,14 @@ class Rule:
             wl.entities[self.index] if self.kind == TermKind.ENTITY else wl.topics[self.index]
         ).name
 
+    @property
+    def needs_capital(self) -> bool:
+        """Whether a find counts only where its first letter is not lower case: a short
+        form of a capitalised name or an acronym ("Rice", "WHO"), whose lower-case word
+        is the common one. The evidence rejects the others; the prefilter looks for the
+        keys of such a rule with that capital."""
+        return self.role == Role.SHORT and self.source[:1].isupper()
+
 
 @dataclass(frozen=True)
 class Found:

@@ -110,7 +110,8 @@ class Matcher:
         self._abouts = _abouts(self.watchlists)
         prepare(nlp)
         self._phrases = Phrases(self.watchlists, nlp, tables)
-        self._prefilter = Prefilter(self._phrases.keys if prefilter else None)
+        keys = self._phrases.keys if prefilter else None
+        self._prefilter = Prefilter(keys, self._phrases.capital_keys)
 
     def tables(self) -> Tables:
         """The phrases' tables, for a matcher of the same watchlists to start from."""

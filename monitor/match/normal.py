@@ -122,6 +122,25 @@ def _fold_run(m: re.Match[str]) -> str:
     return "".join(map(_letter, m.group()))
 
 
+def fold_keeping_capitals(text: str) -> str:
+    """`fold` with the capitals kept: a character that is not lower case folds to capitals
+    ("Ébola": "Ebola", "ÉBOLA": "EBOLA"). Where `fold` gives a letter, this gives that
+    letter or its capital: the text where the prefilter looks for the keys that count
+    only after a capital."""
+    if text.isascii():
+        return text.replace("`", "'")
+    return _NON_ASCII.sub(_capitals_run, text).replace("`", "'")
+
+
+def _capitals_run(m: re.Match[str]) -> str:
+    return "".join(map(_capital_letter, m.group()))
+
+
+@cache
+def _capital_letter(ch: str) -> str:
+    return _letter(ch) if ch.islower() else _letter(ch).upper()
+
+
 @cache
 def _lemmas() -> dict[str, str]:
     """spaCy's English lemma lookup table, as spacy-lookups-data ships it."""

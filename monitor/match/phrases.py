@@ -52,6 +52,7 @@ class Tables(NamedTuple):
     keys: set[str]
     prefixes: Prefixes
     unspaced: dict[str, list[Rule]]
+    capital_keys: set[str]
 
 
 def _completions(table: Prefixes, lengths: Sequence[int], word: str) -> Iterator[tuple[str, Rule]]:
@@ -80,13 +81,14 @@ class Phrases:
         # a phrase's first NORM id -> the lengths of the phrases it starts, shortest first
         self._lengths: dict[int, tuple[int, ...]] = {}
         self._length_sets: dict[tuple[int, ...], tuple[int, ...]] = {}  # one copy of each
-        self._keyed: set[tuple[int, ...]] = set()  # while building
+        self._keyed: set[tuple[tuple[int, ...], bool]] = set()  # while building: (ids, capital)
         self._word_norms: dict[str, int] = {}  # while building
         self._norm_texts: dict[int, str] = {}  # while building: what _norm_of's ids stand for
         self._unspaced = Unspaced()
         self._prefixes: Prefixes = {}  # prefix forms
         self._prefix_lengths: list[int] = []
         self.keys: set[str] = set()  # for the prefilter: one of them is in any match
+        self.capital_keys: set[str] = set()  # or one of these, after a capital
         self._pending: list[tuple[str, Rule, bool]] | None = []
         if tables is None:
             forms.add_watchlists(self, watchlists)
@@ -95,6 +97,7 @@ class Phrases:
         # a word the build normalised is normalised again when an article first holds it,
         # as any word: its prefix forms' phrases are in the tables already
         self._rules, self._lengths, self.keys, self._prefixes = tables[:4]
+        self.capital_keys = tables.capital_keys
         self._length_sets = {lengths: lengths for lengths in self._lengths.values()}
         self._prefix_lengths = sorted({len(p) for p in self._prefixes})
         for phrase, rules in tables.unspaced.items():
@@ -105,7 +108,9 @@ class Phrases:
     def tables(self) -> Tables:
         """What this was built into (rebuilt the same from the same watchlists)."""
         unspaced = self._unspaced.rules
-        return Tables(self._rules, self._lengths, self.keys, self._prefixes, unspaced)
+        return Tables(
+            self._rules, self._lengths, self.keys, self._prefixes, unspaced, self.capital_keys
+        )
 
     def add_unspaced(self, phrase: str, rule: Rule) -> None:
         """A term in a script written without spaces: found as a substring."""
@@ -196,11 +201,16 @@ class Phrases:
                 self._lengths[ids[0]] = self._length_sets.setdefault(longer, longer)
         elif rule not in rules:
             self._rules[ids_of] = (*rules, rule)
-        if key and rule.role in _PRIMARY and ids_of not in self._keyed:
-            self._keyed.add(ids_of)
+        capital = len(ids) == 1 and rule.needs_capital
+        if key and rule.role in _PRIMARY and (ids_of, capital) not in self._keyed:
+            self._keyed.add((ids_of, capital))
             strings, texts = self._nlp.vocab.strings, self._norm_texts
-            words = [texts.get(i) or strings[i] for i in ids]
-            self.keys |= _phrase_keys([w for w in words if _is_word(w)])
+            words = [w for w in (texts.get(i) or strings[i] for i in ids) if _is_word(w)]
+            keys = _phrase_keys(words)
+            if capital and _capital_keys(words, keys):
+                self.capital_keys |= keys
+            else:
+                self.keys |= keys
 
     def _normalise(self, doc: Doc) -> Doc:
         """Sets each new word's NORM, once per vocabulary entry, and makes the phrases of
@@ -264,6 +274,17 @@ class Phrases:
                 found = rules.get(tuple(norms[start : start + length]))
                 if found is not None:
                     yield start, start + length, found
+
+
+def _capital_keys(words: Sequence[str], keys: set[str]) -> bool:
+    """Whether a one-word phrase's keys can be looked for after a capital only: its norm
+    starts with a letter, so does the fold of every word with that norm, and each key
+    starts that fold; ASCII, so each folded letter's capital is one letter too."""
+    return (
+        bool(words)
+        and words[0][:1].isalpha()
+        and all(k[:1].isalpha() and k.isascii() for k in keys)
+    )
 
 
 def _is_word(norm_text: str) -> bool:

@@ -148,6 +148,7 @@ def _records(tables: Tables) -> Iterator[Any]:
     """The tables as builtin values, a few at a time: a rule as its fields."""
     yield tables.lengths
     yield tables.keys
+    yield tables.capital_keys
     yield {
         prefix: [(before, _fields(rule), most) for before, rule, most in forms]
         for prefix, forms in tables.prefixes.items()
@@ -168,7 +169,7 @@ def _split(data: memoryview, at: int) -> Iterator[memoryview]:
 
 def _read(data: bytes, start: int) -> Tables:
     records = _split(memoryview(data), start)
-    lengths, keys, prefixes, unspaced = [marshal.loads(r) for r in islice(records, 4)]
+    lengths, keys, capital_keys, prefixes, unspaced = [marshal.loads(r) for r in islice(records, 5)]
     rules: dict[tuple[int, ...], tuple[Rule, ...]] = {}
     for record in records:
         for ids, found in marshal.loads(record):
@@ -182,4 +183,5 @@ def _read(data: bytes, start: int) -> Tables:
             for prefix, forms in prefixes.items()
         },
         {phrase: [_rule(fields) for fields in found] for phrase, found in unspaced.items()},
+        capital_keys,
     )
