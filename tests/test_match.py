@@ -507,9 +507,7 @@ def test_a_common_word_under_an_acronym_costs_no_reading() -> None:
         return None
 
     matcher = Matcher([ACRONYMS], spacy.blank("en"), ner)
-    trap = identify(
-        item("So this is who said it: aid and rice for the pla, and nsa staff.", "this week")
-    )
+    trap = identify(item("So this is who said it: aid for the pla, and nsa staff.", "this week"))
     assert not matcher._prefilter.may_match(scan_text(trap.item))
     assert matcher.match([trap]) == []
     assert calls == []

@@ -19,7 +19,8 @@ from monitor.service import matcher_for
 from tests.conftest import US_CHINA
 
 WATCH = Watchlist.model_validate(US_CHINA)
-# a prefix form, another script's alias, a word split as a compound: each a kind of table
+# a prefix form, another script's alias, a word split as a compound, an acronym: each a
+# kind of table
 MORE = Watchlist.model_validate(
     {
         "name": "more",
@@ -27,6 +28,7 @@ MORE = Watchlist.model_validate(
         "entities": [
             {"name": "Xi Jinping", "aliases": ["习近平", "Си Цзиньпин"], "type": "PERSON"},
             {"name": "Huawei Technologies", "aliases": ["Huawei"], "type": "ORG"},
+            {"name": "National Security Agency", "aliases": ["NSA"]},
         ],
         "topics": [{"name": "hacking", "phrases": ["hack*", "cyberattack"]}],
     }
@@ -35,6 +37,7 @@ TEXTS = [
     ("Qin Gang meets Antony Blinken", "The ministers met in Beijing on fentanyl and trade."),
     ("习近平会见", "习近平在北京会见了来访的外国领导人。"),
     ("Hackers strike", "A cyber-attack hit Huawei, whose hackers' rivals were blamed."),
+    ("Leak inquiry", "The NSA said its staff had been told."),
     ("Rain all week", "Showers are expected in town until Sunday, forecasters said."),
 ]
 
@@ -49,10 +52,11 @@ def test_a_matcher_from_kept_tables_matches_as_one_built_anew(tmp_path: Path) ->
     assert path.is_file()
     kept = stored.load(path, stored.key([WATCH, MORE]))
     assert kept == built.tables()
+    assert kept.capital_keys == {"nsa"}  # the acronym's, kept apart
     read = matcher_for([WATCH, MORE], default_meaning, tables=path)
     found = read.match(entries())
     assert found == built.match(entries())
-    assert [e.item.title for e, _ in found] == [t for t, _ in TEXTS[:3]]
+    assert [e.item.title for e, _ in found] == [t for t, _ in TEXTS[:4]]
 
 
 def test_tables_of_other_watchlists_are_built_again_and_replace_them(tmp_path: Path) -> None:

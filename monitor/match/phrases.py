@@ -96,8 +96,7 @@ class Phrases:
             return
         # a word the build normalised is normalised again when an article first holds it,
         # as any word: its prefix forms' phrases are in the tables already
-        self._rules, self._lengths, self.keys, self._prefixes = tables[:4]
-        self.capital_keys = tables.capital_keys
+        self._rules, self._lengths, self.keys, self._prefixes, _, self.capital_keys = tables
         self._length_sets = {lengths: lengths for lengths in self._lengths.values()}
         self._prefix_lengths = sorted({len(p) for p in self._prefixes})
         for phrase, rules in tables.unspaced.items():
@@ -107,10 +106,8 @@ class Phrases:
 
     def tables(self) -> Tables:
         """What this was built into (rebuilt the same from the same watchlists)."""
-        unspaced = self._unspaced.rules
-        return Tables(
-            self._rules, self._lengths, self.keys, self._prefixes, unspaced, self.capital_keys
-        )
+        unspaced, capital = self._unspaced.rules, self.capital_keys
+        return Tables(self._rules, self._lengths, self.keys, self._prefixes, unspaced, capital)
 
     def add_unspaced(self, phrase: str, rule: Rule) -> None:
         """A term in a script written without spaces: found as a substring."""
@@ -201,16 +198,12 @@ class Phrases:
                 self._lengths[ids[0]] = self._length_sets.setdefault(longer, longer)
         elif rule not in rules:
             self._rules[ids_of] = (*rules, rule)
-        capital = len(ids) == 1 and rule.needs_capital
+        capital = _acronym(rule, ids)
         if key and rule.role in _PRIMARY and (ids_of, capital) not in self._keyed:
             self._keyed.add((ids_of, capital))
             strings, texts = self._nlp.vocab.strings, self._norm_texts
             words = [w for w in (texts.get(i) or strings[i] for i in ids) if _is_word(w)]
-            keys = _phrase_keys(words)
-            if capital and _capital_keys(words, keys):
-                self.capital_keys |= keys
-            else:
-                self.keys |= keys
+            _keys_into(self.keys, self.capital_keys if capital else None, words)
 
     def _normalise(self, doc: Doc) -> Doc:
         """Sets each new word's NORM, once per vocabulary entry, and makes the phrases of
@@ -276,15 +269,29 @@ class Phrases:
                     yield start, start + length, found
 
 
-def _capital_keys(words: Sequence[str], keys: set[str]) -> bool:
-    """Whether a one-word phrase's keys can be looked for after a capital only: its norm
-    starts with a letter, so does the fold of every word with that norm, and each key
-    starts that fold; ASCII, so each folded letter's capital is one letter too."""
-    return (
-        bool(words)
-        and words[0][:1].isalpha()
-        and all(k[:1].isalpha() and k.isascii() for k in keys)
-    )
+def _acronym(rule: Rule, ids: Sequence[int]) -> bool:
+    """Whether a phrase is one word of an acronym, which counts only after a capital
+    (`Rule.needs_capital`). Acronyms only: the keys of a capitalised name (surnames by
+    the thousand in a large list) would add half again to the regular expressions
+    compiled at start-up."""
+    return len(ids) == 1 and rule.needs_capital and rule.source.isupper()
+
+
+def _keys_into(keys: set[str], capital: set[str] | None, norms: Sequence[str]) -> None:
+    """Adds a phrase's keys (`norms`: its words') to `keys`, or to `capital` where given
+    and they can be looked for after a capital only: the one norm starts with a letter,
+    so does the fold of every word with that norm, and each key starts that fold; ASCII,
+    so each folded letter's capital is one letter too."""
+    found = _phrase_keys(norms)
+    if (
+        capital is not None
+        and norms[:1]
+        and norms[0][:1].isalpha()
+        and all(k[:1].isalpha() and k.isascii() for k in found)
+    ):
+        capital |= found
+    else:
+        keys |= found
 
 
 def _is_word(norm_text: str) -> bool:

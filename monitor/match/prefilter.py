@@ -24,10 +24,11 @@ class Prefilter:
     ten thousand (a flat alternation of 200 keys already costs more than spaCy's
     scan).
 
-    A word that counts only with a capital first letter (`Rule.needs_capital`: "WHO",
-    "THI", whose "who" and "this" are in every article) leaves `capital` keys instead:
-    each starts the word, so it is looked for only where its first letter is a capital,
-    in the text folded with its capitals kept (`normal.fold_keeping_capitals`)."""
+    An acronym, which counts only where its first letter is a capital
+    (`Rule.needs_capital`: "WHO", "THI", whose "who" and "this" are in every article),
+    leaves `capital` keys instead: each starts the word, so it is looked for only where
+    its first letter is a capital, in the text folded with its capitals kept
+    (`normal.fold_keeping_capitals`)."""
 
     def __init__(self, keys: set[str] | None, capital: Iterable[str] = ()) -> None:
         """`keys` None: every article is scanned."""
