@@ -198,7 +198,7 @@ def test_a_killed_worker_leaves_its_feeds_to_the_others(
     assert len(killed_share) < FEEDS and len(survivors) > FEEDS // 2
     took_over = "".join(log.read_text() for log in logs[1:])
     requeued = re.findall(
-        r"stalled job action=requeued .* task=monitor:poll_feed lock=feed:(\d+)", took_over
+        r"stalled job action=requeued .* task=monitor:poll_feeds lock=feeds:(\d+)", took_over
     )
     assert requeued, "the killed worker's polls were never taken over"
     # (a poll the killed worker committed just before dying is found done, not repeated)
@@ -335,10 +335,7 @@ def test_failed_jobs_are_kept_three_days_then_forgotten(pg_url: str, tmp_path: P
     cfg = write_config(tmp_path / "c", [], settings={"database_url": pg_url})
     app = make_app(config_mod.load(cfg).settings)
     with app.open():
-        old, recent = (
-            app.tasks["monitor:poll_feed"].defer(feed_id=n, queued_at="2026-01-01T00:00:00+00:00")
-            for n in (1, 2)
-        )
+        old, recent = (app.tasks[POLL].configure(lock=f"feeds:{n}").defer(group=n) for n in (1, 2))
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE procrastinate_jobs SET status = 'failed'"))

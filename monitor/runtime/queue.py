@@ -2,15 +2,22 @@
 through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE SKIP LOCKED).
 
 - Every tick one periodic job (procrastinate defers it once across all workers) claims
-  the due feeds, moving each one's due time a lease ahead in the same UPDATE, and queues
-  one poll job per feed, locked by the feed: no feed is polled by two workers at once.
+  the due feeds, marking each queued and moving its due time a lease ahead in the same
+  UPDATE, and queues one poll job per group of feeds with one claimed (a feed's group is
+  its id modulo `queue.feed_groups`), locked by the group: no feed is polled by two
+  workers at once, and a group has at most one job waiting. A poll job polls every feed of its
+  group that is marked queued when it starts (one read, and the records written a burst
+  at a time, as a single host does), including those claimed after it was queued; a
+  feed's record clears its mark. So a cycle of many due feeds costs a few dozen jobs,
+  not one job (its queue round trips and transactions) per feed.
 - Another gathers digests and queues one delivery job per channel with something due,
   locked by the channel: one worker at a time posts to a channel, and it paces itself
   from the channel's last send, whoever made it. It then hands the Slack app's owed
   message updates that are due to its click thread: once a tick, not once a channel.
 - A worker that dies stops its heartbeat; after `queue.stalled_after` the recovery job
-  puts its jobs back in the queue for the others. Taking over is safe: a poll job whose
-  feed was polled since it was queued does nothing, and the outbox keeps alerts
+  puts its jobs back in the queue for the others. Taking over is safe: a poll job polls
+  only the feeds still marked queued (not those recorded before the worker died), and
+  the outbox keeps alerts
   exactly-once (claim before send, look for a lost send before posting again). A
   delivery job holds its channel's lock while it sends, so the worker that takes over a
   dead one's channel knows the sends it left unconfirmed are nobody's, and settles them
@@ -39,7 +46,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +72,7 @@ from monitor.service import Service
 
 log = logging.getLogger(__name__)
 
-POLL = "monitor:poll_feed"
+POLL = "monitor:poll_feeds"
 DELIVER = "monitor:deliver_channel"
 SCHEDULE = "monitor:schedule_feeds"
 DISPATCH = "monitor:dispatch_deliveries"
@@ -74,7 +81,6 @@ PRUNE = "monitor:prune"
 FORGET = "monitor:forget_old_jobs"
 _KEEP_FINISHED_JOBS = 72  # hours a failed job stays in the queue's tables, for a look
 _SCHEMA_LOCK = 0x6D6F6E71  # PostgreSQL advisory lock held while creating the queue's tables
-_BATCH = 500  # jobs deferred in one round trip
 _VERSION_TABLE = "monitor_queue_schema"  # the procrastinate version its tables are at
 # a job that met the database away is tried again (it has no other fault)
 _WEATHER = procrastinate.RetryStrategy(wait=2, retry_exceptions={DatabaseUnavailable})
@@ -154,7 +160,7 @@ def make_app(settings: Settings) -> procrastinate.App:
             configure=_autocommit,
         )
     )
-    app.task(name=POLL, pass_context=True, retry=_WEATHER)(_poll_feed)
+    app.task(name=POLL, pass_context=True, retry=_WEATHER)(_poll_feeds)
     app.task(name=DELIVER, pass_context=True, retry=_WEATHER)(_deliver_channel)
     tick = every(settings.tick)
     for name, func in ((SCHEDULE, _schedule_feeds), (DISPATCH, _dispatch_deliveries)):
@@ -194,8 +200,8 @@ def _job(context: JobContext, work: Callable[[QueueWorker], None]) -> None:
         work(worker)
 
 
-def _poll_feed(context: JobContext, feed_id: int, queued_at: str) -> None:
-    _job(context, lambda w: w.poll(feed_id, datetime.fromisoformat(queued_at)))
+def _poll_feeds(context: JobContext, group: int) -> None:
+    _job(context, lambda w: w.poll(group))
 
 
 def _deliver_channel(context: JobContext, channel: str) -> None:
@@ -226,8 +232,8 @@ async def _forget_old_jobs(context: JobContext, timestamp: int) -> None:
 
 async def _recover_stalled(context: JobContext, timestamp: int) -> None:
     """Jobs of workers silent for `stalled_after` go back to the queue. One that cannot
-    (a newer job for the same feed or channel is already waiting) is dropped: the newer
-    one does its work."""
+    (a newer job for the same group of feeds or channel is already waiting) is dropped:
+    the newer one does its work."""
     manager = context.app.job_manager
     worker: QueueWorker = context.additional_context["monitor"]
     wait = worker.service.config.settings.queue.stalled_after.total_seconds()
@@ -263,13 +269,18 @@ class QueueWorker:
         self.app = make_app(service.config.settings)
         self.working = False  # a procrastinate worker is running (for /healthz)
         self.restarts = 0
-        self._by_id: tuple[list[FeedState], dict[int, FeedState]] = ([], {})
+        self.groups = service.config.settings.queue.feed_groups
+        self._groups: tuple[list[FeedState], dict[int, list[FeedState]]] = ([], {})
 
-    def _feed(self, feed_id: int) -> FeedState | None:
+    def _group(self, group: int) -> list[FeedState]:
+        """The configured feeds of a group (the config's, as last reloaded)."""
         feeds = self.service.feeds
-        if self._by_id[0] is not feeds:
-            self._by_id = (feeds, {f.id: f for f in feeds})
-        return self._by_id[1].get(feed_id)
+        if self._groups[0] is not feeds:
+            groups: dict[int, list[FeedState]] = {}
+            for feed in feeds:
+                groups.setdefault(feed.id % self.groups, []).append(feed)
+            self._groups = (feeds, groups)
+        return self._groups[1].get(group, [])
 
     def _queue(self, task: str, lock: str, **kwargs: Any) -> bool:
         """Defers a job unless one with the same lock is already waiting."""
@@ -299,30 +310,24 @@ class QueueWorker:
         deps, settings = service.deps, service.config.settings
         now = utcnow()
         claimed = deps.feeds.claim_due(service.feeds, now, settings.queue.feed_lease)
-        polls = [(f"feed:{f.id}", {"feed_id": f.id, "queued_at": now.isoformat()}) for f in claimed]
-        queued = sum(
-            self._queue_many(POLL, polls[i : i + _BATCH]) for i in range(0, len(polls), _BATCH)
-        )
+        groups = sorted({feed_id % self.groups for feed_id in claimed})
+        queued = self._queue_many(POLL, [(f"feeds:{g}", {"group": g}) for g in groups])
         if claimed:
-            log.info("feeds queued", extra={"due": len(claimed), "queued": queued})
+            log.info("feeds queued", extra={"due": len(claimed), "jobs": queued})
         cycle.health(service)
 
-    def poll(self, feed_id: int, queued_at: datetime) -> None:
-        deps = self.service.deps
-        feed = self._feed(feed_id)
-        if feed is None:
-            log.info("queued feed no longer configured", extra={"feed_id": feed_id})
+    def poll(self, group: int) -> None:
+        """The group's feeds still queued, polled together. One that met the database
+        away stays queued, and the job is tried again for it."""
+        queued = self.service.deps.feeds.states(self._group(group), queued=True)
+        if not queued:
+            log.debug("feeds already polled since queued", extra={"group": group})
             return
-        state = deps.feeds.states([feed], unpolled_since=queued_at)
-        if not state:
-            log.debug(
-                "feed already polled since queued", extra={"feed": feed.name, "feed_id": feed_id}
-            )
-            return
-        outcomes = cycle.poll(self.service, state, self.halt)
+        outcomes = cycle.poll(self.service, queued, self.halt)
         self.metrics.polled(outcomes)
-        if any(o.unavailable for o in outcomes):
-            raise DatabaseUnavailable(f"feed {feed.name} waits for the database")
+        waiting = sum(o.unavailable for o in outcomes)
+        if waiting:
+            raise DatabaseUnavailable(f"{waiting} feeds of group {group} wait for the database")
 
     def dispatch(self) -> None:
         service = self.service
