@@ -370,6 +370,7 @@ class QueueWorker:
             else None
         )
         log.info("queue worker started", extra={"worker": name, "feeds": len(self.service.feeds)})
+        threading.Thread(target=self._ready_to_match, name="matcher", daemon=True).start()
         engine = self.service.deps.store.engine
         watch = watch_of(engine)
         pause = _RESTART_FIRST
@@ -408,6 +409,16 @@ class QueueWorker:
             if endpoint is not None:
                 endpoint.shutdown()
         return self.activity.wait_idle(control.grace)
+
+    def _ready_to_match(self) -> None:
+        """The matcher built and the meaning model loaded as the worker starts, beside its
+        first jobs rather than within the first that matches (each job then waits
+        seconds on them). The worker takes jobs meanwhile: a worker that started later
+        than the others would find their cycle's jobs all taken."""
+        try:
+            self.service.deps.matcher.build()
+        except Exception as exc:  # noqa: BLE001 - the first job to match tries again, and says why
+            log.warning("matcher not built at start", extra={"error": first_line(exc)})
 
     async def _work(self, control: Control, name: str) -> BaseException | None:
         """One procrastinate worker, from its start until `stop` or until it stops by
