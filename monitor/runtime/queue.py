@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,11 @@ from monitor.db import conninfo, take_turns
 from monitor.errors import DatabaseUnavailable
 from monitor.feeds import FeedState
 from monitor.metrics import Metrics
-from monitor.models import utcnow
+from monitor.models import FeedOutcome, utcnow
 from monitor.outage import DatabaseWatch, first_line, unavailable, watch_of
+from monitor.pipeline import FeedStages
 from monitor.runtime import Activity, Control
+from monitor.runtime.executor import Executor
 from monitor.service import Service
 
 log = logging.getLogger(__name__)
@@ -256,6 +259,98 @@ async def _recover_stalled(context: JobContext, timestamp: int) -> None:
         )
 
 
+class _Batch:
+    """A poll job's feeds, handed to this worker's executor: done when each has its
+    outcome, or left without one (dropped unbegun at a stop: still queued)."""
+
+    def __init__(self, feeds: list[FeedState]) -> None:
+        self.feeds = feeds
+        self.pending = {f.name: f.id for f in feeds}
+        self.outcomes: list[FeedOutcome] = []
+        self.done = threading.Event()
+
+    def settle(self, name: str, outcome: FeedOutcome | None) -> None:
+        self.pending.pop(name, None)
+        if outcome is not None:
+            self.outcomes.append(outcome)
+        if not self.pending:
+            self.done.set()
+
+
+class Polls:
+    """One executor for all of this worker's poll jobs, as a single host has for its
+    cycle: one set of fetch threads and its per-host limits, one processing thread, and
+    the records of feeds finished together written in one transaction whichever jobs
+    they came from. A job hands its feeds to the thread that steps the executor and
+    waits for their outcomes. No pass workers: queue mode grows by workers."""
+
+    def __init__(self, service: Service, stop: threading.Event) -> None:
+        self._service = service
+        self._stop = stop
+        deps = service.deps
+        self._executor = Executor(FeedStages(deps.settings), replace(deps, pool=None), stop)
+        self._cond = threading.Condition()
+        self._handed: list[_Batch] = []
+        self._closed = False
+        self._waiting: dict[str, _Batch] = {}  # feed name -> its job's batch (stepping thread)
+        self._thread = threading.Thread(target=self._run, name="polls", daemon=True)
+        self._thread.start()
+
+    def poll(self, feeds: list[FeedState]) -> list[FeedOutcome]:
+        """In a job's thread: the feeds polled, their records written; returns their
+        outcomes (none for a feed dropped unbegun at a stop)."""
+        batch = _Batch(feeds)
+        with self._cond:
+            if self._closed or not feeds:
+                return []
+            self._handed.append(batch)
+            self._cond.notify()
+        self._executor.wake()
+        batch.done.wait()
+        return batch.outcomes
+
+    def close(self) -> None:
+        """Stops stepping; jobs still waiting return with what they have."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._executor.wake()
+        self._thread.join()
+        self._executor.close()
+        for batch in {id(b): b for b in [*self._handed, *self._waiting.values()]}.values():
+            batch.done.set()
+
+    def _run(self) -> None:
+        executor = self._executor
+        while True:
+            with self._cond:
+                while not (self._handed or executor.busy or self._closed):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                handed, self._handed = self._handed, []
+            executor.deps = replace(self._service.deps, pool=None)  # as last reloaded
+            for batch in handed:
+                self._add(batch)
+            for outcome in executor.step():
+                self._waiting.pop(outcome.feed).settle(outcome.feed, outcome)
+            if self._stop.is_set():  # what was dropped unbegun has left without an outcome
+                for name, batch in list(self._waiting.items()):
+                    if batch.pending.get(name) not in executor.in_flight:
+                        del self._waiting[name]
+                        batch.settle(name, None)
+
+    def _add(self, batch: _Batch) -> None:
+        fresh = []
+        for feed in batch.feeds:
+            if feed.name in self._waiting:  # in flight for another job: it has the outcome
+                batch.settle(feed.name, None)
+            else:
+                self._waiting[feed.name] = batch
+                fresh.append(feed)
+        self._executor.add(fresh)
+
+
 class QueueWorker:
     """One worker process in queue mode: the service its jobs run with."""
 
@@ -269,6 +364,7 @@ class QueueWorker:
         self.app = make_app(service.config.settings)
         self.working = False  # a procrastinate worker is running (for /healthz)
         self.restarts = 0
+        self.polls = Polls(service, self.halt)
         self.groups = service.config.settings.queue.feed_groups
         self._groups: tuple[list[FeedState], dict[int, list[FeedState]]] = ([], {})
 
@@ -323,7 +419,7 @@ class QueueWorker:
         if not queued:
             log.debug("feeds already polled since queued", extra={"group": group})
             return
-        outcomes = cycle.poll(self.service, queued, self.halt)
+        outcomes = self.polls.poll(queued)
         self.metrics.polled(outcomes)
         waiting = sum(o.unavailable for o in outcomes)
         if waiting:
@@ -408,7 +504,9 @@ class QueueWorker:
             self.halt.set()
             if endpoint is not None:
                 endpoint.shutdown()
-        return self.activity.wait_idle(control.grace)
+        idle = self.activity.wait_idle(control.grace)
+        self.polls.close()
+        return idle
 
     def _ready_to_match(self) -> None:
         """The matcher built and the meaning model loaded as the worker starts, beside its
