@@ -287,8 +287,7 @@ class Polls:
     def __init__(self, service: Service, stop: threading.Event) -> None:
         self._service = service
         self._stop = stop
-        deps = service.deps
-        self._executor = Executor(FeedStages(deps.settings), replace(deps, pool=None), stop)
+        self._executor = self._new_executor()
         self._cond = threading.Condition()
         self._handed: list[_Batch] = []
         self._closed = False
@@ -320,25 +319,40 @@ class Polls:
         for batch in {id(b): b for b in [*self._handed, *self._waiting.values()]}.values():
             batch.done.set()
 
+    def _new_executor(self) -> Executor:
+        deps = replace(self._service.deps, pool=None)
+        return Executor(FeedStages(deps.settings), deps, self._stop)
+
     def _run(self) -> None:
-        executor = self._executor
         while True:
             with self._cond:
-                while not (self._handed or executor.busy or self._closed):
+                while not (self._handed or self._executor.busy or self._closed):
                     self._cond.wait()
                 if self._closed:
                     return
                 handed, self._handed = self._handed, []
-            executor.deps = replace(self._service.deps, pool=None)  # as last reloaded
-            for batch in handed:
-                self._add(batch)
-            for outcome in executor.step():
-                self._waiting.pop(outcome.feed).settle(outcome.feed, outcome)
-            if self._stop.is_set():  # what was dropped unbegun has left without an outcome
-                for name, batch in list(self._waiting.items()):
-                    if batch.pending.get(name) not in executor.in_flight:
-                        del self._waiting[name]
-                        batch.settle(name, None)
+            try:
+                self._step(handed)
+            except Exception:  # a bug: the jobs must not wait forever, nor the feeds stay stuck
+                log.exception("poll executor failed: its jobs end, their feeds stay queued")
+                self._executor.close()
+                self._executor = self._new_executor()
+                for batch in {id(b): b for b in [*handed, *self._waiting.values()]}.values():
+                    batch.done.set()
+                self._waiting.clear()
+
+    def _step(self, handed: list[_Batch]) -> None:
+        executor = self._executor
+        executor.deps = replace(self._service.deps, pool=None)  # as last reloaded
+        for batch in handed:
+            self._add(batch)
+        for outcome in executor.step():
+            self._waiting.pop(outcome.feed).settle(outcome.feed, outcome)
+        if self._stop.is_set():  # what was dropped unbegun has left without an outcome
+            for name, batch in list(self._waiting.items()):
+                if batch.pending.get(name) not in executor.in_flight:
+                    del self._waiting[name]
+                    batch.settle(name, None)
 
     def _add(self, batch: _Batch) -> None:
         fresh = []
