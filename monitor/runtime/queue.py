@@ -5,11 +5,12 @@ through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE 
   the due feeds, marking each queued and moving its due time a lease ahead in the same
   UPDATE, and queues one poll job per group of feeds with one claimed (a feed's group is
   its id modulo `queue.feed_groups`), locked by the group: no feed is polled by two
-  workers at once, and a group has at most one job waiting. A poll job polls every feed of its
-  group that is marked queued when it starts (one read, and the records written a burst
-  at a time, as a single host does), including those claimed after it was queued; a
-  feed's record clears its mark. So a cycle of many due feeds costs a few dozen jobs,
-  not one job (its queue round trips and transactions) per feed.
+  workers at once, and a group has at most one job waiting. A poll job polls every feed
+  of its group still marked queued when it starts, including those claimed after it was
+  queued, in its worker's one executor (`Polls`: one read for the group, records a
+  burst at a time, as a single host polls a cycle); a feed's record clears its mark. So
+  a cycle of many due feeds costs at most `feed_groups` jobs, not one job (its queue
+  round trips and transactions) per feed.
 - Another gathers digests and queues one delivery job per channel with something due,
   locked by the channel: one worker at a time posts to a channel, and it paces itself
   from the channel's last send, whoever made it. It then hands the Slack app's owed
@@ -17,11 +18,10 @@ through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE 
 - A worker that dies stops its heartbeat; after `queue.stalled_after` the recovery job
   puts its jobs back in the queue for the others. Taking over is safe: a poll job polls
   only the feeds still marked queued (not those recorded before the worker died), and
-  the outbox keeps alerts
-  exactly-once (claim before send, look for a lost send before posting again). A
-  delivery job holds its channel's lock while it sends, so the worker that takes over a
-  dead one's channel knows the sends it left unconfirmed are nobody's, and settles them
-  at once (see deliver.Senders).
+  the outbox keeps alerts exactly-once (claim before send, look for a lost send before
+  posting again). A delivery job holds its channel's lock while it sends, so the worker
+  that takes over a dead one's channel knows the sends it left unconfirmed are nobody's,
+  and settles them at once (see deliver.Senders).
 
 The database stays the source of truth (feed due times, the outbox); the queue only says
 who does what now, so jobs carry ids, never data.
