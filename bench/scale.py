@@ -73,7 +73,7 @@ def cpu_seconds(roots: set[int]) -> tuple[float, float]:
     they have reaped), and by every PostgreSQL process (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
     ours = sum(
-        sum(int(f) for f in fields[11:15]) / tick for root in roots for fields in proc_tree(root)
+        sum(int(f) for f in fields[11:15]) / tick for root in roots for _, fields in proc_tree(root)
     )
     postgres = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):

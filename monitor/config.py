@@ -298,6 +298,9 @@ class QueueSettings(_Model):
     """Queue mode (several workers on one PostgreSQL, see runtime/queue.py)."""
 
     concurrency: int = Field(default=16, ge=1, le=256)  # jobs at once in one worker process
+    # feeds are polled in this many groups, one job a group at a time: the most poll jobs
+    # running at once across all workers (the same in every worker)
+    feed_groups: int = Field(default=16, ge=1, le=1024)
     heartbeat: Duration = timedelta(seconds=10)
     stalled_after: Duration = timedelta(seconds=30)  # no heartbeat this long: the worker is dead
     feed_lease: Duration = timedelta(minutes=15)  # a queued feed not polled by then is queued again

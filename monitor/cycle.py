@@ -2,8 +2,9 @@
 
 `monitor poll` runs `once`. The runtimes run the same steps on their own clocks:
 runtime/single.py polls each feed as it comes due and runs `health` and `deliver` every
-tick; runtime/queue.py runs `poll` as one job per feed, `health` when it queues them,
-`digests` when it queues one delivery job per channel.
+tick; runtime/queue.py polls the feeds of each poll job (a group of feeds) in one
+executor per worker, runs `health` when it queues them, `digests` when it queues one
+delivery job per channel.
 """
 
 from __future__ import annotations

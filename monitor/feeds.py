@@ -130,10 +130,10 @@ class FeedStore(Database):
         self,
         feeds: Sequence[FeedState],
         due_by: datetime | None = None,
-        unpolled_since: datetime | None = None,
+        queued: bool = False,
     ) -> list[FeedState]:
-        """The feeds' current fetch state, read afresh; only those due by `due_by`, or not
-        polled since `unpolled_since`, if given."""
+        """The feeds' current fetch state, read afresh; only those due by `due_by`, or
+        (`queued`) claimed for a poll that has not been recorded yet, if asked."""
         ids = {f.id: f for f in feeds}
         if not ids:
             return []
@@ -141,8 +141,8 @@ class FeedStore(Database):
         stmt = select(*_STATE).where(c.id.in_(ids))
         if due_by is not None:
             stmt = stmt.where(c.next_due_at <= due_by)
-        if unpolled_since is not None:
-            stmt = stmt.where(c.last_fetch_at.is_(None) | (c.last_fetch_at < unpolled_since))
+        if queued:
+            stmt = stmt.where(c.queued_at.is_not(None))
         with self._session() as s:
             rows = s.connection().execute(stmt.order_by(c.next_due_at))
             return [_refreshed(row, ids[row.id]) for row in rows]
@@ -159,23 +159,24 @@ class FeedStore(Database):
             later = s.execute(select(func.min(due_at)).where(mine, due_at > now)).scalar_one()
         return Schedule(due, as_utc(later) if later else None)
 
-    def claim_due(
-        self, feeds: Sequence[FeedState], now: datetime, lease: timedelta
-    ) -> list[FeedState]:
-        """The feeds due by `now`, each moved `lease` ahead in the same statement, so two
-        schedulers never both queue a feed; its poll then sets the real next due time, and
-        a feed whose poll was lost comes due again when the lease runs out."""
-        ids = {f.id: f for f in feeds}
+    def claim_due(self, feeds: Sequence[FeedState], now: datetime, lease: timedelta) -> list[int]:
+        """The ids of the feeds due by `now`, each marked queued and moved `lease` ahead in
+        the same statement, so two schedulers never both queue a feed; its poll's record
+        then clears the mark and sets the real next due time, and a feed whose poll was
+        lost comes due again when the lease runs out. Ids, not rows: the poll job reads
+        its feeds' state when it starts."""
+        ids = [f.id for f in feeds]
         if not ids:
             return []
         with self._session() as s:
-            rows = s.execute(
-                update(FeedRow)
-                .where(col(FeedRow.id).in_(ids), col(FeedRow.next_due_at) <= now)
-                .values(next_due_at=now + lease)
-                .returning(FeedRow)
-            ).scalars()
-            return [_refreshed(r, ids[r.id or 0]) for r in rows]
+            return list(
+                s.execute(
+                    update(FeedRow)
+                    .where(col(FeedRow.id).in_(ids), col(FeedRow.next_due_at) <= now)
+                    .values(next_due_at=now + lease, queued_at=now)
+                    .returning(col(FeedRow.id))
+                ).scalars()
+            )
 
     def record_fetches(self, results: Sequence[FetchResult]) -> None:
         """Many feeds' poll results in one transaction: a cycle of 304s costs one commit,
@@ -202,6 +203,7 @@ class FeedStore(Database):
                         last_error=None,
                         errors_in_row=0,
                         failing_since=None,
+                        queued_at=None,
                     ),
                     [
                         {
@@ -245,6 +247,7 @@ class FeedStore(Database):
 def record(row: FeedRow, result: FetchResult) -> None:
     now = utcnow()
     row.last_fetch_at = now
+    row.queued_at = None
     row.last_status = result.status
     row.next_due_at = result.next_due
     if result.elapsed is not None:

@@ -409,6 +409,7 @@ class FeedRow(TableRow, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     held_back: int = 0  # first fetch: items older than the backfill, kept without alerting
     held_back_matching: int = 0  # of those, how many a watchlist matched
+    queued_at: datetime | None = None  # queue mode: queued for a poll; its record clears it
 
 
 class ArticleRow(TableRow, table=True):

@@ -146,6 +146,8 @@ class Matching(Protocol):
     @property
     def built(self) -> bool: ...
 
+    def build(self) -> None: ...
+
     def match(
         self, entries: Sequence[Entry], feed: str | None = None
     ) -> list[tuple[Entry, list[MatchResult]]]: ...
@@ -204,6 +206,14 @@ class LazyMatcher:
     @property
     def built(self) -> bool:
         return self._matcher is not None
+
+    def build(self) -> None:
+        """Builds the matcher now, and loads the meaning model it and the gists read (once
+        per process), for a process that will match soon: the model first, under the lock
+        a match waits on, so no match loads it a second time meanwhile."""
+        with self._lock:
+            self._meaning()
+        self._built()
 
     def match(
         self, entries: Sequence[Entry], feed: str | None = None

@@ -8,17 +8,23 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from monitor import config as config_mod
 from monitor.config import QueueSettings
 from monitor.db import conninfo
 from monitor.errors import UsageError
-from monitor.runtime.queue import DELIVER, POLL, every
+from monitor.models import FeedOutcome
+from monitor.runtime.executor import Executor
+from monitor.runtime.queue import DELIVER, POLL, Polls, every
+from monitor.service import Service, build
 from tests.conftest import write_config
 from tests.servers import FakeSlack, FeedServer, Reply, Route, rss
 from tests.test_run import wait_for
@@ -198,7 +204,7 @@ def test_a_killed_worker_leaves_its_feeds_to_the_others(
     assert len(killed_share) < FEEDS and len(survivors) > FEEDS // 2
     took_over = "".join(log.read_text() for log in logs[1:])
     requeued = re.findall(
-        r"stalled job action=requeued .* task=monitor:poll_feed lock=feed:(\d+)", took_over
+        r"stalled job action=requeued .* task=monitor:poll_feeds lock=feeds:(\d+)", took_over
     )
     assert requeued, "the killed worker's polls were never taken over"
     # (a poll the killed worker committed just before dying is found done, not repeated)
@@ -335,10 +341,7 @@ def test_failed_jobs_are_kept_three_days_then_forgotten(pg_url: str, tmp_path: P
     cfg = write_config(tmp_path / "c", [], settings={"database_url": pg_url})
     app = make_app(config_mod.load(cfg).settings)
     with app.open():
-        old, recent = (
-            app.tasks["monitor:poll_feed"].defer(feed_id=n, queued_at="2026-01-01T00:00:00+00:00")
-            for n in (1, 2)
-        )
+        old, recent = (app.tasks[POLL].configure(lock=f"feeds:{n}").defer(group=n) for n in (1, 2))
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE procrastinate_jobs SET status = 'failed'"))
@@ -483,3 +486,84 @@ def test_a_dispatch_hands_the_owed_message_updates_over_once_not_once_a_channel(
     finally:
         service.slack = None
         service.close()
+
+
+def polled_service(
+    root: Path, server: FeedServer, count: int, delay: float = 0.0, **settings: Any
+) -> Service:
+    """A service of `count` feeds of one story each (nothing any watchlist matches), on
+    its own SQLite file: Polls needs no queue, only a service."""
+    feeds = []
+    for i in range(count):
+        item = {"title": f"story {i}", "link": f"https://n.example/p{i}", "guid": f"p{i}"}
+        server.routes[f"/p{i}.xml"] = Route(rss([item]), delay=delay)
+        feeds.append({"name": f"p{i}", "url": server.url(f"/p{i}.xml")})
+    database = {"database_url": f"sqlite:///{root / 'm.db'}"}
+    return build(config_mod.load(write_config(root / "c", feeds, [], {**database, **settings})))
+
+
+def within(seconds: float, work: Callable[[], list[FeedOutcome]]) -> list[FeedOutcome]:
+    """A poll job run in a thread: one that never ends fails the test, not hangs it."""
+    done: list[list[FeedOutcome]] = []
+    threading.Thread(target=lambda: done.append(work()), daemon=True).start()
+    assert wait_for(lambda: bool(done), timeout=seconds), (
+        f"a poll job still waits after {seconds} s"
+    )
+    return done[0]
+
+
+def test_a_workers_poll_jobs_share_its_executor_each_given_its_own_feeds_outcomes(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    service = polled_service(tmp_path, feed_server, 6)
+    polls = Polls(service, threading.Event())
+    got: dict[int, list[str]] = {}
+
+    def job(k: int) -> None:
+        got[k] = sorted(o.feed for o in polls.poll(service.feeds[k::2]) if o.ok)
+
+    for k in (0, 1):
+        threading.Thread(target=job, args=(k,), daemon=True).start()
+    assert wait_for(lambda: len(got) == 2, timeout=30)
+    polls.close()
+    rows = service.deps.feeds.rows()
+    service.close()
+    assert got == {0: ["p0", "p2", "p4"], 1: ["p1", "p3", "p5"]}
+    assert [r.last_status for r in rows] == [200] * 6  # each job's records written before it ends
+
+
+def test_a_poll_job_ends_at_a_stop_and_its_feeds_not_begun_stay_unpolled(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    service = polled_service(tmp_path, feed_server, 4, delay=0.5, http={"concurrency": 1})
+    stop = threading.Event()
+    polls = Polls(service, stop)
+    threading.Timer(0.2, stop.set).start()  # one fetch under way, three not begun
+    outcomes = within(20, lambda: polls.poll(service.feeds))
+    polls.close()
+    rows = service.deps.feeds.rows()
+    service.close()
+    assert len(outcomes) <= 1
+    assert sum(r.last_fetch_at is None for r in rows) == 4 - len(outcomes)
+
+
+def test_a_failing_poll_executor_ends_its_jobs_and_the_next_polls_again(
+    feed_server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = polled_service(tmp_path, feed_server, 2)
+    step = Executor.step
+    calls = 0
+
+    def failing_once(self: Executor, timeout: float | None = None) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return step(self, timeout)
+
+    monkeypatch.setattr(Executor, "step", failing_once)
+    polls = Polls(service, threading.Event())
+    assert within(20, lambda: polls.poll(service.feeds)) == []  # ends; the feeds stay queued
+    assert sorted(o.feed for o in within(20, lambda: polls.poll(service.feeds))) == ["p0", "p1"]
+    polls.close()
+    service.close()

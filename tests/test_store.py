@@ -486,15 +486,19 @@ def test_a_due_feed_is_claimed_once_until_its_lease_runs_out(db: tuple[Store, Ou
     )
     now = utcnow()
     lease = timedelta(minutes=15)
-    assert sorted(s.name for s in store.claim_due(states, now, lease)) == ["a", "b"]
+    ids = {s.name: s.id for s in states}
+    assert sorted(store.claim_due(states, now, lease)) == [ids["a"], ids["b"]]
     assert store.claim_due(states, now + timedelta(minutes=1), lease) == []  # a 2nd scheduler
-    queued_at = now
+    assert sorted(s.name for s in store.states(states, queued=True)) == ["a", "b"]
     a = next(s for s in states if s.name == "a")
     store.record_fetches([FetchResult(a.id, status=304, error=None, next_due=now + lease * 2)])
-    # a poll job for `a` queued before that poll finds it done; `b` still waits for its poll
-    assert [s.name for s in store.states(states, unpolled_since=queued_at)] == ["b"]
+    # a poll job of their group started after that poll finds `a` done; `b` still waits
+    assert [s.name for s in store.states(states, queued=True)] == ["b"]
     # a lost poll: `b` comes due again when its lease runs out, `a` keeps its own time
-    assert [s.name for s in store.claim_due(states, now + lease, lease)] == ["b"]
+    assert store.claim_due(states, now + lease, lease) == [ids["b"]]
+    b = next(s for s in states if s.name == "b")
+    store.record_fetches([FetchResult(b.id, status=500, error="HTTP 500", next_due=now)])
+    assert store.states(states, queued=True) == []  # a failed poll is recorded: done too
 
 
 def test_channels_with_work_and_their_last_send(db: tuple[Store, Outbox]) -> None:

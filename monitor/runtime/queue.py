@@ -2,19 +2,26 @@
 through procrastinate's job queue (workers take jobs with SELECT ... FOR UPDATE SKIP LOCKED).
 
 - Every tick one periodic job (procrastinate defers it once across all workers) claims
-  the due feeds, moving each one's due time a lease ahead in the same UPDATE, and queues
-  one poll job per feed, locked by the feed: no feed is polled by two workers at once.
+  the due feeds, marking each queued and moving its due time a lease ahead in the same
+  UPDATE, and queues one poll job per group of feeds with one claimed (a feed's group is
+  its id modulo `queue.feed_groups`), locked by the group: no feed is polled by two
+  workers at once, and a group has at most one job waiting. A poll job polls every feed
+  of its group still marked queued when it starts, including those claimed after it was
+  queued, in its worker's one executor (`Polls`: one read for the group, records a
+  burst at a time, as a single host polls a cycle); a feed's record clears its mark. So
+  a cycle of many due feeds costs at most `feed_groups` jobs, not one job (its queue
+  round trips and transactions) per feed.
 - Another gathers digests and queues one delivery job per channel with something due,
   locked by the channel: one worker at a time posts to a channel, and it paces itself
   from the channel's last send, whoever made it. It then hands the Slack app's owed
   message updates that are due to its click thread: once a tick, not once a channel.
 - A worker that dies stops its heartbeat; after `queue.stalled_after` the recovery job
-  puts its jobs back in the queue for the others. Taking over is safe: a poll job whose
-  feed was polled since it was queued does nothing, and the outbox keeps alerts
-  exactly-once (claim before send, look for a lost send before posting again). A
-  delivery job holds its channel's lock while it sends, so the worker that takes over a
-  dead one's channel knows the sends it left unconfirmed are nobody's, and settles them
-  at once (see deliver.Senders).
+  puts its jobs back in the queue for the others. Taking over is safe: a poll job polls
+  only the feeds still marked queued (not those recorded before the worker died), and
+  the outbox keeps alerts exactly-once (claim before send, look for a lost send before
+  posting again). A delivery job holds its channel's lock while it sends, so the worker
+  that takes over a dead one's channel knows the sends it left unconfirmed are nobody's,
+  and settles them at once (see deliver.Senders).
 
 The database stays the source of truth (feed due times, the outbox); the queue only says
 who does what now, so jobs carry ids, never data.
@@ -39,7 +46,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +66,16 @@ from monitor.db import conninfo, take_turns
 from monitor.errors import DatabaseUnavailable
 from monitor.feeds import FeedState
 from monitor.metrics import Metrics
-from monitor.models import utcnow
+from monitor.models import FeedOutcome, utcnow
 from monitor.outage import DatabaseWatch, first_line, unavailable, watch_of
+from monitor.pipeline import FeedStages
 from monitor.runtime import Activity, Control
+from monitor.runtime.executor import Executor
 from monitor.service import Service
 
 log = logging.getLogger(__name__)
 
-POLL = "monitor:poll_feed"
+POLL = "monitor:poll_feeds"
 DELIVER = "monitor:deliver_channel"
 SCHEDULE = "monitor:schedule_feeds"
 DISPATCH = "monitor:dispatch_deliveries"
@@ -74,7 +84,6 @@ PRUNE = "monitor:prune"
 FORGET = "monitor:forget_old_jobs"
 _KEEP_FINISHED_JOBS = 72  # hours a failed job stays in the queue's tables, for a look
 _SCHEMA_LOCK = 0x6D6F6E71  # PostgreSQL advisory lock held while creating the queue's tables
-_BATCH = 500  # jobs deferred in one round trip
 _VERSION_TABLE = "monitor_queue_schema"  # the procrastinate version its tables are at
 # a job that met the database away is tried again (it has no other fault)
 _WEATHER = procrastinate.RetryStrategy(wait=2, retry_exceptions={DatabaseUnavailable})
@@ -154,7 +163,7 @@ def make_app(settings: Settings) -> procrastinate.App:
             configure=_autocommit,
         )
     )
-    app.task(name=POLL, pass_context=True, retry=_WEATHER)(_poll_feed)
+    app.task(name=POLL, pass_context=True, retry=_WEATHER)(_poll_feeds)
     app.task(name=DELIVER, pass_context=True, retry=_WEATHER)(_deliver_channel)
     tick = every(settings.tick)
     for name, func in ((SCHEDULE, _schedule_feeds), (DISPATCH, _dispatch_deliveries)):
@@ -194,8 +203,8 @@ def _job(context: JobContext, work: Callable[[QueueWorker], None]) -> None:
         work(worker)
 
 
-def _poll_feed(context: JobContext, feed_id: int, queued_at: str) -> None:
-    _job(context, lambda w: w.poll(feed_id, datetime.fromisoformat(queued_at)))
+def _poll_feeds(context: JobContext, group: int) -> None:
+    _job(context, lambda w: w.poll(group))
 
 
 def _deliver_channel(context: JobContext, channel: str) -> None:
@@ -226,8 +235,8 @@ async def _forget_old_jobs(context: JobContext, timestamp: int) -> None:
 
 async def _recover_stalled(context: JobContext, timestamp: int) -> None:
     """Jobs of workers silent for `stalled_after` go back to the queue. One that cannot
-    (a newer job for the same feed or channel is already waiting) is dropped: the newer
-    one does its work."""
+    (a newer job for the same group of feeds or channel is already waiting) is dropped:
+    the newer one does its work."""
     manager = context.app.job_manager
     worker: QueueWorker = context.additional_context["monitor"]
     wait = worker.service.config.settings.queue.stalled_after.total_seconds()
@@ -250,6 +259,112 @@ async def _recover_stalled(context: JobContext, timestamp: int) -> None:
         )
 
 
+class _Batch:
+    """A poll job's feeds, handed to this worker's executor: done when each has its
+    outcome, or left without one (dropped unbegun at a stop: still queued)."""
+
+    def __init__(self, feeds: list[FeedState]) -> None:
+        self.feeds = feeds
+        self.pending = {f.name: f.id for f in feeds}
+        self.outcomes: list[FeedOutcome] = []
+        self.done = threading.Event()
+
+    def settle(self, name: str, outcome: FeedOutcome | None) -> None:
+        self.pending.pop(name, None)
+        if outcome is not None:
+            self.outcomes.append(outcome)
+        if not self.pending:
+            self.done.set()
+
+
+class Polls:
+    """One executor for all of this worker's poll jobs, as a single host has for its
+    cycle: one set of fetch threads and its per-host limits, one processing thread, and
+    the records of feeds finished together written in one transaction whichever jobs
+    they came from. A job hands its feeds to the thread that steps the executor and
+    waits for their outcomes. No pass workers: queue mode grows by workers."""
+
+    def __init__(self, service: Service, stop: threading.Event) -> None:
+        self._service = service
+        self._stop = stop
+        self._executor = self._new_executor()
+        self._cond = threading.Condition()
+        self._handed: list[_Batch] = []
+        self._closed = False
+        self._waiting: dict[str, _Batch] = {}  # feed name -> its job's batch (stepping thread)
+        self._thread = threading.Thread(target=self._run, name="polls", daemon=True)
+        self._thread.start()
+
+    def poll(self, feeds: list[FeedState]) -> list[FeedOutcome]:
+        """In a job's thread: the feeds polled, their records written; returns their
+        outcomes (none for a feed dropped unbegun at a stop)."""
+        batch = _Batch(feeds)
+        with self._cond:
+            if self._closed or not feeds:
+                return []
+            self._handed.append(batch)
+            self._cond.notify()
+        self._executor.wake()
+        batch.done.wait()
+        return batch.outcomes
+
+    def close(self) -> None:
+        """Stops stepping; jobs still waiting return with what they have."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._executor.wake()
+        self._thread.join()
+        self._executor.close()
+        for batch in {id(b): b for b in [*self._handed, *self._waiting.values()]}.values():
+            batch.done.set()
+
+    def _new_executor(self) -> Executor:
+        deps = replace(self._service.deps, pool=None)
+        return Executor(FeedStages(deps.settings), deps, self._stop)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._handed or self._executor.busy or self._closed):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                handed, self._handed = self._handed, []
+            try:
+                self._step(handed)
+            except Exception:  # a bug: the jobs must not wait forever, nor the feeds stay stuck
+                log.exception("poll executor failed: its jobs end, their feeds stay queued")
+                self._executor.close()
+                self._executor = self._new_executor()
+                for batch in {id(b): b for b in [*handed, *self._waiting.values()]}.values():
+                    batch.done.set()
+                self._waiting.clear()
+
+    def _step(self, handed: list[_Batch]) -> None:
+        executor = self._executor
+        executor.deps = replace(self._service.deps, pool=None)  # as last reloaded
+        for batch in handed:
+            self._add(batch)
+        for outcome in executor.step():
+            self._waiting.pop(outcome.feed).settle(outcome.feed, outcome)
+        if self._stop.is_set():  # what was dropped unbegun has left without an outcome
+            for name, batch in list(self._waiting.items()):
+                if batch.pending.get(name) not in executor.in_flight:
+                    del self._waiting[name]
+                    batch.settle(name, None)
+
+    def _add(self, batch: _Batch) -> None:
+        fresh = []
+        for feed in batch.feeds:
+            if feed.name in self._waiting:  # in flight for another job: it has the outcome
+                batch.settle(feed.name, None)
+            else:
+                self._waiting[feed.name] = batch
+                fresh.append(feed)
+        self._executor.add(fresh)
+
+
 class QueueWorker:
     """One worker process in queue mode: the service its jobs run with."""
 
@@ -263,13 +378,19 @@ class QueueWorker:
         self.app = make_app(service.config.settings)
         self.working = False  # a procrastinate worker is running (for /healthz)
         self.restarts = 0
-        self._by_id: tuple[list[FeedState], dict[int, FeedState]] = ([], {})
+        self.polls = Polls(service, self.halt)
+        self.groups = service.config.settings.queue.feed_groups
+        self._groups: tuple[list[FeedState], dict[int, list[FeedState]]] = ([], {})
 
-    def _feed(self, feed_id: int) -> FeedState | None:
+    def _group(self, group: int) -> list[FeedState]:
+        """The configured feeds of a group (the config's, as last reloaded)."""
         feeds = self.service.feeds
-        if self._by_id[0] is not feeds:
-            self._by_id = (feeds, {f.id: f for f in feeds})
-        return self._by_id[1].get(feed_id)
+        if self._groups[0] is not feeds:
+            groups: dict[int, list[FeedState]] = {}
+            for feed in feeds:
+                groups.setdefault(feed.id % self.groups, []).append(feed)
+            self._groups = (feeds, groups)
+        return self._groups[1].get(group, [])
 
     def _queue(self, task: str, lock: str, **kwargs: Any) -> bool:
         """Defers a job unless one with the same lock is already waiting."""
@@ -299,30 +420,24 @@ class QueueWorker:
         deps, settings = service.deps, service.config.settings
         now = utcnow()
         claimed = deps.feeds.claim_due(service.feeds, now, settings.queue.feed_lease)
-        polls = [(f"feed:{f.id}", {"feed_id": f.id, "queued_at": now.isoformat()}) for f in claimed]
-        queued = sum(
-            self._queue_many(POLL, polls[i : i + _BATCH]) for i in range(0, len(polls), _BATCH)
-        )
+        groups = sorted({feed_id % self.groups for feed_id in claimed})
+        queued = self._queue_many(POLL, [(f"feeds:{g}", {"group": g}) for g in groups])
         if claimed:
-            log.info("feeds queued", extra={"due": len(claimed), "queued": queued})
+            log.info("feeds queued", extra={"due": len(claimed), "jobs": queued})
         cycle.health(service)
 
-    def poll(self, feed_id: int, queued_at: datetime) -> None:
-        deps = self.service.deps
-        feed = self._feed(feed_id)
-        if feed is None:
-            log.info("queued feed no longer configured", extra={"feed_id": feed_id})
+    def poll(self, group: int) -> None:
+        """The group's feeds still queued, polled together. One that met the database
+        away stays queued, and the job is tried again for it."""
+        queued = self.service.deps.feeds.states(self._group(group), queued=True)
+        if not queued:
+            log.debug("feeds already polled since queued", extra={"group": group})
             return
-        state = deps.feeds.states([feed], unpolled_since=queued_at)
-        if not state:
-            log.debug(
-                "feed already polled since queued", extra={"feed": feed.name, "feed_id": feed_id}
-            )
-            return
-        outcomes = cycle.poll(self.service, state, self.halt)
+        outcomes = self.polls.poll(queued)
         self.metrics.polled(outcomes)
-        if any(o.unavailable for o in outcomes):
-            raise DatabaseUnavailable(f"feed {feed.name} waits for the database")
+        waiting = sum(o.unavailable for o in outcomes)
+        if waiting:
+            raise DatabaseUnavailable(f"{waiting} feeds of group {group} wait for the database")
 
     def dispatch(self) -> None:
         service = self.service
@@ -365,6 +480,7 @@ class QueueWorker:
             else None
         )
         log.info("queue worker started", extra={"worker": name, "feeds": len(self.service.feeds)})
+        threading.Thread(target=self._ready_to_match, name="matcher", daemon=True).start()
         engine = self.service.deps.store.engine
         watch = watch_of(engine)
         pause = _RESTART_FIRST
@@ -402,7 +518,19 @@ class QueueWorker:
             self.halt.set()
             if endpoint is not None:
                 endpoint.shutdown()
-        return self.activity.wait_idle(control.grace)
+        idle = self.activity.wait_idle(control.grace)
+        self.polls.close()
+        return idle
+
+    def _ready_to_match(self) -> None:
+        """The matcher built and the meaning model loaded as the worker starts, beside its
+        first jobs rather than within the first that matches (each job then waits
+        seconds on them). The worker takes jobs meanwhile: a worker that started later
+        than the others would find their cycle's jobs all taken."""
+        try:
+            self.service.deps.matcher.build()
+        except Exception as exc:  # noqa: BLE001 - the first job to match tries again, and says why
+            log.warning("matcher not built at start", extra={"error": first_line(exc)})
 
     async def _work(self, control: Control, name: str) -> BaseException | None:
         """One procrastinate worker, from its start until `stop` or until it stops by
