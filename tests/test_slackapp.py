@@ -40,7 +40,7 @@ from monitor.service import Service, build, slack_app
 from monitor.slackapp.access import same_channel
 from monitor.slackapp.app import BUSY, WAITING
 from tests.conftest import US_CHINA, write_config
-from tests.servers import FakeSlack, FeedServer, Route, channel_id, rss
+from tests.servers import FakeSlack, FeedServer, Route, SocketServer, channel_id, rss
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 APP_TOKEN = "xapp-1-A0APP-1-fake"
@@ -816,19 +816,28 @@ def held_desk(
         held.release.set()
 
 
+def _one_being_explained(
+    held_desk: tuple[Desk, Held],
+) -> tuple[FakeSlack, SocketServer, dict[str, Any], Held]:
+    """The desk's Slack, its socket and an alert, with a why question on the alert being
+    explained (held there until `held.release` is set)."""
+    desk, held = held_desk
+    slack, socket = desk.slack, desk.slack.socket
+    assert socket is not None
+    qin = desk.alert("Qin Gang")
+    assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, 1)))
+    assert held.explaining.wait(30)
+    return slack, socket, qin, held
+
+
 def test_why_questions_are_acknowledged_while_one_is_being_explained(
     held_desk: tuple[Desk, Held], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An explanation runs the matcher, which may be slow: the questions after it are
     acknowledged by their listeners at once, more than bolt has listener threads; those
     beyond the bounded queue are told to try again, the queued ones answered in turn."""
-    desk, held = held_desk
     caplog.set_level(logging.INFO, logger="monitor.slackapp")
-    slack, socket = desk.slack, desk.slack.socket
-    assert socket is not None
-    qin = desk.alert("Qin Gang")
-    assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, 1)))
-    assert held.explaining.wait(30)
+    slack, socket, qin, held = _one_being_explained(held_desk)
     asked = 1 + WAITING + 3  # more than bolt's 5 listener threads
     for n in range(2, asked + 1):
         envelope = socket.send("interactive", why_payload(slack, qin, n))
@@ -851,13 +860,8 @@ def test_questions_from_another_workspace_are_refused_at_once_and_take_no_room(
     """The workspace is checked before a question is queued: another workspace's is
     refused while an explanation is under way, not after it, and takes no place in the
     bounded queue."""
-    desk, held = held_desk
     caplog.set_level(logging.WARNING, logger="monitor.slackapp.app")
-    slack, socket = desk.slack, desk.slack.socket
-    assert socket is not None
-    qin = desk.alert("Qin Gang")
-    assert socket.wait_ack(socket.send("interactive", why_payload(slack, qin, 1)))
-    assert held.explaining.wait(30)
+    slack, socket, qin, held = _one_being_explained(held_desk)
     shortcut = {**why_payload(slack, qin, 2), "team": {"id": "T0OTHER99", "domain": "other"}}
     command = {
         "command": "/monitor",
