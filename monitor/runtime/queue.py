@@ -365,6 +365,31 @@ class Polls:
         self._executor.add(fresh)
 
 
+def _defer(app: procrastinate.App, task: str, lock: str, **kwargs: Any) -> bool:
+    """Defers a job unless one with the same lock is already waiting."""
+    try:
+        app.tasks[task].configure(lock=lock, queueing_lock=lock).defer(**kwargs)
+    except queue_errors.AlreadyEnqueued:
+        return False
+    return True
+
+
+def _defer_many(app: procrastinate.App, task: str, jobs: list[tuple[str, dict[str, Any]]]) -> int:
+    """Defers jobs in one round trip; when one of them is already waiting (queued
+    before, and not yet run), one by one."""
+    deferrer = app.tasks[task]
+    try:
+        app.job_manager.batch_defer_jobs(
+            [
+                deferrer.configure(lock=lock, queueing_lock=lock).make_new_job(**kwargs)
+                for lock, kwargs in jobs
+            ]
+        )
+    except queue_errors.AlreadyEnqueued:
+        return sum(_defer(app, task, lock, **kwargs) for lock, kwargs in jobs)
+    return len(jobs)
+
+
 class QueueWorker:
     """One worker process in queue mode: the service its jobs run with."""
 
@@ -392,36 +417,13 @@ class QueueWorker:
             self._groups = (feeds, groups)
         return self._groups[1].get(group, [])
 
-    def _queue(self, task: str, lock: str, **kwargs: Any) -> bool:
-        """Defers a job unless one with the same lock is already waiting."""
-        try:
-            self.app.tasks[task].configure(lock=lock, queueing_lock=lock).defer(**kwargs)
-        except queue_errors.AlreadyEnqueued:
-            return False
-        return True
-
-    def _queue_many(self, task: str, jobs: list[tuple[str, dict[str, Any]]]) -> int:
-        """Defers jobs in one round trip; when one of them is already waiting (queued
-        before, and not yet run), one by one."""
-        deferrer = self.app.tasks[task]
-        try:
-            self.app.job_manager.batch_defer_jobs(
-                [
-                    deferrer.configure(lock=lock, queueing_lock=lock).make_new_job(**kwargs)
-                    for lock, kwargs in jobs
-                ]
-            )
-        except queue_errors.AlreadyEnqueued:
-            return sum(self._queue(task, lock, **kwargs) for lock, kwargs in jobs)
-        return len(jobs)
-
     def schedule(self) -> None:
         service = self.service
         deps, settings = service.deps, service.config.settings
         now = utcnow()
         claimed = deps.feeds.claim_due(service.feeds, now, settings.queue.feed_lease)
         groups = sorted({feed_id % self.groups for feed_id in claimed})
-        queued = self._queue_many(POLL, [(f"feeds:{g}", {"group": g}) for g in groups])
+        queued = _defer_many(self.app, POLL, [(f"feeds:{g}", {"group": g}) for g in groups])
         if claimed:
             log.info("feeds queued", extra={"due": len(claimed), "jobs": queued})
         cycle.health(service)
@@ -445,7 +447,7 @@ class QueueWorker:
         cycle.digests(service)
         now = utcnow()
         for channel in outbox.channels_due(now, now - settings.delivery.lease, held=True):
-            self._queue(DELIVER, f"channel:{channel}", channel=channel)
+            _defer(self.app, DELIVER, f"channel:{channel}", channel=channel)
         if service.slack is not None:
             service.slack.catch_up()  # the owed message updates, on the click thread
 
