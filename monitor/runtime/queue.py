@@ -316,8 +316,13 @@ class Polls:
         self._executor.wake()
         self._thread.join()
         self._executor.close()
-        for batch in {id(b): b for b in [*self._handed, *self._waiting.values()]}.values():
+        self._release(self._handed)
+
+    def _release(self, handed: list[_Batch]) -> None:
+        """Ends the jobs of these batches and of every feed in flight, with what they have."""
+        for batch in {id(b): b for b in [*handed, *self._waiting.values()]}.values():
             batch.done.set()
+        self._waiting.clear()
 
     def _new_executor(self) -> Executor:
         deps = replace(self._service.deps, pool=None)
@@ -337,9 +342,7 @@ class Polls:
                 log.exception("poll executor failed: its jobs end, their feeds stay queued")
                 self._executor.close()
                 self._executor = self._new_executor()
-                for batch in {id(b): b for b in [*handed, *self._waiting.values()]}.values():
-                    batch.done.set()
-                self._waiting.clear()
+                self._release(handed)
 
     def _step(self, handed: list[_Batch]) -> None:
         executor = self._executor
